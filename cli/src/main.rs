@@ -1,0 +1,116 @@
+//! `herald`: run Herald locally and talk to a running Herald.
+
+mod client;
+mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: one HTTP call, a message on any channel, tracked to its final status"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "HERALD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on a local socket with the embedded store, queue and sandbox provider.
+    Serve(serve::ServeArgs),
+    /// Manage API keys in a data directory.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Send a message through a running Herald (POST /v1/broadcasts).
+    Send(client::SendArgs),
+    /// Follow a send request until every row is terminal, then print its rows.
+    Status(client::StatusArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a tenant's API key and print it once (only its hash is stored).
+    Create {
+        /// Tenant name; created if it does not exist.
+        #[arg(long)]
+        tenant: String,
+        /// Data directory of the store.
+        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// List a tenant's keys (prefixes only).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Keys { command: KeysCommand::Create { tenant, data_dir } } => keys_create(&tenant, &data_dir).await,
+        Command::Keys { command: KeysCommand::List { tenant, data_dir } } => keys_list(&tenant, &data_dir).await,
+        Command::Send(args) => client::send(args).await,
+        Command::Status(args) => client::status(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn keys_create(tenant: &str, dir: &std::path::Path) -> Result<(), String> {
+    let (store, _) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+    let key = herald::service::keys::create_key(store.as_ref(), tenant, None).await.map_err(|e| e.to_string())?;
+    eprintln!("API key for tenant {tenant:?} (shown once; Herald keeps only its hash):");
+    println!("{key}");
+    Ok(())
+}
+
+async fn keys_list(tenant: &str, dir: &std::path::Path) -> Result<(), String> {
+    use herald::ports::ApiKeys;
+    let (store, _) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+    let keys = store.list_keys(tenant).await.map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err(format!("tenant {tenant:?} has no keys"));
+    }
+    println!("{:<14} {:<26} STATE", "PREFIX", "CREATED");
+    for k in keys {
+        let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+        println!("{:<14} {:<26} {}", format!("{}…", k.display_prefix), k.created_at.to_rfc3339(), state);
+    }
+    Ok(())
+}

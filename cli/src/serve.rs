@@ -1,0 +1,98 @@
+//! `herald serve`: the router and the worker pool on the embedded adapters.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald::local::Local;
+use herald::providers::sandbox::{FailKind, SandboxBehaviour};
+use herald::Settings;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "HERALD_ADDR")]
+    addr: SocketAddr,
+    /// Directory of the embedded store and queue.
+    #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Delivery workers (concurrent provider calls).
+    #[arg(long, default_value_t = 32, env = "HERALD_WORKERS")]
+    workers: usize,
+    /// Provider attempts per message before it is failed.
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+    /// Base of the exponential retry backoff, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    backoff_base_ms: u64,
+    /// Make the sandbox provider take this long per message (for tests).
+    #[arg(long, default_value_t = 0, env = "HERALD_SANDBOX_DELAY_MS")]
+    sandbox_delay_ms: u64,
+    /// Make this share (0.0–1.0) of sandbox sends fail (for tests).
+    #[arg(long, default_value_t = 0.0, env = "HERALD_SANDBOX_FAIL_RATE")]
+    sandbox_fail_rate: f64,
+    /// How sandbox failures behave: transient (retried) or permanent.
+    #[arg(long, default_value = "transient", env = "HERALD_SANDBOX_FAIL_KIND")]
+    sandbox_fail_kind: FailKind,
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&args.sandbox_fail_rate) {
+        return Err("--sandbox-fail-rate must be between 0.0 and 1.0".into());
+    }
+    let settings = Settings {
+        max_attempts: args.max_attempts.max(1),
+        backoff_base: Duration::from_millis(args.backoff_base_ms.max(1)),
+        ..Settings::default()
+    };
+    let behaviour = SandboxBehaviour {
+        delay: Duration::from_millis(args.sandbox_delay_ms),
+        fail_rate: args.sandbox_fail_rate,
+        fail_kind: args.sandbox_fail_kind,
+    };
+    let local = Local::open(&args.data_dir, settings, behaviour).await.map_err(|e| e.to_string())?;
+
+    let seed = std::env::var("HERALD_API_KEY").ok().filter(|k| !k.is_empty());
+    match herald::service::keys::bootstrap(local.herald.keys.as_ref(), seed.as_deref()).await {
+        Ok(Some(key)) => {
+            eprintln!("Created tenant \"default\". Its API key (shown once; Herald keeps only its hash):");
+            println!("{key}");
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("HERALD_API_KEY: {e}")),
+    }
+
+    let listener =
+        tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = local.spawn_workers(args.workers, stop_rx);
+    tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), workers = args.workers, "Herald is serving");
+
+    let app = herald::http::router(local.herald.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing the messages in hand");
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    let _ = stop_tx.send(true);
+    let _ = workers.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

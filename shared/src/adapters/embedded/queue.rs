@@ -1,0 +1,243 @@
+//! A durable job queue on SQLite with SQS semantics: at-least-once delivery, per-job delay,
+//! visibility timeout, receive count, and a dead-letter table after `max_receives` receives.
+
+use async_trait::async_trait;
+use rusqlite::{params, TransactionBehavior};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+use super::{ms, Db};
+use crate::domain::now;
+use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreResult};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    enqueued_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_visible ON jobs(visible_at);
+CREATE INDEX IF NOT EXISTS jobs_receipt ON jobs(receipt);
+CREATE TABLE IF NOT EXISTS dead_jobs (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    dead_at INTEGER NOT NULL
+);
+";
+
+/// A job in the dead-letter table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadJob {
+    pub message_id: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub dead_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct EmbeddedQueue {
+    db: Db,
+    max_receives: u32,
+    wake: Arc<Notify>,
+}
+
+impl EmbeddedQueue {
+    pub fn open(path: &Path, max_receives: u32) -> StoreResult<EmbeddedQueue> {
+        Ok(EmbeddedQueue {
+            db: Db::open(path, SCHEMA)?,
+            max_receives: max_receives.max(1),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Notified whenever jobs are enqueued, so idle workers wake at once.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// After a restart, nobody holds the jobs that were in flight: make them visible now.
+    /// Only the process that owns the data directory may call this.
+    pub async fn recover_in_flight(&self) -> StoreResult<u64> {
+        let t = ms(now());
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE jobs SET visible_at = MIN(visible_at, ?1), receipt = NULL, in_flight = 0 WHERE in_flight = 1",
+                    params![t],
+                )? as u64)
+            })
+            .await
+    }
+
+    /// Jobs waiting (visible or delayed), in flight, and dead-lettered.
+    pub async fn depth(&self) -> StoreResult<(u64, u64, u64)> {
+        self.db
+            .call(|c| {
+                let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
+                Ok((
+                    q("SELECT COUNT(*) FROM jobs WHERE in_flight = 0")?,
+                    q("SELECT COUNT(*) FROM jobs WHERE in_flight = 1")?,
+                    q("SELECT COUNT(*) FROM dead_jobs")?,
+                ))
+            })
+            .await
+    }
+
+    pub async fn dead_letters(&self, limit: u32) -> StoreResult<Vec<DeadJob>> {
+        self.db
+            .call(move |c| {
+                let mut st =
+                    c.prepare("SELECT message_id, body, receive_count, dead_at FROM dead_jobs ORDER BY seq LIMIT ?1")?;
+                let rows = st.query_map(params![limit], |r| {
+                    Ok(DeadJob {
+                        message_id: r.get(0)?,
+                        body: r.get(1)?,
+                        receive_count: r.get::<_, i64>(2)? as u32,
+                        dead_at: chrono::DateTime::from_timestamp_millis(r.get(3)?).unwrap_or_default(),
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Moves every dead-lettered job back onto the queue with a fresh receive count.
+    pub async fn redrive(&self) -> StoreResult<u64> {
+        let t = ms(now());
+        let n = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let n = tx.execute(
+                    "INSERT INTO jobs (message_id, body, visible_at, receive_count, enqueued_at)
+                     SELECT message_id, body, ?1, 0, enqueued_at FROM dead_jobs ORDER BY seq",
+                    params![t],
+                )?;
+                tx.execute("DELETE FROM dead_jobs", [])?;
+                tx.commit()?;
+                Ok(n as u64)
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl JobQueue for EmbeddedQueue {
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> StoreResult<()> {
+        let t = ms(now());
+        let items: Vec<(String, String, i64)> = jobs
+            .iter()
+            .map(|j| {
+                let body = serde_json::to_string(&j.job)?;
+                Ok((uuid::Uuid::new_v4().to_string(), body, t + j.delay.as_millis() as i64))
+            })
+            .collect::<StoreResult<_>>()?;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut st = tx.prepare_cached(
+                        "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for (id, body, visible_at) in &items {
+                        st.execute(params![id, body, visible_at, t])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration) -> StoreResult<Vec<ReceivedJob>> {
+        let t = ms(now());
+        let hidden_until = t + visibility.as_millis() as i64;
+        let max_receives = self.max_receives;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut out = Vec::new();
+                {
+                    let mut pick = tx.prepare_cached(
+                        "SELECT seq, message_id, body, receive_count FROM jobs
+                         WHERE visible_at <= ?1 ORDER BY visible_at, seq LIMIT ?2",
+                    )?;
+                    let candidates = pick
+                        .query_map(params![t, (max * 2) as i64], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                            ))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut bury = tx.prepare_cached(
+                        "INSERT INTO dead_jobs (seq, message_id, body, receive_count, enqueued_at, dead_at)
+                         SELECT seq, message_id, body, receive_count, enqueued_at, ?2 FROM jobs WHERE seq = ?1",
+                    )?;
+                    let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE seq = ?1")?;
+                    let mut take = tx.prepare_cached(
+                        "UPDATE jobs SET receive_count = receive_count + 1, receipt = ?2, visible_at = ?3, in_flight = 1
+                         WHERE seq = ?1",
+                    )?;
+                    for (seq, message_id, body, count) in candidates {
+                        if count as u32 >= max_receives {
+                            // Received max_receives times and never deleted: dead-letter it.
+                            bury.execute(params![seq, t])?;
+                            delete.execute(params![seq])?;
+                            tracing::warn!(%message_id, receive_count = count, "job moved to the dead-letter table");
+                            continue;
+                        }
+                        if out.len() == max {
+                            break;
+                        }
+                        let receipt = uuid::Uuid::new_v4().to_string();
+                        take.execute(params![seq, receipt, hidden_until])?;
+                        out.push(ReceivedJob { message_id, receipt, body, receive_count: count as u32 + 1 });
+                    }
+                }
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn delete(&self, receipt: &str) -> StoreResult<()> {
+        let receipt = receipt.to_string();
+        self.db
+            .call(move |c| {
+                c.execute("DELETE FROM jobs WHERE receipt = ?1", params![receipt])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()> {
+        let receipt = receipt.to_string();
+        let visible_at = ms(now()) + timeout.as_millis() as i64;
+        self.db
+            .call(move |c| {
+                // A deliberate delay, not an in-flight job: a restart must not cut it short.
+                c.execute(
+                    "UPDATE jobs SET visible_at = ?2, in_flight = 0 WHERE receipt = ?1",
+                    params![receipt, visible_at],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,730 @@
+//! Every store port on one SQLite database. Records are JSON documents with the columns their
+//! queries need beside them; every conditional write is one IMMEDIATE transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{ms, Db};
+use crate::domain::{
+    ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
+};
+use crate::ports::*;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    lookup TEXT PRIMARY KEY, hash BLOB NOT NULL, display_prefix TEXT NOT NULL,
+    tenant_id TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant_id);
+CREATE TABLE IF NOT EXISTS templates (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS campaigns (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS contacts (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS contact_keys (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, contact_id TEXT NOT NULL, PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS contact_keys_contact ON contact_keys(tenant_id, contact_id);
+CREATE TABLE IF NOT EXISTS requests (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS recipient_rows (
+    tenant_id TEXT NOT NULL, id TEXT NOT NULL, request_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    status TEXT NOT NULL, external_message_id TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX IF NOT EXISTS recipient_rows_request ON recipient_rows(tenant_id, request_id, seq);
+CREATE INDEX IF NOT EXISTS recipient_rows_external ON recipient_rows(external_message_id) WHERE external_message_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+    status INTEGER, body TEXT, locked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, tenant_id TEXT NOT NULL,
+    request_id TEXT NOT NULL, row_id TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_row ON outbox(tenant_id, row_id);
+CREATE INDEX IF NOT EXISTS outbox_request ON outbox(tenant_id, request_id, seq);
+";
+
+pub struct EmbeddedStore {
+    db: Db,
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> StoreResult<EmbeddedStore> {
+        Ok(EmbeddedStore { db: Db::open(path, SCHEMA)? })
+    }
+
+    /// After a restart nobody holds a lease: let rows left `sending` be reclaimed at once.
+    /// Only the process that owns the data directory may call this.
+    pub async fn expire_leases(&self) -> StoreResult<u64> {
+        self.db
+            .call(|c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let ids: Vec<(String, String)> = {
+                    let mut st = tx.prepare("SELECT tenant_id, id FROM recipient_rows WHERE status = 'sending'")?;
+                    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let past = now() - chrono::Duration::milliseconds(1);
+                for (tenant, id) in &ids {
+                    if let Some(mut row) = load_row(&tx, tenant, id)? {
+                        row.lease_until = Some(past);
+                        save_row(&tx, &row)?;
+                    }
+                }
+                tx.commit()?;
+                Ok(ids.len() as u64)
+            })
+            .await
+    }
+
+    /// Deletes answered idempotency records past their expiry.
+    pub async fn purge_expired(&self) -> StoreResult<u64> {
+        let t = ms(now());
+        self.db.call(move |c| Ok(c.execute("DELETE FROM idempotency WHERE expires_at < ?1", params![t])? as u64)).await
+    }
+
+    async fn put_doc<T: serde::Serialize>(
+        &self,
+        table: &'static str,
+        tenant: &str,
+        id: &str,
+        doc: &T,
+    ) -> StoreResult<()> {
+        let (tenant, id, data) = (tenant.to_string(), id.to_string(), serde_json::to_string(doc)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    &format!("INSERT INTO {table} (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO UPDATE SET data = excluded.data"),
+                    params![tenant, id, data],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_doc<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<T>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.db
+            .call(move |c| {
+                let data: Option<String> = c
+                    .query_row(
+                        &format!("SELECT data FROM {table} WHERE tenant_id = ?1 AND id = ?2"),
+                        params![tenant, id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+            })
+            .await
+    }
+
+    async fn delete_doc(&self, table: &'static str, tenant: &str, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.db
+            .call(move |c| {
+                Ok(c.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1 AND id = ?2"), params![tenant, id])?
+                    > 0)
+            })
+            .await
+    }
+
+    async fn list_docs<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        tenant: &str,
+    ) -> StoreResult<Vec<T>> {
+        let tenant = tenant.to_string();
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare(&format!("SELECT data FROM {table} WHERE tenant_id = ?1 ORDER BY id"))?;
+                let docs = st.query_map(params![tenant], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for d in docs {
+                    out.push(serde_json::from_str(&d?)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+fn load_row(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<RecipientRow>> {
+    let data: Option<String> = c
+        .prepare_cached("SELECT data FROM recipient_rows WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row(params![tenant, id], |r| r.get(0))
+        .optional()?;
+    Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn save_row(c: &Connection, row: &RecipientRow) -> StoreResult<()> {
+    c.prepare_cached(
+        "UPDATE recipient_rows SET status = ?3, external_message_id = ?4, data = ?5 WHERE tenant_id = ?1 AND id = ?2",
+    )?
+    .execute(params![
+        row.tenant_id,
+        row.id,
+        row.status.as_str(),
+        row.external_message_id,
+        serde_json::to_string(row)?
+    ])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- keys
+
+#[async_trait]
+impl ApiKeys for EmbeddedStore {
+    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool> {
+        let (tenant, t) = (tenant.to_string(), ms(now()));
+        self.db
+            .call(move |c| {
+                Ok(c.execute("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)", params![tenant, t])?
+                    == 1)
+            })
+            .await
+    }
+
+    async fn count_tenants(&self) -> StoreResult<u64> {
+        self.db.call(|c| Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let k = key.clone();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO api_keys (lookup, hash, display_prefix, tenant_id, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![k.lookup, k.hash.to_vec(), k.display_prefix, k.tenant_id, ms(k.created_at), k.revoked_at.map(ms)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_key(&self, lookup: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let lookup = lookup.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT lookup, hash, display_prefix, tenant_id, created_at, revoked_at FROM api_keys WHERE lookup = ?1",
+                )?
+                .query_row(params![lookup], key_from_row)
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        let tenant = tenant.to_string();
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare(
+                    "SELECT lookup, hash, display_prefix, tenant_id, created_at, revoked_at FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at",
+                )?;
+                let rows = st.query_map(params![tenant], key_from_row)?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+}
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let hash: Vec<u8> = r.get(1)?;
+    let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    Ok(ApiKeyRecord {
+        lookup: r.get(0)?,
+        hash: hash.try_into().unwrap_or([0; 32]),
+        display_prefix: r.get(2)?,
+        tenant_id: r.get(3)?,
+        created_at: at(r.get(4)?),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(at),
+    })
+}
+
+// ---------------------------------------------------------------- catalog
+
+#[async_trait]
+impl Catalog for EmbeddedStore {
+    async fn put_template(&self, tenant: &str, t: &Template) -> StoreResult<()> {
+        self.put_doc("templates", tenant, &t.id, t).await
+    }
+    async fn get_template(&self, tenant: &str, id: &str) -> StoreResult<Option<Template>> {
+        self.get_doc("templates", tenant, id).await
+    }
+    async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        self.delete_doc("templates", tenant, id).await
+    }
+    async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>> {
+        self.list_docs("templates", tenant).await
+    }
+    async fn put_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<()> {
+        self.put_doc("campaigns", tenant, &c.id, c).await
+    }
+    async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>> {
+        self.get_doc("campaigns", tenant, id).await
+    }
+    async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        self.delete_doc("campaigns", tenant, id).await
+    }
+    async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>> {
+        self.list_docs("campaigns", tenant).await
+    }
+}
+
+// ---------------------------------------------------------------- contacts
+
+/// Writes a contact and its keys inside `tx`; refuses a key another contact holds.
+fn write_contact(tx: &Transaction<'_>, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
+    let mut owner = tx
+        .prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")
+        .map_err(StoreError::from)?;
+    for key in contact.keys() {
+        let other: Option<String> =
+            owner.query_row(params![tenant, key.as_key()], |r| r.get(0)).optional().map_err(StoreError::from)?;
+        if let Some(other) = other.filter(|o| *o != contact.id) {
+            return Err(ContactWriteError::KeyTaken { field: key.field(), other });
+        }
+    }
+    tx.execute("DELETE FROM contact_keys WHERE tenant_id = ?1 AND contact_id = ?2", params![tenant, contact.id])
+        .map_err(StoreError::from)?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)")
+        .map_err(StoreError::from)?;
+    for key in contact.keys() {
+        insert.execute(params![tenant, key.as_key(), contact.id]).map_err(StoreError::from)?;
+    }
+    let data = serde_json::to_string(contact).map_err(StoreError::from)?;
+    tx.execute(
+        "INSERT INTO contacts (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO UPDATE SET data = excluded.data",
+        params![tenant, contact.id, data],
+    )
+    .map_err(StoreError::from)?;
+    Ok(())
+}
+
+fn read_contact(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
+    let data: Option<String> = c
+        .prepare_cached("SELECT data FROM contacts WHERE tenant_id = ?1 AND id = ?2")?
+        .query_row(params![tenant, id], |r| r.get(0))
+        .optional()?;
+    Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+}
+
+fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Option<String>> {
+    Ok(c.prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?
+        .query_row(params![tenant, key.as_key()], |r| r.get(0))
+        .optional()?)
+}
+
+#[async_trait]
+impl Contacts for EmbeddedStore {
+    async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.db.call(move |c| read_contact(c, &tenant, &id)).await
+    }
+
+    async fn find_contact(&self, tenant: &str, key: &ContactKey) -> StoreResult<Option<Contact>> {
+        let (tenant, key) = (tenant.to_string(), key.clone());
+        self.db
+            .call(move |c| match owner_of(c, &tenant, &key)? {
+                Some(id) => read_contact(c, &tenant, &id),
+                None => Ok(None),
+            })
+            .await
+    }
+
+    async fn put_contact(&self, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
+        let (tenant, contact) = (tenant.to_string(), contact.clone());
+        let r = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = write_contact(&tx, &tenant, &contact);
+                if r.is_ok() {
+                    tx.commit()?;
+                }
+                Ok(r)
+            })
+            .await?;
+        r
+    }
+
+    async fn upsert_contact(
+        &self,
+        tenant: &str,
+        draft: &ContactDraft,
+        merge: bool,
+    ) -> Result<(Contact, bool), ContactWriteError> {
+        let (tenant, draft) = (tenant.to_string(), draft.clone());
+        let r = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut probe = Contact::new(String::new());
+                probe.apply(&draft);
+                let mut found = None;
+                for key in probe.keys() {
+                    if let Some(id) = owner_of(&tx, &tenant, &key)? {
+                        found = read_contact(&tx, &tenant, &id)?;
+                        break;
+                    }
+                }
+                let (contact, created) = match found {
+                    Some(existing) if !merge => return Ok(Ok((existing, false))),
+                    Some(mut existing) => {
+                        existing.apply(&draft);
+                        (existing, false)
+                    }
+                    None => {
+                        let mut c = Contact::new(new_id("ct"));
+                        c.apply(&draft);
+                        (c, true)
+                    }
+                };
+                let r = write_contact(&tx, &tenant, &contact).map(|_| (contact, created));
+                if r.is_ok() {
+                    tx.commit()?;
+                }
+                Ok(r)
+            })
+            .await?;
+        r
+    }
+}
+
+// ---------------------------------------------------------------- requests and rows
+
+#[async_trait]
+impl Requests for EmbeddedStore {
+    async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
+        let req = serde_json::to_string(request)?;
+        let (tenant, id) = (request.tenant_id.clone(), request.id.clone());
+        let rows: Vec<(String, u32, String)> =
+            rows.iter().map(|r| Ok((r.id.clone(), r.seq, serde_json::to_string(r)?))).collect::<StoreResult<_>>()?;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute("INSERT INTO requests (tenant_id, id, data) VALUES (?1, ?2, ?3)", params![tenant, id, req])?;
+                {
+                    let mut st = tx.prepare_cached(
+                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                    )?;
+                    for (row_id, seq, data) in &rows {
+                        st.execute(params![tenant, row_id, id, seq, data])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>> {
+        self.get_doc("requests", tenant, id).await
+    }
+
+    async fn list_rows(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<RecipientRow>> {
+        let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
+        let after = after.map(i64::from).unwrap_or(-1);
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT data FROM recipient_rows WHERE tenant_id = ?1 AND request_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                )?;
+                let docs = st.query_map(params![tenant, request_id, after, limit], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for d in docs {
+                    out.push(serde_json::from_str(&d?)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
+        let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT status, COUNT(*) FROM recipient_rows WHERE tenant_id = ?1 AND request_id = ?2 GROUP BY status",
+                )?;
+                let rows = st.query_map(params![tenant, request_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let mut out = BTreeMap::new();
+                for r in rows {
+                    let (s, n) = r?;
+                    let s = Status::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown status {s:?}")))?;
+                    out.insert(s, n as u64);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db.call(move |c| load_row(c, &tenant, &row_id)).await
+    }
+
+    async fn claim_row(
+        &self,
+        tenant: &str,
+        row_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
+                let claim = decide_claim(&row, now);
+                if matches!(claim, Claim::Claimed(_) | Claim::Reclaimed(_)) {
+                    row.attempts += 1;
+                    row.set_status(Status::Sending, now);
+                    row.lease_until = Some(lease_until);
+                    row.next_attempt_at = None;
+                    save_row(&tx, &row)?;
+                    tx.commit()?;
+                    return Ok(match claim {
+                        Claim::Reclaimed(_) => Claim::Reclaimed(row),
+                        _ => Claim::Claimed(row),
+                    });
+                }
+                Ok(claim)
+            })
+            .await
+    }
+
+    async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                if row.status != Status::Sending || row.attempts != attempt {
+                    return Ok(false);
+                }
+                apply_outcome(&mut row, outcome, now());
+                save_row(&tx, &row)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool> {
+        let (tenant, row_id, message) = (tenant.to_string(), row_id.to_string(), message.to_string());
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                if !row.status.is_pending() {
+                    return Ok(false);
+                }
+                row.set_status(Status::Failed, now());
+                row.error_message = Some(message);
+                row.lease_until = None;
+                row.next_attempt_at = None;
+                save_row(&tx, &row)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+}
+
+/// The claim rule, shared by every adapter's tests through the contract suite.
+pub(crate) fn decide_claim(row: &RecipientRow, now: DateTime<Utc>) -> Claim {
+    match row.status {
+        Status::Queued => Claim::Claimed(row.clone()),
+        Status::Retrying => match row.next_attempt_at {
+            Some(t) if t > now => Claim::NotDue(t),
+            _ => Claim::Claimed(row.clone()),
+        },
+        Status::Sending => match row.lease_until {
+            Some(t) if t > now => Claim::Busy(t),
+            _ => Claim::Reclaimed(row.clone()),
+        },
+        _ => Claim::Done(row.clone()),
+    }
+}
+
+/// Applies an attempt's outcome to a row the writer owns.
+pub(crate) fn apply_outcome(row: &mut RecipientRow, o: Outcome, at: DateTime<Utc>) {
+    if let Some(s) = o.status {
+        row.set_status(s, at);
+    }
+    row.error_message = match o.status {
+        Some(Status::Sent) => None,
+        _ => o.error_message,
+    };
+    row.external_message_id = o.external_message_id.or(row.external_message_id.take());
+    row.channel = o.channel.or(row.channel);
+    row.provider = o.provider.or(row.provider.take());
+    row.contact_id = o.contact_id.or(row.contact_id.take());
+    row.name = o.name.or(row.name.take());
+    row.address = o.address.or(row.address.take());
+    row.next_attempt_at = o.next_attempt_at;
+    row.lease_until = None;
+    row.updated_at = at;
+}
+
+// ---------------------------------------------------------------- idempotency
+
+#[async_trait]
+impl Idempotency for EmbeddedStore {
+    async fn begin(
+        &self,
+        tenant: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        lock: Duration,
+    ) -> StoreResult<Begin> {
+        let (tenant, key, fp) = (tenant.to_string(), key.to_string(), fingerprint.to_string());
+        let t = ms(now);
+        let stale_before = t - lock.as_millis() as i64;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let existing: Option<(String, bool, Option<i64>, Option<String>, i64, i64)> = tx
+                    .query_row(
+                        "SELECT fingerprint, done, status, body, locked_at, expires_at FROM idempotency WHERE tenant_id = ?1 AND key = ?2",
+                        params![tenant, key],
+                        |r| Ok((r.get(0)?, r.get::<_, i64>(1)? == 1, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    )
+                    .optional()?;
+                let begin = match existing {
+                    Some((_, true, _, _, _, expires)) if expires < t => Begin::New,
+                    Some((other, ..)) if other != fp => return Ok(Begin::Mismatch),
+                    Some((_, true, status, body, ..)) => {
+                        return Ok(Begin::Replay(StoredResponse { status: status.unwrap_or(200) as u16, body: body.unwrap_or_default() }))
+                    }
+                    Some((_, false, _, _, locked_at, _)) if locked_at >= stale_before => return Ok(Begin::InProgress),
+                    _ => Begin::New,
+                };
+                tx.execute(
+                    "INSERT INTO idempotency (tenant_id, key, fingerprint, done, locked_at, expires_at) VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                     ON CONFLICT (tenant_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, done = 0, status = NULL, body = NULL,
+                     locked_at = excluded.locked_at, expires_at = excluded.expires_at",
+                    params![tenant, key, fp, t, t + lock.as_millis() as i64],
+                )?;
+                tx.commit()?;
+                Ok(begin)
+            })
+            .await
+    }
+
+    async fn complete(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (tenant, key, r) = (tenant.to_string(), key.to_string(), response.clone());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE idempotency SET done = 1, status = ?3, body = ?4, expires_at = ?5 WHERE tenant_id = ?1 AND key = ?2",
+                    params![tenant, key, r.status, r.body, ms(expires_at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND done = 0",
+                    params![tenant, key],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+// ---------------------------------------------------------------- outbox
+
+#[async_trait]
+impl Outbox for EmbeddedStore {
+    async fn record(&self, e: &OutboxEntry) -> StoreResult<()> {
+        let data = serde_json::to_string(e)?;
+        let (id, tenant, request_id, row_id) =
+            (e.id.clone(), e.tenant_id.clone(), e.request_id.clone(), e.row_id.clone());
+        self.db
+            .call(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO outbox (id, tenant_id, request_id, row_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![id, tenant, request_id, row_id, data])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db
+            .call(move |c| {
+                let data: Option<String> = c
+                    .prepare_cached(
+                        "SELECT data FROM outbox WHERE tenant_id = ?1 AND row_id = ?2 ORDER BY seq LIMIT 1",
+                    )?
+                    .query_row(params![tenant, row_id], |r| r.get(0))
+                    .optional()?;
+                Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+            })
+            .await
+    }
+
+    async fn list_outbox(
+        &self,
+        tenant: &str,
+        request_id: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        let (tenant, request_id, after) = (tenant.to_string(), request_id.map(String::from), after.map(String::from));
+        self.db
+            .call(move |c| {
+                let after_seq: i64 = match &after {
+                    Some(id) => c
+                        .query_row("SELECT seq FROM outbox WHERE tenant_id = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(i64::MAX),
+                    None => 0,
+                };
+                let mut st = c.prepare_cached(
+                    "SELECT data FROM outbox WHERE tenant_id = ?1 AND (?2 IS NULL OR request_id = ?2) AND seq > ?3 ORDER BY seq LIMIT ?4",
+                )?;
+                let docs = st.query_map(params![tenant, request_id, after_seq, limit], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for d in docs {
+                    out.push(serde_json::from_str(&d?)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+}

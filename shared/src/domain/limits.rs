@@ -1,0 +1,30 @@
+//! The input limits, in one place so docs, validation and tests agree.
+
+/// Largest request body accepted by any endpoint (bytes); above it the answer is `413`.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Recipients per `POST /v1/broadcasts`.
+pub const MAX_RECIPIENTS: usize = 1_000;
+/// Recipient rows (recipients × templates) per send request.
+pub const MAX_ROWS: usize = 10_000;
+/// Identifier fields, names, phones and emails (Invent's limit).
+pub const MAX_STRING: usize = 256;
+/// Ids chosen by the caller for templates, campaigns and contacts.
+pub const MAX_ID: usize = 128;
+/// Keys in `metadata`, and its serialized size.
+pub const MAX_METADATA_KEYS: usize = 50;
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// Keys in `variables` / contact `fields` / campaign `defaults`, and one value's length.
+pub const MAX_VARIABLES: usize = 100;
+pub const MAX_VARIABLE_VALUE: usize = 1_024;
+/// Positional `header_params` / `body_params`.
+pub const MAX_PARAMS: usize = 20;
+/// Message and template bodies (characters).
+pub const MAX_TEXT: usize = 4_096;
+/// Templates a campaign may hold; messages a request may carry.
+pub const MAX_TEMPLATES: usize = 10;
+/// `background: false` delivers inline; beyond this many rows the call must be queued.
+pub const MAX_INLINE_ROWS: usize = 100;
+/// How far ahead `send_at` may be.
+pub const MAX_SCHEDULE_DAYS: i64 = 30;
+/// `Idempotency-Key` header length.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;

@@ -1,0 +1,30 @@
+//! The vocabulary of DESIGN.md as types. Nothing here knows about HTTP, SQLite or AWS.
+
+mod address;
+mod catalog;
+mod contact;
+mod error;
+pub mod ids;
+pub mod limits;
+mod request;
+mod row;
+mod status;
+
+pub use address::{mask_email, mask_phone, Channel, Email, Phone};
+pub use catalog::{
+    Campaign, CampaignBody, HeaderKind, Media, Template, TemplateBody, TemplateHeader, WhatsappTemplate,
+};
+pub use contact::{Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
+pub use error::{FieldError, FieldErrors};
+pub use request::{BroadcastBody, FlowTrigger, MessageSource, PlannedMessage, RecipientSpec, SendPlan, SendRequest};
+pub use row::{Job, RecipientRow, RowView};
+pub use status::Status;
+
+/// A tenant id: an organisation or bot account. Every stored thing belongs to exactly one.
+pub type TenantId = String;
+
+/// Current time, truncated to milliseconds so that stored and returned times compare equal.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let n = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(n.timestamp_millis()).unwrap_or(n)
+}

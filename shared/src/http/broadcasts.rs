@@ -1,0 +1,109 @@
+//! `POST /v1/broadcasts` and `GET /v1/broadcasts/{request_id}`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::error::ApiError;
+use super::extract::{parse_json, JsonBytes, Tenant};
+use super::idempotency::idempotent;
+use super::limit_param;
+use crate::app::Herald;
+use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
+use crate::service::ingest::ingest;
+
+pub async fn create(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> Response {
+    idempotent(&h, &tenant, &headers, "POST /v1/broadcasts", &body, || async {
+        run_create(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
+}
+
+async fn run_create(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let plan = parse_json::<BroadcastBody>(body)?.validate()?;
+    let background = plan.background;
+    let accepted = ingest(h, tenant, plan, "native").await?;
+    let mut counts = BTreeMap::new();
+    for r in &accepted.rows {
+        *counts.entry(r.status).or_insert(0u64) += 1;
+    }
+    let status = if background { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(request_json(&accepted.request, &counts, &accepted.rows, None))).into_response())
+}
+
+pub async fn get(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit_param(&q, 1000, 1000)?;
+    let after = match q.get("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<u32>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_query",
+            message: "cursor must be the next_cursor of a previous page".into(),
+            fields: vec![FieldError { field: "cursor".into(), message: "is not a cursor".into() }],
+        })?),
+    };
+    let Some(request) = h.requests.get_request(&tenant, &id).await? else {
+        return Err(ApiError::NotFound(format!("no send request {id:?}")));
+    };
+    let counts = h.requests.count_rows(&tenant, &id).await?;
+    let rows = h.requests.list_rows(&tenant, &id, after, limit).await?;
+    let next = (rows.len() as u32 == limit && rows.last().is_some_and(|r| r.seq + 1 < request.row_count))
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(request_json(&request, &counts, &rows, next)))
+}
+
+/// The API view of a send request: its settings, a status summary and a page of its rows.
+pub(crate) fn request_json(
+    req: &SendRequest,
+    counts: &BTreeMap<Status, u64>,
+    rows: &[RecipientRow],
+    next: Option<u32>,
+) -> Value {
+    let total: u64 = counts.values().sum();
+    let pending: u64 = counts.iter().filter(|(s, _)| s.is_pending()).map(|(_, n)| n).sum();
+    let state = if pending == 0 {
+        "completed"
+    } else if pending == total && counts.get(&Status::Queued) == Some(&total) {
+        "queued"
+    } else {
+        "in_progress"
+    };
+    let by_status: serde_json::Map<String, Value> = counts.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
+    let recipients: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            RowView { row, broadcast_id: req.campaign_id.as_deref(), broadcast_name: req.campaign_name.as_deref() }
+                .to_json()
+        })
+        .collect();
+    json!({
+        "request_id": req.id,
+        "created_at": req.created_at,
+        "source": req.source,
+        "campaign_id": req.campaign_id,
+        "campaign_name": req.campaign_name,
+        "background": req.background,
+        "send_at": req.send_at,
+        "metadata": req.metadata,
+        "recipient_count": req.recipient_count,
+        "row_count": req.row_count,
+        "state": state,
+        "summary": {"total": total, "pending": pending, "terminal": total - pending, "by_status": by_status},
+        "recipients": recipients,
+        "next_cursor": next,
+    })
+}

@@ -1,0 +1,115 @@
+//! One API error type. Every error answers `{"error": {"code", "message", "fields"}}`; a 5xx
+//! never carries internals (they are logged instead).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::{FieldError, FieldErrors};
+use crate::ports::StoreError;
+use crate::service::ServiceError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape (400).
+    BadRequest {
+        code: &'static str,
+        message: String,
+        fields: Vec<FieldError>,
+    },
+    /// The body parsed but broke rules (422).
+    Validation(Vec<FieldError>),
+    Unauthorized(&'static str),
+    NotFound(String),
+    MethodNotAllowed,
+    Conflict {
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    /// Something broke inside Herald; the detail goes to the log, not to the caller.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(e: FieldErrors) -> Self {
+        ApiError::Validation(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(f) => ApiError::Validation(f.0),
+            ServiceError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
+            ServiceError::Conflict { code, message } => ApiError::Conflict { code, message, retry_after: None },
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, message, fields) = match self {
+            ApiError::BadRequest { code, message, fields } => (code, message, fields),
+            ApiError::Validation(fields) => {
+                let message = match fields.len() {
+                    1 => format!("{} {}", fields[0].field, fields[0].message),
+                    n => format!("{n} fields are invalid; see fields"),
+                };
+                ("validation_failed", message, fields)
+            }
+            ApiError::Unauthorized(m) => ("unauthorized", m.to_string(), vec![]),
+            ApiError::NotFound(m) => ("not_found", m, vec![]),
+            ApiError::MethodNotAllowed => ("method_not_allowed", "this path does not take that method".into(), vec![]),
+            ApiError::Conflict { code, message, .. } => (code, message, vec![]),
+            ApiError::PayloadTooLarge => (
+                "payload_too_large",
+                format!("the body is larger than {} bytes", crate::domain::limits::MAX_BODY_BYTES),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => {
+                ("unsupported_media_type", "send the body as JSON with Content-Type: application/json".into(), vec![])
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ("internal", "Herald could not complete the request; try again".into(), vec![])
+            }
+        };
+        let body = json!({"error": {"code": code, "message": message, "fields": fields}});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

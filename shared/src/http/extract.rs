@@ -1,0 +1,110 @@
+//! Request extractors: the caller's tenant from an API key, and a JSON body read within limits
+//! with errors that name the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::app::Herald;
+use crate::domain::limits::MAX_BODY_BYTES;
+use crate::domain::FieldError;
+use crate::service::keys::authenticate;
+
+/// The authenticated caller's tenant. Keys come as `Authorization: Bearer <key>` or `x-api-key`.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub String);
+
+impl FromRequestParts<Arc<Herald>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, h: &Arc<Herald>) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let key = bearer.or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return Err(ApiError::Unauthorized(
+                "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`",
+            ));
+        };
+        match authenticate(h.keys.as_ref(), key).await? {
+            Some(tenant) => Ok(Tenant(tenant)),
+            None => Err(ApiError::Unauthorized("the API key is not valid")),
+        }
+    }
+}
+
+/// The raw body, at most [`MAX_BODY_BYTES`], refused unless JSON (or untyped).
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+        }
+        let too_big = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_BODY_BYTES);
+        if too_big {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let bytes =
+            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| ApiError::PayloadTooLarge)?;
+        Ok(JsonBytes(bytes))
+    }
+}
+
+/// Parses JSON into `T`; a type error names the field path (`recipients[2].phone`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "the body is empty; send a JSON object".into(),
+            fields: vec![],
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("is not valid JSON: {inner}")
+        } else {
+            strip_position(&inner.to_string())
+        };
+        ApiError::BadRequest {
+            code: "invalid_json",
+            message: format!("{field} {message}"),
+            fields: vec![FieldError { field, message }],
+        }
+    })?;
+    de.end().map_err(|e| ApiError::BadRequest {
+        code: "invalid_json",
+        message: format!("body is not valid JSON: {e}"),
+        fields: vec![FieldError { field: "body".into(), message: format!("is not valid JSON: {e}") }],
+    })?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 12"; the field path already says where.
+fn strip_position(s: &str) -> String {
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}

@@ -1,0 +1,20 @@
+//! Herald's library: everything both shapes (AWS Lambda and `herald serve`) share.
+//!
+//! - [`domain`]: validated newtypes, statuses, the native send request.
+//! - [`ports`]: the small traits the use cases need (queue, stores, providers).
+//! - [`service`]: the ingest and deliver use cases, generic over the ports.
+//! - [`adapters`]: implementations of the ports (`embedded` = SQLite).
+//! - [`providers`]: one module per channel provider.
+//! - [`http`]: the single `axum::Router` for the whole API.
+
+pub mod adapters;
+pub mod app;
+pub mod domain;
+pub mod http;
+pub mod local;
+pub mod logging;
+pub mod ports;
+pub mod providers;
+pub mod service;
+
+pub use app::{Herald, Settings};

@@ -1,0 +1,68 @@
+//! The local shape: embedded store and queue in one directory, the sandbox provider, the worker
+//! pool. `herald serve` and the end-to-end tests assemble Herald through [`Local::open`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
+use crate::app::{Herald, Settings, Stores};
+use crate::ports::StoreError;
+use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
+use crate::providers::Providers;
+
+/// A Herald on the embedded adapters, owning its data directory.
+pub struct Local {
+    pub herald: Arc<Herald>,
+    pub store: Arc<EmbeddedStore>,
+    pub queue: Arc<EmbeddedQueue>,
+    pub sandbox: Arc<Sandbox>,
+    pub data_dir: PathBuf,
+    /// Held while this process owns the directory: one `herald serve` per data directory.
+    _lock: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("another Herald is already serving from {0} (its lock file is held)")]
+    Locked(PathBuf),
+    #[error("cannot use data directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Local {
+    /// Opens the directory for serving: takes its lock, then recovers what a killed process left
+    /// behind (in-flight jobs become visible, `sending` rows become reclaimable).
+    pub async fn open(dir: &Path, settings: Settings, sandbox: SandboxBehaviour) -> Result<Local, OpenError> {
+        let io = |source| OpenError::Io { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("serve.lock")).map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let (store, queue) = embedded::open(dir, settings.max_receives)?;
+        let recovered = queue.recover_in_flight().await?;
+        let reclaimable = store.expire_leases().await?;
+        store.purge_expired().await?;
+        if recovered + reclaimable > 0 {
+            tracing::info!(jobs = recovered, rows = reclaimable, "recovered work left by a previous run");
+        }
+        let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
+        let providers = Providers::all(sandbox.clone());
+        let herald = Arc::new(Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings));
+        Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// Starts `workers` delivery workers; they stop when `shutdown` turns true.
+    pub fn spawn_workers(&self, workers: usize, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let wake = self.queue.wake_handle();
+        tokio::spawn(crate::service::worker::run_pool(self.herald.clone(), workers, Some(wake), shutdown))
+    }
+}

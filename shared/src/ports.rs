@@ -1,0 +1,263 @@
+//! The small traits the use cases depend on. Each has an embedded (SQLite) adapter, and the AWS
+//! adapters implement the same traits; the contract suites in `tests/` run against every one.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::domain::{
+    Campaign, Channel, Contact, ContactDraft, ContactKey, Job, RecipientRow, SendRequest, Status, Template,
+};
+
+/// A store or queue failed. Never shown to API callers (they get an opaque 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+// ---------------------------------------------------------------- queue
+
+/// A job to enqueue, optionally delayed (SQS `DelaySeconds`).
+#[derive(Debug, Clone)]
+pub struct OutgoingJob {
+    pub job: Job,
+    pub delay: Duration,
+}
+
+/// A job handed out by [`JobQueue::receive`]: hidden from other consumers until its visibility
+/// timeout runs out, unless deleted first.
+#[derive(Debug, Clone)]
+pub struct ReceivedJob {
+    pub message_id: String,
+    pub receipt: String,
+    /// Kept raw: a poison message must still be representable.
+    pub body: String,
+    /// How many times the job has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A queue with SQS semantics: at-least-once, visibility timeout, receive count, dead-letter.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues every job or fails; implementations batch as their backend allows.
+    async fn send_batch(&self, jobs: &[OutgoingJob]) -> StoreResult<()>;
+    /// Up to `max` visible jobs, each hidden for `visibility` afterwards.
+    async fn receive(&self, max: usize, visibility: Duration) -> StoreResult<Vec<ReceivedJob>>;
+    /// Removes a received job (it was handled).
+    async fn delete(&self, receipt: &str) -> StoreResult<()>;
+    /// Makes a received job visible again after `timeout` (retry with backoff).
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()>;
+}
+
+// ---------------------------------------------------------------- requests and rows
+
+/// The outcome of trying to claim a row for sending.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The row was `queued` or `retrying` and is now `sending`, owned by the caller.
+    Claimed(RecipientRow),
+    /// The row was `sending` under an expired lease: a worker died mid-send, so the provider may
+    /// or may not have the message. The caller owns it now and must reconcile before sending.
+    Reclaimed(RecipientRow),
+    /// Another worker holds the row's lease until the given time.
+    Busy(DateTime<Utc>),
+    /// The row is `retrying` and its next attempt is not due yet.
+    NotDue(DateTime<Utc>),
+    /// The row is already past sending: nothing to do.
+    Done(RecipientRow),
+    /// No such row.
+    Missing,
+}
+
+/// The final word of one attempt, written only if the writer still owns the row.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub status: Option<Status>,
+    pub error_message: Option<String>,
+    pub external_message_id: Option<String>,
+    pub channel: Option<Channel>,
+    pub provider: Option<String>,
+    pub contact_id: Option<String>,
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Requests: Send + Sync {
+    /// Stores a send request and all its rows, `queued`.
+    async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()>;
+    async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>>;
+    /// Rows of a request in `seq` order, starting after `after` (a `seq`), at most `limit`.
+    async fn list_rows(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<RecipientRow>>;
+    /// Rows per status for a request.
+    async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
+    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>>;
+    /// Conditionally moves a row to `sending` (attempts + 1, leased until `lease_until`).
+    async fn claim_row(
+        &self,
+        tenant: &str,
+        row_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim>;
+    /// Writes an attempt's outcome if the row is still `sending` at `attempt`; `false` if not
+    /// (the lease was lost to another worker).
+    async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool>;
+    /// Marks a row `failed` with `message` if it is still pending (queued, retrying or sending),
+    /// whoever holds it: for jobs that can never be delivered. `false` if it was not pending.
+    async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool>;
+}
+
+// ---------------------------------------------------------------- contacts
+
+/// Why a contact write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ContactWriteError {
+    /// Another contact already holds this phone, email or channel id.
+    #[error("{field} already belongs to contact {other}")]
+    KeyTaken { field: &'static str, other: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[async_trait]
+pub trait Contacts: Send + Sync {
+    async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>>;
+    async fn find_contact(&self, tenant: &str, key: &ContactKey) -> StoreResult<Option<Contact>>;
+    /// Creates or replaces the contact, keeping its keys unique within the tenant.
+    async fn put_contact(&self, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError>;
+    /// Finds the contact holding any of the draft's keys (phone first, then email, then channel
+    /// ids), applies the draft to it, or creates one; race-free. Returns it and whether it is new.
+    /// With `merge: false` an existing contact is returned unchanged (find-or-create).
+    async fn upsert_contact(
+        &self,
+        tenant: &str,
+        draft: &ContactDraft,
+        merge: bool,
+    ) -> Result<(Contact, bool), ContactWriteError>;
+}
+
+// ---------------------------------------------------------------- catalog
+
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    async fn put_template(&self, tenant: &str, template: &Template) -> StoreResult<()>;
+    async fn get_template(&self, tenant: &str, id: &str) -> StoreResult<Option<Template>>;
+    async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>>;
+    async fn put_campaign(&self, tenant: &str, campaign: &Campaign) -> StoreResult<()>;
+    async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>>;
+    async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>>;
+}
+
+// ---------------------------------------------------------------- tenants and keys
+
+/// A stored API key: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The first 8 bytes of the hash, hex: the lookup index.
+    pub lookup: String,
+    /// The full SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// The key's first characters, for `herald keys list`.
+    pub display_prefix: String,
+    pub tenant_id: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait ApiKeys: Send + Sync {
+    /// Creates the tenant if it does not exist; `true` if it was created.
+    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool>;
+    async fn count_tenants(&self) -> StoreResult<u64>;
+    async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn find_key(&self, lookup: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+}
+
+// ---------------------------------------------------------------- idempotency
+
+/// A response kept for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First use of the key: go ahead, then call `complete` (or `abandon`).
+    New,
+    /// The same key and body were seen and answered: answer the same again.
+    Replay(StoredResponse),
+    /// The same key came with another body.
+    Mismatch,
+    /// The same key and body are being handled right now.
+    InProgress,
+}
+
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Records the key with the body's fingerprint unless present. An in-progress record older
+    /// than `lock` is taken over (its request died).
+    async fn begin(
+        &self,
+        tenant: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        lock: Duration,
+    ) -> StoreResult<Begin>;
+    async fn complete(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()>;
+}
+
+// ---------------------------------------------------------------- outbox (sandbox provider)
+
+/// What the sandbox provider would have sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub tenant_id: String,
+    pub request_id: String,
+    pub row_id: String,
+    pub channel: Channel,
+    pub to: String,
+    pub message: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    async fn record(&self, entry: &OutboxEntry) -> StoreResult<()>;
+    /// The entry recorded for a row, if any (the sandbox's answer to "did you get this?").
+    async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>>;
+    async fn list_outbox(
+        &self,
+        tenant: &str,
+        request_id: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxEntry>>;
+}

@@ -1,0 +1,334 @@
+//! Deliver: one job → claim the row → contact → suppression → channel → render → provider →
+//! outcome. The send Lambda and `herald serve`'s workers both call [`deliver`].
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use std::time::Duration;
+
+use crate::app::{Herald, Settings};
+use crate::domain::{Channel, Contact, ContactDraft, Job, RecipientRow, SendRequest, Status};
+use crate::logging::mask_address;
+use crate::ports::{Claim, Outcome, StoreError};
+use crate::providers::{OutboundMessage, ProviderError, RenderedHeader};
+
+use super::render::{render, Missing};
+
+/// What the queue should do with the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handled (sent, skipped, failed, or nothing left to do): delete the job.
+    Done,
+    /// Try again after this long (retry backoff, or the row is busy elsewhere).
+    RetryAfter(Duration),
+}
+
+/// Delivers one job. `Err` only when a store failed: the job should stay on the queue.
+pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
+    let now = crate::domain::now();
+    let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
+    let (row, reclaimed) = match h.requests.claim_row(&job.tenant_id, &job.row_id, now, lease_until).await? {
+        Claim::Claimed(row) => (row, false),
+        Claim::Reclaimed(row) => (row, true),
+        Claim::Busy(until) | Claim::NotDue(until) => return Ok(Delivery::RetryAfter(until_from(now, until))),
+        Claim::Done(_) => return Ok(Delivery::Done),
+        Claim::Missing => {
+            tracing::warn!(row_id = %job.row_id, "job names a row that does not exist; dropping it");
+            return Ok(Delivery::Done);
+        }
+    };
+    let attempt = row.attempts;
+    let (outcome, delivery) = match h.request(&job.tenant_id, &row.request_id).await? {
+        Some(request) => attempt_row(h, &request, &row, reclaimed, now).await?,
+        None => (failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done),
+    };
+    let status = outcome.status;
+    if !h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome).await? {
+        tracing::warn!(row_id = %row.id, attempt, "lost the row's lease before recording the outcome");
+        return Ok(Delivery::Done);
+    }
+    tracing::debug!(row_id = %row.id, attempt, status = ?status, "attempt recorded");
+    Ok(delivery)
+}
+
+fn until_from(now: DateTime<Utc>, until: DateTime<Utc>) -> Duration {
+    (until - now).to_std().unwrap_or_default() + Duration::from_millis(50)
+}
+
+fn failed(message: String) -> Outcome {
+    Outcome { status: Some(Status::Failed), error_message: Some(message), ..Default::default() }
+}
+
+fn skipped(message: String) -> Outcome {
+    Outcome { status: Some(Status::Skipped), error_message: Some(message), ..Default::default() }
+}
+
+/// One attempt at one claimed row. Returns the outcome to record and what the queue should do.
+async fn attempt_row(
+    h: &Herald,
+    request: &SendRequest,
+    row: &RecipientRow,
+    reclaimed: bool,
+    now: DateTime<Utc>,
+) -> Result<(Outcome, Delivery), StoreError> {
+    let done = |o: Outcome| Ok((o, Delivery::Done));
+    if row.attempts > h.settings.max_attempts {
+        return done(failed(format!(
+            "gave up after {} attempts{}",
+            h.settings.max_attempts,
+            row.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        )));
+    }
+    let Some(message) = request.messages.get(row.message_index as usize) else {
+        return done(failed("the request has no message for this row".into()));
+    };
+
+    // Contact: the first tier present names it.
+    let spec = &row.recipient;
+    let (contact, fixed_channel) = if let Some(cc) = &spec.contact_channel_id {
+        let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
+            return done(failed(format!("{cc:?} is not a contact channel id")));
+        };
+        match h.contacts.get_contact(&row.tenant_id, contact_id).await? {
+            Some(c) => (c, Some(channel)),
+            None => return done(failed(format!("contact channel {cc} not found"))),
+        }
+    } else if let Some(id) = &spec.contact_id {
+        match h.contacts.get_contact(&row.tenant_id, id).await? {
+            Some(c) => (c, None),
+            None => return done(failed(format!("contact {id} not found"))),
+        }
+    } else {
+        let draft = ContactDraft {
+            name: spec.name.clone(),
+            phone: spec.phone.clone(),
+            email: spec.email.clone(),
+            messenger_psid: spec.messenger_psid.clone(),
+            telegram_chat_id: spec.telegram_chat_id.clone(),
+            slack_id: spec.slack_id.clone(),
+            webhook_user_id: spec.webhook_user_id.clone(),
+            ..Default::default()
+        };
+        match h.contacts.upsert_contact(&row.tenant_id, &draft, false).await {
+            Ok((c, _)) => (c, None),
+            Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
+            Err(e) => return done(failed(e.to_string())),
+        }
+    };
+    let base = Outcome {
+        contact_id: Some(contact.id.clone()),
+        name: spec.name.clone().or(contact.name.clone()),
+        ..Default::default()
+    };
+    let with = |o: Outcome| Outcome { contact_id: base.contact_id.clone(), name: base.name.clone(), ..o };
+
+    // Suppression.
+    if contact.blocked {
+        return done(with(skipped("contact is blocked".into())));
+    }
+    if contact.unsubscribed {
+        return done(with(skipped("contact has unsubscribed".into())));
+    }
+
+    // Channel and address.
+    let template = message.template.as_ref();
+    let wanted = fixed_channel.or(request.channel).or(template.and_then(|t| t.channel));
+    if let (Some(w), Some(tc)) = (wanted, template.and_then(|t| t.channel)) {
+        if w != tc {
+            return done(with(failed(format!(
+                "template {:?} is for {tc}, but the send asked for {w}",
+                template.map(|t| &t.id)
+            ))));
+        }
+    }
+    let address_of = |c: Channel| -> Option<String> {
+        match c {
+            Channel::Whatsapp | Channel::Sms => spec.phone.as_ref().map(|p| p.to_string()),
+            Channel::Email => spec.email.as_ref().map(|e| e.to_string()),
+            _ => None,
+        }
+        .or_else(|| contact.address(c))
+    };
+    let choice = match (wanted, message.flow.is_some()) {
+        (Some(c), _) => address_of(c).map(|a| (c, a)).ok_or_else(|| format!("contact has no {c} address")),
+        (None, true) => address_of(Channel::Webhook).map(|a| (Channel::Webhook, a)).ok_or_else(|| {
+            "a flow trigger goes to the bot's webhook, and the contact has no webhook_user_id".to_string()
+        }),
+        (None, false) => {
+            let order: Vec<Channel> =
+                if request.priority.is_empty() { Channel::ALL.to_vec() } else { request.priority.clone() };
+            order
+                .into_iter()
+                .find_map(|c| address_of(c).map(|a| (c, a)))
+                .ok_or_else(|| "contact has no usable channel".to_string())
+        }
+    };
+    let (channel, address) = match choice {
+        Ok(x) => x,
+        Err(reason) => return done(with(skipped(reason))),
+    };
+    let with = |o: Outcome| Outcome { channel: Some(channel), address: Some(address.clone()), ..with(o) };
+
+    // Render.
+    let outbound = match build_message(request, row, &contact, channel, &address) {
+        Ok(m) => m,
+        Err(reason) => return done(with(failed(reason))),
+    };
+    let Some(provider) = h.providers.get(channel) else {
+        return done(with(failed(format!("no provider is configured for {channel}"))));
+    };
+    let with = |o: Outcome| Outcome { provider: Some(provider.name().to_string()), ..with(o) };
+
+    // An earlier attempt may have reached the provider before its worker died or timed out:
+    // ask the provider before sending again.
+    if reclaimed || row.attempts > 1 {
+        match provider.lookup(&outbound).await {
+            Ok(Some(receipt)) => {
+                tracing::info!(row_id = %row.id, "an earlier attempt had reached the provider; not sending again");
+                let o = Outcome {
+                    status: Some(Status::Sent),
+                    external_message_id: Some(receipt.external_message_id),
+                    ..Default::default()
+                };
+                return done(with(o));
+            }
+            Ok(None) => {}
+            Err(e) => return Ok(retry_or_fail(&h.settings, row, e, now, with)),
+        }
+    }
+
+    tracing::info!(
+        row_id = %row.id, %channel, provider = provider.name(), to = %mask_address(Some(channel), &address),
+        attempt = row.attempts, "sending"
+    );
+    let result = match tokio::time::timeout(h.settings.provider_timeout, provider.send(&outbound)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProviderError::Transient {
+            code: Some("timeout".into()),
+            message: format!("{} did not answer within {:?}", provider.name(), h.settings.provider_timeout),
+            retry_after: None,
+        }),
+    };
+    match result {
+        Ok(receipt) => done(with(Outcome {
+            status: Some(Status::Sent),
+            external_message_id: Some(receipt.external_message_id),
+            ..Default::default()
+        })),
+        Err(e @ ProviderError::Permanent { .. }) => done(with(failed(format!("{}: {e}", provider.name())))),
+        Err(e) => Ok(retry_or_fail(&h.settings, row, e, now, with)),
+    }
+}
+
+/// A transient failure: back off and retry, or fail once the attempts are used up.
+fn retry_or_fail(
+    settings: &Settings,
+    row: &RecipientRow,
+    e: ProviderError,
+    now: DateTime<Utc>,
+    with: impl Fn(Outcome) -> Outcome,
+) -> (Outcome, Delivery) {
+    if row.attempts >= settings.max_attempts {
+        let o = failed(format!("gave up after {} attempts: {e}", row.attempts));
+        return (with(o), Delivery::Done);
+    }
+    let retry_after = match &e {
+        ProviderError::Transient { retry_after, .. } => *retry_after,
+        ProviderError::Permanent { .. } => None,
+    };
+    let wait = backoff(settings, row.attempts, retry_after);
+    let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+    tracing::info!(row_id = %row.id, attempt = row.attempts, wait_ms = wait.as_millis() as u64, error = %e, "will retry");
+    let o = Outcome {
+        status: Some(Status::Retrying),
+        error_message: Some(e.to_string()),
+        next_attempt_at: Some(next),
+        ..Default::default()
+    };
+    (with(o), Delivery::RetryAfter(wait))
+}
+
+/// Exponential backoff with full jitter, capped, never sooner than the provider asked.
+pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = settings.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(settings.backoff_cap);
+    let jittered = Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis().max(1) as u64));
+    // A provider's Retry-After is honoured up to SQS's longest delay (15 minutes).
+    let asked = retry_after.unwrap_or_default().min(Duration::from_secs(900));
+    jittered.max(Duration::from_millis(100)).max(asked)
+}
+
+/// Renders the row's message for its channel.
+fn build_message(
+    request: &SendRequest,
+    row: &RecipientRow,
+    contact: &Contact,
+    channel: Channel,
+    address: &str,
+) -> Result<OutboundMessage, String> {
+    let message = &request.messages[row.message_index as usize];
+    let name = row.recipient.name.clone().or_else(|| contact.name.clone());
+    let lookup = |field: &str| -> Option<String> {
+        row.recipient
+            .variables
+            .get(field)
+            .or_else(|| request.variables.get(field))
+            .or_else(|| contact.fields.get(field))
+            .cloned()
+            .or_else(|| match field {
+                "name" => name.clone(),
+                "first_name" => name.as_deref().and_then(|n| n.split_whitespace().next()).map(String::from),
+                "phone" => contact.phone.as_ref().map(|p| p.to_string()),
+                "email" => contact.email.as_ref().map(|e| e.to_string()),
+                _ => None,
+            })
+            .or_else(|| request.defaults.get(field).cloned())
+    };
+    let explain = |m: Missing, part: &str| match m {
+        Missing::Named(n) => {
+            format!("{part} needs {{{{{n}}}}}: give it in variables, the contact's fields or the campaign defaults")
+        }
+        Missing::Positional(i) => format!("{part} needs {{{{{i}}}}}: give more positional params"),
+    };
+    let mut out = OutboundMessage {
+        tenant_id: row.tenant_id.clone(),
+        request_id: row.request_id.clone(),
+        row_id: row.id.clone(),
+        channel,
+        to: address.to_string(),
+        name: name.clone(),
+        text: String::new(),
+        subject: None,
+        header: None,
+        whatsapp_template: None,
+        header_params: request.header_params.clone(),
+        body_params: request.body_params.clone(),
+        flow: message.flow.clone(),
+        messaging_tag: request.messaging_tag.clone(),
+        metadata: request.metadata.clone(),
+    };
+    if let Some(t) = &message.template {
+        out.text = render(&t.body, lookup, &request.body_params).map_err(|m| explain(m, "the body"))?;
+        out.subject = t
+            .subject
+            .as_deref()
+            .map(|s| render(s, lookup, &request.body_params))
+            .transpose()
+            .map_err(|m| explain(m, "the subject"))?;
+        out.whatsapp_template = t.whatsapp.clone();
+        out.header = match &t.header {
+            None => None,
+            Some(hd) => Some(RenderedHeader {
+                kind: hd.kind,
+                text: hd
+                    .text
+                    .as_deref()
+                    .map(|x| render(x, lookup, &request.header_params))
+                    .transpose()
+                    .map_err(|m| explain(m, "the header"))?,
+                link: hd.link.clone().or_else(|| request.media.as_ref().map(|m| m.link.clone())),
+                filename: hd.filename.clone().or_else(|| request.media.as_ref().and_then(|m| m.filename.clone())),
+            }),
+        };
+    }
+    Ok(out)
+}

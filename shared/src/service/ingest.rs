@@ -1,0 +1,225 @@
+//! Ingest: a validated send plan → catalog resolved → rows stored `queued` → one job per row.
+
+use std::sync::Arc;
+
+use crate::app::Herald;
+use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
+use crate::domain::{
+    FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
+};
+use crate::ports::OutgoingJob;
+
+use super::render::positional_needed;
+use super::{deliver, ServiceError};
+
+/// A stored and queued send request with its rows (as they stand when the call answers).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub request: Arc<SendRequest>,
+    pub rows: Vec<RecipientRow>,
+}
+
+/// Runs ingest for one plan. `source` names the API that took it (`native`, `invent`, …).
+pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
+    let (messages, campaign) = resolve_messages(h, tenant, &plan.source).await?;
+    check_plan(&plan, &messages)?;
+
+    let now = crate::domain::now();
+    let request = SendRequest {
+        id: crate::domain::ids::new_id("req"),
+        tenant_id: tenant.to_string(),
+        created_at: now,
+        source: source.to_string(),
+        campaign_id: campaign.as_ref().map(|c| c.id.clone()),
+        campaign_name: campaign.as_ref().map(|c| c.name.clone()),
+        defaults: campaign.map(|c| c.defaults).unwrap_or_default(),
+        recipient_count: plan.recipients.len() as u32,
+        row_count: (plan.recipients.len() * messages.len()) as u32,
+        messages,
+        variables: plan.variables,
+        header_params: plan.header_params,
+        body_params: plan.body_params,
+        media: plan.media,
+        channel: plan.channel,
+        priority: plan.priority,
+        messaging_tag: plan.messaging_tag,
+        metadata: plan.metadata,
+        background: plan.background,
+        send_at: plan.send_at,
+    };
+    let mut rows = Vec::with_capacity(request.row_count as usize);
+    for (ri, recipient) in plan.recipients.into_iter().enumerate() {
+        for (mi, message) in request.messages.iter().enumerate() {
+            let seq = rows.len() as u32;
+            let mut row = RecipientRow::new(tenant, &request.id, seq, ri as u32, mi as u32);
+            row.template_id = message.template_id.clone();
+            row.recipient = recipient.clone();
+            rows.push(row);
+        }
+    }
+    h.requests.insert_request(&request, &rows).await?;
+
+    // `background: false` delivers inline below; its jobs wait one lease as a safety net, so a row
+    // left `retrying` (or a process that dies mid-call) is still finished by the workers.
+    let delay = if request.background {
+        request.send_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default()
+    } else {
+        h.settings.lease
+    };
+    let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
+    if let Err(e) = h.queue.send_batch(&jobs).await {
+        // Say so on every row rather than leave them `queued` with no job behind them.
+        for row in &rows {
+            let _ =
+                h.requests.fail_pending(tenant, &row.id, "Herald could not queue this message; send it again").await;
+        }
+        return Err(e.into());
+    }
+    tracing::info!(request_id = %request.id, rows = rows.len(), source, "send request queued");
+
+    if !request.background {
+        deliver_inline(h, &rows).await?;
+        rows = h.requests.list_rows(tenant, &request.id, None, rows.len() as u32).await?;
+    }
+    Ok(Accepted { request: Arc::new(request), rows })
+}
+
+/// Delivers rows now, a few at a time, through the same code path as the workers.
+async fn deliver_inline(h: &Herald, rows: &[RecipientRow]) -> Result<(), ServiceError> {
+    const CONCURRENCY: usize = 8;
+    for chunk in rows.chunks(CONCURRENCY) {
+        let results = futures::future::join_all(chunk.iter().map(|r| {
+            let job = r.job();
+            async move { deliver::deliver(h, &job).await }
+        }))
+        .await;
+        for r in results {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// The messages a plan fires, snapshotted from the catalog, and the campaign if one was named.
+async fn resolve_messages(
+    h: &Herald,
+    tenant: &str,
+    source: &MessageSource,
+) -> Result<(Vec<PlannedMessage>, Option<crate::domain::Campaign>), ServiceError> {
+    let template_msg = |t: Template| PlannedMessage { template_id: Some(t.id.clone()), template: Some(t), flow: None };
+    let mut errs = FieldErrors::new();
+    let out = match source {
+        MessageSource::Campaign { id, template_ids } => {
+            let Some(campaign) = h.catalog.get_campaign(tenant, id).await? else {
+                errs.push("campaign_id", format!("no campaign with id {id:?}"));
+                return Err(errs.into());
+            };
+            let chosen: Vec<String> = match template_ids {
+                Some(ids) => {
+                    for (i, t) in ids.iter().enumerate() {
+                        if !campaign.template_ids.contains(t) {
+                            errs.push(
+                                format!("template_ids[{i}]"),
+                                format!("{t:?} is not a template of campaign {id:?}"),
+                            );
+                        }
+                    }
+                    ids.clone()
+                }
+                None => campaign.template_ids.clone(),
+            };
+            let mut messages = Vec::new();
+            for t in &chosen {
+                match h.catalog.get_template(tenant, t).await? {
+                    Some(t) => messages.push(template_msg(t)),
+                    None => errs
+                        .push("campaign_id", format!("campaign {id:?} lists template {t:?}, which no longer exists")),
+                }
+            }
+            return errs.finish((messages, Some(campaign))).map_err(Into::into);
+        }
+        MessageSource::TemplateId(id) => match h.catalog.get_template(tenant, id).await? {
+            Some(t) => vec![template_msg(t)],
+            None => {
+                errs.push("template", format!("no template with id {id:?}"));
+                return Err(errs.into());
+            }
+        },
+        MessageSource::Inline(t) => {
+            vec![PlannedMessage { template_id: None, template: Some((**t).clone()), flow: None }]
+        }
+        MessageSource::Messages(texts) => texts
+            .iter()
+            .map(|text| {
+                let now = crate::domain::now();
+                let t = Template {
+                    id: "message".into(),
+                    channel: None,
+                    body: text.clone(),
+                    subject: None,
+                    header: None,
+                    language: None,
+                    whatsapp: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                PlannedMessage { template_id: None, template: Some(t), flow: None }
+            })
+            .collect(),
+        MessageSource::Flow(f) => vec![PlannedMessage { template_id: None, template: None, flow: Some(f.clone()) }],
+    };
+    Ok((out, None))
+}
+
+/// Rules that need the resolved templates: positional values, media headers, sizes.
+fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
+    let mut errs = FieldErrors::new();
+    for t in messages.iter().filter_map(|m| m.template.as_ref()) {
+        let name = if t.id == "message" || t.id == "inline" {
+            "the template".to_string()
+        } else {
+            format!("template {:?}", t.id)
+        };
+        let body_needs = positional_needed(&t.body);
+        if plan.body_params.len() < body_needs {
+            errs.push(
+                "body_params",
+                format!("{name} uses {{{{{body_needs}}}}}: give at least {body_needs} body_params"),
+            );
+        }
+        if let Some(h) = &t.header {
+            if h.kind == HeaderKind::Text {
+                let needs = h.text.as_deref().map(positional_needed).unwrap_or(0);
+                if plan.header_params.len() < needs {
+                    errs.push(
+                        "header_params",
+                        format!("{name} has {{{{{needs}}}}} in its header: give at least {needs} header_params"),
+                    );
+                }
+            } else if h.link.is_none() && plan.media.is_none() {
+                let kind =
+                    serde_json::to_value(h.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                errs.push("media.link", format!("{name} has a {kind} header: give media.link"));
+            }
+        }
+    }
+    let rows = plan.recipients.len() * messages.len();
+    if rows > MAX_ROWS {
+        errs.push(
+            "recipients",
+            format!("{rows} recipient rows (recipients × templates) exceed the limit of {MAX_ROWS}"),
+        );
+    }
+    if !plan.background {
+        if rows > MAX_INLINE_ROWS {
+            errs.push(
+                "background",
+                format!("background: false delivers inline, at most {MAX_INLINE_ROWS} rows; this request has {rows}: use background: true"),
+            );
+        }
+        if plan.send_at.is_some_and(|t| t > crate::domain::now()) {
+            errs.push("send_at", "a scheduled send needs background: true");
+        }
+    }
+    errs.finish(()).map_err(Into::into)
+}

@@ -1,0 +1,46 @@
+//! The use cases. They know the ports, never axum, SQLite, SQS or DynamoDB.
+
+pub mod catalog;
+pub mod deliver;
+pub mod ingest;
+pub mod keys;
+pub mod render;
+pub mod worker;
+
+use crate::domain::FieldErrors;
+use crate::ports::{ContactWriteError, StoreError};
+
+/// Why a use case refused or failed. The HTTP layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The input broke rules; every broken rule is listed.
+    #[error("invalid input: {0}")]
+    Invalid(FieldErrors),
+    /// No such thing in the caller's tenant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The input clashes with stored state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<FieldErrors> for ServiceError {
+    fn from(e: FieldErrors) -> Self {
+        ServiceError::Invalid(e)
+    }
+}
+
+impl From<ContactWriteError> for ServiceError {
+    fn from(e: ContactWriteError) -> Self {
+        match e {
+            ContactWriteError::KeyTaken { field, other } => {
+                let mut errs = FieldErrors::new();
+                errs.push(field, format!("already belongs to contact {other}"));
+                ServiceError::Invalid(errs)
+            }
+            ContactWriteError::Store(s) => ServiceError::Store(s),
+        }
+    }
+}
