@@ -1,1 +1,141 @@
+//! Herald's test kit: an in-process Herald on a loopback port (the same assembly `herald serve`
+//! uses), HTTP helpers, and the port contract suites every adapter must pass.
 
+pub mod contract;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::local::Local;
+use herald::providers::sandbox::SandboxBehaviour;
+use herald::Settings;
+
+/// A running Herald with a fresh data directory and one key for tenant `default`.
+pub struct TestServer {
+    pub local: Local,
+    pub addr: SocketAddr,
+    pub key: String,
+    pub http: reqwest::Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings for tests: short backoff so retries finish in milliseconds.
+pub fn fast_settings() -> Settings {
+    Settings {
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+        provider_timeout: Duration::from_secs(2),
+        lease: Duration::from_secs(5),
+        visibility: Duration::from_secs(10),
+        ..Settings::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 8).await
+    }
+
+    pub async fn start_with(settings: Settings, sandbox: SandboxBehaviour, workers: usize) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let local = Local::open(dir.path(), settings, sandbox).await.expect("open local Herald");
+        let key = herald::service::keys::create_key(local.herald.keys.as_ref(), "default", None).await.expect("key");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        if workers > 0 {
+            local.spawn_workers(workers, stop_rx);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = herald::http::router(local.herald.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestServer { local, addr, key, http: reqwest::Client::new(), stop, _dir: dir }
+    }
+
+    /// A key for another tenant.
+    pub async fn key_for(&self, tenant: &str) -> String {
+        herald::service::keys::create_key(self.local.herald.keys.as_ref(), tenant, None).await.expect("key")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `body` (JSON) with the default key; returns status and JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    pub async fn call_as(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// Polls a send request until no row is pending (or panics after `timeout`).
+    pub async fn wait_terminal(&self, request_id: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(&format!("/v1/broadcasts/{request_id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["summary"]["pending"] == json!(0) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rows still pending after {timeout:?}: {}",
+                body["summary"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the sandbox recorded for the default tenant.
+    pub async fn outbox(&self, request_id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/outbox?request_id={request_id}&limit=1000")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn herald(&self) -> Arc<herald::Herald> {
+        self.local.herald.clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
+
+/// The `field` names of an error body.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["error"]["fields"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["field"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}

@@ -5,7 +5,7 @@ mod queue;
 mod store;
 
 pub use queue::{DeadJob, EmbeddedQueue};
-pub use store::EmbeddedStore;
+pub use store::{EmbeddedStore, StoreCounts};
 
 use rusqlite::Connection;
 use std::path::Path;

@@ -728,3 +728,34 @@ impl Outbox for EmbeddedStore {
             .await
     }
 }
+
+/// Counts of stored things, for operators and for tests that check nothing was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreCounts {
+    pub requests: u64,
+    pub rows: u64,
+    pub contacts: u64,
+    pub templates: u64,
+    pub campaigns: u64,
+    pub outbox: u64,
+}
+
+impl EmbeddedStore {
+    pub async fn counts(&self) -> StoreResult<StoreCounts> {
+        self.db
+            .call(|c| {
+                let q = |t: &str| {
+                    c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+                };
+                Ok(StoreCounts {
+                    requests: q("requests")?,
+                    rows: q("recipient_rows")?,
+                    contacts: q("contacts")?,
+                    templates: q("templates")?,
+                    campaigns: q("campaigns")?,
+                    outbox: q("outbox")?,
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,370 @@
+//! Port contract suites. Each takes a port implementation and checks the behaviour every
+//! adapter must share; `tests/contract_embedded.rs` runs them on SQLite, and the AWS adapters
+//! run the very same functions against the emulator.
+
+use chrono::Duration as Span;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::domain::{
+    now, Campaign, Channel, Contact, ContactDraft, ContactKey, Email, Job, Phone, RecipientRow, SendRequest, Status,
+    Template,
+};
+use herald::ports::*;
+
+fn job(n: usize) -> OutgoingJob {
+    OutgoingJob {
+        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_id: format!("rcp_{n}") },
+        delay: Duration::ZERO,
+    }
+}
+
+fn row_of(received: &ReceivedJob) -> String {
+    serde_json::from_str::<Job>(&received.body).expect("job body").row_id
+}
+
+/// Receives until `want` jobs arrived or `patience` ran out (SQS may return fewer per call).
+async fn receive_n(q: &dyn JobQueue, want: usize, visibility: Duration, patience: Duration) -> Vec<ReceivedJob> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut got = Vec::new();
+    while got.len() < want && tokio::time::Instant::now() < deadline {
+        got.extend(q.receive((want - got.len()).min(10), visibility).await.expect("receive"));
+        if got.len() < want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    got
+}
+
+/// At-least-once delivery with delay, visibility timeout, receive counts, delete.
+pub async fn queue_contract(q: &dyn JobQueue) {
+    let mut delayed = job(3);
+    delayed.delay = Duration::from_secs(2);
+    q.send_batch(&[job(1), job(2), delayed]).await.expect("send");
+
+    let first = receive_n(q, 2, Duration::from_secs(30), Duration::from_secs(3)).await;
+    let mut rows: Vec<String> = first.iter().map(row_of).collect();
+    rows.sort();
+    assert_eq!(rows, vec!["rcp_1", "rcp_2"], "the delayed job must stay hidden");
+    assert!(first.iter().all(|r| r.receive_count == 1));
+    assert!(q.receive(10, Duration::from_secs(30)).await.unwrap().is_empty(), "received jobs are hidden");
+
+    q.delete(&first[0].receipt).await.expect("delete");
+    q.change_visibility(&first[1].receipt, Duration::ZERO).await.expect("change visibility");
+    let again = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(3)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(row_of(&again[0]), row_of(&first[1]), "a job made visible again comes back");
+    assert_eq!(again[0].receive_count, 2, "receive count grows");
+    q.delete(&again[0].receipt).await.unwrap();
+
+    let later = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(5)).await;
+    assert_eq!(later.iter().map(row_of).collect::<Vec<_>>(), vec!["rcp_3"], "the delayed job arrives after its delay");
+    q.delete(&later[0].receipt).await.unwrap();
+
+    // More than one batch call's worth: every job arrives exactly once while none is deleted late.
+    let many: Vec<OutgoingJob> = (100..125).map(job).collect();
+    q.send_batch(&many).await.expect("send 25");
+    let got = receive_n(q, 25, Duration::from_secs(30), Duration::from_secs(5)).await;
+    let mut ids: Vec<String> = got.iter().map(row_of).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 25);
+    for r in &got {
+        q.delete(&r.receipt).await.unwrap();
+    }
+}
+
+/// A job received `max_receives` times and never deleted is not handed out again.
+pub async fn queue_dead_letter_contract(q: &dyn JobQueue, max_receives: u32) {
+    q.send_batch(&[job(9)]).await.unwrap();
+    for n in 1..=max_receives {
+        let got = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(3)).await;
+        assert_eq!(got.len(), 1, "receive {n} of {max_receives}");
+        assert_eq!(got[0].receive_count, n);
+        q.change_visibility(&got[0].receipt, Duration::ZERO).await.unwrap();
+    }
+    let after = receive_n(q, 1, Duration::from_secs(30), Duration::from_millis(700)).await;
+    assert!(after.is_empty(), "a job past max_receives must be dead-lettered, got {after:?}");
+}
+
+pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<RecipientRow>) {
+    let req = SendRequest {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        created_at: now(),
+        source: "native".into(),
+        campaign_id: None,
+        campaign_name: None,
+        messages: vec![],
+        variables: Default::default(),
+        defaults: Default::default(),
+        header_params: vec![],
+        body_params: vec![],
+        media: None,
+        channel: None,
+        priority: vec![],
+        messaging_tag: None,
+        metadata: Default::default(),
+        background: true,
+        send_at: None,
+        recipient_count: rows,
+        row_count: rows,
+    };
+    let rows = (0..rows).map(|i| RecipientRow::new(tenant, id, i, i, 0)).collect();
+    (req, rows)
+}
+
+/// Requests and rows: storage, paging, counts, and the conditional claim / finish protocol.
+pub async fn requests_contract(r: &dyn Requests) {
+    let (req, rows) = sample_request("t1", "req_a", 5);
+    r.insert_request(&req, &rows).await.expect("insert");
+    assert_eq!(r.get_request("t1", "req_a").await.unwrap().as_ref(), Some(&req));
+    assert_eq!(r.get_request("t2", "req_a").await.unwrap(), None, "another tenant sees nothing");
+    assert_eq!(r.get_row("t2", &rows[0].id).await.unwrap(), None);
+
+    let page1 = r.list_rows("t1", "req_a", None, 2).await.unwrap();
+    let page2 = r.list_rows("t1", "req_a", Some(page1[1].seq), 10).await.unwrap();
+    let seqs: Vec<u32> = page1.iter().chain(&page2).map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    assert_eq!(r.count_rows("t1", "req_a").await.unwrap().get(&Status::Queued), Some(&5));
+
+    let t = now();
+    let lease = t + Span::seconds(30);
+    let id = &rows[0].id;
+    let Claim::Claimed(claimed) = r.claim_row("t1", id, t, lease).await.unwrap() else {
+        panic!("queued rows are claimable")
+    };
+    assert_eq!((claimed.status, claimed.attempts), (Status::Sending, 1));
+    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Busy(_)), "a leased row is busy");
+    assert!(matches!(r.claim_row("t2", id, t, lease).await.unwrap(), Claim::Missing), "tenants are isolated");
+    assert!(!r.finish_row("t1", id, 2, Outcome::default()).await.unwrap(), "a stale attempt cannot write");
+    let sent = Outcome { status: Some(Status::Sent), external_message_id: Some("ext-1".into()), ..Default::default() };
+    assert!(r.finish_row("t1", id, 1, sent.clone()).await.unwrap());
+    assert!(!r.finish_row("t1", id, 1, sent).await.unwrap(), "an outcome is written once");
+    let row = r.get_row("t1", id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.external_message_id.as_deref()), (Status::Sent, Some("ext-1")));
+    assert!(row.times.contains_key(&Status::Sent) && row.lease_until.is_none());
+    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Done(_)));
+
+    // Retrying rows wait for their next attempt.
+    let id = &rows[1].id;
+    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Claimed(_)));
+    let retry =
+        Outcome { status: Some(Status::Retrying), next_attempt_at: Some(t + Span::seconds(60)), ..Default::default() };
+    assert!(r.finish_row("t1", id, 1, retry).await.unwrap());
+    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::NotDue(_)));
+    let later = t + Span::seconds(61);
+    let Claim::Claimed(again) = r.claim_row("t1", id, later, later + Span::seconds(30)).await.unwrap() else {
+        panic!("due")
+    };
+    assert_eq!(again.attempts, 2);
+
+    // An expired lease means the previous worker died: the row is reclaimed.
+    let id = &rows[2].id;
+    assert!(matches!(r.claim_row("t1", id, t, t + Span::seconds(1)).await.unwrap(), Claim::Claimed(_)));
+    let past = t + Span::seconds(2);
+    assert!(matches!(r.claim_row("t1", id, past, past + Span::seconds(30)).await.unwrap(), Claim::Reclaimed(_)));
+
+    // fail_pending ends pending rows only.
+    assert!(r.fail_pending("t1", &rows[3].id, "could not queue").await.unwrap());
+    assert!(!r.fail_pending("t1", &rows[0].id, "too late").await.unwrap(), "a sent row stays sent");
+    let failed = r.get_row("t1", &rows[3].id).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.error_message.as_deref()), (Status::Failed, Some("could not queue")));
+
+    let counts = r.count_rows("t1", "req_a").await.unwrap();
+    assert_eq!(counts.values().sum::<u64>(), 5);
+    assert_eq!(counts.get(&Status::Failed), Some(&1));
+}
+
+/// Many workers race to claim one row: exactly one wins.
+pub async fn claim_race_contract(r: Arc<dyn Requests>) {
+    let (req, rows) = sample_request("t1", "req_race", 1);
+    r.insert_request(&req, &rows).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let r = r.clone();
+        let id = rows[0].id.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = now();
+            matches!(
+                r.claim_row("t1", &id, t, t + Span::seconds(30)).await.unwrap(),
+                Claim::Claimed(_) | Claim::Reclaimed(_)
+            )
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += t.await.unwrap() as u32;
+    }
+    assert_eq!(wins, 1, "exactly one claimer may own a row");
+}
+
+fn phone(s: &str) -> Phone {
+    Phone::parse(s).unwrap()
+}
+
+/// Contacts: find-or-create without duplicates, unique keys, merge or keep.
+pub async fn contacts_contract(c: Arc<dyn Contacts>) {
+    let draft = ContactDraft { phone: Some(phone("+14155550100")), name: Some("Ada".into()), ..Default::default() };
+    let (a, created) = c.upsert_contact("t1", &draft, false).await.unwrap();
+    assert!(created);
+    assert_eq!(a.name.as_deref(), Some("Ada"));
+    let renamed = ContactDraft { name: Some("Grace".into()), ..draft.clone() };
+    let (same, created) = c.upsert_contact("t1", &renamed, false).await.unwrap();
+    assert_eq!(
+        (same.id.as_str(), created, same.name.as_deref()),
+        (a.id.as_str(), false, Some("Ada")),
+        "find-or-create keeps"
+    );
+    let (merged, _) = c.upsert_contact("t1", &renamed, true).await.unwrap();
+    assert_eq!(merged.name.as_deref(), Some("Grace"), "merge applies the draft");
+    assert_eq!(c.get_contact("t1", &a.id).await.unwrap().unwrap().name.as_deref(), Some("Grace"));
+
+    let key = ContactKey::Phone(phone("+14155550100"));
+    assert_eq!(c.find_contact("t1", &key).await.unwrap().map(|x| x.id), Some(a.id.clone()));
+    assert_eq!(c.find_contact("t2", &key).await.unwrap(), None, "tenants are isolated");
+    assert_eq!(c.get_contact("t2", &a.id).await.unwrap(), None);
+    let (other_tenant, created) = c.upsert_contact("t2", &draft, false).await.unwrap();
+    assert!(created && other_tenant.id != a.id, "the same phone is a new contact in another tenant");
+
+    let mut b = Contact::new("ct_b".into());
+    b.email = Some(Email::parse("b@example.com").unwrap());
+    c.put_contact("t1", &b).await.unwrap();
+    b.phone = Some(phone("+14155550100"));
+    match c.put_contact("t1", &b).await {
+        Err(ContactWriteError::KeyTaken { field: "phone", other }) => assert_eq!(other, a.id),
+        other => panic!("a taken phone must be refused, got {other:?}"),
+    }
+    b.phone = None;
+    b.email = Some(Email::parse("b2@example.com").unwrap());
+    c.put_contact("t1", &b).await.unwrap();
+    let old = ContactKey::Email(Email::parse("b@example.com").unwrap());
+    assert_eq!(c.find_contact("t1", &old).await.unwrap(), None, "a replaced email frees its key");
+
+    // Concurrent find-or-create by one phone makes one contact.
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let d = ContactDraft { phone: Some(phone("+14155550199")), ..Default::default() };
+            c.upsert_contact("t1", &d, false).await.unwrap().0.id
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "racing find-or-create must agree on one contact: {ids:?}");
+}
+
+fn template(id: &str) -> Template {
+    Template {
+        id: id.into(),
+        channel: Some(Channel::Sms),
+        body: "Hi {{name}}".into(),
+        subject: None,
+        header: None,
+        language: None,
+        whatsapp: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+pub async fn catalog_contract(c: &dyn Catalog) {
+    c.put_template("t1", &template("b")).await.unwrap();
+    c.put_template("t1", &template("a")).await.unwrap();
+    let mut changed = template("a");
+    changed.body = "Changed".into();
+    c.put_template("t1", &changed).await.unwrap();
+    assert_eq!(c.get_template("t1", "a").await.unwrap().unwrap().body, "Changed");
+    assert_eq!(c.get_template("t2", "a").await.unwrap(), None);
+    let ids: Vec<String> = c.list_templates("t1").await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec!["a", "b"]);
+    assert!(c.list_templates("t2").await.unwrap().is_empty());
+    assert!(!c.delete_template("t2", "a").await.unwrap(), "another tenant cannot delete");
+    assert!(c.delete_template("t1", "a").await.unwrap());
+    assert!(!c.delete_template("t1", "a").await.unwrap());
+
+    let camp = Campaign {
+        id: "welcome".into(),
+        name: "Welcome".into(),
+        template_ids: vec!["b".into()],
+        defaults: [("name".to_string(), "there".to_string())].into(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    c.put_campaign("t1", &camp).await.unwrap();
+    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp));
+    assert_eq!(c.get_campaign("t2", "welcome").await.unwrap(), None);
+    assert_eq!(c.list_campaigns("t1").await.unwrap().len(), 1);
+    assert!(c.delete_campaign("t1", "welcome").await.unwrap());
+    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), None);
+}
+
+pub async fn keys_contract(k: &dyn ApiKeys) {
+    assert_eq!(k.count_tenants().await.unwrap(), 0);
+    assert!(k.ensure_tenant("acme").await.unwrap());
+    assert!(!k.ensure_tenant("acme").await.unwrap());
+    let key = herald::service::keys::create_key(k, "acme", None).await.unwrap();
+    assert_eq!(herald::service::keys::authenticate(k, &key).await.unwrap().as_deref(), Some("acme"));
+    assert_eq!(herald::service::keys::authenticate(k, &format!("{key}x")).await.unwrap(), None);
+    assert_eq!(herald::service::keys::authenticate(k, "").await.unwrap(), None);
+    let listed = k.list_keys("acme").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(key.starts_with(&listed[0].display_prefix) && listed[0].display_prefix.len() < key.len());
+    assert!(k.list_keys("other").await.unwrap().is_empty());
+    assert_eq!(k.count_tenants().await.unwrap(), 1);
+}
+
+pub async fn idempotency_contract(i: &dyn Idempotency) {
+    let t = now();
+    let lock = Duration::from_secs(60);
+    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::New);
+    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::InProgress);
+    assert_eq!(i.begin("t1", "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
+    assert_eq!(i.begin("t2", "k1", "fp-b", t, lock).await.unwrap(), Begin::New, "keys are per tenant");
+    let answer = StoredResponse { status: 202, body: "{\"request_id\":\"req_1\"}".into() };
+    i.complete("t1", "k1", &answer, t + Span::hours(24)).await.unwrap();
+    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::Replay(answer));
+    assert_eq!(i.begin("t1", "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
+
+    // An abandoned key can be used again; a stale lock is taken over.
+    assert_eq!(i.begin("t1", "k2", "fp", t, lock).await.unwrap(), Begin::New);
+    i.abandon("t1", "k2").await.unwrap();
+    assert_eq!(i.begin("t1", "k2", "fp", t, lock).await.unwrap(), Begin::New);
+    assert_eq!(i.begin("t1", "k2", "fp", t + Span::seconds(61), lock).await.unwrap(), Begin::New);
+
+    // An expired answer is forgotten.
+    i.complete("t1", "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1)).await.unwrap();
+    assert_eq!(i.begin("t1", "k3", "fp", t, lock).await.unwrap(), Begin::New);
+    i.complete("t1", "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1)).await.unwrap();
+    assert_eq!(i.begin("t1", "k3", "other", t, lock).await.unwrap(), Begin::New);
+}
+
+pub async fn outbox_contract(o: &dyn Outbox) {
+    let entry = |n: u32, tenant: &str, req: &str| OutboxEntry {
+        id: format!("sbx_{n:04}"),
+        tenant_id: tenant.into(),
+        request_id: req.into(),
+        row_id: format!("rcp_{n}"),
+        channel: Channel::Sms,
+        to: "+14155550100".into(),
+        message: serde_json::json!({"text": "hi"}),
+        created_at: now(),
+    };
+    for n in 0..5 {
+        o.record(&entry(n, "t1", if n < 3 { "req_1" } else { "req_2" })).await.unwrap();
+    }
+    o.record(&entry(9, "t2", "req_1")).await.unwrap();
+    assert_eq!(o.find_by_row("t1", "rcp_1").await.unwrap().map(|e| e.id), Some("sbx_0001".into()));
+    assert_eq!(o.find_by_row("t2", "rcp_1").await.unwrap(), None);
+    assert_eq!(o.list_outbox("t1", None, None, 100).await.unwrap().len(), 5);
+    assert_eq!(o.list_outbox("t1", Some("req_1"), None, 100).await.unwrap().len(), 3);
+    let page = o.list_outbox("t1", None, None, 2).await.unwrap();
+    let rest = o.list_outbox("t1", None, Some(&page[1].id), 100).await.unwrap();
+    assert_eq!(page.len() + rest.len(), 5);
+    assert_eq!(rest[0].id, "sbx_0002");
+    assert_eq!(o.list_outbox("t2", None, None, 100).await.unwrap().len(), 1);
+}

@@ -1,0 +1,107 @@
+//! The port contract suites on the embedded (SQLite) adapters.
+
+use std::sync::Arc;
+
+use herald::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
+use herald_tests::contract;
+
+fn open(max_receives: u32) -> (tempfile::TempDir, Arc<EmbeddedStore>, Arc<EmbeddedQueue>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, q) = embedded::open(dir.path(), max_receives).unwrap();
+    (dir, s, q)
+}
+
+#[tokio::test]
+async fn queue() {
+    let (_d, _, q) = open(10);
+    contract::queue_contract(q.as_ref()).await;
+}
+
+#[tokio::test]
+async fn queue_dead_letters_after_max_receives() {
+    let (_d, _, q) = open(3);
+    contract::queue_dead_letter_contract(q.as_ref(), 3).await;
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the job is kept in the dead-letter table");
+    assert_eq!(q.redrive().await.unwrap(), 1);
+    assert_eq!(q.depth().await.unwrap(), (1, 0, 0), "redrive puts it back on the queue");
+}
+
+#[tokio::test]
+async fn queue_recovers_in_flight_jobs_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = herald::ports::OutgoingJob {
+        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+        delay: std::time::Duration::ZERO,
+    };
+    {
+        let (_, q) = embedded::open(dir.path(), 10).unwrap();
+        use herald::ports::JobQueue;
+        q.send_batch(&[job]).await.unwrap();
+        assert_eq!(q.receive(10, std::time::Duration::from_secs(3600)).await.unwrap().len(), 1);
+    }
+    let (_, q) = embedded::open(dir.path(), 10).unwrap();
+    use herald::ports::JobQueue;
+    assert!(q.receive(10, std::time::Duration::from_secs(60)).await.unwrap().is_empty(), "still hidden");
+    assert_eq!(q.recover_in_flight().await.unwrap(), 1);
+    let again = q.receive(10, std::time::Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.len(), 1, "the in-flight job is delivered after the restart");
+    assert_eq!(again[0].receive_count, 2);
+}
+
+#[tokio::test]
+async fn requests_and_rows() {
+    let (_d, s, _) = open(10);
+    contract::requests_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn racing_claims_have_one_winner() {
+    let (_d, s, _) = open(10);
+    contract::claim_race_contract(s).await;
+}
+
+#[tokio::test]
+async fn contacts() {
+    let (_d, s, _) = open(10);
+    contract::contacts_contract(s).await;
+}
+
+#[tokio::test]
+async fn catalog() {
+    let (_d, s, _) = open(10);
+    contract::catalog_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn api_keys() {
+    let (_d, s, _) = open(10);
+    contract::keys_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn idempotency() {
+    let (_d, s, _) = open(10);
+    contract::idempotency_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn outbox() {
+    let (_d, s, _) = open(10);
+    contract::outbox_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (req, rows) = contract::sample_request("t1", "req_keep", 3);
+    {
+        let (s, _) = embedded::open(dir.path(), 10).unwrap();
+        use herald::ports::Requests;
+        s.insert_request(&req, &rows).await.unwrap();
+    }
+    let (s, _) = embedded::open(dir.path(), 10).unwrap();
+    use herald::ports::Requests;
+    assert_eq!(s.get_request("t1", "req_keep").await.unwrap(), Some(req));
+    assert_eq!(s.list_rows("t1", "req_keep", None, 10).await.unwrap(), rows);
+}
