@@ -78,8 +78,12 @@ impl Phone {
         if trimmed.len() > MAX_STRING {
             return Err(format!("must be at most {MAX_STRING} characters"));
         }
-        if !trimmed.starts_with('+') {
+        let Some(rest) = trimmed.strip_prefix('+') else {
             return Err("must be in E.164 form with the country code, e.g. +14155550123".into());
+        };
+        // libphonenumber reads letters as keypad digits ("vanity numbers"); E.164 has none.
+        if !rest.chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')')) {
+            return Err("may contain only digits after the +, with optional spaces, dashes, dots or parentheses".into());
         }
         let parsed = phonenumber::parse(None, trimmed)
             .map_err(|_| "is not a phone number; use E.164 form, e.g. +14155550123".to_string())?;
@@ -224,6 +228,7 @@ mod tests {
         assert!(Phone::parse("+1").is_err());
         assert!(Phone::parse("+999123").is_err());
         assert!(Phone::parse("hello").is_err());
+        assert!(Phone::parse("+1415abcdefg").unwrap_err().contains("only digits"), "no vanity letters");
     }
 
     #[test]

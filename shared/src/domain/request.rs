@@ -56,11 +56,31 @@ pub struct RecipientBody {
     pub variables: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `template`: a stored template's id (a string) or an inline template (an object). Read by JSON
+/// type, so a mistake inside an inline template is reported at its own path (`template.bdy`).
+#[derive(Debug, Clone)]
 pub enum TemplateRef {
     Id(String),
     Inline(TemplateBody),
+}
+
+impl<'de> Deserialize<'de> for TemplateRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TemplateRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a stored template's id (a string) or an inline template (an object)")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TemplateRef, E> {
+                Ok(TemplateRef::Id(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TemplateRef, A::Error> {
+                TemplateBody::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TemplateRef::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,7 +57,7 @@ impl RecipientRow {
     pub fn new(tenant_id: &str, request_id: &str, seq: u32, recipient_index: u32, message_index: u32) -> Self {
         let now = super::now();
         RecipientRow {
-            id: super::ids::new_id("rcp"),
+            id: RecipientRow::id_for(request_id, seq),
             tenant_id: tenant_id.to_string(),
             request_id: request_id.to_string(),
             seq,
@@ -80,6 +80,12 @@ impl RecipientRow {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// A row's id follows from its request and position (`rcp_{request uuid}_{seq}`), so a store
+    /// can find a request's rows without an index.
+    pub fn id_for(request_id: &str, seq: u32) -> String {
+        format!("rcp_{}_{seq}", request_id.strip_prefix("req_").unwrap_or(request_id))
     }
 
     /// Moves the row to `status` at `at`, stamping the main-line statuses it implies.

@@ -68,37 +68,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     }
 }
 
-/// Parses JSON into `T`; a type error names the field path (`recipients[2].phone`).
+/// Parses a JSON object into `T`. A syntax error answers `400` on `body`; a value of the wrong
+/// shape answers `400` naming its path (`recipients[2].phone`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_json",
-            message: "the body is empty; send a JSON object".into(),
-            fields: vec![],
-        });
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("is not valid JSON: {inner}")
-        } else {
-            strip_position(&inner.to_string())
-        };
-        ApiError::BadRequest {
-            code: "invalid_json",
-            message: format!("{field} {message}"),
-            fields: vec![FieldError { field, message }],
-        }
-    })?;
-    de.end().map_err(|e| ApiError::BadRequest {
+    let bad = |field: String, message: String| ApiError::BadRequest {
         code: "invalid_json",
-        message: format!("body is not valid JSON: {e}"),
-        fields: vec![FieldError { field: "body".into(), message: format!("is not valid JSON: {e}") }],
-    })?;
-    Ok(value)
+        message: format!("{field} {message}"),
+        fields: vec![FieldError { field, message }],
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("body".into(), "is empty; send a JSON object".into()));
+    }
+    let value =
+        crate::domain::json::parse_value(bytes).map_err(|e| bad("body".into(), format!("is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(crate::domain::json::Strict(value)).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        bad(field, strip_position(&e.into_inner().to_string()))
+    })
 }
 
 /// serde_json appends " at line 1 column 12"; the field path already says where.

@@ -61,9 +61,6 @@ pub async fn put_contact(
     body: ContactBody,
 ) -> Result<(Contact, bool), ServiceError> {
     check_path_id(id)?;
-    if id.contains('~') {
-        return Err(ServiceError::NotFound("contact"));
-    }
     let draft = body.validate()?;
     let existing = contacts.get_contact(tenant, id).await?;
     let mut contact = Contact::new(id.to_string());

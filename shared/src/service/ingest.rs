@@ -199,7 +199,8 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
             } else if h.link.is_none() && plan.media.is_none() {
                 let kind =
                     serde_json::to_value(h.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                errs.push("media.link", format!("{name} has a {kind} header: give media.link"));
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                errs.push("media.link", format!("{name} has {article} {kind} header: give media.link"));
             }
         }
     }
@@ -214,7 +215,7 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         if rows > MAX_INLINE_ROWS {
             errs.push(
                 "background",
-                format!("background: false delivers inline, at most {MAX_INLINE_ROWS} rows; this request has {rows}: use background: true"),
+                format!("must be true for more than {MAX_INLINE_ROWS} rows (inline delivery takes at most {MAX_INLINE_ROWS}; this request has {rows})"),
             );
         }
         if plan.send_at.is_some_and(|t| t > crate::domain::now()) {
