@@ -1,6 +1,7 @@
 //! Herald's test kit: an in-process Herald on a loopback port (the same assembly `herald serve`
 //! uses), HTTP helpers, and the port contract suites every adapter must pass.
 
+pub mod aws;
 pub mod contract;
 
 use reqwest::{Method, StatusCode};

@@ -1,25 +1,19 @@
-//! Herald's ingest Lambda: API Gateway HTTP API → the same router `herald serve` uses.
-//!
-//! Until the AWS adapters land, it runs on the embedded adapters in `HERALD_DATA_DIR`
-//! (default `/tmp/herald`), which is what `cargo lambda watch` uses locally.
+//! The ingest Lambda's entry point: configuration from the environment, clients built once.
 
-use std::path::PathBuf;
+use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
-use herald::adapters::embedded;
-use herald::app::{Herald, Settings, Stores};
-use herald::providers::{sandbox::Sandbox, Providers};
+use herald::adapters::aws::AwsConfig;
+use herald_ingest::Ingest;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
-    let dir = PathBuf::from(std::env::var("HERALD_DATA_DIR").unwrap_or_else(|_| "/tmp/herald".into()));
-    let settings = Settings::default();
-    let (store, queue) = embedded::open(&dir, settings.max_receives)?;
-    if let Ok(seed) = std::env::var("HERALD_API_KEY") {
-        herald::service::keys::bootstrap(store.as_ref(), Some(&seed)).await?;
-    }
-    let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
-    let h = Arc::new(Herald::new(Stores::from_one(store), queue, Providers::all(sandbox), settings));
-    lambda_http::run(herald::http::router(h)).await
+    let herald = Arc::new(AwsConfig::from_env()?.connect().await);
+    let ingest = Arc::new(Ingest::new(herald, std::env::var("EVENTS_TENANT").ok().filter(|t| !t.is_empty())));
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let ingest = ingest.clone();
+        async move { ingest.handle(event.payload).await }
+    }))
+    .await
 }

@@ -1,3 +1,7 @@
-//! Implementations of the ports. `embedded` runs on SQLite files in one directory.
+//! Implementations of the ports: `embedded` runs on SQLite files in one directory; `aws` on
+//! DynamoDB and SQS (feature `aws`).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod embedded;
+mod rows;

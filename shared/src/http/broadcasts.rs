@@ -22,16 +22,22 @@ pub async fn create(
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> Response {
-    idempotent(&h, &tenant, &headers, "POST /v1/broadcasts", &body, || async {
-        run_create(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
+    submit(&h, &tenant, &headers, &body, "native").await
+}
+
+/// Takes a native send request for `tenant` (HTTP, or an event from another system): the same
+/// parsing, validation and idempotency either way. `source` names where it came from.
+pub async fn submit(h: &Herald, tenant: &str, headers: &HeaderMap, body: &[u8], source: &str) -> Response {
+    idempotent(h, tenant, headers, "POST /v1/broadcasts", body, || async {
+        run_create(h, tenant, body, source).await.unwrap_or_else(IntoResponse::into_response)
     })
     .await
 }
 
-async fn run_create(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn run_create(h: &Herald, tenant: &str, body: &[u8], source: &str) -> Result<Response, ApiError> {
     let plan = parse_json::<BroadcastBody>(body)?.validate()?;
     let background = plan.background;
-    let accepted = ingest(h, tenant, plan, "native").await?;
+    let accepted = ingest(h, tenant, plan, source).await?;
     let mut counts = BTreeMap::new();
     for r in &accepted.rows {
         *counts.entry(r.status).or_insert(0u64) += 1;

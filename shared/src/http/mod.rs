@@ -19,6 +19,7 @@ use crate::app::Herald;
 use error::ApiError;
 use extract::Tenant;
 
+pub use broadcasts::submit;
 pub use idempotency::fingerprint;
 
 /// Builds the router over a wired [`Herald`].

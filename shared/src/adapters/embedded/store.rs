@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ms, Db};
+use crate::adapters::rows;
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
 };
@@ -493,18 +494,10 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
-                let claim = decide_claim(&row, now);
+                let claim = rows::claim(&mut row, now, lease_until);
                 if matches!(claim, Claim::Claimed(_) | Claim::Reclaimed(_)) {
-                    row.attempts += 1;
-                    row.set_status(Status::Sending, now);
-                    row.lease_until = Some(lease_until);
-                    row.next_attempt_at = None;
                     save_row(&tx, &row)?;
                     tx.commit()?;
-                    return Ok(match claim {
-                        Claim::Reclaimed(_) => Claim::Reclaimed(row),
-                        _ => Claim::Claimed(row),
-                    });
                 }
                 Ok(claim)
             })
@@ -517,10 +510,9 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if row.status != Status::Sending || row.attempts != attempt {
+                if !rows::finish(&mut row, attempt, outcome, now()) {
                     return Ok(false);
                 }
-                apply_outcome(&mut row, outcome, now());
                 save_row(&tx, &row)?;
                 tx.commit()?;
                 Ok(true)
@@ -534,55 +526,15 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !row.status.is_pending() {
+                if !rows::fail_pending(&mut row, &message, now()) {
                     return Ok(false);
                 }
-                row.set_status(Status::Failed, now());
-                row.error_message = Some(message);
-                row.lease_until = None;
-                row.next_attempt_at = None;
                 save_row(&tx, &row)?;
                 tx.commit()?;
                 Ok(true)
             })
             .await
     }
-}
-
-/// The claim rule, shared by every adapter's tests through the contract suite.
-pub(crate) fn decide_claim(row: &RecipientRow, now: DateTime<Utc>) -> Claim {
-    match row.status {
-        Status::Queued => Claim::Claimed(row.clone()),
-        Status::Retrying => match row.next_attempt_at {
-            Some(t) if t > now => Claim::NotDue(t),
-            _ => Claim::Claimed(row.clone()),
-        },
-        Status::Sending => match row.lease_until {
-            Some(t) if t > now => Claim::Busy(t),
-            _ => Claim::Reclaimed(row.clone()),
-        },
-        _ => Claim::Done(row.clone()),
-    }
-}
-
-/// Applies an attempt's outcome to a row the writer owns.
-pub(crate) fn apply_outcome(row: &mut RecipientRow, o: Outcome, at: DateTime<Utc>) {
-    if let Some(s) = o.status {
-        row.set_status(s, at);
-    }
-    row.error_message = match o.status {
-        Some(Status::Sent) => None,
-        _ => o.error_message,
-    };
-    row.external_message_id = o.external_message_id.or(row.external_message_id.take());
-    row.channel = o.channel.or(row.channel);
-    row.provider = o.provider.or(row.provider.take());
-    row.contact_id = o.contact_id.or(row.contact_id.take());
-    row.name = o.name.or(row.name.take());
-    row.address = o.address.or(row.address.take());
-    row.next_attempt_at = o.next_attempt_at;
-    row.lease_until = None;
-    row.updated_at = at;
 }
 
 // ---------------------------------------------------------------- idempotency

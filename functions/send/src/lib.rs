@@ -1,0 +1,58 @@
+//! Herald's send Lambda: an SQS batch → `deliver` each job → `SqsBatchResponse` naming only the
+//! jobs that must come back (transient failures after their backoff, and store errors).
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use std::sync::Arc;
+use tracing::Instrument;
+
+use herald::app::Herald;
+use herald::ports::ReceivedJob;
+use herald::service::worker::{handle_job, JobResult};
+
+/// Jobs of one batch delivered at once.
+pub const CONCURRENCY: usize = 10;
+
+/// Delivers every record; a failed record never fails the batch, it is named in the response.
+pub async fn handle_batch(h: Arc<Herald>, event: SqsEvent) -> SqsBatchResponse {
+    let failures: Vec<String> = futures::stream::iter(event.records)
+        .map(|m| handle_record(h.clone(), m))
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for id in failures {
+        let mut item = BatchItemFailure::default();
+        item.item_identifier = id;
+        response.batch_item_failures.push(item);
+    }
+    response
+}
+
+/// Returns the message id if the record must come back.
+async fn handle_record(h: Arc<Herald>, m: SqsMessage) -> Option<String> {
+    let message_id = m.message_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("job", %message_id);
+    async move {
+        let received = ReceivedJob {
+            message_id: message_id.clone(),
+            receipt: m.receipt_handle.clone().unwrap_or_default(),
+            body: m.body.clone().unwrap_or_default(),
+            receive_count: m.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1),
+        };
+        match handle_job(h.clone(), &received).await {
+            JobResult::Delete => None,
+            JobResult::Retry(after) => {
+                // Back off by pushing the message's visibility out, then report it so SQS keeps it.
+                if let Err(e) = h.queue.change_visibility(&received.receipt, after).await {
+                    tracing::warn!(error = %e, "could not delay the retry; it returns after the visibility timeout");
+                }
+                Some(message_id)
+            }
+            JobResult::Leave => Some(message_id),
+        }
+    }
+    .instrument(span)
+    .await
+}

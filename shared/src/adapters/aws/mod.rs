@@ -1,0 +1,75 @@
+//! The AWS shape's adapters: SQS for the job queue, one DynamoDB table for every store
+//! (`docs/dynamodb.md`). Clients are built once from `aws_config` loaded from the environment, so
+//! `AWS_ENDPOINT_URL` points them at an emulator with no code change.
+
+mod dynamo;
+mod sqs;
+
+pub use dynamo::DynamoStore;
+pub use sqs::SqsQueue;
+
+use std::sync::Arc;
+
+use crate::app::{Herald, Settings, Stores};
+use crate::providers::{sandbox::Sandbox, Providers};
+
+/// A required setting is missing or malformed; start-up stops and names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ConfigError { name, problem: "is not set; it must name the resource (see template.yaml)".into() }),
+    }
+}
+
+fn optional_number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => {
+            v.parse().map_err(|_| ConfigError { name, problem: format!("{v:?} is not a number") })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// The AWS configuration, from environment variables.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// `TABLE_NAME`: the DynamoDB table.
+    pub table: String,
+    /// `QUEUE_URL`: the SQS queue of send jobs.
+    pub queue_url: String,
+    pub settings: Settings,
+}
+
+impl AwsConfig {
+    pub fn from_env() -> Result<AwsConfig, ConfigError> {
+        let mut settings = Settings::default();
+        settings.max_attempts = optional_number("MAX_ATTEMPTS", settings.max_attempts)?;
+        settings.max_receives = optional_number("MAX_RECEIVE_COUNT", settings.max_receives)?;
+        let timeout = optional_number("PROVIDER_TIMEOUT_SECONDS", settings.provider_timeout.as_secs())?;
+        settings.provider_timeout = std::time::Duration::from_secs(timeout);
+        Ok(AwsConfig { table: required("TABLE_NAME")?, queue_url: required("QUEUE_URL")?, settings })
+    }
+
+    /// Builds the clients once and wires a Herald on them.
+    pub async fn connect(self) -> Herald {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table));
+        let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url));
+        // Real providers are configured per channel; until one is, the sandbox records sends
+        // in the table so a deployment can be tried end to end.
+        let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
+        Herald::new(Stores::from_one(store), queue, Providers::all(sandbox), self.settings)
+    }
+}
+
+/// The text of an SDK error with its causes, for logs and `StoreError`s.
+pub(crate) fn sdk_text<E: std::error::Error + 'static>(e: &E) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}

@@ -1,0 +1,387 @@
+//! The AWS adapters and Lambda handlers against the AWS wire protocol (moto's server). Turned on by
+//! the `aws-emulator` feature, which `scripts/test.sh` sets after starting the emulator; with the
+//! feature on and no emulator, every test here fails with a message saying so.
+#![cfg(feature = "aws-emulator")]
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::adapters::aws::{AwsConfig, DynamoStore, SqsQueue};
+use herald::app::{Herald, Settings, Stores};
+use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
+use herald_ingest::Ingest;
+use herald_tests::aws::{emulator_endpoint, sdk_config};
+use herald_tests::contract;
+
+/// The emulator is shared state: one test at a time, each on a freshly reset emulator.
+static EMULATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Aws {
+    ddb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    endpoint: String,
+    table: String,
+    queue_url: String,
+    dlq_url: String,
+    _guard: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Resets the emulator and creates the table, the queue and its dead-letter queue as
+/// template.yaml declares them.
+async fn setup(max_receives: u32) -> Aws {
+    let guard = EMULATOR.lock().await;
+    let endpoint = emulator_endpoint();
+    let reset = reqwest::Client::new().post(format!("{endpoint}/moto-api/reset")).send().await;
+    assert!(reset.is_ok_and(|r| r.status().is_success()), "cannot reset the emulator at {endpoint}");
+    let sdk = sdk_config(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let table = "herald".to_string();
+    ddb.create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
+        .send()
+        .await
+        .expect("create table");
+    ddb.update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().unwrap(),
+        )
+        .send()
+        .await
+        .expect("enable TTL");
+    let dlq_url = sqs.create_queue().queue_name("herald-jobs-dlq").send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("herald-jobs")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Aws { ddb, sqs, endpoint, table, queue_url, dlq_url, _guard: guard }
+}
+
+impl Aws {
+    fn store(&self) -> Arc<DynamoStore> {
+        Arc::new(DynamoStore::new(self.ddb.clone(), self.table.clone()))
+    }
+    fn queue(&self) -> Arc<SqsQueue> {
+        Arc::new(SqsQueue::new(self.sqs.clone(), self.queue_url.clone()))
+    }
+
+    /// Receives like the Lambda event source mapping does and builds the SQS event it would pass.
+    async fn receive_event(&self, max: i32) -> SqsEvent {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let records: Vec<Value> = out
+            .messages()
+            .iter()
+            .map(|m| {
+                let attrs: serde_json::Map<String, Value> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect())
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": attrs, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        serde_json::from_value(json!({"Records": records})).unwrap()
+    }
+
+    /// Settles a handled batch the way the event source mapping does: deletes what succeeded.
+    async fn settle(&self, event: &SqsEvent, failed: &[String]) {
+        for r in &event.records {
+            if !failed.contains(r.message_id.as_ref().unwrap()) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(r.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn depth(&self, url: &str) -> u64 {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        let n = |k| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(QueueAttributeName::ApproximateNumberOfMessages)
+            + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    }
+}
+
+// ------------------------------------------------------------- the port contracts on AWS
+
+#[tokio::test]
+async fn sqs_queue_contract() {
+    let aws = setup(10).await;
+    contract::queue_contract(aws.queue().as_ref()).await;
+}
+
+#[tokio::test]
+async fn sqs_dead_letters_after_max_receive_count() {
+    let aws = setup(3).await;
+    contract::queue_dead_letter_contract(aws.queue().as_ref(), 3).await;
+    assert_eq!(aws.depth(&aws.dlq_url).await, 1, "the job sits in the dead-letter queue");
+}
+
+#[tokio::test]
+async fn dynamodb_requests_contract() {
+    let aws = setup(10).await;
+    contract::requests_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_racing_claims_have_one_winner() {
+    let aws = setup(10).await;
+    contract::claim_race_contract(aws.store()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_contacts_contract() {
+    let aws = setup(10).await;
+    contract::contacts_contract(aws.store()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_catalog_contract() {
+    let aws = setup(10).await;
+    contract::catalog_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_keys_contract() {
+    let aws = setup(10).await;
+    contract::keys_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_idempotency_contract() {
+    let aws = setup(10).await;
+    contract::idempotency_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_outbox_contract() {
+    let aws = setup(10).await;
+    contract::outbox_contract(aws.store().as_ref()).await;
+}
+
+// ------------------------------------------------------------- the Lambda handlers on AWS
+
+fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
+    let mut text = std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_travels_from_the_ingest_handler_through_sqs_and_the_send_handler_to_dynamodb() {
+    let aws = setup(5).await;
+    // The functions' own start-up path: configuration from the environment, AWS_ENDPOINT_URL
+    // pointing every client at the emulator.
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("TABLE_NAME", aws.table.as_str()),
+        ("QUEUE_URL", aws.queue_url.as_str()),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await);
+    let key = herald::service::keys::create_key(herald.keys.as_ref(), "acme", None).await.unwrap();
+    let ingest = Ingest::new(herald.clone(), None);
+
+    let answer = ingest.handle(fixture("apigw_v2_post_broadcast.json", &[("{{API_KEY}}", &key)])).await.unwrap();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let created: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    let id = created["request_id"].as_str().unwrap().to_string();
+
+    let event = aws.receive_event(10).await;
+    assert_eq!(event.records.len(), 1, "one job per row on SQS");
+    let response = herald_send::handle_batch(herald.clone(), event.clone()).await;
+    assert!(response.batch_item_failures.is_empty());
+    aws.settle(&event, &[]).await;
+    assert_eq!(aws.depth(&aws.queue_url).await, 0);
+
+    let get = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", &key), ("{{REQUEST_ID}}", &id)]);
+    let answer = ingest.handle(get).await.unwrap();
+    assert_eq!(answer["statusCode"], 200);
+    let state: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(state["state"], "completed");
+    let row = &state["recipients"][0];
+    assert_eq!(row["status"], "sent");
+    assert!(row["external_message_id"].as_str().unwrap().starts_with("sbx_"));
+    let (_, outbox) = (0, herald.outbox.as_ref().unwrap().list_outbox("acme", Some(&id), None, 10).await.unwrap());
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].message["text"], "Your order 1001 has shipped, Ada.");
+
+    std::env::remove_var("TABLE_NAME");
+    let missing = AwsConfig::from_env().unwrap_err();
+    assert_eq!(missing.name, "TABLE_NAME", "a missing setting stops start-up and is named");
+}
+
+fn herald_on(aws: &Aws, providers: Option<Providers>, settings: Settings) -> Arc<Herald> {
+    let store = aws.store();
+    let providers = providers.unwrap_or_else(|| {
+        Providers::all(Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default())))
+    });
+    Arc::new(Herald::new(Stores::from_one(store), aws.queue(), providers, settings))
+}
+
+async fn queue_rows(h: &Herald, n: usize) -> String {
+    let recipients: Vec<Value> = (0..n).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
+        json!({"recipients": recipients, "messages": [{"text": "hi"}]}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    herald::service::ingest::ingest(h, "acme", plan, "native").await.unwrap().request.id.clone()
+}
+
+#[tokio::test]
+async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three() {
+    let aws = setup(5).await;
+    let h = herald_on(&aws, None, herald_tests::fast_settings());
+    let id = queue_rows(&h, 7).await;
+    let poison = ["not json", "{\"row_id\": 1}", "[]"];
+    for p in poison {
+        aws.sqs.send_message().queue_url(&aws.queue_url).message_body(p).send().await.unwrap();
+    }
+    let mut event = aws.receive_event(10).await;
+    while event.records.len() < 10 {
+        let more = aws.receive_event(10).await;
+        assert!(!more.records.is_empty(), "expected 10 messages on the queue");
+        event.records.extend(more.records);
+    }
+    let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+    let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let poison_ids: Vec<String> = event
+        .records
+        .iter()
+        .filter(|r| poison.contains(&r.body.as_deref().unwrap()))
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    let mut a = failed.clone();
+    a.sort();
+    let mut b = poison_ids;
+    b.sort();
+    assert_eq!(a, b, "exactly the poison messages are reported");
+    aws.settle(&event, &failed).await;
+    let counts = h.requests.count_rows("acme", &id).await.unwrap();
+    assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&7));
+}
+
+/// A provider whose every call crashes the worker: a poison job for a valid row.
+struct Explodes;
+
+#[async_trait]
+impl Provider for Explodes {
+    fn name(&self) -> &'static str {
+        "explodes"
+    }
+    async fn send(&self, _: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
+        panic!("the provider crashed the worker");
+    }
+}
+
+#[tokio::test]
+async fn a_poison_job_reaches_the_dead_letter_queue_and_its_row_says_failed() {
+    let max_receives = 5;
+    let aws = setup(max_receives).await;
+    let settings =
+        Settings { max_receives, max_attempts: 20, lease: Duration::from_millis(500), ..herald_tests::fast_settings() };
+    let h = herald_on(&aws, Some(Providers::all(Arc::new(Explodes))), settings);
+    let id = queue_rows(&h, 1).await;
+    let row_id = herald::domain::RecipientRow::id_for(&id, 0);
+    let mut receives = 0;
+    for _ in 0..12 {
+        let event = aws.receive_event(10).await;
+        if event.records.is_empty() {
+            if aws.depth(&aws.queue_url).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            continue;
+        }
+        receives += 1;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        assert_eq!(response.batch_item_failures.len(), 1, "a crashed job is reported, never deleted");
+        // Let the job come back at once, as if its visibility timeout had run out.
+        for r in &event.records {
+            let _ = aws
+                .sqs
+                .change_message_visibility()
+                .queue_url(&aws.queue_url)
+                .receipt_handle(r.receipt_handle.clone().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(receives, max_receives, "received maxReceiveCount times, then dead-lettered");
+    assert_eq!(aws.depth(&aws.queue_url).await, 0);
+    assert_eq!(aws.depth(&aws.dlq_url).await, 1, "the poison job is in the dead-letter queue");
+    let row = h.requests.get_row("acme", &row_id).await.unwrap().unwrap();
+    assert_eq!(row.status, herald::domain::Status::Failed);
+    let msg = row.error_message.unwrap();
+    assert!(msg.contains("could not be delivered after 5 tries") && msg.contains("crashed"), "{msg}");
+}

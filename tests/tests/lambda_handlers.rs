@@ -1,0 +1,140 @@
+//! The Lambda handlers driven by the event fixtures in `tests/fixtures/` (API Gateway HTTP API
+//! v2, SQS, EventBridge), on the embedded adapters: the handler code is the same on AWS.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde_json::{json, Value};
+
+use herald::providers::sandbox::{FailKind, SandboxBehaviour};
+use herald_ingest::Ingest;
+use herald_tests::{fast_settings, TestServer};
+
+fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
+    let mut text = std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn quiet_server() -> TestServer {
+    TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await
+}
+
+fn body_of(response: &Value) -> Value {
+    serde_json::from_str(response["body"].as_str().expect("a text body")).unwrap()
+}
+
+#[tokio::test]
+async fn an_http_api_request_runs_through_the_router() {
+    let s = quiet_server().await;
+    let ingest = Ingest::new(s.herald(), None);
+    let event = fixture("apigw_v2_post_broadcast.json", &[("{{API_KEY}}", &s.key)]);
+    let first = ingest.handle(event.clone()).await.unwrap();
+    assert_eq!(first["statusCode"], 202, "{first}");
+    assert_eq!(first["headers"]["content-type"], "application/json");
+    let created = body_of(&first);
+    let id = created["request_id"].as_str().unwrap();
+    assert_eq!(created["metadata"], json!({"order": "1001"}));
+
+    // API Gateway retried the same request: the Idempotency-Key answers it again.
+    let again = ingest.handle(event).await.unwrap();
+    assert_eq!(body_of(&again)["request_id"], id);
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1);
+
+    let get = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", &s.key), ("{{REQUEST_ID}}", id)]);
+    let answer = ingest.handle(get).await.unwrap();
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(body_of(&answer)["recipients"][0]["phone"], "+14155550123");
+
+    let unauthenticated = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", "wrong"), ("{{REQUEST_ID}}", id)]);
+    assert_eq!(ingest.handle(unauthenticated).await.unwrap()["statusCode"], 401);
+}
+
+#[tokio::test]
+async fn an_eventbridge_event_is_a_send_request_with_the_same_validation() {
+    let s = quiet_server().await;
+    let ingest = Ingest::new(s.herald(), Some("default".into()));
+    let event = fixture("eventbridge_send.json", &[]);
+    let answer = ingest.handle(event.clone()).await.unwrap();
+    assert_eq!(answer["status"], 202, "{answer}");
+    let id = answer["body"]["request_id"].as_str().unwrap().to_string();
+    let (_, stored) = s.get(&format!("/v1/broadcasts/{id}")).await;
+    assert_eq!(stored["source"], "eventbridge");
+    assert_eq!(stored["recipients"][0]["email"], "ada@example.com");
+
+    // EventBridge delivers at least once: the same event id sends once.
+    let again = ingest.handle(event.clone()).await.unwrap();
+    assert_eq!(again["body"]["request_id"], id.as_str());
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1);
+
+    let mut bad = event;
+    bad["id"] = json!("another-event");
+    bad["detail"]["recipients"] = json!([{"phone": "555"}]);
+    let refused = ingest.handle(bad).await.unwrap();
+    assert_eq!(refused["status"], 422);
+    assert_eq!(refused["body"]["error"]["fields"][0]["field"], "recipients[0].phone");
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1, "a refused event stores nothing");
+}
+
+#[tokio::test]
+async fn events_need_a_configured_tenant_and_unknown_events_are_errors() {
+    let s = quiet_server().await;
+    let ingest = Ingest::new(s.herald(), None);
+    let err = ingest.handle(fixture("eventbridge_send.json", &[])).await.unwrap_err();
+    assert!(err.to_string().contains("EVENTS_TENANT"), "{err}");
+    let err = ingest.handle(json!({"hello": "world"})).await.unwrap_err();
+    assert!(err.to_string().contains("neither an API Gateway HTTP API request nor an EventBridge event"), "{err}");
+}
+
+/// Stores a request of `n` recipients without delivering it; returns the jobs as SQS bodies.
+async fn queued_jobs(s: &TestServer, n: usize) -> (String, Vec<String>) {
+    let recipients: Vec<Value> = (0..n).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+    let (_, answer) = s.post("/v1/broadcasts", json!({"recipients": recipients, "messages": [{"text": "hi"}]})).await;
+    let id = answer["request_id"].as_str().unwrap().to_string();
+    let rows = s.herald().requests.list_rows("default", &id, None, 1000).await.unwrap();
+    (id, rows.iter().map(|r| serde_json::to_string(&r.job()).unwrap()).collect())
+}
+
+fn sqs_event(bodies: &[String]) -> SqsEvent {
+    let template = fixture("sqs_event.json", &[]);
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut r = template["Records"][0].clone();
+            r["messageId"] = json!(format!("msg-{i}"));
+            r["receiptHandle"] = json!(format!("receipt-{i}"));
+            r["body"] = json!(body);
+            r
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+#[tokio::test]
+async fn an_sqs_batch_is_delivered_and_only_failures_are_reported() {
+    let s = quiet_server().await;
+    let (id, mut bodies) = queued_jobs(&s, 7).await;
+    // Three poison messages among seven good ones.
+    bodies.insert(2, "not json".into());
+    bodies.insert(5, json!({"unexpected": true}).to_string());
+    bodies.push("{\"tenant_id\": 5}".into());
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
+    let mut failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    failed.sort();
+    assert_eq!(failed, vec!["msg-2", "msg-5", "msg-9"], "exactly the poison messages come back");
+    let (_, done) = s.get(&format!("/v1/broadcasts/{id}")).await;
+    assert_eq!(done["summary"]["by_status"], json!({"sent": 7}));
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_reported_so_sqs_keeps_the_job() {
+    let behaviour = SandboxBehaviour { fail_rate: 1.0, fail_kind: FailKind::Transient, ..Default::default() };
+    let s = TestServer::start_with(fast_settings(), behaviour, 0).await;
+    let (id, bodies) = queued_jobs(&s, 1).await;
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let (_, state) = s.get(&format!("/v1/broadcasts/{id}")).await;
+    assert_eq!(state["recipients"][0]["status"], "retrying");
+    assert!(state["recipients"][0]["next_attempt_at"].is_string());
+}
