@@ -49,17 +49,53 @@ enum KeysCommand {
         /// Tenant name; created if it does not exist.
         #[arg(long)]
         tenant: String,
-        /// Data directory of the store.
-        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List a tenant's keys (prefixes only).
     List {
         #[arg(long)]
         tenant: String,
-        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Data directory of the embedded store.
+    #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Which store holds the keys: the embedded one, or an AWS deployment's DynamoDB table
+    /// (named by TABLE_NAME; needs a herald built with `--features aws`).
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Dynamodb,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> Result<std::sync::Arc<dyn herald::ports::ApiKeys>, String> {
+        match self.store {
+            StoreKind::Embedded => {
+                let (store, _) = herald::adapters::embedded::open(&self.data_dir, 10).map_err(|e| e.to_string())?;
+                Ok(store)
+            }
+            #[cfg(feature = "aws")]
+            StoreKind::Dynamodb => {
+                Ok(std::sync::Arc::new(herald::adapters::aws::store_from_env().await.map_err(|e| e.to_string())?))
+            }
+            #[cfg(not(feature = "aws"))]
+            StoreKind::Dynamodb => Err(
+                "this herald was built without AWS support: run it with `cargo run --release --features aws -- keys …`"
+                    .into(),
+            ),
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -78,8 +114,8 @@ async fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Keys { command: KeysCommand::Create { tenant, data_dir } } => keys_create(&tenant, &data_dir).await,
-        Command::Keys { command: KeysCommand::List { tenant, data_dir } } => keys_list(&tenant, &data_dir).await,
+        Command::Keys { command: KeysCommand::Create { tenant, store } } => keys_create(&tenant, &store).await,
+        Command::Keys { command: KeysCommand::List { tenant, store } } => keys_list(&tenant, &store).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
     };
@@ -92,17 +128,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn keys_create(tenant: &str, dir: &std::path::Path) -> Result<(), String> {
-    let (store, _) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+async fn keys_create(tenant: &str, store: &StoreArgs) -> Result<(), String> {
+    let store = store.open().await?;
     let key = herald::service::keys::create_key(store.as_ref(), tenant, None).await.map_err(|e| e.to_string())?;
     eprintln!("API key for tenant {tenant:?} (shown once; Herald keeps only its hash):");
     println!("{key}");
     Ok(())
 }
 
-async fn keys_list(tenant: &str, dir: &std::path::Path) -> Result<(), String> {
-    use herald::ports::ApiKeys;
-    let (store, _) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+async fn keys_list(tenant: &str, store: &StoreArgs) -> Result<(), String> {
+    let store = store.open().await?;
     let keys = store.list_keys(tenant).await.map_err(|e| e.to_string())?;
     if keys.is_empty() {
         return Err(format!("tenant {tenant:?} has no keys"));

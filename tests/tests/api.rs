@@ -414,3 +414,25 @@ async fn contacts_upsert_by_phone_or_email_and_keep_keys_unique() {
     assert_eq!(error_fields(&b), vec!["email"]);
     assert!(b["error"]["fields"][0]["message"].as_str().unwrap().contains(a["id"].as_str().unwrap()));
 }
+
+#[tokio::test]
+async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
+    let at = chrono::Utc::now() + chrono::Duration::hours(2);
+    let (_, answer) = s
+        .post(
+            "/v1/broadcasts",
+            json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "later"}], "send_at": at.to_rfc3339()}),
+        )
+        .await;
+    let id = answer["request_id"].as_str().unwrap();
+    assert!(answer["recipients"][0]["next_attempt_at"].is_string(), "the row shows when it will be sent");
+    let h = s.herald();
+    let row = h.requests.list_rows("default", id, None, 1).await.unwrap().remove(0);
+    // A queue that cannot delay that long (SQS: 15 minutes) hands the job over early.
+    let delivery = herald::service::deliver::deliver(&h, &row.job()).await.unwrap();
+    let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
+    assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
+    assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");
+    assert_eq!(s.local.store.counts().await.unwrap().outbox, 0);
+}

@@ -178,6 +178,34 @@ async fn sqs_dead_letters_after_max_receive_count() {
 }
 
 #[tokio::test]
+async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
+    use herald::ports::JobQueue;
+    let aws = setup(3).await;
+    let queue = aws.queue();
+    queue
+        .send_batch(&[herald::ports::OutgoingJob {
+            job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+            delay: Duration::ZERO,
+        }])
+        .await
+        .unwrap();
+    let got = queue.receive(1, Duration::from_secs(30)).await.unwrap().remove(0);
+    queue.defer(&got, Duration::from_secs(6 * 3600)).await.unwrap();
+    let attrs = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&aws.queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(attrs[&QueueAttributeName::ApproximateNumberOfMessagesDelayed], "1", "a fresh delayed message");
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "the received message is gone, so its receive count is too");
+}
+
+#[tokio::test]
 async fn dynamodb_requests_contract() {
     let aws = setup(10).await;
     contract::requests_contract(aws.store().as_ref()).await;

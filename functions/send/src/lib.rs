@@ -44,8 +44,8 @@ async fn handle_record(h: Arc<Herald>, m: SqsMessage) -> Option<String> {
         match handle_job(h.clone(), &received).await {
             JobResult::Delete => None,
             JobResult::Retry(after) => {
-                // Back off by pushing the message's visibility out, then report it so SQS keeps it.
-                if let Err(e) = h.queue.change_visibility(&received.receipt, after).await {
+                // Back off by pushing the message out, then report it so SQS does not delete it.
+                if let Err(e) = h.queue.defer(&received, after).await {
                     tracing::warn!(error = %e, "could not delay the retry; it returns after the visibility timeout");
                 }
                 Some(message_id)

@@ -9,8 +9,8 @@ use crate::ports::{Claim, Outcome};
 /// Whether a row may be claimed at `now`, and how.
 pub(crate) fn decide_claim(row: &RecipientRow, now: DateTime<Utc>) -> Claim {
     match row.status {
-        Status::Queued => Claim::Claimed(row.clone()),
-        Status::Retrying => match row.next_attempt_at {
+        // A queued row's next_attempt_at is its send_at: a job that arrives early waits.
+        Status::Queued | Status::Retrying => match row.next_attempt_at {
             Some(t) if t > now => Claim::NotDue(t),
             _ => Claim::Claimed(row.clone()),
         },

@@ -54,6 +54,7 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
             let mut row = RecipientRow::new(tenant, &request.id, seq, ri as u32, mi as u32);
             row.template_id = message.template_id.clone();
             row.recipient = recipient.clone();
+            row.next_attempt_at = request.send_at.filter(|t| *t > now);
             rows.push(row);
         }
     }

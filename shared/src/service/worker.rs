@@ -98,7 +98,7 @@ pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>,
                 let result = handle_job(h.clone(), &received).await;
                 let done = match result {
                     JobResult::Delete => h.queue.delete(&received.receipt).await,
-                    JobResult::Retry(d) => h.queue.change_visibility(&received.receipt, d).await,
+                    JobResult::Retry(d) => h.queue.defer(&received, d).await,
                     JobResult::Leave => Ok(()),
                 };
                 if let Err(e) = done {

@@ -69,6 +69,13 @@ impl AwsConfig {
     }
 }
 
+/// The table alone, from `TABLE_NAME` and the standard AWS environment (for `herald keys`).
+pub async fn store_from_env() -> Result<DynamoStore, ConfigError> {
+    let table = required("TABLE_NAME")?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table))
+}
+
 /// The text of an SDK error with its causes, for logs and `StoreError`s.
 pub(crate) fn sdk_text<E: std::error::Error + 'static>(e: &E) -> String {
     aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()

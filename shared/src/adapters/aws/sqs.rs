@@ -123,6 +123,22 @@ impl JobQueue for SqsQueue {
         Ok(())
     }
 
+    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
+        if delay <= Duration::from_secs(MAX_DELAY_SECONDS) {
+            return self.change_visibility(&received.receipt, delay).await;
+        }
+        // Longer than SQS can delay: hop as a new message delayed 15 minutes, then drop this one.
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&received.body)
+            .delay_seconds(MAX_DELAY_SECONDS as i32)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(sdk_text(&e)))?;
+        self.delete(&received.receipt).await
+    }
+
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()> {
         // SQS counts whole seconds; round up so a short backoff is never zero.
         let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
