@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod dialects;
 pub mod domain;
 pub mod http;
 pub mod local;

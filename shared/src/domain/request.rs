@@ -119,6 +119,13 @@ pub struct RecipientSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// Contact fields stored on the contact before rendering (SMAX V1's query attributes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_fields: BTreeMap<String, String>,
+    /// Whether the recipient's identifiers and name update the contact it resolves to (SMAX V2:
+    /// "extra ones update the contact"). Natively they apply to this send only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update_contact: bool,
 }
 
 /// A CSML-style flow trigger, carried to the bot backend by the webhook provider.
@@ -298,6 +305,8 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
         webhook_user_id,
         name: r.name,
         variables,
+        set_fields: BTreeMap::new(),
+        update_contact: false,
     };
     let named = spec.contact_channel_id.is_some()
         || spec.contact_id.is_some()

@@ -41,6 +41,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/contacts", axum::routing::post(catalog::upsert_contact))
         .route("/v1/contacts/{id}", put(catalog::put_contact).get(catalog::get_contact))
         .route("/v1/outbox", get(outbox))
+        .merge(crate::dialects::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

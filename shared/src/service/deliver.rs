@@ -82,37 +82,10 @@ async fn attempt_row(
         return done(failed("the request has no message for this row".into()));
     };
 
-    // Contact: the first tier present names it.
     let spec = &row.recipient;
-    let (contact, fixed_channel) = if let Some(cc) = &spec.contact_channel_id {
-        let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
-            return done(failed(format!("{cc:?} is not a contact channel id")));
-        };
-        match h.contacts.get_contact(&row.tenant_id, contact_id).await? {
-            Some(c) => (c, Some(channel)),
-            None => return done(failed(format!("contact channel {cc} not found"))),
-        }
-    } else if let Some(id) = &spec.contact_id {
-        match h.contacts.get_contact(&row.tenant_id, id).await? {
-            Some(c) => (c, None),
-            None => return done(failed(format!("contact {id} not found"))),
-        }
-    } else {
-        let draft = ContactDraft {
-            name: spec.name.clone(),
-            phone: spec.phone.clone(),
-            email: spec.email.clone(),
-            messenger_psid: spec.messenger_psid.clone(),
-            telegram_chat_id: spec.telegram_chat_id.clone(),
-            slack_id: spec.slack_id.clone(),
-            webhook_user_id: spec.webhook_user_id.clone(),
-            ..Default::default()
-        };
-        match h.contacts.upsert_contact(&row.tenant_id, &draft, false).await {
-            Ok((c, _)) => (c, None),
-            Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
-            Err(e) => return done(failed(e.to_string())),
-        }
+    let (contact, fixed_channel) = match resolve_contact(h, row).await? {
+        Ok(found) => found,
+        Err(reason) => return done(failed(reason)),
     };
     let base = Outcome {
         contact_id: Some(contact.id.clone()),
@@ -217,6 +190,65 @@ async fn attempt_row(
         Err(e @ ProviderError::Permanent { .. }) => done(with(failed(format!("{}: {e}", provider.name())))),
         Err(e) => Ok(retry_or_fail(&h.settings, row, e, now, with)),
     }
+}
+
+/// The row's contact, named by the first tier present (`contact_channel_id` > `contact_id` >
+/// phone / email / channel ids, found or created), with the updates the recipient asks for
+/// applied. `Ok(Err(reason))` when the named contact does not exist or cannot be updated.
+async fn resolve_contact(
+    h: &Herald,
+    row: &RecipientRow,
+) -> Result<Result<(Contact, Option<Channel>), String>, StoreError> {
+    let spec = &row.recipient;
+    let tenant = &row.tenant_id;
+    // The recipient's own identifiers, as a draft; applied to the contact only when asked.
+    let keys = ContactDraft {
+        name: spec.name.clone(),
+        phone: spec.phone.clone(),
+        email: spec.email.clone(),
+        messenger_psid: spec.messenger_psid.clone(),
+        telegram_chat_id: spec.telegram_chat_id.clone(),
+        slack_id: spec.slack_id.clone(),
+        webhook_user_id: spec.webhook_user_id.clone(),
+        ..Default::default()
+    };
+    let (mut contact, channel, mut changed) = if let Some(cc) = &spec.contact_channel_id {
+        let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
+            return Ok(Err(format!("{cc:?} is not a contact channel id")));
+        };
+        match h.contacts.get_contact(tenant, contact_id).await? {
+            Some(c) => (c, Some(channel), false),
+            None => return Ok(Err(format!("contact channel {cc} not found"))),
+        }
+    } else if let Some(id) = &spec.contact_id {
+        match h.contacts.get_contact(tenant, id).await? {
+            Some(c) => (c, None, false),
+            None => return Ok(Err(format!("contact {id} not found"))),
+        }
+    } else {
+        match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
+            Ok((c, _)) => (c, None, false),
+            Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+    };
+    if spec.update_contact && (spec.contact_id.is_some() || spec.contact_channel_id.is_some()) {
+        contact.apply(&keys);
+        changed = true;
+    }
+    if !spec.set_fields.is_empty() {
+        contact.fields.extend(spec.set_fields.clone());
+        changed = true;
+    }
+    if changed {
+        contact.updated_at = crate::domain::now();
+        match h.contacts.put_contact(tenant, &contact).await {
+            Ok(()) => {}
+            Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
+            Err(e) => return Ok(Err(format!("could not update the contact: {e}"))),
+        }
+    }
+    Ok(Ok((contact, channel)))
 }
 
 /// A transient failure: back off and retry, or fail once the attempts are used up.
