@@ -51,7 +51,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         fail_rate: args.sandbox_fail_rate,
         fail_kind: args.sandbox_fail_kind,
     };
-    let local = Local::open(&args.data_dir, settings, behaviour).await.map_err(|e| e.to_string())?;
+    let providers = herald::providers::config::ProviderConfig::from_env().map_err(|e| e.to_string())?;
+    let local = Local::open_with(&args.data_dir, settings, behaviour, &providers).await.map_err(|e| e.to_string())?;
 
     let seed = std::env::var("HERALD_API_KEY").ok().filter(|k| !k.is_empty());
     match herald::service::keys::bootstrap(local.herald.keys.as_ref(), seed.as_deref()).await {

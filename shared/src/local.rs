@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
 use crate::app::{Herald, Settings, Stores};
 use crate::ports::StoreError;
+use crate::providers::config::ProviderConfig;
 use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
 use crate::providers::Providers;
 
@@ -39,6 +40,16 @@ impl Local {
     /// Opens the directory for serving: takes its lock, then recovers what a killed process left
     /// behind (in-flight jobs become visible, `sending` rows become reclaimable).
     pub async fn open(dir: &Path, settings: Settings, sandbox: SandboxBehaviour) -> Result<Local, OpenError> {
+        Local::open_with(dir, settings, sandbox, &ProviderConfig::default()).await
+    }
+
+    /// As [`Local::open`], with real providers for the channels `providers` configures.
+    pub async fn open_with(
+        dir: &Path,
+        settings: Settings,
+        sandbox: SandboxBehaviour,
+        providers: &ProviderConfig,
+    ) -> Result<Local, OpenError> {
         let io = |source| OpenError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join("serve.lock")).map_err(io)?;
@@ -55,7 +66,8 @@ impl Local {
             tracing::info!(jobs = recovered, rows = reclaimable, "recovered work left by a previous run");
         }
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
-        let providers = Providers::all(sandbox.clone());
+        let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));
+        let providers = Providers::from_config(providers, client, sandbox.clone());
         let herald = Arc::new(Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings));
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }

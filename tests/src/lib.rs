@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod contract;
+pub mod fake;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -42,8 +43,18 @@ impl TestServer {
     }
 
     pub async fn start_with(settings: Settings, sandbox: SandboxBehaviour, workers: usize) -> TestServer {
+        TestServer::start_with_providers(settings, sandbox, workers, &Default::default()).await
+    }
+
+    /// With real providers for the channels `providers` configures (pointed at fakes in tests).
+    pub async fn start_with_providers(
+        settings: Settings,
+        sandbox: SandboxBehaviour,
+        workers: usize,
+        providers: &herald::providers::config::ProviderConfig,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let local = Local::open(dir.path(), settings, sandbox).await.expect("open local Herald");
+        let local = Local::open_with(dir.path(), settings, sandbox, providers).await.expect("open local Herald");
         let key = herald::service::keys::create_key(local.herald.keys.as_ref(), "default", None).await.expect("key");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         if workers > 0 {

@@ -46,7 +46,10 @@ async fn a_text_message_reaches_the_sandbox_and_its_row_says_sent() {
     );
     assert!(row["is_sent_at"].is_string());
     assert_eq!(row["phone"], "+14155550123");
-    assert_eq!(row["channel"], "whatsapp", "the contact's first channel");
+    assert_eq!(
+        row["channel"], "sms",
+        "WhatsApp takes free-form text only inside its window: SMS is the first usable channel"
+    );
     let outbox = s.outbox(&id).await;
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0]["id"], row["external_message_id"]);
@@ -435,4 +438,51 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
     assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");
     assert_eq!(s.local.store.counts().await.unwrap().outbox, 0);
+}
+
+#[tokio::test]
+async fn messaging_windows_decide_whatsapp_and_messenger_sends() {
+    let s = TestServer::start().await;
+    s.put("/v1/contacts/wa", json!({"phone": "+14155550150", "messenger_psid": "psid-150"})).await;
+    s.put(
+        "/v1/templates/wa-offer",
+        json!({"body": "Offer {{1}}", "channel": "whatsapp", "whatsapp": {"name": "offer", "language": "en"}}),
+    )
+    .await;
+    let (_, done) = send(
+        &s,
+        json!({"recipients": [{"contact_id": "wa"}], "messages": [{"text": "free-form"}], "channel": "whatsapp"}),
+    )
+    .await;
+    let row = &rows_of(&done)[0];
+    assert_eq!(row["status"], "failed", "an explicit WhatsApp free-form send outside the window is refused");
+    assert!(row["error_message"].as_str().unwrap().contains("within 24 h"), "{row}");
+
+    let (_, done) =
+        send(&s, json!({"recipients": [{"contact_id": "wa"}], "template": "wa-offer", "body_params": ["10%"]})).await;
+    assert_eq!(
+        (rows_of(&done)[0]["status"].clone(), rows_of(&done)[0]["channel"].clone()),
+        (json!("sent"), json!("whatsapp"))
+    );
+
+    let (_, done) =
+        send(&s, json!({"recipients": [{"contact_id": "wa"}], "messages": [{"text": "hi"}], "channel": "messenger"}))
+            .await;
+    assert_eq!(rows_of(&done)[0]["status"], "failed");
+    assert!(rows_of(&done)[0]["error_message"].as_str().unwrap().contains("messaging_tag"));
+    let (id, done) = send(
+        &s,
+        json!({"recipients": [{"contact_id": "wa"}], "messages": [{"text": "hi"}], "channel": "messenger", "messaging_tag": "ACCOUNT_UPDATE"}),
+    )
+    .await;
+    assert_eq!(rows_of(&done)[0]["status"], "sent", "a tag allows Messenger outside the window");
+    assert_eq!(s.outbox(&id).await[0]["message"]["messaging_tag"], "ACCOUNT_UPDATE");
+
+    // With no channel named, channels whose rules refuse the message are passed over.
+    let (_, done) = send(&s, json!({"recipients": [{"contact_id": "wa"}], "messages": [{"text": "hi"}], "priority": ["whatsapp", "messenger"]}))
+        .await;
+    let row = &rows_of(&done)[0];
+    assert_eq!(row["status"], "skipped");
+    let reason = row["error_message"].as_str().unwrap();
+    assert!(reason.contains("WhatsApp") && reason.contains("Messenger"), "{reason}");
 }

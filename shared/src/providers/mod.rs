@@ -1,6 +1,13 @@
 //! Channel providers: one module per provider, all behind the [`Provider`] port.
 
+pub mod config;
+pub mod http;
+pub mod messenger;
 pub mod sandbox;
+pub mod slack;
+pub mod telegram;
+pub mod twilio;
+pub mod whatsapp;
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -65,9 +72,12 @@ pub enum ProviderError {
     /// Worth retrying (throttling, 5xx, timeouts); `retry_after` when the provider named a time.
     #[error("{}{message}", code.as_deref().map(|c| format!("[{c}] ")).unwrap_or_default())]
     Transient { code: Option<String>, message: String, retry_after: Option<Duration> },
-    /// Retrying cannot help (invalid number, unsubscribed, bad template).
+    /// Retrying cannot help (invalid number, bad template).
     #[error("{}{message}", code.as_deref().map(|c| format!("[{c}] ")).unwrap_or_default())]
     Permanent { code: Option<String>, message: String },
+    /// The recipient opted out with the provider (Twilio 21610): the contact is marked too.
+    #[error("{}{message}", code.as_deref().map(|c| format!("[{c}] ")).unwrap_or_default())]
+    Unsubscribed { code: Option<String>, message: String },
 }
 
 #[async_trait]
@@ -88,6 +98,27 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// The configured providers, with `fallback` (the sandbox) for every channel left unconfigured.
+    pub fn from_config(c: &config::ProviderConfig, http: reqwest::Client, fallback: Arc<dyn Provider>) -> Providers {
+        let mut p = Providers::all(fallback);
+        if let Some(w) = &c.whatsapp {
+            p.set(Channel::Whatsapp, Arc::new(whatsapp::WhatsApp::new(http.clone(), w.clone())));
+        }
+        if let Some(t) = &c.sms {
+            p.set(Channel::Sms, Arc::new(twilio::Twilio::new(http.clone(), t.clone(), c.public_url.clone())));
+        }
+        if let Some(m) = &c.messenger {
+            p.set(Channel::Messenger, Arc::new(messenger::Messenger::new(http.clone(), m.clone())));
+        }
+        if let Some(t) = &c.telegram {
+            p.set(Channel::Telegram, Arc::new(telegram::Telegram::new(http.clone(), t.clone())));
+        }
+        if let Some(s) = &c.slack {
+            p.set(Channel::Slack, Arc::new(slack::Slack::new(http, s.clone())));
+        }
+        p
+    }
+
     /// Every channel served by one provider (the local default: the sandbox).
     pub fn all(provider: Arc<dyn Provider>) -> Providers {
         Providers { by_channel: Channel::ALL.into_iter().map(|c| (c, provider.clone())).collect() }

@@ -121,18 +121,37 @@ async fn attempt_row(
         }
         .or_else(|| contact.address(c))
     };
+    // The channel's own rules (messaging windows) make a channel unusable for this message.
+    let rules = |c: Channel| channel_rules(c, &contact, template.is_some_and(|t| t.whatsapp.is_some()), request, now);
     let choice = match (wanted, message.flow.is_some()) {
-        (Some(c), _) => address_of(c).map(|a| (c, a)).ok_or_else(|| format!("contact has no {c} address")),
+        (Some(c), _) => match address_of(c) {
+            None => Err(format!("contact has no {c} address")),
+            Some(a) => match rules(c) {
+                Ok(()) => Ok((c, a)),
+                Err(reason) => return done(with(failed(reason))),
+            },
+        },
         (None, true) => address_of(Channel::Webhook).map(|a| (Channel::Webhook, a)).ok_or_else(|| {
             "a flow trigger goes to the bot's webhook, and the contact has no webhook_user_id".to_string()
         }),
         (None, false) => {
             let order: Vec<Channel> =
                 if request.priority.is_empty() { Channel::ALL.to_vec() } else { request.priority.clone() };
-            order
-                .into_iter()
-                .find_map(|c| address_of(c).map(|a| (c, a)))
-                .ok_or_else(|| "contact has no usable channel".to_string())
+            let mut refused = Vec::new();
+            let found = order.into_iter().find_map(|c| {
+                let a = address_of(c)?;
+                match rules(c) {
+                    Ok(()) => Some((c, a)),
+                    Err(reason) => {
+                        refused.push(reason);
+                        None
+                    }
+                }
+            });
+            found.ok_or_else(|| match refused.is_empty() {
+                true => "contact has no usable channel".to_string(),
+                false => format!("contact has no usable channel: {}", refused.join("; ")),
+            })
         }
     };
     let (channel, address) = match choice {
@@ -188,7 +207,49 @@ async fn attempt_row(
             ..Default::default()
         })),
         Err(e @ ProviderError::Permanent { .. }) => done(with(failed(format!("{}: {e}", provider.name())))),
+        Err(e @ ProviderError::Unsubscribed { .. }) => {
+            // The recipient opted out with the provider: no channel of this tenant may reach them.
+            let mut c = contact.clone();
+            c.unsubscribed = true;
+            c.updated_at = crate::domain::now();
+            if let Err(err) = h.contacts.put_contact(&row.tenant_id, &c).await {
+                tracing::error!(contact_id = %c.id, error = %err, "could not mark an opted-out contact unsubscribed");
+            }
+            let o = Outcome {
+                status: Some(Status::Unsubscribed),
+                error_message: Some(format!("{}: recipient has opted out: {e}", provider.name())),
+                ..Default::default()
+            };
+            done(with(o))
+        }
         Err(e) => Ok(retry_or_fail(&h.settings, row, e, now, with)),
+    }
+}
+
+/// How long a customer's last message keeps WhatsApp's and Messenger's window open.
+const WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// The messaging-window rules of a channel for this message: WhatsApp takes free-form text only
+/// inside the 24 h window (a template approved on Meta's side goes any time); Messenger outside it
+/// needs a message tag.
+fn channel_rules(
+    channel: Channel,
+    contact: &Contact,
+    is_whatsapp_template: bool,
+    request: &SendRequest,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let open = contact.last_inbound.get(&channel).is_some_and(|t| now - *t < WINDOW);
+    match channel {
+        Channel::Whatsapp if !open && !is_whatsapp_template => Err(
+            "WhatsApp takes free-form text only within 24 h of the contact's last message; send a template approved on Meta's side"
+                .into(),
+        ),
+        Channel::Messenger if !open && request.messaging_tag.is_none() => Err(
+            "outside Messenger's 24 h window a message needs a messaging_tag (CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, ACCOUNT_UPDATE or HUMAN_AGENT)"
+                .into(),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -265,7 +326,7 @@ fn retry_or_fail(
     }
     let retry_after = match &e {
         ProviderError::Transient { retry_after, .. } => *retry_after,
-        ProviderError::Permanent { .. } => None,
+        _ => None,
     };
     let wait = backoff(settings, row.attempts, retry_after);
     let next = now + chrono::Duration::from_std(wait).unwrap_or_default();

@@ -45,6 +45,7 @@ pub struct AwsConfig {
     /// `QUEUE_URL`: the SQS queue of send jobs.
     pub queue_url: String,
     pub settings: Settings,
+    pub providers: crate::providers::config::ProviderConfig,
 }
 
 impl AwsConfig {
@@ -54,7 +55,9 @@ impl AwsConfig {
         settings.max_receives = optional_number("MAX_RECEIVE_COUNT", settings.max_receives)?;
         let timeout = optional_number("PROVIDER_TIMEOUT_SECONDS", settings.provider_timeout.as_secs())?;
         settings.provider_timeout = std::time::Duration::from_secs(timeout);
-        Ok(AwsConfig { table: required("TABLE_NAME")?, queue_url: required("QUEUE_URL")?, settings })
+        let providers = crate::providers::config::ProviderConfig::from_env()
+            .map_err(|e| ConfigError { name: "HERALD_*", problem: e.to_string() })?;
+        Ok(AwsConfig { table: required("TABLE_NAME")?, queue_url: required("QUEUE_URL")?, settings, providers })
     }
 
     /// Builds the clients once and wires a Herald on them.
@@ -62,10 +65,12 @@ impl AwsConfig {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table));
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url));
-        // Real providers are configured per channel; until one is, the sandbox records sends
-        // in the table so a deployment can be tried end to end.
+        // A channel without a configured provider falls back to the sandbox, which records sends
+        // in the table, so a deployment can be tried end to end before providers are set up.
         let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
-        Herald::new(Stores::from_one(store), queue, Providers::all(sandbox), self.settings)
+        let client = crate::providers::http::client(self.settings.provider_timeout + std::time::Duration::from_secs(1));
+        let providers = Providers::from_config(&self.providers, client, sandbox);
+        Herald::new(Stores::from_one(store), queue, providers, self.settings)
     }
 }
 

@@ -1,0 +1,167 @@
+//! Provider configuration: which channels have a real provider, their credentials and base URLs.
+//! Read from `HERALD_*` environment variables (local and Lambda alike). Credentials are kept in
+//! [`Secret`], whose `Debug` never shows them, so they cannot reach a log line.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// A credential. Printing it prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WhatsappConfig {
+    pub base_url: String,
+    pub api_version: String,
+    pub phone_number_id: String,
+    pub token: Secret,
+    /// Meta app secret: verifies `X-Hub-Signature-256` on status callbacks.
+    pub app_secret: Option<Secret>,
+    /// Answers Meta's `hub.challenge` subscription check.
+    pub verify_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    /// `From` number, or a Messaging Service SID (`MG…`).
+    pub from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessengerConfig {
+    pub base_url: String,
+    pub api_version: String,
+    pub page_token: Secret,
+    pub app_secret: Option<Secret>,
+    pub verify_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub base_url: String,
+    pub bot_token: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub base_url: String,
+    pub bot_token: Secret,
+}
+
+/// Every provider's configuration; a channel whose block is absent uses the sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderConfig {
+    /// Herald's public base URL, for callbacks providers are told about (Twilio `StatusCallback`).
+    pub public_url: Option<String>,
+    /// The tenant inbound events (messages, opt-outs) belong to.
+    pub inbound_tenant: String,
+    pub whatsapp: Option<WhatsappConfig>,
+    pub sms: Option<TwilioConfig>,
+    pub messenger: Option<MessengerConfig>,
+    pub telegram: Option<TelegramConfig>,
+    pub slack: Option<SlackConfig>,
+}
+
+/// A required key of a provider block is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is required when {1} is set")]
+pub struct MissingSetting(pub String, pub String);
+
+impl ProviderConfig {
+    /// From `HERALD_*` environment variables.
+    pub fn from_env() -> Result<ProviderConfig, MissingSetting> {
+        let vars: HashMap<String, String> =
+            std::env::vars().filter_map(|(k, v)| k.strip_prefix("HERALD_").map(|k| (k.to_string(), v))).collect();
+        ProviderConfig::from_map(&vars)
+    }
+
+    /// From a map of settings named without the `HERALD_` prefix (`WHATSAPP_TOKEN`, …).
+    pub fn from_map(m: &HashMap<String, String>) -> Result<ProviderConfig, MissingSetting> {
+        let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
+        let need = |k: &str, trigger: &str| {
+            get(k).ok_or_else(|| MissingSetting(format!("HERALD_{k}"), format!("HERALD_{trigger}")))
+        };
+        let mut c = ProviderConfig {
+            public_url: get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+            inbound_tenant: get("INBOUND_TENANT").unwrap_or_else(|| "default".into()),
+            ..Default::default()
+        };
+        if let Some(token) = get("WHATSAPP_TOKEN") {
+            c.whatsapp = Some(WhatsappConfig {
+                base_url: get("WHATSAPP_BASE_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
+                api_version: get("WHATSAPP_API_VERSION").unwrap_or_else(|| "v23.0".into()),
+                phone_number_id: need("WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_TOKEN")?,
+                token: Secret::new(token),
+                app_secret: get("WHATSAPP_APP_SECRET").map(Secret::new),
+                verify_token: get("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
+            });
+        }
+        if let Some(sid) = get("TWILIO_ACCOUNT_SID") {
+            c.sms = Some(TwilioConfig {
+                base_url: get("TWILIO_BASE_URL").unwrap_or_else(|| "https://api.twilio.com".into()),
+                account_sid: sid,
+                auth_token: Secret::new(need("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")?),
+                from: need("TWILIO_FROM", "TWILIO_ACCOUNT_SID")?,
+            });
+        }
+        if let Some(token) = get("MESSENGER_PAGE_TOKEN") {
+            c.messenger = Some(MessengerConfig {
+                base_url: get("MESSENGER_BASE_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
+                api_version: get("MESSENGER_API_VERSION").unwrap_or_else(|| "v23.0".into()),
+                page_token: Secret::new(token),
+                app_secret: get("MESSENGER_APP_SECRET").map(Secret::new),
+                verify_token: get("MESSENGER_VERIFY_TOKEN").map(Secret::new),
+            });
+        }
+        if let Some(token) = get("TELEGRAM_BOT_TOKEN") {
+            c.telegram = Some(TelegramConfig {
+                base_url: get("TELEGRAM_BASE_URL").unwrap_or_else(|| "https://api.telegram.org".into()),
+                bot_token: Secret::new(token),
+            });
+        }
+        if let Some(token) = get("SLACK_BOT_TOKEN") {
+            c.slack = Some(SlackConfig {
+                base_url: get("SLACK_BASE_URL").unwrap_or_else(|| "https://slack.com".into()),
+                bot_token: Secret::new(token),
+            });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print_and_missing_keys_are_named() {
+        let m: HashMap<String, String> = [("WHATSAPP_TOKEN", "EAAG-secret"), ("WHATSAPP_PHONE_NUMBER_ID", "1055")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c = ProviderConfig::from_map(&m).unwrap();
+        assert!(!format!("{c:?}").contains("EAAG-secret"));
+        assert_eq!(c.whatsapp.unwrap().token.expose(), "EAAG-secret");
+        let partial: HashMap<String, String> = [("TWILIO_ACCOUNT_SID".to_string(), "AC1".to_string())].into();
+        let err = ProviderConfig::from_map(&partial).unwrap_err();
+        assert_eq!(err.to_string(), "HERALD_TWILIO_AUTH_TOKEN is required when HERALD_TWILIO_ACCOUNT_SID is set");
+    }
+}

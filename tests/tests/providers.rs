@@ -1,0 +1,333 @@
+//! Each channel provider against a loopback fake: the exact request (method, path, auth header,
+//! body) for text, template and media sends, and each error class (throttle, permanent, 5xx,
+//! timeout, malformed body) ending in the right row status.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald::providers::config::ProviderConfig;
+use herald_tests::fake::{FakeProvider, Reply};
+use herald_tests::{fast_settings, TestServer};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(pairs: &[(&str, &str)]) -> ProviderConfig {
+    let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ProviderConfig::from_map(&m).unwrap()
+}
+
+async fn server(pairs: &[(&str, &str)], timeout: Duration) -> TestServer {
+    let mut settings = fast_settings();
+    settings.provider_timeout = timeout;
+    // Room for the longest scripted run of failures (five) before the attempt that succeeds.
+    settings.max_attempts = 8;
+    TestServer::start_with_providers(settings, Default::default(), 4, &config(pairs)).await
+}
+
+async fn send(s: &TestServer, body: Value) -> Value {
+    let (status, answer) = s.post("/v1/broadcasts", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let done = s.wait_terminal(answer["request_id"].as_str().unwrap(), WAIT).await;
+    done["recipients"][0].clone()
+}
+
+/// Waits until the first row of the request shows `status`.
+async fn wait_status(s: &TestServer, body: Value, status: &str) -> Value {
+    let (_, answer) = s.post("/v1/broadcasts", body).await;
+    let id = answer["request_id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, b) = s.get(&format!("/v1/broadcasts/{id}")).await;
+        if b["recipients"][0]["status"] == status {
+            return b["recipients"][0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reached {status}: {}", b["recipients"][0]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ------------------------------------------------------------------ WhatsApp
+
+async fn whatsapp(fake: &FakeProvider, timeout: Duration) -> TestServer {
+    let s = server(
+        &[("WHATSAPP_TOKEN", "wa-token"), ("WHATSAPP_PHONE_NUMBER_ID", "1055"), ("WHATSAPP_BASE_URL", &fake.url)],
+        timeout,
+    )
+    .await;
+    s.put("/v1/templates/offer", json!({"channel": "whatsapp", "body": "{{1}} off until {{2}}", "header": {"type": "image"}, "whatsapp": {"name": "festival_offer", "language": "en_US"}})).await;
+    s.put("/v1/templates/invoice", json!({"channel": "whatsapp", "body": "Invoice {{1}}", "header": {"type": "document"}, "whatsapp": {"name": "invoice", "language": "en"}})).await;
+    s
+}
+
+fn wa_ok(id: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"messaging_product": "whatsapp", "contacts": [{"input": "14155550123", "wa_id": "14155550123"}], "messages": [{"id": id}]}),
+    )
+}
+
+fn wa_error(status: u16, code: i64, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "A1"}}),
+    )
+}
+
+#[tokio::test]
+async fn whatsapp_template_with_media_header_is_the_documented_request() {
+    let fake = FakeProvider::start(wa_ok("wamid.HBgL1")).await;
+    let s = whatsapp(&fake, Duration::from_secs(2)).await;
+    let row = send(
+        &s,
+        json!({"recipients": [{"phone": "+14155550123"}], "template": "offer", "body_params": ["20%", "Friday"], "media": {"link": "https://example.com/o.png"}}),
+    )
+    .await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("wamid.HBgL1")));
+    assert_eq!(row["provider"], "whatsapp");
+    let r = &fake.requests()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v23.0/1055/messages"));
+    assert_eq!(r.headers["authorization"], "Bearer wa-token");
+    assert_eq!(
+        r.json(),
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "14155550123", "type": "template",
+               "template": {"name": "festival_offer", "language": {"code": "en_US"}, "components": [
+                   {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://example.com/o.png"}}]},
+                   {"type": "body", "parameters": [{"type": "text", "text": "20%"}, {"type": "text", "text": "Friday"}]}]}})
+    );
+
+    send(&s, json!({"recipients": [{"phone": "+14155550123"}], "template": "invoice", "body_params": ["42"], "media": {"link": "https://example.com/i.pdf", "filename": "invoice-42.pdf"}})).await;
+    assert_eq!(
+        fake.requests()[1].json()["template"]["components"][0],
+        json!({"type": "header", "parameters": [{"type": "document", "document": {"link": "https://example.com/i.pdf", "filename": "invoice-42.pdf"}}]})
+    );
+}
+
+#[tokio::test]
+async fn whatsapp_free_form_text_inside_the_window_is_a_text_message() {
+    let fake = FakeProvider::start(wa_ok("wamid.T1")).await;
+    let s = whatsapp(&fake, Duration::from_secs(2)).await;
+    let mut c = herald::domain::Contact::new("ada".into());
+    c.phone = Some(herald::domain::Phone::parse("+14155550123").unwrap());
+    c.last_inbound.insert(herald::domain::Channel::Whatsapp, chrono::Utc::now() - chrono::Duration::hours(2));
+    s.herald().contacts.put_contact("default", &c).await.unwrap();
+    let row = send(
+        &s,
+        json!({"recipients": [{"contact_id": "ada"}], "messages": [{"text": "Hello Ada"}], "channel": "whatsapp"}),
+    )
+    .await;
+    assert_eq!(row["status"], "sent");
+    assert_eq!(
+        fake.requests()[0].json(),
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "14155550123", "type": "text", "text": {"preview_url": false, "body": "Hello Ada"}})
+    );
+}
+
+#[tokio::test]
+async fn whatsapp_errors_are_classified_by_metas_code() {
+    let fake = FakeProvider::start(wa_ok("wamid.OK")).await;
+    let s = whatsapp(&fake, Duration::from_millis(300)).await;
+    let body = json!({"recipients": [{"phone": "+14155550123"}], "template": "invoice", "body_params": ["1"], "media": {"link": "https://example.com/i.pdf"}});
+
+    // Window closed: final, with the reason.
+    fake.script([wa_error(400, 131047, "Re-engagement message")]);
+    let row = send(&s, body.clone()).await;
+    assert_eq!(row["status"], "failed");
+    assert!(row["error_message"].as_str().unwrap().contains("template required"), "{row}");
+
+    // Throttles, a 5xx, a timeout and an unreadable 502 are retried until the send goes through.
+    fake.script([
+        wa_error(400, 130429, "Rate limit hit"),
+        wa_error(400, 131056, "Pair rate limit"),
+        wa_error(500, 1, "Unknown"),
+        wa_ok("wamid.SLOW").after(Duration::from_secs(1)),
+        Reply::raw(502, "<html>bad gateway</html>"),
+    ]);
+    let row = send(&s, body.clone()).await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("wamid.OK")));
+    assert_eq!(row["attempts"], 6);
+
+    // Another 4xx is final and keeps Meta's code and message.
+    fake.script([wa_error(400, 132001, "Template name does not exist in the translation")]);
+    let row = send(&s, body.clone()).await;
+    assert_eq!(row["status"], "failed");
+    assert_eq!(row["error_message"], "whatsapp: [132001] Template name does not exist in the translation");
+
+    // A 200 Herald cannot read may have been sent: it is not retried (no duplicate).
+    fake.script([Reply::raw(200, "{\"messages\": []}")]);
+    let row = send(&s, body).await;
+    assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("failed"), json!(1)));
+}
+
+// ------------------------------------------------------------------ SMS (Twilio)
+
+async fn twilio(fake: &FakeProvider) -> TestServer {
+    server(
+        &[
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("TWILIO_AUTH_TOKEN", "tw-secret"),
+            ("TWILIO_FROM", "+15005550006"),
+            ("TWILIO_BASE_URL", &fake.url),
+            ("PUBLIC_URL", "https://herald.example.com"),
+        ],
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+fn tw_error(status: u16, code: i64, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"code": code, "message": message, "more_info": "https://www.twilio.com/docs/errors", "status": status}),
+    )
+}
+
+#[tokio::test]
+async fn sms_is_a_form_encoded_twilio_message_with_basic_auth_and_status_callback() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SM1", "status": "queued"}))).await;
+    let s = twilio(&fake).await;
+    let row = send(
+        &s,
+        json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "Code 123 & more"}], "channel": "sms"}),
+    )
+    .await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("SM1")));
+    let r = &fake.requests()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/2010-04-01/Accounts/AC123/Messages.json"));
+    assert_eq!(r.headers["authorization"], format!("Basic {}", base64_of("AC123:tw-secret")));
+    assert_eq!(r.headers["content-type"], "application/x-www-form-urlencoded");
+    assert_eq!(
+        r.form(),
+        vec![
+            ("To".into(), "+14155550123".into()),
+            ("From".into(), "+15005550006".into()),
+            ("Body".into(), "Code 123 & more".into()),
+            ("StatusCallback".into(), "https://herald.example.com/v1/providers/sms/events".into())
+        ]
+    );
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn twilio_errors_retry_fail_or_unsubscribe() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SM9"}))).await;
+    let s = twilio(&fake).await;
+    s.put("/v1/contacts/opted-out", json!({"phone": "+14155550124"})).await;
+
+    fake.script([tw_error(429, 20429, "Too Many Requests"), tw_error(503, 20003, "Service unavailable")]);
+    let row =
+        send(&s, json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}], "channel": "sms"}))
+            .await;
+    assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("sent"), json!(3)));
+
+    fake.script([tw_error(400, 21211, "The 'To' number is not a valid phone number.")]);
+    let row =
+        send(&s, json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}], "channel": "sms"}))
+            .await;
+    assert_eq!(row["status"], "failed");
+    assert!(row["error_message"].as_str().unwrap().contains("21211"));
+
+    fake.script([tw_error(400, 21610, "Attempt to send to unsubscribed recipient")]);
+    let row =
+        send(&s, json!({"recipients": [{"contact_id": "opted-out"}], "messages": [{"text": "x"}], "channel": "sms"}))
+            .await;
+    assert_eq!(row["status"], "unsubscribed");
+    assert_eq!(s.get("/v1/contacts/opted-out").await.1["unsubscribed"], true, "the contact is marked too");
+    let row = send(
+        &s,
+        json!({"recipients": [{"contact_id": "opted-out"}], "messages": [{"text": "again"}], "channel": "sms"}),
+    )
+    .await;
+    assert_eq!(row["status"], "skipped", "an unsubscribed contact is not sent to again");
+}
+
+// ------------------------------------------------------------------ Messenger, Telegram, Slack
+
+#[tokio::test]
+async fn messenger_sends_a_tagged_message_outside_the_window() {
+    let fake = FakeProvider::start(Reply::json(200, json!({"recipient_id": "psid-1", "message_id": "m_1"}))).await;
+    let s =
+        server(&[("MESSENGER_PAGE_TOKEN", "page-token"), ("MESSENGER_BASE_URL", &fake.url)], Duration::from_secs(2))
+            .await;
+    let row = send(
+        &s,
+        json!({"recipients": [{"messenger_psid": "psid-1"}], "messages": [{"text": "Your order shipped"}], "messaging_tag": "POST_PURCHASE_UPDATE"}),
+    )
+    .await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("m_1")));
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/v23.0/me/messages");
+    assert_eq!(r.headers["authorization"], "Bearer page-token");
+    assert_eq!(
+        r.json(),
+        json!({"recipient": {"id": "psid-1"}, "messaging_type": "MESSAGE_TAG", "tag": "POST_PURCHASE_UPDATE", "message": {"text": "Your order shipped"}})
+    );
+}
+
+#[tokio::test]
+async fn telegram_sends_and_honours_retry_after() {
+    let fake =
+        FakeProvider::start(Reply::json(200, json!({"ok": true, "result": {"message_id": 77, "chat": {"id": 9001}}})))
+            .await;
+    let s =
+        server(&[("TELEGRAM_BOT_TOKEN", "123:ABC"), ("TELEGRAM_BASE_URL", &fake.url)], Duration::from_secs(2)).await;
+    let row = send(&s, json!({"recipients": [{"telegram_chat_id": "9001"}], "messages": [{"text": "hi"}]})).await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("9001:77")));
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/bot123:ABC/sendMessage");
+    assert_eq!(r.json(), json!({"chat_id": "9001", "text": "hi"}));
+
+    fake.script([Reply::json(429, json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 7", "parameters": {"retry_after": 7}}))]);
+    let before = chrono::Utc::now();
+    let row = wait_status(
+        &s,
+        json!({"recipients": [{"telegram_chat_id": "9001"}], "messages": [{"text": "again"}]}),
+        "retrying",
+    )
+    .await;
+    let next = chrono::DateTime::parse_from_rfc3339(row["next_attempt_at"].as_str().unwrap()).unwrap();
+    assert!(next >= before + chrono::Duration::seconds(7), "retry_after honoured: {next} vs {before}");
+
+    fake.script([Reply::json(
+        400,
+        json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}),
+    )]);
+    let row = send(&s, json!({"recipients": [{"telegram_chat_id": "404"}], "messages": [{"text": "x"}]})).await;
+    assert_eq!(row["status"], "failed");
+    assert_eq!(row["error_message"], "telegram: [400] Bad Request: chat not found");
+}
+
+#[tokio::test]
+async fn slack_posts_a_form_with_the_bot_token_and_honours_retry_after() {
+    let fake =
+        FakeProvider::start(Reply::json(200, json!({"ok": true, "channel": "C123", "ts": "1700000000.000100"}))).await;
+    let s = server(&[("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_BASE_URL", &fake.url)], Duration::from_secs(2)).await;
+    let row = send(&s, json!({"recipients": [{"slack_id": "C123"}], "messages": [{"text": "deploy done"}]})).await;
+    assert_eq!(
+        (row["status"].clone(), row["external_message_id"].clone()),
+        (json!("sent"), json!("C123:1700000000.000100"))
+    );
+    let r = &fake.requests()[0];
+    assert_eq!(r.path, "/api/chat.postMessage");
+    assert_eq!(r.headers["authorization"], "Bearer xoxb-1");
+    assert_eq!(r.form(), vec![("channel".into(), "C123".into()), ("text".into(), "deploy done".into())]);
+
+    fake.script([Reply::raw(429, "").header("retry-after", "9")]);
+    let before = chrono::Utc::now();
+    let row =
+        wait_status(&s, json!({"recipients": [{"slack_id": "C123"}], "messages": [{"text": "x"}]}), "retrying").await;
+    let next = chrono::DateTime::parse_from_rfc3339(row["next_attempt_at"].as_str().unwrap()).unwrap();
+    assert!(next >= before + chrono::Duration::seconds(9));
+
+    fake.script([Reply::json(200, json!({"ok": false, "error": "channel_not_found"}))]);
+    let row = send(&s, json!({"recipients": [{"slack_id": "C404"}], "messages": [{"text": "x"}]})).await;
+    assert_eq!(
+        (row["status"].clone(), row["error_message"].clone()),
+        (json!("failed"), json!("slack: [channel_not_found] Slack: channel_not_found"))
+    );
+}
