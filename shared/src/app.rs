@@ -55,6 +55,8 @@ pub struct Herald {
     /// Present when the sandbox provider is in use (`GET /v1/outbox`).
     pub outbox: Option<Arc<dyn Outbox>>,
     pub providers: Providers,
+    /// What status callbacks are verified with (app secrets, auth tokens, the public URL).
+    pub provider_config: crate::providers::config::ProviderConfig,
     pub settings: Settings,
     /// Send requests are immutable once stored, so delivery caches them.
     request_cache: Mutex<HashMap<(String, String), Arc<SendRequest>>>,
@@ -100,9 +102,16 @@ impl Herald {
             outbox: stores.outbox,
             queue,
             providers,
+            provider_config: Default::default(),
             settings,
             request_cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the configuration status callbacks are verified with.
+    pub fn with_provider_config(mut self, c: crate::providers::config::ProviderConfig) -> Herald {
+        self.provider_config = c;
+        self
     }
 
     /// A send request by id, from the cache when possible.

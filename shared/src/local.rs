@@ -48,7 +48,7 @@ impl Local {
         dir: &Path,
         settings: Settings,
         sandbox: SandboxBehaviour,
-        providers: &ProviderConfig,
+        provider_config: &ProviderConfig,
     ) -> Result<Local, OpenError> {
         let io = |source| OpenError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -67,8 +67,11 @@ impl Local {
         }
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
         let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));
-        let providers = Providers::from_config(providers, client, sandbox.clone());
-        let herald = Arc::new(Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings));
+        let providers = Providers::from_config(provider_config, client, sandbox.clone());
+        let herald = Arc::new(
+            Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings)
+                .with_provider_config(provider_config.clone()),
+        );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }
 

@@ -93,6 +93,8 @@ pub struct Outcome {
     pub name: Option<String>,
     pub address: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The attempt did not reach the provider (Herald's own pacing held it): do not count it.
+    pub refund_attempt: bool,
 }
 
 #[async_trait]
@@ -125,6 +127,19 @@ pub trait Requests: Send + Sync {
     /// Marks a row `failed` with `message` if it is still pending (queued, retrying or sending),
     /// whoever holds it: for jobs that can never be delivered. `false` if it was not pending.
     async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool>;
+    /// The row a provider's message id belongs to, as (tenant, row id): status callbacks name
+    /// only the provider's id.
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>>;
+    /// Moves a row to `status` if that is forward (a late `sent` never overwrites `delivered`);
+    /// `Ok(false)` when the row is already at or past it.
+    async fn advance_row(
+        &self,
+        tenant: &str,
+        row_id: &str,
+        status: Status,
+        at: DateTime<Utc>,
+        error: Option<String>,
+    ) -> StoreResult<bool>;
 }
 
 // ---------------------------------------------------------------- contacts

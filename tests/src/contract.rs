@@ -368,3 +368,34 @@ pub async fn outbox_contract(o: &dyn Outbox) {
     assert_eq!(rest[0].id, "sbx_0002");
     assert_eq!(o.list_outbox("t2", None, None, 100).await.unwrap().len(), 1);
 }
+
+/// Status callbacks: a provider's message id finds its row, and reports only move it forward.
+pub async fn callbacks_contract(r: &dyn Requests) {
+    let (req, rows) = sample_request("t1", "req_cb", 1);
+    r.insert_request(&req, &rows).await.unwrap();
+    let id = &rows[0].id;
+    let t = now();
+    assert!(matches!(r.claim_row("t1", id, t, t + Span::seconds(30)).await.unwrap(), Claim::Claimed(_)));
+    let sent = Outcome {
+        status: Some(Status::Sent),
+        external_message_id: Some("wamid.CB1".into()),
+        provider: Some("whatsapp".into()),
+        ..Default::default()
+    };
+    assert!(r.finish_row("t1", id, 1, sent).await.unwrap());
+    assert_eq!(r.find_by_external_id("whatsapp", "wamid.CB1").await.unwrap(), Some(("t1".into(), id.clone())));
+    assert_eq!(r.find_by_external_id("sms", "wamid.CB1").await.unwrap(), None, "ids are per provider");
+    assert_eq!(r.find_by_external_id("whatsapp", "wamid.nope").await.unwrap(), None);
+
+    assert!(r.advance_row("t1", id, Status::Delivered, t + Span::seconds(1), None).await.unwrap());
+    assert!(
+        !r.advance_row("t1", id, Status::Sent, t + Span::seconds(2), None).await.unwrap(),
+        "a late sent never overwrites delivered"
+    );
+    assert!(r.advance_row("t1", id, Status::Read, t + Span::seconds(3), None).await.unwrap());
+    assert!(!r.advance_row("t1", id, Status::Failed, t + Span::seconds(4), Some("x".into())).await.unwrap());
+    assert!(!r.advance_row("t2", id, Status::Read, t, None).await.unwrap(), "tenants are isolated");
+    let row = r.get_row("t1", id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Read);
+    assert!(row.times.contains_key(&Status::Delivered) && row.error_message.is_none());
+}

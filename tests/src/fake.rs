@@ -17,6 +17,8 @@ pub struct Recorded {
     /// Header names lower-cased.
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// When the fake received it.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -85,6 +87,7 @@ impl FakeProvider {
                             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
                             .collect(),
                         body: String::from_utf8_lossy(&body).into_owned(),
+                        at: std::time::Instant::now(),
                     });
                     st.script.pop_front().or_else(|| st.default.clone()).unwrap()
                 };

@@ -212,6 +212,12 @@ async fn dynamodb_requests_contract() {
 }
 
 #[tokio::test]
+async fn dynamodb_status_callbacks_find_rows_and_move_forward_only() {
+    let aws = setup(10).await;
+    contract::callbacks_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamodb_racing_claims_have_one_winner() {
     let aws = setup(10).await;
     contract::claim_race_contract(aws.store()).await;

@@ -56,6 +56,12 @@ async fn requests_and_rows() {
 }
 
 #[tokio::test]
+async fn status_callbacks_find_rows_and_move_forward_only() {
+    let (_d, s, _) = open(10);
+    contract::callbacks_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
 async fn racing_claims_have_one_winner() {
     let (_d, s, _) = open(10);
     contract::claim_race_contract(s).await;

@@ -52,7 +52,13 @@ async fn wait_status(s: &TestServer, body: Value, status: &str) -> Value {
 
 async fn whatsapp(fake: &FakeProvider, timeout: Duration) -> TestServer {
     let s = server(
-        &[("WHATSAPP_TOKEN", "wa-token"), ("WHATSAPP_PHONE_NUMBER_ID", "1055"), ("WHATSAPP_BASE_URL", &fake.url)],
+        &[
+            ("WHATSAPP_TOKEN", "wa-token"),
+            ("WHATSAPP_PHONE_NUMBER_ID", "1055"),
+            ("WHATSAPP_BASE_URL", &fake.url),
+            // Retries of one row go to one number; the default 6 s spacing would slow the test.
+            ("WHATSAPP_RECIPIENT_SPACING_MS", "10"),
+        ],
         timeout,
     )
     .await;
@@ -128,11 +134,12 @@ async fn whatsapp_free_form_text_inside_the_window_is_a_text_message() {
 async fn whatsapp_errors_are_classified_by_metas_code() {
     let fake = FakeProvider::start(wa_ok("wamid.OK")).await;
     let s = whatsapp(&fake, Duration::from_millis(300)).await;
-    let body = json!({"recipients": [{"phone": "+14155550123"}], "template": "invoice", "body_params": ["1"], "media": {"link": "https://example.com/i.pdf"}});
+    // A number per send: WhatsApp's per-recipient spacing would otherwise pace the sends.
+    let body = |n: u32| json!({"recipients": [{"phone": format!("+1415555{n:04}")}], "template": "invoice", "body_params": ["1"], "media": {"link": "https://example.com/i.pdf"}});
 
     // Window closed: final, with the reason.
     fake.script([wa_error(400, 131047, "Re-engagement message")]);
-    let row = send(&s, body.clone()).await;
+    let row = send(&s, body(1)).await;
     assert_eq!(row["status"], "failed");
     assert!(row["error_message"].as_str().unwrap().contains("template required"), "{row}");
 
@@ -144,19 +151,19 @@ async fn whatsapp_errors_are_classified_by_metas_code() {
         wa_ok("wamid.SLOW").after(Duration::from_secs(1)),
         Reply::raw(502, "<html>bad gateway</html>"),
     ]);
-    let row = send(&s, body.clone()).await;
+    let row = send(&s, body(2)).await;
     assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("wamid.OK")));
     assert_eq!(row["attempts"], 6);
 
     // Another 4xx is final and keeps Meta's code and message.
     fake.script([wa_error(400, 132001, "Template name does not exist in the translation")]);
-    let row = send(&s, body.clone()).await;
+    let row = send(&s, body(3)).await;
     assert_eq!(row["status"], "failed");
     assert_eq!(row["error_message"], "whatsapp: [132001] Template name does not exist in the translation");
 
     // A 200 Herald cannot read may have been sent: it is not retried (no duplicate).
     fake.script([Reply::raw(200, "{\"messages\": []}")]);
-    let row = send(&s, body).await;
+    let row = send(&s, body(4)).await;
     assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("failed"), json!(1)));
 }
 
@@ -286,12 +293,12 @@ async fn telegram_sends_and_honours_retry_after() {
     let before = chrono::Utc::now();
     let row = wait_status(
         &s,
-        json!({"recipients": [{"telegram_chat_id": "9001"}], "messages": [{"text": "again"}]}),
+        json!({"recipients": [{"telegram_chat_id": "9002"}], "messages": [{"text": "again"}]}),
         "retrying",
     )
     .await;
     let next = chrono::DateTime::parse_from_rfc3339(row["next_attempt_at"].as_str().unwrap()).unwrap();
-    assert!(next >= before + chrono::Duration::seconds(7), "retry_after honoured: {next} vs {before}");
+    assert!(next >= before + chrono::Duration::seconds(7), "retry_after honoured: {next} vs {before}: {row}");
 
     fake.script([Reply::json(
         400,
@@ -320,7 +327,7 @@ async fn slack_posts_a_form_with_the_bot_token_and_honours_retry_after() {
     fake.script([Reply::raw(429, "").header("retry-after", "9")]);
     let before = chrono::Utc::now();
     let row =
-        wait_status(&s, json!({"recipients": [{"slack_id": "C123"}], "messages": [{"text": "x"}]}), "retrying").await;
+        wait_status(&s, json!({"recipients": [{"slack_id": "C124"}], "messages": [{"text": "x"}]}), "retrying").await;
     let next = chrono::DateTime::parse_from_rfc3339(row["next_attempt_at"].as_str().unwrap()).unwrap();
     assert!(next >= before + chrono::Duration::seconds(9));
 
@@ -330,4 +337,68 @@ async fn slack_posts_a_form_with_the_bot_token_and_honours_retry_after() {
         (row["status"].clone(), row["error_message"].clone()),
         (json!("failed"), json!("slack: [channel_not_found] Slack: channel_not_found"))
     );
+}
+
+// ------------------------------------------------------------------ pacing
+
+#[tokio::test]
+async fn a_provider_is_paced_to_its_rate_and_throttled_rows_keep_their_attempts() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SMp"}))).await;
+    let s = server(
+        &[
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_FROM", "+15005550006"),
+            ("TWILIO_BASE_URL", &fake.url),
+            ("SMS_RATE", "2"),
+            ("SMS_BURST", "1"),
+        ],
+        Duration::from_secs(2),
+    )
+    .await;
+    let recipients: Vec<Value> = (0..6).map(|i| json!({"phone": format!("+1415555{:04}", 100 + i)})).collect();
+    let (_, answer) = s
+        .post("/v1/broadcasts", json!({"recipients": recipients, "messages": [{"text": "x"}], "channel": "sms"}))
+        .await;
+    let done = s.wait_terminal(answer["request_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["summary"]["by_status"], json!({"sent": 6}), "throttling is never a failure");
+    for r in done["recipients"].as_array().unwrap() {
+        assert_eq!(r["attempts"], 1, "a throttled turn does not use up an attempt: {r}");
+    }
+    let mut at: Vec<std::time::Instant> = fake.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    let span = at[5].duration_since(at[0]).as_secs_f64();
+    let rate = 5.0 / span;
+    assert!((1.6..=2.2).contains(&rate), "achieved {rate:.2} msg/s against a setting of 2/s");
+}
+
+#[tokio::test]
+async fn whatsapp_spaces_messages_to_one_number() {
+    let fake = FakeProvider::start(wa_ok("wamid.S")).await;
+    let s = server(
+        &[
+            ("WHATSAPP_TOKEN", "t"),
+            ("WHATSAPP_PHONE_NUMBER_ID", "1"),
+            ("WHATSAPP_BASE_URL", &fake.url),
+            ("WHATSAPP_RECIPIENT_SPACING_MS", "600"),
+        ],
+        Duration::from_secs(2),
+    )
+    .await;
+    s.put(
+        "/v1/templates/t",
+        json!({"channel": "whatsapp", "body": "hi", "whatsapp": {"name": "hello", "language": "en"}}),
+    )
+    .await;
+    let (_, answer) = s
+        .post(
+            "/v1/broadcasts",
+            json!({"recipients": [{"phone": "+14155550123"}, {"phone": "+14155550123"}], "template": "t"}),
+        )
+        .await;
+    let done = s.wait_terminal(answer["request_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(done["summary"]["by_status"], json!({"sent": 2}));
+    let r = fake.requests();
+    let gap = r[1].at.duration_since(r[0].at);
+    assert!(gap >= Duration::from_millis(590), "two messages to one number {gap:?} apart");
 }

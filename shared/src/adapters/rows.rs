@@ -46,6 +46,9 @@ pub(crate) fn finish(row: &mut RecipientRow, attempt: u32, o: Outcome, at: DateT
     if let Some(s) = o.status {
         row.set_status(s, at);
     }
+    if o.refund_attempt {
+        row.attempts = row.attempts.saturating_sub(1);
+    }
     row.error_message = match o.status {
         Some(Status::Sent) => None,
         _ => o.error_message,
@@ -69,6 +72,20 @@ pub(crate) fn fail_pending(row: &mut RecipientRow, message: &str, at: DateTime<U
     }
     row.set_status(Status::Failed, at);
     row.error_message = Some(message.to_string());
+    row.lease_until = None;
+    row.next_attempt_at = None;
+    true
+}
+
+/// A provider's report moves the row forward only.
+pub(crate) fn advance(row: &mut RecipientRow, status: Status, at: DateTime<Utc>, error: Option<String>) -> bool {
+    if !row.status.can_advance_to(status) {
+        return false;
+    }
+    row.set_status(status, at);
+    if error.is_some() {
+        row.error_message = error;
+    }
     row.lease_until = None;
     row.next_attempt_at = None;
     true

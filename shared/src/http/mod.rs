@@ -4,6 +4,7 @@
 mod broadcasts;
 mod catalog;
 pub mod error;
+mod events;
 pub mod extract;
 mod idempotency;
 
@@ -41,6 +42,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/contacts", axum::routing::post(catalog::upsert_contact))
         .route("/v1/contacts/{id}", put(catalog::put_contact).get(catalog::get_contact))
         .route("/v1/outbox", get(outbox))
+        .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
         .merge(crate::dialects::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -78,11 +78,14 @@ pub struct ProviderConfig {
     pub messenger: Option<MessengerConfig>,
     pub telegram: Option<TelegramConfig>,
     pub slack: Option<SlackConfig>,
+    /// Pacing per provider (`HERALD_<PROVIDER>_RATE`, `_BURST`, `_RECIPIENT_SPACING_MS`), over
+    /// the defaults of [`super::pacing::Pace::default_for`].
+    pub paces: HashMap<&'static str, super::pacing::Pace>,
 }
 
 /// A required key of a provider block is missing.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} is required when {1} is set")]
+#[error("{0} must be set: {1}")]
 pub struct MissingSetting(pub String, pub String);
 
 impl ProviderConfig {
@@ -97,7 +100,9 @@ impl ProviderConfig {
     pub fn from_map(m: &HashMap<String, String>) -> Result<ProviderConfig, MissingSetting> {
         let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
         let need = |k: &str, trigger: &str| {
-            get(k).ok_or_else(|| MissingSetting(format!("HERALD_{k}"), format!("HERALD_{trigger}")))
+            get(k).ok_or_else(|| {
+                MissingSetting(format!("HERALD_{k}"), format!("it is required when HERALD_{trigger} is set"))
+            })
         };
         let mut c = ProviderConfig {
             public_url: get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
@@ -143,6 +148,30 @@ impl ProviderConfig {
                 bot_token: Secret::new(token),
             });
         }
+        for provider in ["whatsapp", "sms", "messenger", "telegram", "slack"] {
+            let up = provider.to_ascii_uppercase();
+            let num = |k: &str| -> Result<Option<f64>, MissingSetting> {
+                match get(&format!("{up}_{k}")) {
+                    None => Ok(None),
+                    Some(v) => v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|n| *n > 0.0)
+                        .map(Some)
+                        .ok_or_else(|| MissingSetting(format!("HERALD_{up}_{k}"), "a positive number".into())),
+                }
+            };
+            let (rate, burst, spacing) = (num("RATE")?, num("BURST")?, num("RECIPIENT_SPACING_MS")?);
+            if rate.is_some() || burst.is_some() || spacing.is_some() {
+                let mut pace = super::pacing::Pace::default_for(provider);
+                pace.rate = rate.unwrap_or(pace.rate);
+                pace.burst = burst.or(rate).unwrap_or(pace.burst);
+                if let Some(ms) = spacing {
+                    pace.per_recipient = Some(std::time::Duration::from_millis(ms as u64));
+                }
+                c.paces.insert(provider, pace);
+            }
+        }
         Ok(c)
     }
 }
@@ -162,6 +191,9 @@ mod tests {
         assert_eq!(c.whatsapp.unwrap().token.expose(), "EAAG-secret");
         let partial: HashMap<String, String> = [("TWILIO_ACCOUNT_SID".to_string(), "AC1".to_string())].into();
         let err = ProviderConfig::from_map(&partial).unwrap_err();
-        assert_eq!(err.to_string(), "HERALD_TWILIO_AUTH_TOKEN is required when HERALD_TWILIO_ACCOUNT_SID is set");
+        assert_eq!(
+            err.to_string(),
+            "HERALD_TWILIO_AUTH_TOKEN must be set: it is required when HERALD_TWILIO_ACCOUNT_SID is set"
+        );
     }
 }

@@ -53,3 +53,40 @@ impl Provider for Messenger {
         Err(classify_graph_error("messenger", &answer, &[4, 32, 613], &[]))
     }
 }
+
+/// Reads a Messenger webhook: deliveries (by message id) and inbound messages. Read receipts name
+/// only a watermark time, not message ids, so they are not mapped to rows.
+pub fn parse_webhook(
+    v: &Value,
+) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Status};
+    use crate::service::callbacks::{Inbound, StatusReport};
+    let at =
+        |ms: &Value| ms.as_i64().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_else(crate::domain::now);
+    let (mut reports, mut inbound) = (Vec::new(), Vec::new());
+    let events =
+        v["entry"].as_array().into_iter().flatten().flat_map(|e| e["messaging"].as_array().into_iter().flatten());
+    for ev in events {
+        if let Some(mids) = ev["delivery"]["mids"].as_array() {
+            for mid in mids.iter().filter_map(Value::as_str) {
+                reports.push(StatusReport {
+                    external_id: mid.to_string(),
+                    status: Status::Delivered,
+                    at: at(&ev["delivery"]["watermark"]),
+                    error: None,
+                });
+            }
+        }
+        if ev["message"].is_object() && ev["message"]["is_echo"] != json!(true) {
+            if let Some(psid) = ev["sender"]["id"].as_str() {
+                inbound.push(Inbound {
+                    channel: Channel::Messenger,
+                    from: ContactKey::User(Channel::Messenger, psid.to_string()),
+                    at: at(&ev["timestamp"]),
+                    text: ev["message"]["text"].as_str().map(String::from),
+                });
+            }
+        }
+    }
+    (reports, inbound)
+}

@@ -3,7 +3,9 @@
 pub mod config;
 pub mod http;
 pub mod messenger;
+pub mod pacing;
 pub mod sandbox;
+pub mod signatures;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;
@@ -75,6 +77,9 @@ pub enum ProviderError {
     /// Retrying cannot help (invalid number, bad template).
     #[error("{}{message}", code.as_deref().map(|c| format!("[{c}] ")).unwrap_or_default())]
     Permanent { code: Option<String>, message: String },
+    /// Herald's own pacing held the message back: not a failure, and no attempt is used up.
+    #[error("{message}")]
+    Throttled { message: String, retry_after: Duration },
     /// The recipient opted out with the provider (Twilio 21610): the contact is marked too.
     #[error("{}{message}", code.as_deref().map(|c| format!("[{c}] ")).unwrap_or_default())]
     Unsubscribed { code: Option<String>, message: String },
@@ -101,20 +106,25 @@ impl Providers {
     /// The configured providers, with `fallback` (the sandbox) for every channel left unconfigured.
     pub fn from_config(c: &config::ProviderConfig, http: reqwest::Client, fallback: Arc<dyn Provider>) -> Providers {
         let mut p = Providers::all(fallback);
+        let paced = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
+            let pace =
+                c.paces.get(provider.name()).copied().unwrap_or_else(|| pacing::Pace::default_for(provider.name()));
+            Arc::new(pacing::Paced::new(provider, pace))
+        };
         if let Some(w) = &c.whatsapp {
-            p.set(Channel::Whatsapp, Arc::new(whatsapp::WhatsApp::new(http.clone(), w.clone())));
+            p.set(Channel::Whatsapp, paced(Arc::new(whatsapp::WhatsApp::new(http.clone(), w.clone()))));
         }
         if let Some(t) = &c.sms {
-            p.set(Channel::Sms, Arc::new(twilio::Twilio::new(http.clone(), t.clone(), c.public_url.clone())));
+            p.set(Channel::Sms, paced(Arc::new(twilio::Twilio::new(http.clone(), t.clone(), c.public_url.clone()))));
         }
         if let Some(m) = &c.messenger {
-            p.set(Channel::Messenger, Arc::new(messenger::Messenger::new(http.clone(), m.clone())));
+            p.set(Channel::Messenger, paced(Arc::new(messenger::Messenger::new(http.clone(), m.clone()))));
         }
         if let Some(t) = &c.telegram {
-            p.set(Channel::Telegram, Arc::new(telegram::Telegram::new(http.clone(), t.clone())));
+            p.set(Channel::Telegram, paced(Arc::new(telegram::Telegram::new(http.clone(), t.clone()))));
         }
         if let Some(s) = &c.slack {
-            p.set(Channel::Slack, Arc::new(slack::Slack::new(http, s.clone())));
+            p.set(Channel::Slack, paced(Arc::new(slack::Slack::new(http, s.clone()))));
         }
         p
     }

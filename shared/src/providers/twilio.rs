@@ -73,3 +73,37 @@ impl Provider for Twilio {
         })
     }
 }
+
+/// Reads a Twilio callback (form fields): a message status, or an inbound SMS.
+pub fn parse_callback(
+    params: &[(String, String)],
+) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Phone, Status};
+    use crate::service::callbacks::{Inbound, StatusReport};
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let now = crate::domain::now();
+    if let (Some(sid), Some(status)) = (get("MessageSid"), get("MessageStatus")) {
+        let error = get("ErrorCode").map(|c| format!("twilio: [{c}] {status}"));
+        let status = match status {
+            "sent" => Status::Sent,
+            "delivered" => Status::Delivered,
+            "read" => Status::Read,
+            "undelivered" | "failed" => Status::Failed,
+            // queued, accepted, sending, scheduled: nothing Herald's row does not already say.
+            _ => return (vec![], vec![]),
+        };
+        return (vec![StatusReport { external_id: sid.to_string(), status, at: now, error }], vec![]);
+    }
+    match (get("From").and_then(|f| Phone::parse(f).ok()), get("Body")) {
+        (Some(phone), Some(body)) => (
+            vec![],
+            vec![Inbound {
+                channel: Channel::Sms,
+                from: ContactKey::Phone(phone),
+                at: now,
+                text: Some(body.to_string()),
+            }],
+        ),
+        _ => (vec![], vec![]),
+    }
+}

@@ -111,3 +111,49 @@ impl Provider for WhatsApp {
         Err(classify_graph_error("whatsapp", &answer, &[130429, 131056, 80007, 4], &[131047]))
     }
 }
+
+/// Reads a WhatsApp Cloud API webhook: message statuses and inbound messages.
+pub fn parse_webhook(
+    v: &Value,
+) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Phone, Status};
+    use crate::service::callbacks::{Inbound, StatusReport};
+    let at = |ts: &Value| {
+        ts.as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .unwrap_or_else(crate::domain::now)
+    };
+    let (mut reports, mut inbound) = (Vec::new(), Vec::new());
+    let values =
+        v["entry"].as_array().into_iter().flatten().flat_map(|e| e["changes"].as_array().into_iter().flatten());
+    for change in values {
+        let value = &change["value"];
+        for st in value["statuses"].as_array().into_iter().flatten() {
+            let status = match st["status"].as_str() {
+                Some("sent") => Status::Sent,
+                Some("delivered") => Status::Delivered,
+                Some("read") => Status::Read,
+                Some("failed") => Status::Failed,
+                _ => continue,
+            };
+            let Some(id) = st["id"].as_str() else { continue };
+            let error = st["errors"][0].as_object().map(|e| {
+                let code = e.get("code").and_then(Value::as_i64).unwrap_or_default();
+                let text = e.get("message").or(e.get("title")).and_then(Value::as_str).unwrap_or("failed");
+                format!("whatsapp: [{code}] {text}")
+            });
+            reports.push(StatusReport { external_id: id.to_string(), status, at: at(&st["timestamp"]), error });
+        }
+        for m in value["messages"].as_array().into_iter().flatten() {
+            let Some(phone) = m["from"].as_str().and_then(|f| Phone::parse(&format!("+{f}")).ok()) else { continue };
+            inbound.push(Inbound {
+                channel: Channel::Whatsapp,
+                from: ContactKey::Phone(phone),
+                at: at(&m["timestamp"]),
+                text: m["text"]["body"].as_str().map(String::from),
+            });
+        }
+    }
+    (reports, inbound)
+}

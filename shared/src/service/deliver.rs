@@ -222,6 +222,18 @@ async fn attempt_row(
             };
             done(with(o))
         }
+        Err(ProviderError::Throttled { message, retry_after }) => {
+            // Herald's own pacing: the row waits its turn; the attempt is given back.
+            let next = now + chrono::Duration::from_std(retry_after).unwrap_or_default();
+            let o = Outcome {
+                status: Some(Status::Retrying),
+                error_message: Some(message),
+                next_attempt_at: Some(next),
+                refund_attempt: true,
+                ..Default::default()
+            };
+            Ok((with(o), Delivery::RetryAfter(retry_after)))
+        }
         Err(e) => Ok(retry_or_fail(&h.settings, row, e, now, with)),
     }
 }

@@ -1,5 +1,6 @@
 //! The use cases. They know the ports, never axum, SQLite, SQS or DynamoDB.
 
+pub mod callbacks;
 pub mod catalog;
 pub mod deliver;
 pub mod ingest;

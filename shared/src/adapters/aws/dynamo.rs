@@ -631,11 +631,49 @@ impl Requests for DynamoStore {
     }
 
     async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
+        let pointer = match (&outcome.provider, &outcome.external_message_id) {
+            // The sandbox sends no callbacks; every other provider's may name only its own id.
+            (Some(p), Some(ext)) if p != "sandbox" => Some((p.clone(), ext.clone())),
+            _ => None,
+        };
+        let done = self
+            .update_row(
+                tenant,
+                row_id,
+                |row| {
+                    let ok = rows::finish(row, attempt, outcome.clone(), now());
+                    (ok, ok)
+                },
+                false,
+            )
+            .await?;
+        if let (true, Some((provider, ext))) = (done, pointer) {
+            let mut item = key(format!("EXT#{provider}#{ext}"), "EXT");
+            item.insert("tenant".into(), s(tenant));
+            item.insert("row_id".into(), s(row_id));
+            self.put(item).await?;
+        }
+        Ok(done)
+    }
+
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+        let item = self.get(format!("EXT#{provider}#{external_id}"), "EXT", true).await?;
+        Ok(item.and_then(|i| Some((text(&i, "tenant")?, text(&i, "row_id")?))))
+    }
+
+    async fn advance_row(
+        &self,
+        tenant: &str,
+        row_id: &str,
+        status: Status,
+        at: DateTime<Utc>,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
         self.update_row(
             tenant,
             row_id,
             |row| {
-                let ok = rows::finish(row, attempt, outcome.clone(), now());
+                let ok = rows::advance(row, status, at, error.clone());
                 (ok, ok)
             },
             false,

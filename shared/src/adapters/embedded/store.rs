@@ -520,6 +520,46 @@ impl Requests for EmbeddedStore {
             .await
     }
 
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+        let (provider, external_id) = (provider.to_string(), external_id.to_string());
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached("SELECT data FROM recipient_rows WHERE external_message_id = ?1")?;
+                let docs = st.query_map(params![external_id], |r| r.get::<_, String>(0))?;
+                for d in docs {
+                    let row: RecipientRow = serde_json::from_str(&d?)?;
+                    if row.provider.as_deref() == Some(provider.as_str()) {
+                        return Ok(Some((row.tenant_id, row.id)));
+                    }
+                }
+                Ok(None)
+            })
+            .await
+    }
+
+    async fn advance_row(
+        &self,
+        tenant: &str,
+        row_id: &str,
+        status: Status,
+        at: DateTime<Utc>,
+        error: Option<String>,
+    ) -> StoreResult<bool> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                if !rows::advance(&mut row, status, at, error) {
+                    return Ok(false);
+                }
+                save_row(&tx, &row)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+
     async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool> {
         let (tenant, row_id, message) = (tenant.to_string(), row_id.to_string(), message.to_string());
         self.db

@@ -1,0 +1,102 @@
+//! `POST /v1/providers/{provider}/events`: provider status callbacks and inbound messages, each
+//! verified by the provider's signature before anything changes; `GET` answers Meta's
+//! subscription challenge. A bad or missing signature is `401` and changes nothing.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::app::Herald;
+use crate::providers::signatures::{hub_signature, same, twilio_signature};
+use crate::providers::{messenger, twilio, whatsapp};
+use crate::service::callbacks::apply;
+
+/// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` matches.
+pub async fn verify(
+    State(h): State<Arc<Herald>>,
+    Path(provider): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let expected = match provider.as_str() {
+        "whatsapp" => h.provider_config.whatsapp.as_ref().and_then(|c| c.verify_token.clone()),
+        "messenger" => h.provider_config.messenger.as_ref().and_then(|c| c.verify_token.clone()),
+        _ => return ApiError::NotFound(format!("{provider} has no subscription check")).into_response(),
+    };
+    let Some(expected) = expected else {
+        return ApiError::NotFound(format!("{provider} has no verify token configured")).into_response();
+    };
+    let given = q.get("hub.verify_token").map(String::as_str).unwrap_or_default();
+    match (q.get("hub.mode").map(String::as_str), q.get("hub.challenge")) {
+        (Some("subscribe"), Some(challenge)) if same(given, expected.expose()) => {
+            (StatusCode::OK, challenge.clone()).into_response()
+        }
+        _ => ApiError::Unauthorized("the verify token does not match").into_response(),
+    }
+}
+
+pub async fn receive(
+    State(h): State<Arc<Herald>>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&h, &provider, &uri, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(h: &Herald, provider: &str, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    let c = &h.provider_config;
+    let (reports, inbound) = match provider {
+        "whatsapp" | "messenger" => {
+            let secret = match provider {
+                "whatsapp" => c.whatsapp.as_ref().and_then(|w| w.app_secret.clone()),
+                _ => c.messenger.as_ref().and_then(|m| m.app_secret.clone()),
+            }
+            .ok_or_else(|| ApiError::NotFound(format!("{provider} callbacks need its app secret configured")))?;
+            let given = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !same(given, &hub_signature(secret.expose(), body)) {
+                return Err(ApiError::Unauthorized("X-Hub-Signature-256 is missing or does not match the body"));
+            }
+            let v: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::field("body", format!("is not a {provider} webhook: {e}")))?;
+            if provider == "whatsapp" {
+                whatsapp::parse_webhook(&v)
+            } else {
+                messenger::parse_webhook(&v)
+            }
+        }
+        "sms" => {
+            let t = c.sms.as_ref().ok_or_else(|| ApiError::NotFound("sms callbacks need Twilio configured".into()))?;
+            let base = c
+                .public_url
+                .as_ref()
+                .ok_or_else(|| ApiError::NotFound("sms callbacks need HERALD_PUBLIC_URL".into()))?;
+            // Twilio signs the URL it called: Herald's public URL, this path and query.
+            let url =
+                format!("{base}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/v1/providers/sms/events"));
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !same(given, &twilio_signature(t.auth_token.expose(), &url, &params)) {
+                return Err(ApiError::Unauthorized("X-Twilio-Signature is missing or does not match"));
+            }
+            let (reports, inbound) = twilio::parse_callback(&params);
+            let applied = apply(h, provider, &reports, &inbound).await?;
+            tracing::info!(provider, ?applied, "callback applied");
+            // Twilio expects TwiML; an empty response sends no reply to an inbound message.
+            return Ok(([(header::CONTENT_TYPE, "text/xml")], "<Response></Response>").into_response());
+        }
+        _ => return Err(ApiError::NotFound(format!("Herald takes no callbacks from {provider:?}"))),
+    };
+    let applied = apply(h, provider, &reports, &inbound).await?;
+    tracing::info!(provider, ?applied, "callback applied");
+    Ok(Json(serde_json::json!({"ok": true, "applied": applied})).into_response())
+}
