@@ -34,6 +34,8 @@ pub enum OpenError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("provider settings: {0}")]
+    Providers(String),
 }
 
 impl Local {
@@ -67,10 +69,16 @@ impl Local {
         }
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
         let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));
-        let providers = Providers::from_config(provider_config, client, sandbox.clone());
+        // Local mode may post webhooks to a bot on this machine; the AWS shape never may.
+        let mut provider_config = provider_config.clone();
+        if let Some(w) = provider_config.webhook.as_mut() {
+            w.allow_loopback = true;
+        }
+        let providers =
+            Providers::from_config(&provider_config, client, sandbox.clone()).map_err(OpenError::Providers)?;
         let herald = Arc::new(
             Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings)
-                .with_provider_config(provider_config.clone()),
+                .with_provider_config(provider_config),
         );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }

@@ -278,7 +278,7 @@ async fn a_request_travels_from_the_ingest_handler_through_sqs_and_the_send_hand
     ] {
         std::env::set_var(k, v);
     }
-    let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await);
+    let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await.unwrap());
     let key = herald::service::keys::create_key(herald.keys.as_ref(), "acme", None).await.unwrap();
     let ingest = Ingest::new(herald.clone(), None);
 

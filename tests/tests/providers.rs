@@ -402,3 +402,90 @@ async fn whatsapp_spaces_messages_to_one_number() {
     let gap = r[1].at.duration_since(r[0].at);
     assert!(gap >= Duration::from_millis(590), "two messages to one number {gap:?} apart");
 }
+
+// ------------------------------------------------------------------ webhook (Standard Webhooks)
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn a_flow_trigger_is_a_signed_standard_webhook() {
+    let fake = FakeProvider::start(Reply::json(204, json!(null))).await;
+    let s = server(
+        &[("WEBHOOK_URL", &format!("{}/bot/events", fake.url)), ("WEBHOOK_SECRET", WHSEC)],
+        Duration::from_secs(2),
+    )
+    .await;
+    let row = send(&s, json!({"recipients": [{"webhook_user_id": "user-42"}], "flow": {"flow_id": "onboarding"}, "metadata": {"k": "v"}})).await;
+    assert_eq!((row["status"].clone(), row["channel"].clone()), (json!("sent"), json!("webhook")));
+    let r = &fake.requests()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/bot/events"));
+    assert_eq!(r.headers["webhook-id"], row["id"].as_str().unwrap(), "the row id: stable across retries");
+    let ts: i64 = r.headers["webhook-timestamp"].parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - ts).abs() < 10);
+    let key = herald::providers::webhook::signing_key(WHSEC).unwrap();
+    assert_eq!(
+        r.headers["webhook-signature"],
+        herald::providers::webhook::sign(&key, &r.headers["webhook-id"], ts, &r.body)
+    );
+    let body = r.json();
+    assert_eq!(body["type"], "flow.trigger");
+    assert_eq!(body["data"]["flow_id"], "onboarding");
+    assert_eq!(body["data"]["close_flows"], true);
+    assert_eq!(body["data"]["user_id"], "user-42");
+    assert_eq!(body["data"]["metadata"], json!({"k": "v"}));
+}
+
+#[tokio::test]
+async fn a_webhook_redirect_is_not_followed() {
+    let fake =
+        FakeProvider::start(Reply::raw(302, "").header("location", "http://169.254.169.254/latest/meta-data")).await;
+    let s = server(&[("WEBHOOK_URL", &fake.url), ("WEBHOOK_SECRET", WHSEC)], Duration::from_secs(2)).await;
+    let row = send(&s, json!({"recipients": [{"webhook_user_id": "u"}], "messages": [{"text": "x"}]})).await;
+    assert_eq!(row["status"], "failed");
+    assert!(row["error_message"].as_str().unwrap().contains("redirect"));
+    assert_eq!(fake.requests().len(), 1, "one request, and no second one to the redirect target");
+}
+
+#[tokio::test]
+async fn webhook_urls_are_checked_against_ssrf() {
+    use herald::providers::config::{Secret, WebhookConfig};
+    use herald::providers::webhook::Webhook;
+    let cfg = |url: &str| WebhookConfig { url: url.into(), secret: Secret::new(WHSEC), allow_loopback: false };
+    for bad in [
+        "http://bot.example.com/hook",
+        "https://10.0.0.8/hook",
+        "https://169.254.169.254/",
+        "https://[::1]/",
+        "http://127.0.0.1:9/",
+    ] {
+        let err = Webhook::new(cfg(bad), Duration::from_secs(1)).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        assert!(err.starts_with("HERALD_WEBHOOK_URL"), "{err}");
+    }
+    // A name that resolves to loopback is refused when it is sent to, with the reason.
+    let hook = Webhook::new(cfg("https://localhost:9/hook"), Duration::from_secs(1)).unwrap();
+    let m = herald::providers::OutboundMessage {
+        tenant_id: "t".into(),
+        request_id: "r".into(),
+        row_id: "rcp_1".into(),
+        channel: herald::domain::Channel::Webhook,
+        to: "u".into(),
+        name: None,
+        text: "x".into(),
+        subject: None,
+        header: None,
+        whatsapp_template: None,
+        header_params: vec![],
+        body_params: vec![],
+        flow: None,
+        messaging_tag: None,
+        metadata: Default::default(),
+    };
+    use herald::providers::Provider;
+    match hook.send(&m).await {
+        Err(herald::providers::ProviderError::Permanent { code, message }) => {
+            assert_eq!(code.as_deref(), Some("ssrf"));
+            assert!(message.contains("not a public address"), "{message}");
+        }
+        other => panic!("a loopback name must be refused, got {other:?}"),
+    }
+}

@@ -9,7 +9,7 @@ use herald_ingest::Ingest;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
-    let herald = Arc::new(AwsConfig::from_env()?.connect().await);
+    let herald = Arc::new(AwsConfig::from_env()?.connect().await?);
     let ingest = Arc::new(Ingest::new(herald, std::env::var("EVENTS_TENANT").ok().filter(|t| !t.is_empty())));
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let ingest = ingest.clone();

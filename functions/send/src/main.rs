@@ -9,7 +9,7 @@ use herald::adapters::aws::AwsConfig;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
-    let h = Arc::new(AwsConfig::from_env()?.connect().await);
+    let h = Arc::new(AwsConfig::from_env()?.connect().await?);
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let h = h.clone();
         async move { Ok::<_, lambda_runtime::Error>(herald_send::handle_batch(h, event.payload).await) }

@@ -66,6 +66,16 @@ pub struct SlackConfig {
     pub bot_token: Secret,
 }
 
+/// The bot backend that `webhook` sends (and CSML flow triggers) go to.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_<base64>`, per the Standard Webhooks spec.
+    pub secret: Secret,
+    /// Local mode only: allow `http://` to a loopback address (a bot on the same machine).
+    pub allow_loopback: bool,
+}
+
 /// Every provider's configuration; a channel whose block is absent uses the sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderConfig {
@@ -78,6 +88,7 @@ pub struct ProviderConfig {
     pub messenger: Option<MessengerConfig>,
     pub telegram: Option<TelegramConfig>,
     pub slack: Option<SlackConfig>,
+    pub webhook: Option<WebhookConfig>,
     /// Pacing per provider (`HERALD_<PROVIDER>_RATE`, `_BURST`, `_RECIPIENT_SPACING_MS`), over
     /// the defaults of [`super::pacing::Pace::default_for`].
     pub paces: HashMap<&'static str, super::pacing::Pace>,
@@ -146,6 +157,14 @@ impl ProviderConfig {
             c.slack = Some(SlackConfig {
                 base_url: get("SLACK_BASE_URL").unwrap_or_else(|| "https://slack.com".into()),
                 bot_token: Secret::new(token),
+            });
+        }
+        if let Some(url) = get("WEBHOOK_URL") {
+            c.webhook = Some(WebhookConfig {
+                url,
+                secret: Secret::new(need("WEBHOOK_SECRET", "WEBHOOK_URL")?),
+                // Set by the local shape only (`herald serve`); never on AWS.
+                allow_loopback: false,
             });
         }
         for provider in ["whatsapp", "sms", "messenger", "telegram", "slack"] {

@@ -7,8 +7,10 @@ pub mod pacing;
 pub mod sandbox;
 pub mod signatures;
 pub mod slack;
+pub mod ssrf;
 pub mod telegram;
 pub mod twilio;
+pub mod webhook;
 pub mod whatsapp;
 
 use async_trait::async_trait;
@@ -104,7 +106,11 @@ pub struct Providers {
 
 impl Providers {
     /// The configured providers, with `fallback` (the sandbox) for every channel left unconfigured.
-    pub fn from_config(c: &config::ProviderConfig, http: reqwest::Client, fallback: Arc<dyn Provider>) -> Providers {
+    pub fn from_config(
+        c: &config::ProviderConfig,
+        http: reqwest::Client,
+        fallback: Arc<dyn Provider>,
+    ) -> Result<Providers, String> {
         let mut p = Providers::all(fallback);
         let paced = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
             let pace =
@@ -124,9 +130,13 @@ impl Providers {
             p.set(Channel::Telegram, paced(Arc::new(telegram::Telegram::new(http.clone(), t.clone()))));
         }
         if let Some(s) = &c.slack {
-            p.set(Channel::Slack, paced(Arc::new(slack::Slack::new(http, s.clone()))));
+            p.set(Channel::Slack, paced(Arc::new(slack::Slack::new(http.clone(), s.clone()))));
         }
-        p
+        if let Some(w) = &c.webhook {
+            let timeout = std::time::Duration::from_secs(15);
+            p.set(Channel::Webhook, paced(Arc::new(webhook::Webhook::new(w.clone(), timeout)?)));
+        }
+        Ok(p)
     }
 
     /// Every channel served by one provider (the local default: the sandbox).

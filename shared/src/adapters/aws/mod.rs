@@ -61,7 +61,7 @@ impl AwsConfig {
     }
 
     /// Builds the clients once and wires a Herald on them.
-    pub async fn connect(self) -> Herald {
+    pub async fn connect(self) -> Result<Herald, ConfigError> {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table));
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url));
@@ -69,8 +69,9 @@ impl AwsConfig {
         // in the table, so a deployment can be tried end to end before providers are set up.
         let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
         let client = crate::providers::http::client(self.settings.provider_timeout + std::time::Duration::from_secs(1));
-        let providers = Providers::from_config(&self.providers, client, sandbox);
-        Herald::new(Stores::from_one(store), queue, providers, self.settings).with_provider_config(self.providers)
+        let providers = Providers::from_config(&self.providers, client, sandbox)
+            .map_err(|problem| ConfigError { name: "HERALD_*", problem })?;
+        Ok(Herald::new(Stores::from_one(store), queue, providers, self.settings).with_provider_config(self.providers))
     }
 }
 
