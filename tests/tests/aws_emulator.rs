@@ -419,3 +419,45 @@ async fn a_poison_job_reaches_the_dead_letter_queue_and_its_row_says_failed() {
     let msg = row.error_message.unwrap();
     assert!(msg.contains("could not be delivered after 5 tries") && msg.contains("crashed"), "{msg}");
 }
+
+#[tokio::test]
+async fn email_goes_through_ses_and_its_events_move_the_row() {
+    let aws = setup(5).await;
+    let sdk = sdk_config(&aws.endpoint).await;
+    let ses = aws_sdk_sesv2::Client::new(&sdk);
+    ses.create_email_identity().email_identity("news@herald.example.com").send().await.expect("verify the sender");
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let config = herald::providers::config::ProviderConfig {
+        email_from: Some("news@herald.example.com".into()),
+        ..Default::default()
+    };
+    let providers = Providers::all(sandbox).with_ses(&config, &sdk);
+    let h = Arc::new(Herald::new(Stores::from_one(store), aws.queue(), providers, herald_tests::fast_settings()));
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(json!({
+        "recipients": [{"email": "ada@example.com"}],
+        "template": {"channel": "email", "subject": "Your order", "body": "It shipped."},
+        "background": false
+    }))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let accepted = herald::service::ingest::ingest(&h, "acme", plan, "native").await.unwrap();
+    let row = &accepted.rows[0];
+    assert_eq!(row.status, herald::domain::Status::Sent, "{:?}", row.error_message);
+    assert_eq!(row.provider.as_deref(), Some("email"));
+    let message_id = row.external_message_id.clone().expect("SES message id");
+
+    // SES's delivery event, as EventBridge hands it to the ingest function.
+    let ingest = Ingest::new(h.clone(), None);
+    let event = json!({
+        "version": "0", "id": "e-1", "detail-type": "Email Delivered", "source": "aws.ses", "account": "123456789012",
+        "time": "2026-11-21T20:00:05Z", "region": "us-east-1", "resources": [],
+        "detail": {"eventType": "Delivery", "mail": {"messageId": message_id, "destination": ["ada@example.com"]},
+                   "delivery": {"recipients": ["ada@example.com"]}}
+    });
+    let answer = ingest.handle(event).await.unwrap();
+    assert_eq!(answer["applied"]["moved"], 1, "{answer}");
+    let row = h.requests.get_row("acme", &row.id).await.unwrap().unwrap();
+    assert_eq!(row.status, herald::domain::Status::Delivered);
+}

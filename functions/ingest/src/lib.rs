@@ -28,6 +28,13 @@ impl Ingest {
 
     /// One invocation: an HTTP API request or an EventBridge event.
     pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+        // SES publishes delivery, bounce, complaint and open events to EventBridge; only AWS
+        // (through IAM) can put them on the bus, so they need no signature of their own.
+        if event["source"] == "aws.ses" {
+            let reports: Vec<_> = herald::providers::email::parse_event(&event).into_iter().collect();
+            let applied = herald::service::callbacks::apply(&self.herald, "email", &reports, &[]).await?;
+            return Ok(serde_json::json!({"status": 200, "applied": applied}));
+        }
         if event.get("detail-type").is_some() && event.get("detail").is_some() {
             return self.handle_event(event).await;
         }

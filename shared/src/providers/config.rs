@@ -89,6 +89,8 @@ pub struct ProviderConfig {
     pub telegram: Option<TelegramConfig>,
     pub slack: Option<SlackConfig>,
     pub webhook: Option<WebhookConfig>,
+    /// Sender address for email through SES (feature `aws`): `HERALD_EMAIL_FROM`.
+    pub email_from: Option<String>,
     /// Pacing per provider (`HERALD_<PROVIDER>_RATE`, `_BURST`, `_RECIPIENT_SPACING_MS`), over
     /// the defaults of [`super::pacing::Pace::default_for`].
     pub paces: HashMap<&'static str, super::pacing::Pace>,
@@ -159,6 +161,7 @@ impl ProviderConfig {
                 bot_token: Secret::new(token),
             });
         }
+        c.email_from = get("EMAIL_FROM");
         if let Some(url) = get("WEBHOOK_URL") {
             c.webhook = Some(WebhookConfig {
                 url,
@@ -167,7 +170,7 @@ impl ProviderConfig {
                 allow_loopback: false,
             });
         }
-        for provider in ["whatsapp", "sms", "messenger", "telegram", "slack"] {
+        for provider in ["whatsapp", "sms", "messenger", "telegram", "slack", "email"] {
             let up = provider.to_ascii_uppercase();
             let num = |k: &str| -> Result<Option<f64>, MissingSetting> {
                 match get(&format!("{up}_{k}")) {

@@ -1,6 +1,8 @@
 //! Channel providers: one module per provider, all behind the [`Provider`] port.
 
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod email;
 pub mod http;
 pub mod messenger;
 pub mod pacing;
@@ -137,6 +139,17 @@ impl Providers {
             p.set(Channel::Webhook, paced(Arc::new(webhook::Webhook::new(w.clone(), timeout)?)));
         }
         Ok(p)
+    }
+
+    /// Adds SES email to configured providers when `HERALD_EMAIL_FROM` is set (feature `aws`).
+    #[cfg(feature = "aws")]
+    pub fn with_ses(mut self, c: &config::ProviderConfig, sdk: &aws_config::SdkConfig) -> Providers {
+        if let Some(from) = &c.email_from {
+            let ses = email::Ses::new(aws_sdk_sesv2::Client::new(sdk), from.clone());
+            let pace = c.paces.get("email").copied().unwrap_or_else(|| pacing::Pace::default_for("email"));
+            self.set(Channel::Email, Arc::new(pacing::Paced::new(Arc::new(ses), pace)));
+        }
+        self
     }
 
     /// Every channel served by one provider (the local default: the sandbox).

@@ -35,6 +35,8 @@ impl Pace {
             "telegram" => (30.0, 30.0, Some(Duration::from_secs(1))),
             "slack" => (20.0, 20.0, Some(Duration::from_secs(1))),
             "messenger" => (100.0, 100.0, None),
+            // SES's default sending rate for an account out of the sandbox.
+            "email" => (14.0, 14.0, None),
             _ => (50.0, 50.0, None),
         };
         Pace { rate, burst, per_recipient }

@@ -70,7 +70,8 @@ impl AwsConfig {
         let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
         let client = crate::providers::http::client(self.settings.provider_timeout + std::time::Duration::from_secs(1));
         let providers = Providers::from_config(&self.providers, client, sandbox)
-            .map_err(|problem| ConfigError { name: "HERALD_*", problem })?;
+            .map_err(|problem| ConfigError { name: "HERALD_*", problem })?
+            .with_ses(&self.providers, &sdk);
         Ok(Herald::new(Stores::from_one(store), queue, providers, self.settings).with_provider_config(self.providers))
     }
 }
