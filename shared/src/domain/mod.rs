@@ -11,13 +11,18 @@ mod request;
 mod row;
 mod status;
 
+pub(crate) use address::check_user_id;
 pub use address::{mask_email, mask_phone, Channel, Email, Phone};
+pub(crate) use catalog::{check_text, parse_variables};
 pub use catalog::{
     Campaign, CampaignBody, HeaderKind, Media, Template, TemplateBody, TemplateHeader, WhatsappTemplate,
 };
 pub use contact::{Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
 pub use error::{FieldError, FieldErrors};
-pub use request::{BroadcastBody, FlowTrigger, MessageSource, PlannedMessage, RecipientSpec, SendPlan, SendRequest};
+pub use request::{
+    validate_metadata, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource, PlannedMessage, RecipientBody,
+    RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
+};
 pub use row::{Job, RecipientRow, RowView};
 pub use status::Status;
 

@@ -172,6 +172,9 @@ pub struct SendPlan {
     pub metadata: Map<String, Value>,
     pub background: bool,
     pub send_at: Option<DateTime<Utc>>,
+    /// Fallback field values for this send, layered over the campaign's `defaults` (Pabbly's
+    /// `defaultContactFieldValues`). The native body has no such field: it stays empty there.
+    pub defaults: BTreeMap<String, String>,
 }
 
 /// The stored send request: everything delivery needs besides the recipient row itself.
@@ -253,6 +256,7 @@ impl BroadcastBody {
             metadata,
             background: self.background.unwrap_or(true),
             send_at,
+            defaults: BTreeMap::new(),
         })
     }
 }

@@ -76,10 +76,11 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let (code, message, fields) = match self {
+impl ApiError {
+    /// The error's code, message and field errors, as the native body shows them (dialects with
+    /// their own error shape build it from these). An internal error's detail is logged here.
+    pub fn describe(self) -> (&'static str, String, Vec<FieldError>) {
+        match self {
             ApiError::BadRequest { code, message, fields } => (code, message, fields),
             ApiError::Validation(fields) => {
                 let message = match fields.len() {
@@ -104,7 +105,14 @@ impl IntoResponse for ApiError {
                 tracing::error!(%detail, "internal error");
                 ("internal", "Herald could not complete the request; try again".into(), vec![])
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, message, fields) = self.describe();
         let body = json!({"error": {"code": code, "message": message, "fields": fields}});
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -40,40 +40,55 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Response>,
 {
+    idempotent_with(h, tenant, headers, route, body, IntoResponse::into_response, handler).await
+}
+
+/// [`idempotent`] for an API whose errors have their own shape: `shape` renders the key's own
+/// errors (malformed, reused, in progress) the way that API renders every other error.
+pub async fn idempotent_with<F, Fut>(
+    h: &Herald,
+    tenant: &str,
+    headers: &HeaderMap,
+    route: &str,
+    body: &[u8],
+    shape: fn(ApiError) -> Response,
+    handler: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Response>,
+{
     let Some(raw) = headers.get("idempotency-key") else { return handler().await };
     let key = match raw.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.chars().all(|c| c.is_ascii_graphic()) => k,
         _ => {
-            return ApiError::BadRequest {
+            return shape(ApiError::BadRequest {
                 code: "invalid_idempotency_key",
                 message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
                 fields: vec![crate::domain::FieldError {
                     field: "Idempotency-Key".into(),
                     message: "is malformed".into(),
                 }],
-            }
-            .into_response()
+            })
         }
     };
     let fp = fingerprint(route, body);
     match h.idempotency.begin(tenant, key, &fp, crate::domain::now(), LOCK).await {
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return shape(ApiError::from(e)),
         Ok(Begin::Replay(stored)) => return replay(stored),
         Ok(Begin::Mismatch) => {
-            return ApiError::Conflict {
+            return shape(ApiError::Conflict {
                 code: "idempotency_key_reused",
                 message: "this Idempotency-Key was used with a different request body".into(),
                 retry_after: None,
-            }
-            .into_response()
+            })
         }
         Ok(Begin::InProgress) => {
-            let mut r = ApiError::Conflict {
+            let mut r = shape(ApiError::Conflict {
                 code: "idempotency_key_in_progress",
                 message: "a request with this Idempotency-Key is still being handled; retry shortly".into(),
                 retry_after: Some(1),
-            }
-            .into_response();
+            });
             r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             return r;
         }
@@ -91,7 +106,7 @@ where
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
-        Err(e) => return ApiError::Internal(format!("could not buffer a response: {e}")).into_response(),
+        Err(e) => return shape(ApiError::Internal(format!("could not buffer a response: {e}"))),
     };
     let stored = StoredResponse { status: status.as_u16(), body: String::from_utf8_lossy(&bytes).into_owned() };
     let expires = crate::domain::now() + chrono::Duration::from_std(h.settings.idempotency_ttl).unwrap_or_default();

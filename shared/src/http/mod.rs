@@ -22,6 +22,7 @@ use extract::Tenant;
 
 pub use broadcasts::submit;
 pub use idempotency::fingerprint;
+pub(crate) use idempotency::{idempotent, idempotent_with};
 
 /// Builds the router over a wired [`Herald`].
 pub fn router(h: Arc<Herald>) -> Router {

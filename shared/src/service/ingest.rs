@@ -32,7 +32,8 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
         source: source.to_string(),
         campaign_id: campaign.as_ref().map(|c| c.id.clone()),
         campaign_name: campaign.as_ref().map(|c| c.name.clone()),
-        defaults: campaign.map(|c| c.defaults).unwrap_or_default(),
+        // A send's own defaults are more specific than its campaign's, so they win.
+        defaults: campaign.map(|c| c.defaults).unwrap_or_default().into_iter().chain(plan.defaults).collect(),
         recipient_count: plan.recipients.len() as u32,
         row_count: (plan.recipients.len() * messages.len()) as u32,
         messages,
@@ -130,7 +131,8 @@ async fn resolve_messages(
                 None => campaign.template_ids.clone(),
             };
             let mut messages = Vec::new();
-            for t in &chosen {
+            // A chosen id outside the campaign is reported above, not as a missing template.
+            for t in chosen.iter().filter(|t| campaign.template_ids.contains(t)) {
                 match h.catalog.get_template(tenant, t).await? {
                     Some(t) => messages.push(template_msg(t)),
                     None => errs

@@ -1,0 +1,180 @@
+//! CSML Studio's Broadcasts API (seeds 000 and 001): `POST /compat/csml/v1/api/broadcasts` with
+//! `x-api-key`. A `flow_trigger` payload becomes a native flow send to the contact whose
+//! `webhook_user_id` is `client.user_id`: the flow trigger reaches the bot backend through the
+//! webhook channel. Errors use Herald's native body (the page shows none of its own).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+use super::{parse_at, rename, required, validate, with_request_id, Renames};
+use crate::app::Herald;
+use crate::domain::{BroadcastBody, Channel, FieldError, FieldErrors, FlowBody, RecipientBody};
+use crate::domain::{MessageSource, SendPlan};
+use crate::http::error::ApiError;
+use crate::http::extract::{parse_json, JsonBytes, Tenant};
+use crate::http::idempotent;
+use crate::service::ingest::ingest;
+
+const PATH: &str = "/compat/csml/v1/api/broadcasts";
+/// The only payload kind the Broadcasts API documents.
+const FLOW_TRIGGER: &str = "flow_trigger";
+/// The channel a flow trigger travels on; the answer's `client.channel_id`.
+const CHANNEL: Channel = Channel::Webhook;
+
+const RENAMES: Renames = &[
+    ("recipients[0].webhook_user_id", "client.user_id"),
+    ("recipients", "client.user_id"),
+    ("flow.flow_id", "payload.content.flow_id"),
+    ("flow", "payload.content"),
+];
+
+pub(super) fn routes() -> Router<Arc<Herald>> {
+    Router::new().route(PATH, post(send))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    payload: Option<Payload>,
+    client: Option<Client>,
+    metadata: Option<Map<String, Value>>,
+}
+
+/// `content` stays raw until `content_type` says what it is, so an unknown kind is reported as
+/// such rather than as a stray field inside its content.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    content_type: Option<String>,
+    content: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowContent {
+    flow_id: Option<String>,
+    close_flows: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Client {
+    user_id: Option<String>,
+}
+
+async fn send(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> Response {
+    idempotent(&h, &tenant, &headers, &format!("POST {PATH}"), &body, || async {
+        run(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
+}
+
+async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let plan = plan(parse_json::<Body>(body)?)?;
+    let MessageSource::Flow(flow) = plan.source.clone() else {
+        return Err(ApiError::Internal("a CSML plan carries a flow".into()));
+    };
+    let user_id = plan.recipients.first().and_then(|r| r.webhook_user_id.clone());
+    let accepted = ingest(h, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let request = &accepted.request;
+    let answer = json!({
+        "request_id": request.id,
+        "client": {"user_id": user_id, "bot_id": tenant, "channel_id": CHANNEL},
+        "payload": {
+            "content_type": FLOW_TRIGGER,
+            "content": {"flow_id": flow.flow_id, "close_flows": flow.close_flows},
+        },
+        "metadata": request.metadata,
+    });
+    Ok(with_request_id((StatusCode::OK, Json(answer)).into_response(), &request.id))
+}
+
+/// The native plan: one recipient (the contact with `webhook_user_id` = `client.user_id`, found
+/// or created) and one flow trigger, queued like every CSML broadcast.
+fn plan(body: Body) -> Result<SendPlan, ApiError> {
+    let payload = body.payload.unwrap_or_default();
+    if payload.content_type.as_deref() != Some(FLOW_TRIGGER) {
+        return Err(content_type_error(payload.content_type.as_deref()));
+    }
+    let content: FlowContent = parse_at(payload.content.unwrap_or_else(|| json!({})), "payload.content")?;
+    let mut errs = FieldErrors::new();
+    let flow_id = required(&mut errs, "payload.content.flow_id", content.flow_id);
+    let user_id = required(&mut errs, "client.user_id", body.client.and_then(|c| c.user_id));
+    // A missing flow id still goes through native validation (as empty, which `mine` already
+    // reports), so every other broken rule is listed in the same answer.
+    let native = BroadcastBody {
+        recipients: user_id.map(|u| vec![RecipientBody { webhook_user_id: Some(u), ..Default::default() }]),
+        flow: Some(FlowBody { flow_id: flow_id.unwrap_or_default(), close_flows: content.close_flows }),
+        metadata: body.metadata,
+        ..Default::default()
+    };
+    validate(native, errs, RENAMES)
+}
+
+fn content_type_error(given: Option<&str>) -> ApiError {
+    let message = match given {
+        None => format!("is required and must be {FLOW_TRIGGER:?}"),
+        Some(other) => format!("{other:?} is not supported: Herald's CSML broadcasts take {FLOW_TRIGGER:?} only"),
+    };
+    ApiError::BadRequest {
+        code: "unsupported_content_type",
+        message: format!("payload.content_type {message}"),
+        fields: vec![FieldError { field: "payload.content_type".into(), message }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(v: Value) -> Result<SendPlan, ApiError> {
+        plan(parse_json(&serde_json::to_vec(&v).unwrap())?)
+    }
+
+    #[test]
+    fn the_seed_request_is_a_flow_to_a_webhook_user() {
+        let p = plan_of(json!({
+            "payload": {"content": {"flow_id": "myflow"}, "content_type": "flow_trigger"},
+            "client": {"user_id": "some-user-id"},
+            "metadata": {"somekey": "somevalue"}
+        }))
+        .unwrap();
+        assert_eq!(p.recipients[0].webhook_user_id.as_deref(), Some("some-user-id"));
+        assert!(matches!(&p.source, MessageSource::Flow(f) if f.flow_id == "myflow" && f.close_flows));
+        assert!(p.background);
+        assert_eq!(p.metadata["somekey"], "somevalue");
+    }
+
+    #[test]
+    fn another_content_type_is_a_400_naming_it() {
+        let e = plan_of(
+            json!({"payload": {"content_type": "text", "content": {"text": "hi"}}, "client": {"user_id": "u"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let (code, _, fields) = e.describe();
+        assert_eq!((code, fields[0].field.as_str()), ("unsupported_content_type", "payload.content_type"));
+    }
+
+    #[test]
+    fn missing_fields_are_named_in_csml_terms() {
+        let e = plan_of(json!({"payload": {"content_type": "flow_trigger", "content": {}}})).unwrap_err();
+        let (_, _, fields) = e.describe();
+        let named: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(named, vec!["payload.content.flow_id", "client.user_id"]);
+        let e = plan_of(json!({"payload": {"content_type": "flow_trigger", "content": {"flow_id": "f"}}, "client": {"user_id": "has space"}}))
+            .unwrap_err();
+        assert_eq!(e.describe().2[0].field, "client.user_id");
+    }
+}
