@@ -461,3 +461,56 @@ async fn email_goes_through_ses_and_its_events_move_the_row() {
     let row = h.requests.get_row("acme", &row.id).await.unwrap().unwrap();
     assert_eq!(row.status, herald::domain::Status::Delivered);
 }
+
+#[tokio::test]
+async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn() {
+    use herald_tests::fake::{FakeProvider, Reply};
+    let aws = setup(5).await;
+    let fake = FakeProvider::start(Reply::json(200, json!({"ok": true, "result": {"message_id": 5}}))).await;
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk_config(&aws.endpoint).await);
+    let secret = json!({"HERALD_TELEGRAM_BOT_TOKEN": "777:from-the-secret", "TELEGRAM_BASE_URL": fake.url});
+    let arn = sm
+        .create_secret()
+        .name("herald/providers")
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("TABLE_NAME", aws.table.as_str()),
+        ("QUEUE_URL", aws.queue_url.as_str()),
+        ("PROVIDER_SECRETS_ARN", arn.as_str()),
+        ("HERALD_SLACK_BOT_TOKEN", "xoxb-from-the-environment"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    let config = AwsConfig::from_env().unwrap();
+    std::env::remove_var("HERALD_SLACK_BOT_TOKEN");
+    let printed = format!("{config:?}");
+    assert!(printed.contains("SLACK_BOT_TOKEN") && !printed.contains("xoxb-from-the-environment"), "{printed}");
+    assert!(!printed.contains("from-the-secret"), "the secret is read at connect, never kept in config");
+    let h = Arc::new(config.connect().await.unwrap());
+    std::env::remove_var("PROVIDER_SECRETS_ARN");
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
+        json!({"recipients": [{"telegram_chat_id": "42"}], "messages": [{"text": "hi"}], "background": false}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let accepted = herald::service::ingest::ingest(&h, "acme", plan, "native").await.unwrap();
+    assert_eq!(accepted.rows[0].status, herald::domain::Status::Sent, "{:?}", accepted.rows[0].error_message);
+    assert_eq!(fake.requests()[0].path, "/bot777:from-the-secret/sendMessage");
+
+    // A secret that is not a JSON object of strings stops start-up and says so.
+    let bad = sm.create_secret().name("herald/bad").secret_string("[1]").send().await.unwrap().arn.unwrap();
+    std::env::set_var("PROVIDER_SECRETS_ARN", &bad);
+    let err = AwsConfig::from_env().unwrap().connect().await.err().unwrap();
+    std::env::remove_var("PROVIDER_SECRETS_ARN");
+    assert_eq!(err.name, "PROVIDER_SECRETS_ARN");
+}

@@ -192,3 +192,42 @@ async fn twilio_status_callbacks_and_inbound_stop() {
     assert_eq!(next["status"], "skipped");
     assert_eq!(next["error_message"], "contact has unsubscribed");
 }
+
+#[tokio::test]
+async fn messenger_deliveries_move_rows_and_inbound_messages_open_the_window() {
+    let fake = FakeProvider::start(Reply::json(200, json!({"recipient_id": "psid-7", "message_id": "m_777"}))).await;
+    let m: HashMap<String, String> = [
+        ("MESSENGER_PAGE_TOKEN", "page"),
+        ("MESSENGER_BASE_URL", fake.url.as_str()),
+        ("MESSENGER_APP_SECRET", APP_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let s = TestServer::start_with_providers(fast_settings(), Default::default(), 4, &ProviderConfig::from_map(&m).unwrap()).await;
+    let body = json!({"recipients": [{"messenger_psid": "psid-7"}], "messages": [{"text": "hello"}], "channel": "messenger"});
+    assert_eq!(sent_row(&s, body.clone()).await["status"], "failed", "outside the window without a tag");
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let inbound = json!({"object": "page", "entry": [{"id": "PAGE", "time": now, "messaging": [
+        {"sender": {"id": "psid-7"}, "recipient": {"id": "PAGE"}, "timestamp": now, "message": {"mid": "m_in", "text": "hi"}}]}]});
+    let post = |v: &Value, sig: Option<String>| {
+        let mut req = s.http.post(s.url("/v1/providers/messenger/events")).body(v.to_string());
+        if let Some(sig) = sig {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        req.send()
+    };
+    assert_eq!(post(&inbound, None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let ok = post(&inbound, Some(hub_signature(APP_SECRET, inbound.to_string().as_bytes()))).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    let row = sent_row(&s, body).await;
+    assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("m_777")));
+    let delivery = json!({"object": "page", "entry": [{"id": "PAGE", "time": now, "messaging": [
+        {"sender": {"id": "psid-7"}, "recipient": {"id": "PAGE"}, "delivery": {"mids": ["m_777"], "watermark": now}}]}]});
+    let answer: Value =
+        post(&delivery, Some(hub_signature(APP_SECRET, delivery.to_string().as_bytes()))).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["applied"]["moved"], 1, "{answer}");
+    assert_eq!(row_status(&s, &row).await, "delivered");
+}

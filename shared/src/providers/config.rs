@@ -96,6 +96,11 @@ pub struct ProviderConfig {
     pub paces: HashMap<&'static str, super::pacing::Pace>,
 }
 
+/// The `HERALD_*` environment variables, named without the prefix.
+pub fn env_settings() -> HashMap<String, String> {
+    std::env::vars().filter_map(|(k, v)| k.strip_prefix("HERALD_").map(|k| (k.to_string(), v))).collect()
+}
+
 /// A required key of a provider block is missing.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} must be set: {1}")]
@@ -104,9 +109,7 @@ pub struct MissingSetting(pub String, pub String);
 impl ProviderConfig {
     /// From `HERALD_*` environment variables.
     pub fn from_env() -> Result<ProviderConfig, MissingSetting> {
-        let vars: HashMap<String, String> =
-            std::env::vars().filter_map(|(k, v)| k.strip_prefix("HERALD_").map(|k| (k.to_string(), v))).collect();
-        ProviderConfig::from_map(&vars)
+        ProviderConfig::from_map(&env_settings())
     }
 
     /// From a map of settings named without the `HERALD_` prefix (`WHATSAPP_TOKEN`, …).
