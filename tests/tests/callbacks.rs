@@ -204,8 +204,15 @@ async fn messenger_deliveries_move_rows_and_inbound_messages_open_the_window() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let s = TestServer::start_with_providers(fast_settings(), Default::default(), 4, &ProviderConfig::from_map(&m).unwrap()).await;
-    let body = json!({"recipients": [{"messenger_psid": "psid-7"}], "messages": [{"text": "hello"}], "channel": "messenger"});
+    let s = TestServer::start_with_providers(
+        fast_settings(),
+        Default::default(),
+        4,
+        &ProviderConfig::from_map(&m).unwrap(),
+    )
+    .await;
+    let body =
+        json!({"recipients": [{"messenger_psid": "psid-7"}], "messages": [{"text": "hello"}], "channel": "messenger"});
     assert_eq!(sent_row(&s, body.clone()).await["status"], "failed", "outside the window without a tag");
 
     let now = chrono::Utc::now().timestamp_millis();
@@ -226,8 +233,12 @@ async fn messenger_deliveries_move_rows_and_inbound_messages_open_the_window() {
     assert_eq!((row["status"].clone(), row["external_message_id"].clone()), (json!("sent"), json!("m_777")));
     let delivery = json!({"object": "page", "entry": [{"id": "PAGE", "time": now, "messaging": [
         {"sender": {"id": "psid-7"}, "recipient": {"id": "PAGE"}, "delivery": {"mids": ["m_777"], "watermark": now}}]}]});
-    let answer: Value =
-        post(&delivery, Some(hub_signature(APP_SECRET, delivery.to_string().as_bytes()))).await.unwrap().json().await.unwrap();
+    let answer: Value = post(&delivery, Some(hub_signature(APP_SECRET, delivery.to_string().as_bytes())))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer["applied"]["moved"], 1, "{answer}");
     assert_eq!(row_status(&s, &row).await, "delivered");
 }

@@ -56,10 +56,14 @@ struct Body {
 async fn send(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
-    Path((org_id, broadcast_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> Response {
+    // A path axum cannot read (bad percent-encoding) is answered in JSON like every other error.
+    let Ok(Path((org_id, broadcast_id))) = path else {
+        return ApiError::NotFound("no such org or broadcast".into()).into_response();
+    };
     if org_id != tenant {
         // The same answer whether or not the org exists: a key cannot probe for other tenants.
         return ApiError::NotFound(format!("no org {org_id:?}")).into_response();
@@ -109,8 +113,43 @@ async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Resul
 }
 
 /// Each row as Invent's `BroadcastRecipient`: the native row view (which already carries
-/// Invent's fields, plus Herald's own such as `request_id` and `status`), `username` and the
-/// `contact` the row resolved to.
+/// Invent's documented fields, `username` and the `contact` the row resolved to.
+/// The fields of seed 003's `BroadcastRecipient`, in its order.
+const DOCUMENTED: [&str; 32] = [
+    "id",
+    "broadcast_id",
+    "broadcast_name",
+    "template_id",
+    "user_id",
+    "name",
+    "username",
+    "phone",
+    "email",
+    "is_skipped",
+    "is_skipped_at",
+    "is_failed",
+    "is_failed_at",
+    "is_bounced",
+    "is_bounced_at",
+    "is_sent",
+    "is_sent_at",
+    "is_delivered",
+    "is_delivered_at",
+    "is_complained",
+    "is_complained_at",
+    "is_unsubscribed",
+    "is_unsubscribed_at",
+    "is_opened",
+    "is_opened_at",
+    "is_played",
+    "is_played_at",
+    "error_message",
+    "external_message_id",
+    "created_at",
+    "updated_at",
+    "contact",
+];
+
 async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
     let request = &accepted.request;
     let mut contacts: HashMap<String, Option<Contact>> = HashMap::new();
@@ -136,6 +175,10 @@ async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> 
         // Herald keeps no user names: the row's `user_id` and the channels' `user_id` name people.
         v["username"] = Value::Null;
         v["contact"] = contact.as_ref().map(contact_json).unwrap_or(Value::Null);
+        // Exactly Invent's documented fields: Herald's own (status, request_id, …) stay native.
+        if let Value::Object(m) = &mut v {
+            m.retain(|k, _| DOCUMENTED.contains(&k.as_str()));
+        }
         out.push(v);
     }
     Ok(out)

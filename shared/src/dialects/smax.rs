@@ -346,6 +346,7 @@ async fn v2_send(
 async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let b = parse_json::<V2Body>(body)?;
     let (customer_id, block_id) = (b.customer_id.clone(), b.block_id.clone());
+    let dropped_messages = b.block_id.is_some() && b.messages.is_some();
     let mut plan = v2_native(b)?;
     // "If there are more, the system updates them": every identifier given lands on the contact.
     for r in &mut plan.recipients {
@@ -367,7 +368,8 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
         Some(name) => format!("block {name:?}"),
         None => "message".to_string(),
     };
-    Ok(with_request_id(answer(StatusCode::OK, true, format!("{what} queued (request {id})")), id))
+    let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
+    Ok(with_request_id(answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}")), id))
 }
 
 /// V2's body as a native plan: the customer's identifiers as one recipient, the block or the
@@ -379,11 +381,12 @@ fn v2_native(b: V2Body) -> Result<SendPlan, ApiError> {
     if !named {
         errs.push("customer_id", "give at least one of customer_id, customer_email, customer_phone, customer_fbid");
     }
-    match (&b.block_id, &b.messages) {
-        (None, None) => errs.push("block_id", "give block_id (a block to send) or messages (text to send)"),
-        (Some(_), Some(_)) => errs.push("messages", "give block_id or messages, not both"),
-        _ => {}
+    if b.block_id.is_none() && b.messages.is_none() {
+        errs.push("block_id", "give block_id (a block to send) or messages (text to send)");
     }
+    // The page's own example carries both: the block is what is sent, as a block is the fuller
+    // content; the answer says the messages were not sent.
+    let messages = if b.block_id.is_some() { None } else { b.messages };
     // A phone that cannot be placed goes on as written, so the native check names it too.
     let phone = b.customer_phone.map(|p| match errs.take("customer_phone", dialling_phone(&p)) {
         Some(ok) => ok.to_string(),
@@ -412,7 +415,7 @@ fn v2_native(b: V2Body) -> Result<SendPlan, ApiError> {
             }]
         }),
         campaign_id: b.block_id,
-        messages: b.messages,
+        messages,
         priority: (!priority.is_empty()).then(|| priority.iter().map(|c| c.to_string()).collect()),
         messaging_tag: b.messaging_tag,
         metadata: Some(metadata),

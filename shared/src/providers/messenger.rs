@@ -20,7 +20,19 @@ impl Messenger {
     }
 }
 
+/// A notification token the person granted (recurring or one-time notifications), if the send
+/// carries one in its metadata: it addresses the message instead of the PSID.
+pub fn notification_token(metadata: &serde_json::Map<String, Value>) -> Option<(&'static str, &str)> {
+    ["notification_messages_token", "one_time_notif_token"]
+        .into_iter()
+        .find_map(|k| metadata.get(k).and_then(Value::as_str).filter(|t| !t.is_empty()).map(|t| (k, t)))
+}
+
 pub fn request_body(m: &OutboundMessage) -> Value {
+    if let Some((kind, token)) = notification_token(&m.metadata) {
+        // Meta's notification messages: the token is the recipient, and no tag is needed.
+        return json!({"recipient": {kind: token}, "message": {"text": m.text}});
+    }
     let mut body = json!({"recipient": {"id": m.to}, "message": {"text": m.text}});
     match &m.messaging_tag {
         Some(tag) => {
@@ -89,4 +101,48 @@ pub fn parse_webhook(
         }
     }
     (reports, inbound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(metadata: Value, tag: Option<&str>) -> OutboundMessage {
+        OutboundMessage {
+            tenant_id: "t".into(),
+            request_id: "r".into(),
+            row_id: "row".into(),
+            channel: crate::domain::Channel::Messenger,
+            to: "psid-1".into(),
+            name: None,
+            text: "hi".into(),
+            subject: None,
+            header: None,
+            whatsapp_template: None,
+            header_params: vec![],
+            body_params: vec![],
+            flow: None,
+            messaging_tag: tag.map(String::from),
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_notification_token_addresses_the_message() {
+        let m = message(
+            json!({"notification_messages_token": "NTN", "one_time_notif_token": "OTN"}),
+            Some("ACCOUNT_UPDATE"),
+        );
+        assert_eq!(
+            request_body(&m),
+            json!({"recipient": {"notification_messages_token": "NTN"}, "message": {"text": "hi"}})
+        );
+        let m = message(json!({"one_time_notif_token": "OTN"}), None);
+        assert_eq!(request_body(&m), json!({"recipient": {"one_time_notif_token": "OTN"}, "message": {"text": "hi"}}));
+        let m = message(json!({}), None);
+        assert_eq!(
+            request_body(&m),
+            json!({"recipient": {"id": "psid-1"}, "messaging_type": "RESPONSE", "message": {"text": "hi"}})
+        );
+    }
 }

@@ -257,10 +257,16 @@ fn channel_rules(
             "WhatsApp takes free-form text only within 24 h of the contact's last message; send a template approved on Meta's side"
                 .into(),
         ),
-        Channel::Messenger if !open && request.messaging_tag.is_none() => Err(
-            "outside Messenger's 24 h window a message needs a messaging_tag (CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, ACCOUNT_UPDATE or HUMAN_AGENT)"
+        Channel::Messenger
+            if !open
+                && request.messaging_tag.is_none()
+                && crate::providers::messenger::notification_token(&request.metadata).is_none() =>
+        {
+            Err(
+            "outside Messenger's 24 h window a message needs a messaging_tag (CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, ACCOUNT_UPDATE or HUMAN_AGENT) or a notification token"
                 .into(),
-        ),
+        )
+        }
         _ => Ok(()),
     }
 }
