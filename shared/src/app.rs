@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::SendRequest;
-use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, StoreResult};
+use crate::ports::{
+    ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, StoreResult, WebhookEndpoints,
+};
 use crate::providers::Providers;
 
 /// Tunables of the send pipeline.
@@ -27,6 +29,8 @@ pub struct Settings {
     pub max_receives: u32,
     /// How long an idempotency key and its answer are kept.
     pub idempotency_ttl: Duration,
+    /// Whether tenants may set a webhook URL on a loopback address (the local shape only).
+    pub allow_loopback_webhooks: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +44,7 @@ impl Default for Settings {
             visibility: Duration::from_secs(90),
             max_receives: 10,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            allow_loopback_webhooks: false,
         }
     }
 }
@@ -51,6 +56,7 @@ pub struct Herald {
     pub contacts: Arc<dyn Contacts>,
     pub requests: Arc<dyn Requests>,
     pub idempotency: Arc<dyn Idempotency>,
+    pub webhooks: Arc<dyn WebhookEndpoints>,
     pub queue: Arc<dyn JobQueue>,
     /// Present when the sandbox provider is in use (`GET /v1/outbox`).
     pub outbox: Option<Arc<dyn Outbox>>,
@@ -71,6 +77,7 @@ pub struct Stores {
     pub contacts: Arc<dyn Contacts>,
     pub requests: Arc<dyn Requests>,
     pub idempotency: Arc<dyn Idempotency>,
+    pub webhooks: Arc<dyn WebhookEndpoints>,
     pub outbox: Option<Arc<dyn Outbox>>,
 }
 
@@ -78,7 +85,7 @@ impl Stores {
     /// All ports from one adapter value.
     pub fn from_one<S>(s: Arc<S>) -> Stores
     where
-        S: ApiKeys + Catalog + Contacts + Requests + Idempotency + Outbox + 'static,
+        S: ApiKeys + Catalog + Contacts + Requests + Idempotency + WebhookEndpoints + Outbox + 'static,
     {
         Stores {
             keys: s.clone(),
@@ -86,6 +93,7 @@ impl Stores {
             contacts: s.clone(),
             requests: s.clone(),
             idempotency: s.clone(),
+            webhooks: s.clone(),
             outbox: Some(s),
         }
     }
@@ -99,6 +107,7 @@ impl Herald {
             contacts: stores.contacts,
             requests: stores.requests,
             idempotency: stores.idempotency,
+            webhooks: stores.webhooks,
             outbox: stores.outbox,
             queue,
             providers,

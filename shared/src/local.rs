@@ -48,11 +48,12 @@ impl Local {
     /// As [`Local::open`], with real providers for the channels `providers` configures.
     pub async fn open_with(
         dir: &Path,
-        settings: Settings,
+        mut settings: Settings,
         sandbox: SandboxBehaviour,
         provider_config: &ProviderConfig,
     ) -> Result<Local, OpenError> {
         let io = |source| OpenError::Io { path: dir.to_path_buf(), source };
+        settings.allow_loopback_webhooks = true;
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join("serve.lock")).map_err(io)?;
         match lock.try_lock() {
@@ -70,15 +71,11 @@ impl Local {
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
         let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));
         // Local mode may post webhooks to a bot on this machine; the AWS shape never may.
-        let mut provider_config = provider_config.clone();
-        if let Some(w) = provider_config.webhook.as_mut() {
-            w.allow_loopback = true;
-        }
-        let providers =
-            Providers::from_config(&provider_config, client, sandbox.clone()).map_err(OpenError::Providers)?;
+        let providers = Providers::from_config(provider_config, client, sandbox.clone(), store.clone(), true)
+            .map_err(OpenError::Providers)?;
         let herald = Arc::new(
             Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings)
-                .with_provider_config(provider_config),
+                .with_provider_config(provider_config.clone()),
         );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }

@@ -254,6 +254,25 @@ pub trait Idempotency: Send + Sync {
     async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()>;
 }
 
+// ---------------------------------------------------------------- tenant webhook endpoints
+
+/// Where a tenant's `webhook` channel posts, and the secret it signs with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookEndpoint {
+    pub url: String,
+    /// `whsec_<base64>`; shown to the tenant once, when set or rotated.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait WebhookEndpoints: Send + Sync {
+    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    async fn put_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()>;
+    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool>;
+}
+
 // ---------------------------------------------------------------- outbox (sandbox provider)
 
 /// What the sandbox provider would have sent.

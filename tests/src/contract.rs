@@ -399,3 +399,23 @@ pub async fn callbacks_contract(r: &dyn Requests) {
     assert_eq!(row.status, Status::Read);
     assert!(row.times.contains_key(&Status::Delivered) && row.error_message.is_none());
 }
+
+/// Tenant webhook endpoints: one per tenant, replaced whole, isolated.
+pub async fn webhook_endpoints_contract(w: &dyn WebhookEndpoints) {
+    assert_eq!(w.get_webhook("t1").await.unwrap(), None);
+    let e = WebhookEndpoint {
+        url: "https://bot.example.com/hook".into(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    w.put_webhook("t1", &e).await.unwrap();
+    assert_eq!(w.get_webhook("t1").await.unwrap(), Some(e.clone()));
+    assert_eq!(w.get_webhook("t2").await.unwrap(), None, "tenants are isolated");
+    let moved = WebhookEndpoint { url: "https://bot.example.com/v2".into(), ..e };
+    w.put_webhook("t1", &moved).await.unwrap();
+    assert_eq!(w.get_webhook("t1").await.unwrap().unwrap().url, "https://bot.example.com/v2");
+    assert!(!w.delete_webhook("t2").await.unwrap());
+    assert!(w.delete_webhook("t1").await.unwrap());
+    assert_eq!(w.get_webhook("t1").await.unwrap(), None);
+}

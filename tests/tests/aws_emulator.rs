@@ -248,6 +248,12 @@ async fn dynamodb_idempotency_contract() {
 }
 
 #[tokio::test]
+async fn dynamodb_webhook_endpoints_contract() {
+    let aws = setup(10).await;
+    contract::webhook_endpoints_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamodb_outbox_contract() {
     let aws = setup(10).await;
     contract::outbox_contract(aws.store().as_ref()).await;

@@ -92,6 +92,12 @@ async fn idempotency() {
 }
 
 #[tokio::test]
+async fn webhook_endpoints() {
+    let (_d, s, _) = open(10);
+    contract::webhook_endpoints_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
 async fn outbox() {
     let (_d, s, _) = open(10);
     contract::outbox_contract(s.as_ref()).await;

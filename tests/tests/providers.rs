@@ -450,7 +450,13 @@ async fn a_webhook_redirect_is_not_followed() {
 async fn webhook_urls_are_checked_against_ssrf() {
     use herald::providers::config::{Secret, WebhookConfig};
     use herald::providers::webhook::Webhook;
-    let cfg = |url: &str| WebhookConfig { url: url.into(), secret: Secret::new(WHSEC), allow_loopback: false };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
+    let sandbox = std::sync::Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let build = |url: &str| {
+        let cfg = WebhookConfig { url: url.into(), secret: Secret::new(WHSEC) };
+        Webhook::new(Some(&cfg), store.clone(), sandbox.clone(), false, Duration::from_secs(1))
+    };
     for bad in [
         "http://bot.example.com/hook",
         "https://10.0.0.8/hook",
@@ -458,11 +464,11 @@ async fn webhook_urls_are_checked_against_ssrf() {
         "https://[::1]/",
         "http://127.0.0.1:9/",
     ] {
-        let err = Webhook::new(cfg(bad), Duration::from_secs(1)).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        let err = build(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
         assert!(err.starts_with("HERALD_WEBHOOK_URL"), "{err}");
     }
     // A name that resolves to loopback is refused when it is sent to, with the reason.
-    let hook = Webhook::new(cfg("https://localhost:9/hook"), Duration::from_secs(1)).unwrap();
+    let hook = build("https://localhost:9/hook").unwrap();
     let m = herald::providers::OutboundMessage {
         tenant_id: "t".into(),
         request_id: "r".into(),
@@ -488,4 +494,51 @@ async fn webhook_urls_are_checked_against_ssrf() {
         }
         other => panic!("a loopback name must be refused, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn each_tenant_sets_its_own_webhook_endpoint_and_secret() {
+    let fake_a = FakeProvider::start(Reply::json(200, json!({}))).await;
+    let fake_b = FakeProvider::start(Reply::json(200, json!({}))).await;
+    let s = TestServer::start().await;
+    let key_b = s.key_for("tenant-b").await;
+
+    // Checked against SSRF: http only to loopback (and only in local mode), no private address.
+    for bad in ["http://bot.example.com/hook", "https://10.1.2.3/hook", "https://169.254.169.254/x", "not a url"] {
+        let (status, body) = s.put("/v1/webhook", json!({"url": bad})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], "url");
+    }
+    let (status, a) = s.put("/v1/webhook", json!({"url": format!("{}/a", fake_a.url)})).await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let secret_a = a["secret"].as_str().unwrap().to_string();
+    assert!(secret_a.starts_with("whsec_"));
+    let (_, shown) = s.get("/v1/webhook").await;
+    assert!(shown.get("secret").is_none(), "the secret is shown once: {shown}");
+    let (status, b) =
+        s.call_as(&key_b, reqwest::Method::PUT, "/v1/webhook", Some(json!({"url": format!("{}/b", fake_b.url)}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(b["secret"], a["secret"], "each tenant signs with its own secret");
+
+    let row = send(&s, json!({"recipients": [{"webhook_user_id": "u1"}], "flow": {"flow_id": "welcome"}})).await;
+    assert_eq!((row["status"].clone(), row["provider"].clone()), (json!("sent"), json!("webhook")));
+    assert!(fake_b.requests().is_empty(), "tenant A's send went to tenant B's endpoint");
+    let r = &fake_a.requests()[0];
+    assert_eq!(r.path, "/a");
+    let key = herald::providers::webhook::signing_key(&secret_a).unwrap();
+    let ts: i64 = r.headers["webhook-timestamp"].parse().unwrap();
+    assert_eq!(
+        r.headers["webhook-signature"],
+        herald::providers::webhook::sign(&key, &r.headers["webhook-id"], ts, &r.body)
+    );
+
+    // Rotating the secret answers the new one; deleting the endpoint falls back to the sandbox.
+    let (status, rotated) = s.put("/v1/webhook?rotate_secret=true", json!({"url": format!("{}/a", fake_a.url)})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(rotated["secret"], a["secret"]);
+    assert_eq!(s.call(reqwest::Method::DELETE, "/v1/webhook", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.get("/v1/webhook").await.0, StatusCode::NOT_FOUND);
+    let row = send(&s, json!({"recipients": [{"webhook_user_id": "u1"}], "flow": {"flow_id": "welcome"}})).await;
+    assert!(row["external_message_id"].as_str().unwrap().starts_with("sbx_"), "{row}");
+    assert_eq!(fake_a.requests().len(), 1);
 }

@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod idempotency;
+mod webhook;
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
@@ -43,6 +44,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/contacts", axum::routing::post(catalog::upsert_contact))
         .route("/v1/contacts/{id}", put(catalog::put_contact).get(catalog::get_contact))
         .route("/v1/outbox", get(outbox))
+        .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
         .merge(crate::dialects::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

@@ -72,8 +72,6 @@ pub struct WebhookConfig {
     pub url: String,
     /// `whsec_<base64>`, per the Standard Webhooks spec.
     pub secret: Secret,
-    /// Local mode only: allow `http://` to a loopback address (a bot on the same machine).
-    pub allow_loopback: bool,
 }
 
 /// Every provider's configuration; a channel whose block is absent uses the sandbox.
@@ -166,12 +164,7 @@ impl ProviderConfig {
         }
         c.email_from = get("EMAIL_FROM");
         if let Some(url) = get("WEBHOOK_URL") {
-            c.webhook = Some(WebhookConfig {
-                url,
-                secret: Secret::new(need("WEBHOOK_SECRET", "WEBHOOK_URL")?),
-                // Set by the local shape only (`herald serve`); never on AWS.
-                allow_loopback: false,
-            });
+            c.webhook = Some(WebhookConfig { url, secret: Secret::new(need("WEBHOOK_SECRET", "WEBHOOK_URL")?) });
         }
         for provider in ["whatsapp", "sms", "messenger", "telegram", "slack", "email"] {
             let up = provider.to_ascii_uppercase();

@@ -108,12 +108,15 @@ pub struct Providers {
 
 impl Providers {
     /// The configured providers, with `fallback` (the sandbox) for every channel left unconfigured.
+    /// `allow_loopback`: webhooks may go to this machine (the local shape only).
     pub fn from_config(
         c: &config::ProviderConfig,
         http: reqwest::Client,
         fallback: Arc<dyn Provider>,
+        endpoints: Arc<dyn crate::ports::WebhookEndpoints>,
+        allow_loopback: bool,
     ) -> Result<Providers, String> {
-        let mut p = Providers::all(fallback);
+        let mut p = Providers::all(fallback.clone());
         let paced = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
             let pace =
                 c.paces.get(provider.name()).copied().unwrap_or_else(|| pacing::Pace::default_for(provider.name()));
@@ -134,10 +137,11 @@ impl Providers {
         if let Some(s) = &c.slack {
             p.set(Channel::Slack, paced(Arc::new(slack::Slack::new(http.clone(), s.clone()))));
         }
-        if let Some(w) = &c.webhook {
-            let timeout = std::time::Duration::from_secs(15);
-            p.set(Channel::Webhook, paced(Arc::new(webhook::Webhook::new(w.clone(), timeout)?)));
-        }
+        // Tenants may set their own endpoint at any time, so the webhook channel always goes
+        // through the webhook provider; it falls back to the sandbox for a tenant without one.
+        let timeout = std::time::Duration::from_secs(15);
+        let hook = webhook::Webhook::new(c.webhook.as_ref(), endpoints, fallback, allow_loopback, timeout)?;
+        p.set(Channel::Webhook, paced(Arc::new(hook)));
         Ok(p)
     }
 

@@ -8,15 +8,21 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use super::config::WebhookConfig;
 use super::http;
 use super::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
+use crate::ports::WebhookEndpoints;
 
+/// Posts to the tenant's own endpoint (`PUT /v1/webhook`), else to the deployment's
+/// (`HERALD_WEBHOOK_URL`); a tenant with neither gets the sandbox, as every unconfigured channel does.
 pub struct Webhook {
     http: reqwest::Client,
-    config: WebhookConfig,
-    url: url::Url,
-    key: Vec<u8>,
+    allow_loopback: bool,
+    endpoints: Arc<dyn WebhookEndpoints>,
+    default: Option<(url::Url, Vec<u8>)>,
+    fallback: Arc<dyn Provider>,
 }
 
 /// The signing key of a `whsec_…` secret (base64 after the prefix).
@@ -35,20 +41,55 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig, timeout: std::time::Duration) -> Result<Webhook, String> {
-        let url = super::ssrf::check_url(&config.url, config.allow_loopback)
-            .map_err(|e| format!("HERALD_WEBHOOK_URL: {e}"))?;
-        let key = signing_key(config.secret.expose())?;
+    pub fn new(
+        default: Option<&WebhookConfig>,
+        endpoints: Arc<dyn WebhookEndpoints>,
+        fallback: Arc<dyn Provider>,
+        allow_loopback: bool,
+        timeout: std::time::Duration,
+    ) -> Result<Webhook, String> {
+        let default = match default {
+            Some(c) => Some((
+                super::ssrf::check_url(&c.url, allow_loopback).map_err(|e| format!("HERALD_WEBHOOK_URL: {e}"))?,
+                signing_key(c.secret.expose())?,
+            )),
+            None => None,
+        };
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(std::time::Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(std::sync::Arc::new(super::ssrf::PublicResolver { allow_loopback: config.allow_loopback }))
+            .dns_resolver(Arc::new(super::ssrf::PublicResolver { allow_loopback }))
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Webhook { http, config, url, key })
+        Ok(Webhook { http, allow_loopback, endpoints, default, fallback })
     }
+
+    /// The URL and signing key for a tenant, if it or the deployment has one.
+    async fn endpoint(&self, tenant: &str) -> Result<Option<(url::Url, Vec<u8>)>, ProviderError> {
+        let own = self.endpoints.get_webhook(tenant).await.map_err(|e| ProviderError::Transient {
+            code: Some("store".into()),
+            message: e.to_string(),
+            retry_after: None,
+        })?;
+        let Some(e) = own else { return Ok(self.default.clone()) };
+        let refused = |m: String| ProviderError::Permanent {
+            code: Some("ssrf".into()),
+            message: format!("webhook URL refused: {m}"),
+        };
+        let url = super::ssrf::check_url(&e.url, self.allow_loopback).map_err(|r| refused(r.0))?;
+        let key = signing_key(&e.secret).map_err(|m| ProviderError::Permanent { code: None, message: m })?;
+        Ok(Some((url, key)))
+    }
+}
+
+/// A new signing secret: `whsec_` and 24 random bytes in base64.
+pub fn new_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// The event body: what the bot backend receives.
@@ -74,21 +115,23 @@ impl Provider for Webhook {
     }
 
     async fn send(&self, m: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
-        // DNS can change after start-up: check where the host points now (the client's resolver
-        // checks the connection again).
-        super::ssrf::check_resolved(&self.url, self.config.allow_loopback).await.map_err(|e| {
-            ProviderError::Permanent { code: Some("ssrf".into()), message: format!("webhook URL refused: {e}") }
+        let Some((url, key)) = self.endpoint(&m.tenant_id).await? else { return self.fallback.send(m).await };
+        // DNS can change: check where the host points now (the client's resolver checks the
+        // connection again).
+        super::ssrf::check_resolved(&url, self.allow_loopback).await.map_err(|e| ProviderError::Permanent {
+            code: Some("ssrf".into()),
+            message: format!("webhook URL refused: {e}"),
         })?;
         let body = event(m).to_string();
         // The row id is the webhook id: stable across retries, so the receiver can drop a repeat.
         let ts = crate::domain::now().timestamp();
         let req = self
             .http
-            .post(&self.config.url)
+            .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", &m.row_id)
             .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", sign(&self.key, &m.row_id, ts, &body))
+            .header("webhook-signature", sign(&key, &m.row_id, ts, &body))
             .body(body);
         let answer = http::send("webhook", req).await?;
         match answer.status {

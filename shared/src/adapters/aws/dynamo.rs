@@ -803,6 +803,21 @@ impl Idempotency for DynamoStore {
     }
 }
 
+// ---------------------------------------------------------------- tenant webhook endpoints
+
+#[async_trait]
+impl WebhookEndpoints for DynamoStore {
+    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        self.get_entry(tenant, "WEBHOOK").await
+    }
+    async fn put_webhook(&self, tenant: &str, e: &WebhookEndpoint) -> StoreResult<()> {
+        self.put_entry(tenant, "WEBHOOK".into(), e).await
+    }
+    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool> {
+        self.delete(tenant_pk(tenant), "WEBHOOK").await
+    }
+}
+
 // ---------------------------------------------------------------- outbox
 
 #[async_trait]

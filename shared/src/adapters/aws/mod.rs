@@ -104,7 +104,7 @@ impl AwsConfig {
         // in the table, so a deployment can be tried end to end before providers are set up.
         let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
         let client = crate::providers::http::client(self.settings.provider_timeout + std::time::Duration::from_secs(1));
-        let providers = Providers::from_config(&provider_config, client, sandbox)
+        let providers = Providers::from_config(&provider_config, client, sandbox, store.clone(), false)
             .map_err(|problem| ConfigError { name: "HERALD_*", problem })?
             .with_ses(&provider_config, &sdk);
         Ok(Herald::new(Stores::from_one(store), queue, providers, self.settings).with_provider_config(provider_config))

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     status INTEGER, body TEXT, locked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, key)
 );
+CREATE TABLE IF NOT EXISTS tenant_webhooks (tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, tenant_id TEXT NOT NULL,
     request_id TEXT NOT NULL, row_id TEXT NOT NULL, data TEXT NOT NULL
@@ -652,6 +653,43 @@ impl Idempotency for EmbeddedStore {
                 )?;
                 Ok(())
             })
+            .await
+    }
+}
+
+// ---------------------------------------------------------------- tenant webhook endpoints
+
+#[async_trait]
+impl WebhookEndpoints for EmbeddedStore {
+    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        let tenant = tenant.to_string();
+        self.db
+            .call(move |c| {
+                let data: Option<String> = c
+                    .query_row("SELECT data FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant], |r| r.get(0))
+                    .optional()?;
+                Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
+            })
+            .await
+    }
+
+    async fn put_webhook(&self, tenant: &str, e: &WebhookEndpoint) -> StoreResult<()> {
+        let (tenant, data) = (tenant.to_string(), serde_json::to_string(e)?);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO tenant_webhooks (tenant_id, data) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET data = excluded.data",
+                    params![tenant, data],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool> {
+        let tenant = tenant.to_string();
+        self.db
+            .call(move |c| Ok(c.execute("DELETE FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant])? > 0))
             .await
     }
 }
