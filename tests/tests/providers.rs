@@ -542,3 +542,142 @@ async fn each_tenant_sets_its_own_webhook_endpoint_and_secret() {
     assert!(row["external_message_id"].as_str().unwrap().starts_with("sbx_"), "{row}");
     assert_eq!(fake_a.requests().len(), 1);
 }
+
+// ------------------------------------------------------------------ every error class, every provider
+
+/// One provider's fake-pointing settings, a recipient it serves, its success answer, and a
+/// permanent refusal in its own words.
+struct Case {
+    name: &'static str,
+    settings: Vec<(&'static str, String)>,
+    recipient: Value,
+    /// Fields the channel's rules need (Messenger outside the window: a tag).
+    extra: Value,
+    ok: Reply,
+    permanent: Reply,
+}
+
+fn cases(url: &str) -> Vec<Case> {
+    let u = url.to_string();
+    vec![
+        Case {
+            name: "sms",
+            settings: vec![
+                ("TWILIO_ACCOUNT_SID", "AC1".into()),
+                ("TWILIO_AUTH_TOKEN", "t".into()),
+                ("TWILIO_FROM", "+15005550006".into()),
+                ("TWILIO_BASE_URL", u.clone()),
+            ],
+            recipient: json!({"phone": "+14155550123"}),
+            extra: json!({}),
+            ok: Reply::json(201, json!({"sid": "SMok"})),
+            permanent: tw_error(400, 21408, "Permission to send an SMS has not been enabled for the region"),
+        },
+        Case {
+            name: "messenger",
+            settings: vec![("MESSENGER_PAGE_TOKEN", "p".into()), ("MESSENGER_BASE_URL", u.clone())],
+            recipient: json!({"messenger_psid": "psid-1"}),
+            extra: json!({"messaging_tag": "ACCOUNT_UPDATE"}),
+            ok: Reply::json(200, json!({"recipient_id": "psid-1", "message_id": "m_ok"})),
+            permanent: wa_error(400, 100, "Invalid parameter"),
+        },
+        Case {
+            name: "telegram",
+            settings: vec![("TELEGRAM_BOT_TOKEN", "1:A".into()), ("TELEGRAM_BASE_URL", u.clone())],
+            recipient: json!({"telegram_chat_id": "9001"}),
+            extra: json!({}),
+            ok: Reply::json(200, json!({"ok": true, "result": {"message_id": 1}})),
+            permanent: Reply::json(
+                403,
+                json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+            ),
+        },
+        Case {
+            name: "slack",
+            settings: vec![("SLACK_BOT_TOKEN", "xoxb".into()), ("SLACK_BASE_URL", u.clone())],
+            recipient: json!({"slack_id": "C1"}),
+            extra: json!({}),
+            ok: Reply::json(200, json!({"ok": true, "channel": "C1", "ts": "1.2"})),
+            permanent: Reply::json(200, json!({"ok": false, "error": "not_in_channel"})),
+        },
+        Case {
+            name: "webhook",
+            settings: vec![("WEBHOOK_URL", format!("{u}/hook")), ("WEBHOOK_SECRET", WHSEC.into())],
+            recipient: json!({"webhook_user_id": "u1"}),
+            extra: json!({}),
+            ok: Reply::json(200, json!({})),
+            permanent: Reply::raw(410, "gone"),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_provider_retries_5xx_timeouts_and_resets_and_stops_on_a_refusal() {
+    for case in cases("http://placeholder") {
+        let fake = FakeProvider::start(Reply::raw(500, "unused")).await;
+        let Case { name, settings, recipient, extra, ok, permanent } =
+            cases(&fake.url).into_iter().find(|c| c.name == case.name).unwrap();
+        let mut pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // Retries of one row go to one recipient: keep per-recipient spacing out of the way.
+        let spacing = format!("{}_RECIPIENT_SPACING_MS", name.to_uppercase());
+        pairs.push((&spacing, "1"));
+        let s = server(&pairs, Duration::from_millis(300)).await;
+        let body = |r: &Value| {
+            let mut b = json!({"recipients": [r], "messages": [{"text": "x"}], "channel": name});
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+
+        // 5xx, a timeout and a garbled 5xx are retried until the provider takes the message.
+        fake.script([
+            Reply::raw(503, "Service Unavailable"),
+            ok.clone().after(Duration::from_secs(1)),
+            Reply::raw(502, "<html>"),
+            ok.clone(),
+        ]);
+        let row = send(&s, body(&recipient)).await;
+        assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("sent"), json!(4)), "{name}: {row}");
+        assert!(row["external_message_id"].is_string(), "{name}");
+
+        // A refusal in the provider's own words is final at once.
+        fake.script([permanent.clone()]);
+        let row = send(&s, body(&recipient)).await;
+        assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("failed"), json!(1)), "{name}: {row}");
+
+        // A 2xx Herald cannot read is not retried: the message may have gone.
+        if name != "webhook" {
+            fake.script([Reply::raw(200, "not json at all")]);
+            let row = send(&s, body(&recipient)).await;
+            assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("failed"), json!(1)), "{name}: {row}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_retried_then_failed_with_the_reason() {
+    // A port nothing listens on: every connection is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let s = server(
+        &[
+            ("TELEGRAM_BOT_TOKEN", "1:A"),
+            ("TELEGRAM_BASE_URL", &format!("http://{dead}")),
+            ("TELEGRAM_RECIPIENT_SPACING_MS", "1"),
+        ],
+        Duration::from_millis(300),
+    )
+    .await;
+    let row = send(&s, json!({"recipients": [{"telegram_chat_id": "1"}], "messages": [{"text": "x"}]})).await;
+    assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("failed"), json!(8)), "{row}");
+    assert!(row["error_message"].as_str().unwrap().contains("could not be reached"), "{row}");
+}
+
+#[tokio::test]
+async fn an_sms_with_a_media_header_sends_its_media_url() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SMm"}))).await;
+    let s = twilio(&fake).await;
+    s.put("/v1/templates/mms", json!({"channel": "sms", "body": "Your ticket", "header": {"type": "image"}})).await;
+    let row = send(&s, json!({"recipients": [{"phone": "+14155550123"}], "template": "mms", "media": {"link": "https://example.com/t.png"}})).await;
+    assert_eq!(row["status"], "sent");
+    let form = fake.requests()[0].form();
+    assert!(form.contains(&("MediaUrl".into(), "https://example.com/t.png".into())), "{form:?}");
+}
