@@ -105,6 +105,11 @@ pub fn env_settings() -> HashMap<String, String> {
 pub struct MissingSetting(pub String, pub String);
 
 impl ProviderConfig {
+    /// The pace of a provider: its settings, else the defaults of its published limits.
+    pub fn pace(&self, provider: &str) -> super::pacing::Pace {
+        self.paces.get(provider).copied().unwrap_or_else(|| super::pacing::Pace::default_for(provider))
+    }
+
     /// From `HERALD_*` environment variables.
     pub fn from_env() -> Result<ProviderConfig, MissingSetting> {
         ProviderConfig::from_map(&env_settings())

@@ -118,8 +118,7 @@ impl Providers {
     ) -> Result<Providers, String> {
         let mut p = Providers::all(fallback.clone());
         let paced = |provider: Arc<dyn Provider>| -> Arc<dyn Provider> {
-            let pace =
-                c.paces.get(provider.name()).copied().unwrap_or_else(|| pacing::Pace::default_for(provider.name()));
+            let pace = c.pace(provider.name());
             Arc::new(pacing::Paced::new(provider, pace))
         };
         if let Some(w) = &c.whatsapp {
@@ -150,8 +149,7 @@ impl Providers {
     pub fn with_ses(mut self, c: &config::ProviderConfig, sdk: &aws_config::SdkConfig) -> Providers {
         if let Some(from) = &c.email_from {
             let ses = email::Ses::new(aws_sdk_sesv2::Client::new(sdk), from.clone());
-            let pace = c.paces.get("email").copied().unwrap_or_else(|| pacing::Pace::default_for("email"));
-            self.set(Channel::Email, Arc::new(pacing::Paced::new(Arc::new(ses), pace)));
+            self.set(Channel::Email, Arc::new(pacing::Paced::new(Arc::new(ses), c.pace("email"))));
         }
         self
     }
