@@ -59,6 +59,17 @@ enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Revoke a tenant's key by the prefix `keys list` shows; it stops working at once.
+    /// To rotate a key, create a new one, move your clients to it, then revoke the old one.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The key's prefix, as `keys list` shows it (e.g. hk_3f9a2b1c).
+        #[arg(long)]
+        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -116,6 +127,9 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Keys { command: KeysCommand::Create { tenant, store } } => keys_create(&tenant, &store).await,
         Command::Keys { command: KeysCommand::List { tenant, store } } => keys_list(&tenant, &store).await,
+        Command::Keys { command: KeysCommand::Revoke { tenant, prefix, store } } => {
+            keys_revoke(&tenant, &prefix, &store).await
+        }
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
     };
@@ -148,4 +162,26 @@ async fn keys_list(tenant: &str, store: &StoreArgs) -> Result<(), String> {
         println!("{:<14} {:<26} {}", format!("{}…", k.display_prefix), k.created_at.to_rfc3339(), state);
     }
     Ok(())
+}
+
+async fn keys_revoke(tenant: &str, prefix: &str, store: &StoreArgs) -> Result<(), String> {
+    let store = store.open().await?;
+    let prefix = prefix.trim_end_matches('…');
+    let keys = store.list_keys(tenant).await.map_err(|e| e.to_string())?;
+    let matching: Vec<_> = keys.iter().filter(|k| k.display_prefix.starts_with(prefix) && prefix.len() >= 6).collect();
+    let key = match matching.as_slice() {
+        [one] => one,
+        [] => return Err(format!("tenant {tenant:?} has no key with prefix {prefix:?} (see `herald keys list`)")),
+        _ => return Err(format!("prefix {prefix:?} matches {} keys; give more of it", matching.len())),
+    };
+    if key.revoked_at.is_some() {
+        return Err(format!("key {}… is already revoked", key.display_prefix));
+    }
+    store.revoke_key(tenant, &key.lookup, chrono_now()).await.map_err(|e| e.to_string())?;
+    eprintln!("revoked key {}… of tenant {tenant:?}", key.display_prefix);
+    Ok(())
+}
+
+fn chrono_now() -> herald::domain::DateTimeUtc {
+    herald::domain::now()
 }

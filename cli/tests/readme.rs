@@ -79,3 +79,30 @@ fn the_readme_walkthrough_works_as_written() {
         );
     }
 }
+
+#[test]
+fn keys_are_created_listed_and_revoked_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_herald")).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, key, _) = herald(&["keys", "create", "--tenant", "acme"]);
+    assert!(ok);
+    let key = key.trim().to_string();
+    assert!(key.starts_with("hk_") && key.len() == 51, "{key}");
+    let (ok, listed, _) = herald(&["keys", "list", "--tenant", "acme"]);
+    assert!(ok && listed.contains(&key[..11]) && !listed.contains(&key), "list shows prefixes only: {listed}");
+    assert!(listed.contains("active"));
+    let (ok, _, err) = herald(&["keys", "revoke", "--tenant", "other", "--prefix", &key[..11]]);
+    assert!(!ok && err.contains("no key with prefix"), "{err}");
+    let (ok, _, err) = herald(&["keys", "revoke", "--tenant", "acme", "--prefix", &key[..11]]);
+    assert!(ok, "{err}");
+    let (_, listed, _) = herald(&["keys", "list", "--tenant", "acme"]);
+    assert!(listed.contains("revoked"), "{listed}");
+}

@@ -209,6 +209,9 @@ pub trait ApiKeys: Send + Sync {
     async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn find_key(&self, lookup: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes the tenant's key with this lookup id; `false` if it has none such or it was
+    /// revoked already. A revoked key authenticates nothing.
+    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 // ---------------------------------------------------------------- idempotency

@@ -316,6 +316,18 @@ pub async fn keys_contract(k: &dyn ApiKeys) {
     assert!(key.starts_with(&listed[0].display_prefix) && listed[0].display_prefix.len() < key.len());
     assert!(k.list_keys("other").await.unwrap().is_empty());
     assert_eq!(k.count_tenants().await.unwrap(), 1);
+
+    // Revocation: only by the owning tenant, once, and the key stops working at once.
+    let lookup = listed[0].lookup.clone();
+    assert!(!k.revoke_key("other", &lookup, now()).await.unwrap(), "another tenant cannot revoke it");
+    assert!(k.revoke_key("acme", &lookup, now()).await.unwrap());
+    assert!(!k.revoke_key("acme", &lookup, now()).await.unwrap(), "revoked once");
+    assert_eq!(
+        herald::service::keys::authenticate(k, &key).await.unwrap(),
+        None,
+        "a revoked key authenticates nothing"
+    );
+    assert!(k.list_keys("acme").await.unwrap()[0].revoked_at.is_some());
 }
 
 pub async fn idempotency_contract(i: &dyn Idempotency) {

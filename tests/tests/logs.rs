@@ -42,7 +42,13 @@ async fn a_full_broadcast_logs_no_personal_data_or_secrets() {
         ("TWILIO_BASE_URL", fake.url.as_str()),
     ];
     let m = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let s = TestServer::start_with_providers(fast_settings(), Default::default(), 4, &ProviderConfig::from_map(&m).unwrap()).await;
+    let s = TestServer::start_with_providers(
+        fast_settings(),
+        Default::default(),
+        4,
+        &ProviderConfig::from_map(&m).unwrap(),
+    )
+    .await;
     fake.script([Reply::json(500, json!({"code": 20500, "message": "Internal"}))]);
 
     let (_, answer) = s

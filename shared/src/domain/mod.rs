@@ -26,6 +26,9 @@ pub use request::{
 pub use row::{Job, RecipientRow, RowView};
 pub use status::Status;
 
+/// A point in time, as Herald stores them (UTC, millisecond precision).
+pub type DateTimeUtc = chrono::DateTime<chrono::Utc>;
+
 /// A tenant id: an organisation or bot account. Every stored thing belongs to exactly one.
 pub type TenantId = String;
 

@@ -426,6 +426,29 @@ impl ApiKeys for DynamoStore {
         Ok(self.get(format!("KEY#{lookup}"), "KEY", false).await?.map(|i| key_record(&i)).transpose()?)
     }
 
+    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        // Both copies of the key (by hash, by tenant) say revoked, or neither does.
+        let update = |pk: String, sk: String| -> StoreResult<TransactWriteItem> {
+            let u = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .update_expression("SET revoked_at = :at")
+                .condition_expression("tenant = :t AND attribute_not_exists(revoked_at)")
+                .expression_attribute_values(":at", n(millis(at)))
+                .expression_attribute_values(":t", s(tenant))
+                .build()
+                .map_err(unavailable)?;
+            Ok(TransactWriteItem::builder().update(u).build())
+        };
+        let items =
+            vec![update(format!("KEY#{lookup}"), "KEY".into())?, update(tenant_pk(tenant), format!("KEY#{lookup}"))?];
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TransactError::Canceled) => Ok(false),
+            Err(TransactError::Store(e)) => Err(e),
+        }
+    }
+
     async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
         let items = self.query_prefix(tenant_pk(tenant), "KEY#").await?;
         let mut keys = items.iter().map(key_record).collect::<StoreResult<Vec<_>>>()?;

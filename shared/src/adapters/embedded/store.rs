@@ -226,6 +226,10 @@ impl ApiKeys for EmbeddedStore {
             .await
     }
 
+    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.revoke(tenant, lookup, at).await
+    }
+
     async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.to_string();
         self.db
@@ -251,6 +255,20 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         created_at: at(r.get(4)?),
         revoked_at: r.get::<_, Option<i64>>(5)?.map(at),
     })
+}
+
+impl EmbeddedStore {
+    async fn revoke(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let (tenant, lookup) = (tenant.to_string(), lookup.to_string());
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND lookup = ?2 AND revoked_at IS NULL",
+                    params![tenant, lookup, ms(at)],
+                )? == 1)
+            })
+            .await
+    }
 }
 
 // ---------------------------------------------------------------- catalog
