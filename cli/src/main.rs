@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect and redrive jobs in the local dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Send a message through a running Herald (POST /v1/broadcasts).
     Send(client::SendArgs),
     /// Follow a send request until every row is terminal, then print its rows.
@@ -69,6 +74,23 @@ enum KeysCommand {
         prefix: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// The dead-lettered jobs with their rows' status and reason.
+    List {
+        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put every dead-lettered job back on the queue (a running `herald serve` picks them up).
+    /// A job whose row already ended (`failed` after its last try) is dropped when it comes back.
+    Redrive {
+        #[arg(long, default_value = ".herald", env = "HERALD_DATA_DIR")]
+        data_dir: PathBuf,
     },
 }
 
@@ -130,6 +152,8 @@ async fn main() -> ExitCode {
         Command::Keys { command: KeysCommand::Revoke { tenant, prefix, store } } => {
             keys_revoke(&tenant, &prefix, &store).await
         }
+        Command::Dlq { command: DlqCommand::List { data_dir, limit } } => dlq_list(&data_dir, limit).await,
+        Command::Dlq { command: DlqCommand::Redrive { data_dir } } => dlq_redrive(&data_dir).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
     };
@@ -184,4 +208,41 @@ async fn keys_revoke(tenant: &str, prefix: &str, store: &StoreArgs) -> Result<()
 
 fn chrono_now() -> herald::domain::DateTimeUtc {
     herald::domain::now()
+}
+
+async fn dlq_list(dir: &std::path::Path, limit: u32) -> Result<(), String> {
+    use herald::ports::Requests;
+    let (store, queue) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+    let dead = queue.dead_letters(limit).await.map_err(|e| e.to_string())?;
+    if dead.is_empty() {
+        println!("the dead-letter queue is empty");
+        return Ok(());
+    }
+    println!("{:<38} {:<44} {:>8}  {:<26} STATUS / REASON", "MESSAGE", "ROW", "RECEIVES", "DEAD SINCE");
+    for d in dead {
+        let job: Option<herald::domain::Job> = serde_json::from_str(&d.body).ok();
+        let (row, state) = match &job {
+            None => ("(not a Herald job)".to_string(), "-".to_string()),
+            Some(j) => match store.get_row(&j.tenant_id, &j.row_id).await.map_err(|e| e.to_string())? {
+                Some(r) => (r.id.clone(), format!("{} {}", r.status, r.error_message.unwrap_or_default())),
+                None => (j.row_id.clone(), "(no such row)".into()),
+            },
+        };
+        println!(
+            "{:<38} {:<44} {:>8}  {:<26} {}",
+            d.message_id,
+            row,
+            d.receive_count,
+            d.dead_at.to_rfc3339(),
+            state.trim()
+        );
+    }
+    Ok(())
+}
+
+async fn dlq_redrive(dir: &std::path::Path) -> Result<(), String> {
+    let (_, queue) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
+    let n = queue.redrive().await.map_err(|e| e.to_string())?;
+    eprintln!("moved {n} job(s) from the dead-letter queue back onto the queue");
+    Ok(())
 }
