@@ -26,6 +26,12 @@ pub struct ServeArgs {
     /// Base of the exponential retry backoff, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     backoff_base_ms: u64,
+    /// Send requests per second each tenant may make (a burst of twice as many is allowed).
+    #[arg(long, default_value_t = 50.0, env = "HERALD_TENANT_RPS")]
+    tenant_rps: f64,
+    /// Recipients per minute each tenant may send to.
+    #[arg(long, default_value_t = 60_000.0, env = "HERALD_TENANT_RECIPIENTS_PER_MINUTE")]
+    tenant_recipients_per_minute: f64,
     /// Make the sandbox provider take this long per message (for tests).
     #[arg(long, default_value_t = 0, env = "HERALD_SANDBOX_DELAY_MS")]
     sandbox_delay_ms: u64,
@@ -41,8 +47,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.sandbox_fail_rate) {
         return Err("--sandbox-fail-rate must be between 0.0 and 1.0".into());
     }
+    if args.tenant_rps <= 0.0 || args.tenant_recipients_per_minute < 1.0 {
+        return Err("--tenant-rps and --tenant-recipients-per-minute must be positive".into());
+    }
     let settings = Settings {
         max_attempts: args.max_attempts.max(1),
+        tenant_limits: herald::service::admission::Limits {
+            requests_per_second: args.tenant_rps,
+            request_burst: args.tenant_rps * 2.0,
+            recipients_per_minute: args.tenant_recipients_per_minute,
+        },
         backoff_base: Duration::from_millis(args.backoff_base_ms.max(1)),
         ..Settings::default()
     };

@@ -31,6 +31,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// Whether tenants may set a webhook URL on a loopback address (the local shape only).
     pub allow_loopback_webhooks: bool,
+    /// What each tenant may send (requests per second, recipients per minute).
+    pub tenant_limits: crate::service::admission::Limits,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             max_receives: 10,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             allow_loopback_webhooks: false,
+            tenant_limits: Default::default(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct Herald {
     /// What status callbacks are verified with (app secrets, auth tokens, the public URL).
     pub provider_config: crate::providers::config::ProviderConfig,
     pub settings: Settings,
+    /// Per-tenant sending allowance.
+    pub admission: crate::service::admission::Admission,
     /// Send requests are immutable once stored, so delivery caches them.
     request_cache: Mutex<HashMap<(String, String), Arc<SendRequest>>>,
 }
@@ -112,6 +117,7 @@ impl Herald {
             queue,
             providers,
             provider_config: Default::default(),
+            admission: crate::service::admission::Admission::new(settings.tenant_limits),
             settings,
             request_cache: Mutex::new(HashMap::new()),
         }

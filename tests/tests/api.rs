@@ -486,3 +486,36 @@ async fn messaging_windows_decide_whatsapp_and_messenger_sends() {
     let reason = row["error_message"].as_str().unwrap();
     assert!(reason.contains("WhatsApp") && reason.contains("Messenger"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_sending_rate_gets_429_with_retry_after_and_nothing_is_stored() {
+    let mut settings = fast_settings();
+    settings.tenant_limits =
+        herald::service::admission::Limits { requests_per_second: 0.5, request_burst: 2.0, recipients_per_minute: 5.0 };
+    let s = TestServer::start_with(settings, SandboxBehaviour::default(), 0).await;
+    let one = json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}]});
+    assert_eq!(s.post("/v1/broadcasts", one.clone()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(s.post("/v1/broadcasts", one.clone()).await.0, StatusCode::ACCEPTED);
+    let resp = s.http.post(s.url("/v1/broadcasts")).bearer_auth(&s.key).json(&one).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 2, "a refused request stores nothing");
+
+    // Another tenant has its own allowance; more recipients than a minute's cap is refused outright.
+    let b = s.key_for("tenant-b").await;
+    let six: Vec<Value> = (0..6).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+    let (status, body) = s
+        .call_as(
+            &b,
+            reqwest::Method::POST,
+            "/v1/broadcasts",
+            Some(json!({"recipients": six, "messages": [{"text": "x"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_fields(&body), vec!["recipients"]);
+    let (status, _) = s.call_as(&b, reqwest::Method::POST, "/v1/broadcasts", Some(one)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}

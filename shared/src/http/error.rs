@@ -29,6 +29,10 @@ pub enum ApiError {
     },
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// Over the tenant's sending rate; `Retry-After` says when to try again (seconds).
+    TooManyRequests {
+        retry_after: u64,
+    },
     /// Something broke inside Herald; the detail goes to the log, not to the caller.
     Internal(String),
 }
@@ -44,6 +48,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +76,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(f) => ApiError::Validation(f.0),
             ServiceError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
             ServiceError::Conflict { code, message } => ApiError::Conflict { code, message, retry_after: None },
+            ServiceError::RateLimited(wait) => {
+                ApiError::TooManyRequests { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
+            }
             ServiceError::Store(s) => s.into(),
         }
     }
@@ -101,6 +109,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 ("unsupported_media_type", "send the body as JSON with Content-Type: application/json".into(), vec![])
             }
+            ApiError::TooManyRequests { retry_after } => {
+                ("rate_limited", format!("this tenant is over its sending rate; retry in {retry_after} s"), vec![])
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ("internal", "Herald could not complete the request; try again".into(), vec![])
@@ -112,11 +123,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after } => Some(*retry_after),
+            ApiError::Conflict { retry_after, .. } => *retry_after,
+            _ => None,
+        };
         let (code, message, fields) = self.describe();
         let body = json!({"error": {"code": code, "message": message, "fields": fields}});
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -23,6 +23,15 @@ pub struct Accepted {
 pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
     let (messages, campaign) = resolve_messages(h, tenant, &plan.source).await?;
     check_plan(&plan, &messages)?;
+    match h.admission.admit(tenant, plan.recipients.len() as u64) {
+        Ok(()) => {}
+        Err(super::admission::Refusal::Later(wait)) => return Err(ServiceError::RateLimited(wait)),
+        Err(super::admission::Refusal::TooMany { cap }) => {
+            let mut errs = FieldErrors::new();
+            errs.push("recipients", format!("more than this tenant's cap of {cap} recipients a minute"));
+            return Err(errs.into());
+        }
+    }
 
     let now = crate::domain::now();
     let request = SendRequest {

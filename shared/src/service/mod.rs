@@ -1,5 +1,6 @@
 //! The use cases. They know the ports, never axum, SQLite, SQS or DynamoDB.
 
+pub mod admission;
 pub mod callbacks;
 pub mod catalog;
 pub mod deliver;
@@ -20,6 +21,9 @@ pub enum ServiceError {
     /// No such thing in the caller's tenant.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The tenant is over its sending allowance: try again after this long.
+    #[error("over the tenant's sending rate; retry in {0:?}")]
+    RateLimited(std::time::Duration),
     /// The input clashes with stored state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },

@@ -73,6 +73,15 @@ impl AwsConfig {
         settings.max_receives = optional_number("MAX_RECEIVE_COUNT", settings.max_receives)?;
         let timeout = optional_number("PROVIDER_TIMEOUT_SECONDS", settings.provider_timeout.as_secs())?;
         settings.provider_timeout = std::time::Duration::from_secs(timeout);
+        let rps = optional_number("TENANT_RPS", settings.tenant_limits.requests_per_second)?;
+        settings.tenant_limits = crate::service::admission::Limits {
+            requests_per_second: rps,
+            request_burst: rps * 2.0,
+            recipients_per_minute: optional_number(
+                "TENANT_RECIPIENTS_PER_MINUTE",
+                settings.tenant_limits.recipients_per_minute,
+            )?,
+        };
         let provider_settings = crate::providers::config::env_settings();
         let secrets_arn = std::env::var("PROVIDER_SECRETS_ARN").ok().filter(|a| !a.is_empty());
         if secrets_arn.is_none() {
