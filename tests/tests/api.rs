@@ -519,3 +519,34 @@ async fn a_tenant_over_its_sending_rate_gets_429_with_retry_after_and_nothing_is
     let (status, _) = s.call_as(&b, reqwest::Method::POST, "/v1/broadcasts", Some(one)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_send_once() {
+    let s = TestServer::start().await;
+    let body = json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "only once"}]});
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (http, url, key, body) = (s.http.clone(), s.url("/v1/broadcasts"), s.key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp =
+                http.post(url).bearer_auth(key).header("Idempotency-Key", "race-1").json(&body).send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (status, answer) = t.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => ids.push(answer["request_id"].as_str().unwrap().to_string()),
+            // The losers of the race are told the first request is still being handled.
+            StatusCode::CONFLICT => assert_eq!(answer["error"]["code"], "idempotency_key_in_progress"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every accepted answer names the same request: {ids:?}");
+    s.wait_terminal(&ids[0], WAIT).await;
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1);
+    assert_eq!(s.outbox(&ids[0]).await.len(), 1, "one message sent");
+}
