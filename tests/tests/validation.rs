@@ -526,7 +526,10 @@ async fn send(server: &TestServer, case: &Case) -> Result<Answer, String> {
     if let Payload::Chunked(bytes) = &case.payload {
         return send_chunked(server, case, bytes).await;
     }
-    let mut req = server.http.request(case.method.clone(), server.url(&case.path));
+    // A fresh connection per case: the server closes a connection after refusing an oversized
+    // body unread, and a pooled client could pick that closing connection for the next case.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let mut req = client.request(case.method.clone(), server.url(&case.path));
     req = match &case.auth {
         Auth::Default => req.bearer_auth(&server.key),
         Auth::Missing => req,
