@@ -550,3 +550,35 @@ async fn concurrent_requests_with_one_idempotency_key_send_once() {
     assert_eq!(s.local.store.counts().await.unwrap().requests, 1);
     assert_eq!(s.outbox(&ids[0]).await.len(), 1, "one message sent");
 }
+
+#[tokio::test]
+async fn outside_the_local_shape_media_links_must_be_https_and_public() {
+    use herald::app::{Herald, Stores};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
+    let sandbox = std::sync::Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    // The AWS shape's settings: no loopback, https only.
+    let h = Herald::new(Stores::from_one(store), queue, herald::providers::Providers::all(sandbox), fast_settings());
+    let plan = |link: &str| {
+        serde_json::from_value::<herald::domain::BroadcastBody>(json!({
+            "recipients": [{"phone": "+14155550123"}],
+            "template": {"body": "ticket", "header": {"type": "image"}},
+            "media": {"link": link}
+        }))
+        .unwrap()
+        .validate()
+        .unwrap()
+    };
+    for bad in [
+        "http://cdn.example.com/a.png",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.5/a.png",
+        "https://localhost/a.png",
+    ] {
+        match herald::service::ingest::ingest(&h, "t", plan(bad), "native").await {
+            Err(herald::service::ServiceError::Invalid(e)) => assert_eq!(e.0[0].field, "media.link", "{bad}"),
+            other => panic!("{bad} accepted: {other:?}"),
+        }
+    }
+    assert!(herald::service::ingest::ingest(&h, "t", plan("https://93.184.216.34/a.png"), "native").await.is_ok());
+}

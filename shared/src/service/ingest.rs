@@ -23,6 +23,7 @@ pub struct Accepted {
 pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
     let (messages, campaign) = resolve_messages(h, tenant, &plan.source).await?;
     check_plan(&plan, &messages)?;
+    check_media_links(h, &plan, &messages).await?;
     match h.admission.admit(tenant, plan.recipients.len() as u64) {
         Ok(()) => {}
         Err(super::admission::Refusal::Later(wait)) => return Err(ServiceError::RateLimited(wait)),
@@ -109,6 +110,31 @@ async fn deliver_inline(h: &Herald, rows: &[RecipientRow]) -> Result<(), Service
         }
     }
     Ok(())
+}
+
+/// Media links go to providers, which fetch them: outside the local shape they must be https and
+/// resolve only to public addresses, so a tenant cannot aim a provider at internal hosts.
+async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
+    if h.settings.allow_loopback_webhooks {
+        return Ok(());
+    }
+    let header_links = messages.iter().filter_map(|m| m.template.as_ref()?.header.as_ref()?.link.as_deref());
+    let links = plan
+        .media
+        .iter()
+        .map(|m| ("media.link", m.link.as_str()))
+        .chain(header_links.map(|l| ("template.header.link", l)));
+    let mut errs = FieldErrors::new();
+    for (field, link) in links {
+        let checked = match crate::providers::ssrf::check_url(link, false) {
+            Ok(url) => crate::providers::ssrf::check_resolved(&url, false).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            errs.push(field, e.0);
+        }
+    }
+    errs.finish(()).map_err(Into::into)
 }
 
 /// The messages a plan fires, snapshotted from the catalog, and the campaign if one was named.
