@@ -1,0 +1,119 @@
+//! The window no queue can close: the provider accepted the message, and the worker died before
+//! the row said so. Herald's policy: whoever reclaims the row asks the provider first (`lookup`)
+//! and resends only if the provider cannot say. These tests measure the duplicates that causes:
+//! none with a provider that can answer, exactly one per crash with one that cannot.
+
+use async_trait::async_trait;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::app::{Herald, Settings, Stores};
+use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
+use herald_tests::fake::{FakeProvider, Reply};
+
+/// Sends through `inner`, then crashes the worker once, before the outcome is recorded.
+struct CrashAfterSend {
+    inner: Arc<dyn Provider>,
+    crashed: AtomicBool,
+}
+
+#[async_trait]
+impl Provider for CrashAfterSend {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn send(&self, m: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
+        let receipt = self.inner.send(m).await?;
+        if !self.crashed.swap(true, Ordering::SeqCst) {
+            panic!("the worker died after the provider accepted the message");
+        }
+        Ok(receipt)
+    }
+    async fn lookup(&self, m: &OutboundMessage) -> Result<Option<ProviderReceipt>, ProviderError> {
+        self.inner.lookup(m).await
+    }
+}
+
+/// Runs one message through a crash and returns how many times the provider got it.
+async fn deliveries_after_a_crash(
+    channel_provider: impl Fn(Arc<herald::adapters::embedded::EmbeddedStore>) -> Arc<dyn Provider>,
+    recipient: serde_json::Value,
+    count: impl Fn() -> usize,
+) -> (usize, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
+    let crashing: Arc<dyn Provider> =
+        Arc::new(CrashAfterSend { inner: channel_provider(store.clone()), crashed: AtomicBool::new(false) });
+    let settings = Settings {
+        lease: Duration::from_millis(200),
+        visibility: Duration::from_millis(500),
+        ..herald_tests::fast_settings()
+    };
+    let h = Arc::new(Herald::new(Stores::from_one(store.clone()), queue.clone(), Providers::all(crashing), settings));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(herald::service::worker::run_pool(h.clone(), 2, Some(queue.wake_handle()), stop_rx));
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
+        json!({"recipients": [recipient], "messages": [{"text": "once"}]}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let id = herald::service::ingest::ingest(&h, "t", plan, "native").await.unwrap().request.id.clone();
+    let row_id = herald::domain::RecipientRow::id_for(&id, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let row = loop {
+        let row = h.requests.get_row("t", &row_id).await.unwrap().unwrap();
+        if row.status.is_terminal() {
+            break row;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the row never settled: {row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = stop.send(true);
+    assert_eq!(row.status, herald::domain::Status::Sent, "{row:?}");
+    (count(), row.external_message_id.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_provider_that_can_answer_lookup_gets_the_message_once() {
+    let outbox: Arc<std::sync::Mutex<Option<Arc<herald::adapters::embedded::EmbeddedStore>>>> = Default::default();
+    let o = outbox.clone();
+    let (_, external) = deliveries_after_a_crash(
+        move |store| {
+            *o.lock().unwrap() = Some(store.clone());
+            Arc::new(herald::providers::sandbox::Sandbox::new(store, Default::default()))
+        },
+        json!({"phone": "+14155550123"}),
+        // The sandbox's outbox is counted below, from the store.
+        || 0,
+    )
+    .await;
+    let store = outbox.lock().unwrap().clone().unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.outbox, 1, "the sandbox answered lookup: no duplicate");
+    assert!(external.starts_with("sbx_"));
+}
+
+#[tokio::test]
+async fn a_provider_that_cannot_answer_lookup_gets_at_most_one_duplicate_per_crash() {
+    let fake = FakeProvider::start(Reply::json(200, json!({"ok": true, "result": {"message_id": 9}}))).await;
+    let config = herald::providers::config::TelegramConfig {
+        base_url: fake.url.clone(),
+        bot_token: herald::providers::config::Secret::new("1:A"),
+    };
+    let f = fake.clone();
+    let (sent, _) = deliveries_after_a_crash(
+        move |_| {
+            Arc::new(herald::providers::telegram::Telegram::new(
+                herald::providers::http::client(Duration::from_secs(2)),
+                config.clone(),
+            ))
+        },
+        json!({"telegram_chat_id": "77"}),
+        move || f.requests().len(),
+    )
+    .await;
+    assert_eq!(sent, 2, "one crash in the window: the message went twice, and no more");
+}
