@@ -1,7 +1,9 @@
 //! `herald`: run Herald locally and talk to a running Herald.
 
+mod chaos;
 mod client;
 mod serve;
+mod soak;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -41,6 +43,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Fault-injection run: a real herald serve, a chaos provider, SIGKILLs; counts lost and
+    /// duplicated messages and fails if any were lost.
+    Soak(soak::SoakArgs),
     /// Send a message through a running Herald (POST /v1/broadcasts).
     Send(client::SendArgs),
     /// Follow a send request until every row is terminal, then print its rows.
@@ -154,6 +159,7 @@ async fn main() -> ExitCode {
         }
         Command::Dlq { command: DlqCommand::List { data_dir, limit } } => dlq_list(&data_dir, limit).await,
         Command::Dlq { command: DlqCommand::Redrive { data_dir } } => dlq_redrive(&data_dir).await,
+        Command::Soak(args) => soak::run(args).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
     };

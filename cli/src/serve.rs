@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Base of the exponential retry backoff, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     backoff_base_ms: u64,
+    /// Longest wait for one provider call, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    provider_timeout_ms: u64,
     /// Send requests per second each tenant may make (a burst of twice as many is allowed).
     #[arg(long, default_value_t = 50.0, env = "HERALD_TENANT_RPS")]
     tenant_rps: f64,
@@ -58,6 +61,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             recipients_per_minute: args.tenant_recipients_per_minute,
         },
         backoff_base: Duration::from_millis(args.backoff_base_ms.max(1)),
+        provider_timeout: Duration::from_millis(args.provider_timeout_ms.max(10)),
         ..Settings::default()
     };
     let behaviour = SandboxBehaviour {
