@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod app;
 pub mod dialects;
 pub mod domain;
+pub mod fuzzing;
 pub mod http;
 pub mod local;
 pub mod logging;
