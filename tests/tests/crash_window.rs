@@ -117,3 +117,111 @@ async fn a_provider_that_cannot_answer_lookup_gets_at_most_one_duplicate_per_cra
     .await;
     assert_eq!(sent, 2, "one crash in the window: the message went twice, and no more");
 }
+
+/// The rows store, failing the first `n` attempts to record an outcome.
+struct FlakyFinish {
+    inner: Arc<herald::adapters::embedded::EmbeddedStore>,
+    failures_left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl herald::ports::Requests for FlakyFinish {
+    async fn insert_request(
+        &self,
+        r: &herald::domain::SendRequest,
+        rows: &[herald::domain::RecipientRow],
+    ) -> herald::ports::StoreResult<()> {
+        self.inner.insert_request(r, rows).await
+    }
+    async fn get_request(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::SendRequest>> {
+        self.inner.get_request(t, id).await
+    }
+    async fn list_rows(
+        &self,
+        t: &str,
+        id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> herald::ports::StoreResult<Vec<herald::domain::RecipientRow>> {
+        self.inner.list_rows(t, id, after, limit).await
+    }
+    async fn count_rows(
+        &self,
+        t: &str,
+        id: &str,
+    ) -> herald::ports::StoreResult<std::collections::BTreeMap<herald::domain::Status, u64>> {
+        self.inner.count_rows(t, id).await
+    }
+    async fn get_row(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::RecipientRow>> {
+        self.inner.get_row(t, id).await
+    }
+    async fn claim_row(
+        &self,
+        t: &str,
+        id: &str,
+        now: herald::domain::DateTimeUtc,
+        lease: herald::domain::DateTimeUtc,
+    ) -> herald::ports::StoreResult<herald::ports::Claim> {
+        self.inner.claim_row(t, id, now, lease).await
+    }
+    async fn finish_row(
+        &self,
+        t: &str,
+        id: &str,
+        attempt: u32,
+        o: herald::ports::Outcome,
+    ) -> herald::ports::StoreResult<bool> {
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left - 1, Ordering::SeqCst);
+            return Err(herald::ports::StoreError::Unavailable("the store blinked".into()));
+        }
+        self.inner.finish_row(t, id, attempt, o).await
+    }
+    async fn fail_pending(&self, t: &str, id: &str, m: &str) -> herald::ports::StoreResult<bool> {
+        self.inner.fail_pending(t, id, m).await
+    }
+    async fn find_by_external_id(&self, p: &str, e: &str) -> herald::ports::StoreResult<Option<(String, String)>> {
+        self.inner.find_by_external_id(p, e).await
+    }
+    async fn advance_row(
+        &self,
+        t: &str,
+        id: &str,
+        s: herald::domain::Status,
+        at: herald::domain::DateTimeUtc,
+        e: Option<String>,
+    ) -> herald::ports::StoreResult<bool> {
+        self.inner.advance_row(t, id, s, at, e).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_blinks_after_the_provider_accepted_does_not_cause_a_resend() {
+    let fake = FakeProvider::start(Reply::json(200, json!({"ok": true, "result": {"message_id": 3}}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
+    let mut stores = Stores::from_one(store.clone());
+    stores.requests = Arc::new(FlakyFinish { inner: store, failures_left: std::sync::atomic::AtomicU32::new(3) });
+    let telegram = herald::providers::telegram::Telegram::new(
+        herald::providers::http::client(Duration::from_secs(2)),
+        herald::providers::config::TelegramConfig {
+            base_url: fake.url.clone(),
+            bot_token: herald::providers::config::Secret::new("1:A"),
+        },
+    );
+    let h = Herald::new(stores, queue, Providers::all(Arc::new(telegram)), herald_tests::fast_settings());
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
+        json!({"recipients": [{"telegram_chat_id": "5"}], "messages": [{"text": "x"}], "background": false}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let accepted = herald::service::ingest::ingest(&h, "t", plan, "native").await.unwrap();
+    assert_eq!(
+        accepted.rows[0].status,
+        herald::domain::Status::Sent,
+        "the outcome was recorded after the store came back"
+    );
+    assert_eq!(fake.requests().len(), 1, "and the message went once");
+}

@@ -42,12 +42,28 @@ pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
         None => (failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done),
     };
     let status = outcome.status;
-    if !h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome).await? {
+    if !finish_with_retries(h, job, attempt, outcome).await? {
         tracing::warn!(row_id = %row.id, attempt, "lost the row's lease before recording the outcome");
         return Ok(Delivery::Done);
     }
     tracing::debug!(row_id = %row.id, attempt, status = ?status, "attempt recorded");
     Ok(delivery)
+}
+
+/// Records an attempt's outcome, retrying a failed write a few times: after a provider accepted
+/// the message, giving up here would leave the row to be reclaimed and, with a provider that
+/// cannot be asked, sent again.
+async fn finish_with_retries(h: &Herald, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
+    let mut wait = Duration::from_millis(25);
+    for _ in 0..6 {
+        match h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome.clone()).await {
+            Ok(owned) => return Ok(owned),
+            Err(e) => tracing::warn!(row_id = %job.row_id, error = %e, "could not record the outcome; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome).await
 }
 
 fn until_from(now: DateTime<Utc>, until: DateTime<Utc>) -> Duration {
