@@ -151,3 +151,57 @@ pub fn error_fields(body: &Value) -> Vec<String> {
         .map(|a| a.iter().filter_map(|f| f["field"].as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
+
+/// What a server has stored and queued, to show that a call changed neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub counts: herald::adapters::embedded::StoreCounts,
+    pub depth: (u64, u64, u64),
+}
+
+impl TestServer {
+    pub async fn stored(&self) -> Stored {
+        Stored {
+            counts: self.local.store.counts().await.expect("store counts"),
+            depth: self.local.queue.depth().await.expect("queue depth"),
+        }
+    }
+}
+
+impl Stored {
+    /// What changed since `before`, in words (empty when nothing did).
+    pub fn changes_since(&self, before: &Stored) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.counts != before.counts {
+            out.push(format!("store changed: {:?} (before the call {:?})", self.counts, before.counts));
+        }
+        if self.depth != before.depth {
+            out.push(format!("queue depth {:?} (before the call {:?})", self.depth, before.depth));
+        }
+        out
+    }
+}
+
+/// A client that opens a connection per request: the server answers an oversized body before
+/// reading it and closes that connection, and a pooled client may pick the closing connection
+/// for the next request.
+pub fn unpooled_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")
+}
+
+/// `n` keys named `{prefix}{i}`, each with the value "v".
+pub fn json_keys(prefix: &str, n: usize) -> Value {
+    Value::Object((0..n).map(|i| (format!("{prefix}{i}"), json!("v"))).collect())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

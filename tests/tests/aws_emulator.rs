@@ -94,6 +94,20 @@ async fn setup(max_receives: u32) -> Aws {
 }
 
 impl Aws {
+    /// The environment the Lambda functions start from, pointing every client at the emulator.
+    fn export_env(&self) {
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("TABLE_NAME", self.table.as_str()),
+            ("QUEUE_URL", self.queue_url.as_str()),
+        ] {
+            std::env::set_var(k, v);
+        }
+    }
+
     fn store(&self) -> Arc<DynamoStore> {
         Arc::new(DynamoStore::new(self.ddb.clone(), self.table.clone()))
     }
@@ -274,16 +288,7 @@ async fn a_request_travels_from_the_ingest_handler_through_sqs_and_the_send_hand
     let aws = setup(5).await;
     // The functions' own start-up path: configuration from the environment, AWS_ENDPOINT_URL
     // pointing every client at the emulator.
-    for (k, v) in [
-        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("TABLE_NAME", aws.table.as_str()),
-        ("QUEUE_URL", aws.queue_url.as_str()),
-    ] {
-        std::env::set_var(k, v);
-    }
+    aws.export_env();
     let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await.unwrap());
     let key = herald::service::keys::create_key(herald.keys.as_ref(), "acme", None).await.unwrap();
     let ingest = Ingest::new(herald.clone(), None);
@@ -484,18 +489,9 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
         .unwrap()
         .arn
         .unwrap();
-    for (k, v) in [
-        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("TABLE_NAME", aws.table.as_str()),
-        ("QUEUE_URL", aws.queue_url.as_str()),
-        ("PROVIDER_SECRETS_ARN", arn.as_str()),
-        ("HERALD_SLACK_BOT_TOKEN", "xoxb-from-the-environment"),
-    ] {
-        std::env::set_var(k, v);
-    }
+    aws.export_env();
+    std::env::set_var("PROVIDER_SECRETS_ARN", &arn);
+    std::env::set_var("HERALD_SLACK_BOT_TOKEN", "xoxb-from-the-environment");
     let config = AwsConfig::from_env().unwrap();
     std::env::remove_var("HERALD_SLACK_BOT_TOKEN");
     let printed = format!("{config:?}");

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use herald_tests::{error_fields, fast_settings, read, TestServer};
+use herald_tests::{error_fields, fast_settings, json_keys, read, truncate, unpooled_client, TestServer};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 const CSML: &str = "/compat/csml/v1/api/broadcasts";
 const SMAX_V1: &str = "/compat/smax/bots/default/users/1234567890/send";
@@ -151,10 +151,6 @@ fn with(base: &Value, patch: Value) -> Value {
     body
 }
 
-fn keys(prefix: &str, n: usize) -> Value {
-    Value::Object((0..n).map(|i| (format!("{prefix}{i}"), json!("v"))).collect::<Map<String, Value>>())
-}
-
 /// A JSON body a little over the 1 MiB limit (valid JSON, so only its size is wrong).
 fn big_body() -> Vec<u8> {
     json!({"pad": "x".repeat(1_100 * 1024)}).to_string().into_bytes()
@@ -261,7 +257,7 @@ fn csml_cases(k: &Keys) -> Vec<Case> {
         post("user_id of 257 chars", CSML, client(json!({"user_id": "u".repeat(257)}))).invalid(&["client.user_id"]),
         post("unknown top-level field", CSML, with(&base, json!({"channel": "webhook"}))).malformed(&["channel"]),
         post("metadata as an array", CSML, with(&base, json!({"metadata": ["a"]}))).malformed(&["metadata"]),
-        post("metadata with 51 keys", CSML, with(&base, json!({"metadata": keys("k", 51)}))).invalid(&["metadata"]),
+        post("metadata with 51 keys", CSML, with(&base, json!({"metadata": json_keys("k", 51)}))).invalid(&["metadata"]),
         post("metadata over 8 KiB", CSML, with(&base, json!({"metadata": {"blob": "x".repeat(9000)}})))
             .invalid(&["metadata"]),
         raw(
@@ -657,13 +653,6 @@ struct Answer {
     body: Value,
 }
 
-/// A client that opens a connection per request: the server answers an oversized body before
-/// reading it and closes that connection, and a pooled client may pick the closing connection
-/// for the next row.
-fn unpooled() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")
-}
-
 async fn send(http: &reqwest::Client, server: &TestServer, case: &Case) -> Result<Answer, String> {
     let mut req = http.request(case.method.clone(), server.url(&case.path));
     req = match &case.auth {
@@ -825,7 +814,7 @@ async fn malformed_dialect_requests_are_refused_and_nothing_is_stored() {
 
     // ---------------------------------------------------------------- the table
     let table = cases(&Keys { main: main.clone(), other: other.clone() });
-    let http = unpooled();
+    let http = unpooled_client();
     let total = table.len();
     let mut failures: Vec<String> = Vec::new();
     let mut failing_cases = 0;
@@ -834,8 +823,7 @@ async fn malformed_dialect_requests_are_refused_and_nothing_is_stored() {
             tokio::time::sleep(V1_PACE).await;
         }
         let mut problems: Vec<String> = Vec::new();
-        let counts_before = server.local.store.counts().await.unwrap();
-        let depth_before = server.local.queue.depth().await.unwrap();
+        let before = server.stored().await;
         match send(&http, &server, case).await {
             Err(e) => problems.push(e),
             Ok(a) => {
@@ -866,14 +854,7 @@ async fn malformed_dialect_requests_are_refused_and_nothing_is_stored() {
         }
         // Compared with the state before this call, so one case that stores something is
         // reported once, not blamed on every case after it.
-        let counts = server.local.store.counts().await.unwrap();
-        if counts != counts_before {
-            problems.push(format!("store changed: {counts:?} (before the call {counts_before:?})"));
-        }
-        let depth = server.local.queue.depth().await.unwrap();
-        if depth != depth_before {
-            problems.push(format!("queue depth {depth:?} (before the call {depth_before:?})"));
-        }
+        problems.extend(server.stored().await.changes_since(&before));
         if !problems.is_empty() {
             failing_cases += 1;
             failures.push(format!("- {}\n    {}", case.name, problems.join("\n    ")));
@@ -930,15 +911,4 @@ async fn malformed_dialect_requests_are_refused_and_nothing_is_stored() {
         failures.len(),
         failures.join("\n")
     );
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use herald_tests::{error_fields, fast_settings, read, TestServer};
+use herald_tests::{error_fields, fast_settings, json_keys, read, truncate, unpooled_client, TestServer};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A valid phone used by the base broadcast and owned by the `ct.owner` contact.
@@ -174,10 +174,6 @@ fn recipients(n: usize) -> Value {
     Value::Array((0..n).map(|_| json!({"phone": PHONE})).collect())
 }
 
-fn keys(prefix: &str, n: usize) -> Value {
-    Value::Object((0..n).map(|i| (format!("{prefix}{i}"), json!("v"))).collect::<Map<String, Value>>())
-}
-
 /// The base broadcast as a JSON array: `BroadcastBody`'s 16 fields in declaration order.
 fn positional_body() -> Value {
     let mut fields = vec![Value::Null; 16];
@@ -320,14 +316,14 @@ fn option_cases() -> Vec<Case> {
         patched("channel and priority together", json!({"channel": "sms", "priority": ["email"]}))
             .invalid(&["priority"]),
         patched("bad messaging_tag", json!({"messaging_tag": "MARKETING"})).invalid(&["messaging_tag"]),
-        patched("metadata with 51 keys", json!({"metadata": keys("k", 51)})).invalid(&["metadata"]),
+        patched("metadata with 51 keys", json!({"metadata": json_keys("k", 51)})).invalid(&["metadata"]),
         patched("metadata over 8 KiB", json!({"metadata": {"blob": "x".repeat(9000)}})).invalid(&["metadata"]),
         patched("metadata key of 65 chars", json!({"metadata": {long_key.clone(): 1}}))
             .invalid(&[&format!("metadata.{long_key}")]),
         patched("variables with a bad key", json!({"variables": {"1bad": "x"}})).invalid(&["variables.1bad"]),
         patched("variables with a nested object", json!({"variables": {"obj": {"a": 1}}})).invalid(&["variables.obj"]),
         patched("variables with an array value", json!({"variables": {"arr": [1]}})).invalid(&["variables.arr"]),
-        patched("variables with 101 keys", json!({"variables": keys("k", 101)})).invalid(&["variables"]),
+        patched("variables with 101 keys", json!({"variables": json_keys("k", 101)})).invalid(&["variables"]),
         patched("variables value of 1025 chars", json!({"variables": {"v": "x".repeat(1025)}}))
             .invalid(&["variables.v"]),
         patched("header_params with 21 entries", json!({"header_params": vec!["a"; 21]})).invalid(&["header_params"]),
@@ -526,9 +522,7 @@ async fn send(server: &TestServer, case: &Case) -> Result<Answer, String> {
     if let Payload::Chunked(bytes) = &case.payload {
         return send_chunked(server, case, bytes).await;
     }
-    // A fresh connection per case: the server closes a connection after refusing an oversized
-    // body unread, and a pooled client could pick that closing connection for the next case.
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let client = unpooled_client();
     let mut req = client.request(case.method.clone(), server.url(&case.path));
     req = match &case.auth {
         Auth::Default => req.bearer_auth(&server.key),
@@ -695,8 +689,7 @@ async fn bad_requests_are_refused_and_nothing_is_stored() {
     let mut failing_cases = 0;
     for case in &table {
         let mut problems: Vec<String> = Vec::new();
-        let counts_before = server.local.store.counts().await.unwrap();
-        let depth_before = server.local.queue.depth().await.unwrap();
+        let before = server.stored().await;
         match send(&server, case).await {
             Err(e) => problems.push(e),
             Ok(a) => {
@@ -726,14 +719,7 @@ async fn bad_requests_are_refused_and_nothing_is_stored() {
         }
         // Compared with the state before this call, so one case that stores something is
         // reported once, not blamed on every case after it.
-        let counts = server.local.store.counts().await.unwrap();
-        if counts != counts_before {
-            problems.push(format!("store changed: {counts:?} (before the call {counts_before:?})"));
-        }
-        let depth = server.local.queue.depth().await.unwrap();
-        if depth != depth_before {
-            problems.push(format!("queue depth {depth:?} (before the call {depth_before:?})"));
-        }
+        problems.extend(server.stored().await.changes_since(&before));
         if !problems.is_empty() {
             failing_cases += 1;
             failures.push(format!("- {}\n    {}", case.name, problems.join("\n    ")));
@@ -776,15 +762,4 @@ async fn bad_requests_are_refused_and_nothing_is_stored() {
         failures.len(),
         failures.join("\n")
     );
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
