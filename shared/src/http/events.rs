@@ -88,15 +88,15 @@ async fn handle(h: &Herald, provider: &str, uri: &Uri, headers: &HeaderMap, body
             if !same(given, &twilio_signature(t.auth_token.expose(), &url, &params)) {
                 return Err(ApiError::Unauthorized("X-Twilio-Signature is missing or does not match"));
             }
-            let (reports, inbound) = twilio::parse_callback(&params);
-            let applied = apply(h, provider, &reports, &inbound).await?;
-            tracing::info!(provider, ?applied, "callback applied");
-            // Twilio expects TwiML; an empty response sends no reply to an inbound message.
-            return Ok(([(header::CONTENT_TYPE, "text/xml")], "<Response></Response>").into_response());
+            twilio::parse_callback(&params)
         }
         _ => return Err(ApiError::NotFound(format!("Herald takes no callbacks from {provider:?}"))),
     };
     let applied = apply(h, provider, &reports, &inbound).await?;
     tracing::info!(provider, ?applied, "callback applied");
+    if provider == "sms" {
+        // Twilio expects TwiML; an empty response sends no reply to an inbound message.
+        return Ok(([(header::CONTENT_TYPE, "text/xml")], "<Response></Response>").into_response());
+    }
     Ok(Json(serde_json::json!({"ok": true, "applied": applied})).into_response())
 }
