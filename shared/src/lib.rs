@@ -9,6 +9,8 @@
 
 pub mod adapters;
 pub mod app;
+#[doc(hidden)]
+pub mod benching;
 pub mod dialects;
 pub mod domain;
 pub mod fuzzing;

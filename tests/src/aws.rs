@@ -23,3 +23,145 @@ pub fn emulator_endpoint() -> String {
         ),
     }
 }
+
+/// Herald's table, queue and dead-letter queue, as template.yaml declares them.
+pub struct Resources {
+    pub table: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// Creates Herald's resources on a (freshly reset) emulator: the table with its TTL, the
+/// dead-letter queue and the job queue redriving to it after `max_receives`.
+pub async fn create_resources(
+    ddb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+    max_receives: u32,
+) -> Resources {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let table = "herald".to_string();
+    let key =
+        |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
+    let attribute = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+    };
+    ddb.create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create table");
+    ddb.update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().unwrap(),
+        )
+        .send()
+        .await
+        .expect("enable TTL");
+    let dlq_url = sqs.create_queue().queue_name("herald-jobs-dlq").send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("herald-jobs")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Resources { table, queue_url, dlq_url }
+}
+
+/// The Lambda event source mapping of the job queue, played by hand: receive a batch, build the
+/// SQS event the send function gets, delete what it did not report as failed.
+pub struct EventSource {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl EventSource {
+    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: &str) -> EventSource {
+        EventSource { sqs, queue_url: queue_url.to_string() }
+    }
+
+    /// Up to `max` messages, waiting up to `wait_seconds` for the first.
+    pub async fn receive(&self, max: i32, wait_seconds: i32) -> aws_lambda_events::event::sqs::SqsEvent {
+        use serde_json::{json, Value};
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait_seconds)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let records: Vec<Value> = out
+            .messages()
+            .iter()
+            .map(|m| {
+                let attrs: serde_json::Map<String, Value> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect())
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": attrs, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        serde_json::from_value(json!({"Records": records})).expect("an SQS event")
+    }
+
+    /// Deletes, in one `DeleteMessageBatch`, every record of `event` not named in `failed`.
+    pub async fn settle(&self, event: &aws_lambda_events::event::sqs::SqsEvent, failed: &[String]) {
+        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+        let entries: Vec<DeleteMessageBatchRequestEntry> = event
+            .records
+            .iter()
+            .filter(|r| !r.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let out = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("delete batch");
+        assert!(out.failed().is_empty(), "the queue refused deletes: {:?}", out.failed());
+    }
+}

@@ -5,10 +5,7 @@
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
-};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +14,7 @@ use herald::adapters::aws::{AwsConfig, DynamoStore, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;
-use herald_tests::aws::{emulator_endpoint, sdk_config};
+use herald_tests::aws::{create_resources, emulator_endpoint, sdk_config, EventSource, Resources};
 use herald_tests::contract;
 
 /// The emulator is shared state: one test at a time, each on a freshly reset emulator.
@@ -43,53 +40,7 @@ async fn setup(max_receives: u32) -> Aws {
     let sdk = sdk_config(&endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let table = "herald".to_string();
-    ddb.create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
-        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
-        .send()
-        .await
-        .expect("create table");
-    ddb.update_time_to_live()
-        .table_name(&table)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder().enabled(true).attribute_name("expires_at").build().unwrap(),
-        )
-        .send()
-        .await
-        .expect("enable TTL");
-    let dlq_url = sqs.create_queue().queue_name("herald-jobs-dlq").send().await.unwrap().queue_url.unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("herald-jobs")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
-        )
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let Resources { table, queue_url, dlq_url } = create_resources(&ddb, &sqs, max_receives).await;
     Aws { ddb, sqs, endpoint, table, queue_url, dlq_url, _guard: guard }
 }
 
@@ -117,45 +68,12 @@ impl Aws {
 
     /// Receives like the Lambda event source mapping does and builds the SQS event it would pass.
     async fn receive_event(&self, max: i32) -> SqsEvent {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(max)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let records: Vec<Value> = out
-            .messages()
-            .iter()
-            .map(|m| {
-                let attrs: serde_json::Map<String, Value> = m
-                    .attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect())
-                    .unwrap_or_default();
-                json!({
-                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                    "attributes": attrs, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
-                })
-            })
-            .collect();
-        serde_json::from_value(json!({"Records": records})).unwrap()
+        EventSource::new(self.sqs.clone(), &self.queue_url).receive(max, 0).await
     }
 
     /// Settles a handled batch the way the event source mapping does: deletes what succeeded.
     async fn settle(&self, event: &SqsEvent, failed: &[String]) {
-        for r in &event.records {
-            if !failed.contains(r.message_id.as_ref().unwrap()) {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(r.receipt_handle.clone().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        EventSource::new(self.sqs.clone(), &self.queue_url).settle(event, failed).await
     }
 
     async fn depth(&self, url: &str) -> u64 {

@@ -81,7 +81,7 @@ async fn send(
 }
 
 async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let plan = plan(parse_json::<Body>(body)?)?;
+    let plan = plan_bytes(body)?;
     let MessageSource::Flow(flow) = plan.source.clone() else {
         return Err(ApiError::Internal("a CSML plan carries a flow".into()));
     };
@@ -98,6 +98,11 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
         "metadata": request.metadata,
     });
     Ok(with_request_id((StatusCode::OK, Json(answer)).into_response(), &request.id))
+}
+
+/// A request body as a native plan.
+pub(crate) fn plan_bytes(body: &[u8]) -> Result<SendPlan, ApiError> {
+    plan(parse_json::<Body>(body)?)
 }
 
 /// The native plan: one recipient (the contact with `webhook_user_id` = `client.user_id`, found

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::{dialling_phone, rename, validate, with_request_id, Renames};
 use crate::app::Herald;
 use crate::domain::{BroadcastBody, Channel, Contact, ContactChannel, ContactKey, FieldErrors, Phone};
-use crate::domain::{RecipientBody, RecipientRow, RowView};
+use crate::domain::{RecipientBody, RecipientRow, RowView, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_json, JsonBytes, Tenant};
 use crate::http::idempotent;
@@ -76,6 +76,15 @@ async fn send(
 }
 
 async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let plan = plan(h, tenant, broadcast_id, body).await?;
+    let accepted = ingest(h, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let recipients = broadcast_recipients(h, tenant, &accepted).await?;
+    let answer = (StatusCode::OK, Json(json!({ "recipients": recipients }))).into_response();
+    Ok(with_request_id(answer, &accepted.request.id))
+}
+
+/// The body as a native plan for the broadcast (campaign) `broadcast_id`.
+pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
     let b = parse_json::<Body>(body)?;
     let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
         return Err(ApiError::NotFound(format!("no broadcast {broadcast_id:?}")));
@@ -105,11 +114,7 @@ async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Resul
         background: Some(b.background.unwrap_or(false)),
         ..Default::default()
     };
-    let plan = validate(native, errs, RENAMES)?;
-    let accepted = ingest(h, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
-    let recipients = broadcast_recipients(h, tenant, &accepted).await?;
-    let answer = (StatusCode::OK, Json(json!({ "recipients": recipients }))).into_response();
-    Ok(with_request_id(answer, &accepted.request.id))
+    validate(native, errs, RENAMES)
 }
 
 /// Each row as Invent's `BroadcastRecipient`: the native row view (which already carries

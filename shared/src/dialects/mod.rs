@@ -3,10 +3,10 @@
 //! leaks into the core. Mounted under `/compat/...` by [`routes`]. `docs/dialects.md` maps every
 //! field and says what Herald does where a vendor's page is silent.
 
-mod csml;
-mod invent;
-mod pabbly;
-mod smax;
+pub(crate) mod csml;
+pub(crate) mod invent;
+pub(crate) mod pabbly;
+pub(crate) mod smax;
 
 use axum::http::HeaderValue;
 use axum::response::Response;

@@ -27,7 +27,7 @@ use crate::app::Herald;
 use crate::domain::limits::{MAX_RECIPIENTS, MAX_STRING};
 use crate::domain::{check_text, parse_variables, BroadcastBody, Campaign, CampaignBody, Channel, Contact, ContactKey};
 use crate::domain::{FieldErrors, HeaderKind, Media, MessageBody, Phone, RecipientBody, RecipientRow, Status};
-use crate::domain::{Template, TemplateRef};
+use crate::domain::{SendPlan, Template, TemplateRef};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_json, JsonBytes, Tenant};
 use crate::http::idempotent;
@@ -129,6 +129,13 @@ struct SendBody {
 }
 
 async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let (plan, contacts) = send_plan(h, tenant, body).await?;
+    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
+    Ok(whatsapp_answer(&accepted, contacts, Map::new()))
+}
+
+/// A "send message" body as a native plan, with the `contacts` its answer lists.
+pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, Vec<Value>), ApiError> {
     let b = parse_json::<SendBody>(body)?;
     let mut errs = FieldErrors::new();
     let destination = required(&mut errs, "destination", b.destination);
@@ -175,8 +182,7 @@ async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, Api
     };
     let mut plan = validate(native, errs, SEND_RENAMES)?;
     plan.defaults = defaults;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
-    Ok(whatsapp_answer(&accepted, contacts, Map::new()))
+    Ok((plan, contacts))
 }
 
 /// The API campaign named `name`: a campaign of the tenant with that name, exactly one.

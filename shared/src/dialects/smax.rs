@@ -344,6 +344,19 @@ async fn v2_send(
 }
 
 async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
+    let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
+    let id = &accepted.request.id;
+    let what = match &accepted.request.campaign_name {
+        Some(name) => format!("block {name:?}"),
+        None => "message".to_string(),
+    };
+    let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
+    Ok(with_request_id(answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}")), id))
+}
+
+/// A V2 body as a native plan, and whether its `messages` were dropped for its `block_id`.
+pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
     let b = parse_json::<V2Body>(body)?;
     let (customer_id, block_id) = (b.customer_id.clone(), b.block_id.clone());
     let dropped_messages = b.block_id.is_some() && b.messages.is_some();
@@ -362,14 +375,7 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
             return Err(ApiError::NotFound(format!("no block with id {id:?}")));
         }
     }
-    let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
-    let id = &accepted.request.id;
-    let what = match &accepted.request.campaign_name {
-        Some(name) => format!("block {name:?}"),
-        None => "message".to_string(),
-    };
-    let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
-    Ok(with_request_id(answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}")), id))
+    Ok((plan, dropped_messages))
 }
 
 /// V2's body as a native plan: the customer's identifiers as one recipient, the block or the

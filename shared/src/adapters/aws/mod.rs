@@ -3,6 +3,7 @@
 //! `AWS_ENDPOINT_URL` points them at an emulator with no code change.
 
 mod dynamo;
+pub mod meter;
 mod sqs;
 
 pub use dynamo::DynamoStore;
