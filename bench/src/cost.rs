@@ -1,0 +1,161 @@
+//! Part 6: what a delivered recipient costs on AWS. A broadcast runs through the ingest and send
+//! handlers against the emulator, with the event source mapping played by hand (receive 10,
+//! handle, delete what succeeded), while the adapters' SDK clients count every request and the
+//! DynamoDB capacity it consumes (`herald::adapters::aws::meter`). It runs twice over the same
+//! audience: first to new contacts (created on first send), then to known ones.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use herald::adapters::aws::meter::{Meter, MeterCounts};
+use herald::adapters::aws::{DynamoStore, SqsQueue};
+use herald::app::{Herald, Settings, Stores};
+use herald::ports::Requests;
+use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
+use herald_tests::aws::{create_resources, sdk_config, EventSource};
+
+use crate::proc::KEY;
+
+/// US-East (N. Virginia) on-demand prices, USD, as published on aws.amazon.com/sqs/pricing and
+/// aws.amazon.com/dynamodb/pricing/on-demand (the November 2024 on-demand prices, current on
+/// 2026-11-21): SQS standard queue requests per million (beyond the free tier), DynamoDB write and
+/// read request units per million.
+pub const SQS_PER_MILLION: f64 = 0.40;
+pub const WRITE_UNIT_PER_MILLION: f64 = 0.625;
+pub const READ_UNIT_PER_MILLION: f64 = 0.125;
+pub const PRICES_DATE: &str = "2024-11-01 (unchanged on 2026-11-21)";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The AWS emulator (moto) to run against; it is reset first.
+    #[arg(long, env = "HERALD_BENCH_AWS_ENDPOINT")]
+    aws_endpoint: String,
+    /// Recipients of the broadcast (sent in 1,000-recipient requests).
+    #[arg(long, default_value_t = 10_000)]
+    recipients: usize,
+}
+
+/// A provider that accepts every message, as a real one does when all goes well.
+struct Accepting(AtomicU64);
+
+#[async_trait]
+impl Provider for Accepting {
+    fn name(&self) -> &'static str {
+        "bench"
+    }
+    async fn send(&self, _m: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
+        Ok(ProviderReceipt { external_message_id: format!("bench-{}", self.0.fetch_add(1, Ordering::Relaxed)) })
+    }
+}
+
+pub async fn run(args: Args) -> Result<Value, String> {
+    let endpoint = args.aws_endpoint.trim_end_matches('/').to_string();
+    let reset = reqwest::Client::new().post(format!("{endpoint}/moto-api/reset")).send().await;
+    if !reset.is_ok_and(|r| r.status().is_success()) {
+        return Err(format!("cannot reset the AWS emulator at {endpoint}"));
+    }
+    let sdk = sdk_config(&endpoint).await;
+    let (plain_ddb, plain_sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
+    let resources = create_resources(&plain_ddb, &plain_sqs, 5).await;
+    let (herald_meter, esm_meter) = (Meter::new(), Meter::new());
+    let (ddb, sqs) = herald_meter.clients(&sdk);
+    let (_, esm_sqs) = esm_meter.clients(&sdk);
+    let store = Arc::new(DynamoStore::new(ddb, resources.table.clone()));
+    let queue = Arc::new(SqsQueue::new(sqs, resources.queue_url.clone()));
+    let h = Arc::new(Herald::new(
+        Stores::from_one(store.clone()),
+        queue,
+        Providers::all(Arc::new(Accepting(AtomicU64::new(0)))),
+        Settings::default(),
+    ));
+    herald::service::keys::create_key(store.as_ref(), "acme", Some(KEY)).await.map_err(|e| e.to_string())?;
+    let check = DynamoStore::new(plain_ddb, resources.table.clone());
+    let ingest = herald_ingest::Ingest::new(h.clone(), None);
+    let source = EventSource::new(esm_sqs, &resources.queue_url);
+
+    let mut rounds = Vec::new();
+    for round in ["new contacts", "known contacts"] {
+        herald_meter.reset();
+        esm_meter.reset();
+        let started = std::time::Instant::now();
+        let mut ids = Vec::new();
+        for first in (0..args.recipients).step_by(1000) {
+            let body = crate::broadcast_body(first, (args.recipients - first).min(1000));
+            let mut event: Value = serde_json::from_str(
+                &include_str!("../../tests/fixtures/apigw_v2_post_broadcast.json").replace("{{API_KEY}}", KEY),
+            )
+            .map_err(|e| e.to_string())?;
+            event["headers"]["idempotency-key"] = json!(format!("cost-{}-{first}", round.replace(' ', "-")));
+            event["body"] = json!(body);
+            let answer = ingest.handle(event).await.map_err(|e| e.to_string())?;
+            if answer["statusCode"] != 202 {
+                return Err(format!("ingest answered {answer}"));
+            }
+            let v: Value = serde_json::from_str(answer["body"].as_str().unwrap_or("{}")).map_err(|e| e.to_string())?;
+            ids.push(v["request_id"].as_str().unwrap_or_default().to_string());
+        }
+        let mut empty = 0;
+        while empty < 2 {
+            let event = source.receive(10, 0).await;
+            if event.records.is_empty() {
+                empty += 1;
+                continue;
+            }
+            empty = 0;
+            // One record at a time: the emulator's DynamoDB transactions are not thread-safe, and
+            // a failed request would be counted as a retry Herald never makes on AWS.
+            let mut failed = Vec::new();
+            for record in &event.records {
+                let mut one = aws_lambda_events::event::sqs::SqsEvent::default();
+                one.records.push(record.clone());
+                let answer = herald_send::handle_batch(h.clone(), one).await;
+                failed.extend(answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()));
+            }
+            source.settle(&event, &failed).await;
+        }
+        let mut sent = 0;
+        for id in &ids {
+            let counts = check.count_rows("acme", id).await.map_err(|e| e.to_string())?;
+            sent += counts.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
+        }
+        if sent != args.recipients as u64 {
+            return Err(format!("{round}: {sent} of {} rows ended sent", args.recipients));
+        }
+        let figures = per_recipient(&herald_meter.counts(), &esm_meter.counts(), args.recipients);
+        println!("cost, {round} ({:.0} s on the emulator): {figures}", started.elapsed().as_secs_f64());
+        rounds.push(json!({"round": round, "figures": figures}));
+    }
+    Ok(json!({
+        "recipients": args.recipients,
+        "prices": {
+            "region": "us-east-1",
+            "date": PRICES_DATE,
+            "sqs_per_million_requests": SQS_PER_MILLION,
+            "dynamodb_per_million_write_units": WRITE_UNIT_PER_MILLION,
+            "dynamodb_per_million_read_units": READ_UNIT_PER_MILLION,
+        },
+        "rounds": rounds,
+    }))
+}
+
+fn per_recipient(herald: &MeterCounts, esm: &MeterCounts, n: usize) -> Value {
+    let n = n as f64;
+    let sqs_herald = herald.requests_to("sqs") as f64 / n;
+    let sqs_esm = esm.requests_to("sqs") as f64 / n;
+    let ddb = herald.requests_to("dynamodb") as f64 / n;
+    let (wcu, rcu) = (herald.write_units / n, herald.read_units / n);
+    let usd = (sqs_herald + sqs_esm) * SQS_PER_MILLION + wcu * WRITE_UNIT_PER_MILLION + rcu * READ_UNIT_PER_MILLION;
+    json!({
+        "sqs_requests_by_herald": sqs_herald,
+        "sqs_requests_by_event_source": sqs_esm,
+        "sqs_requests_total": sqs_herald + sqs_esm,
+        "dynamodb_requests": ddb,
+        "dynamodb_write_units": wcu,
+        "dynamodb_read_units": rcu,
+        "usd_per_million_recipients": usd,
+        "requests": herald.requests,
+        "event_source_requests": esm.requests,
+    })
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Herald's benchmarks: runs the parts and rewrites BENCHMARKS.md from their figures.
+#
+#   scripts/bench.sh                 every part (about 6 minutes with a warm build), then the report
+#   scripts/bench.sh http e2e        only those parts; the report keeps the others' last figures
+#   scripts/bench.sh report          only rewrite BENCHMARKS.md
+#
+# Parts: plan (criterion, in process), http (load on `herald serve`), e2e (sandbox, provider
+# sink, rate limiter), lambda (cold start and memory on a fake runtime API), cost (AWS requests
+# and capacity units on the emulator), size (arm64 Lambda bundles). Figures land in target/bench/.
+# COST_RECIPIENTS sets the cost broadcast's size (default 2000; see BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(plan http e2e lambda cost size)
+install_tools
+
+step "building the release binaries"
+cargo build --release --locked -p herald-cli -p ingest -p send -p hello-lambda -p herald-bench
+bench=target/release/herald-bench
+
+for part in "${parts[@]}"; do
+  case "$part" in
+    plan)
+      step "part 1: parse + validate + plan (criterion)"
+      cargo bench --locked -p herald --bench plan -- --warm-up-time 1 --measurement-time 4
+      ;;
+    http | e2e)
+      step "part $part"
+      "$bench" "$part"
+      ;;
+    lambda | cost)
+      [ -n "${AWS_EMULATOR:-}" ] || start_emulator
+      step "part $part (AWS emulator at $AWS_EMULATOR)"
+      if [ "$part" = cost ]; then
+        "$bench" cost --aws-endpoint "$AWS_EMULATOR" --recipients "${COST_RECIPIENTS:-2000}"
+      else
+        "$bench" lambda --aws-endpoint "$AWS_EMULATOR"
+      fi
+      ;;
+    size)
+      step "part 7: Lambda bundle sizes"
+      scripts/build-lambdas.sh
+      ;;
+    report) ;;
+    *)
+      echo "unknown part $part (plan http e2e lambda cost size report)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+step "writing BENCHMARKS.md"
+"$bench" report

@@ -1,0 +1,38 @@
+# Shared by scripts/test.sh and scripts/bench.sh: install the pinned tools, start the AWS emulator.
+# Source it from the repository root.
+
+step() { printf '\n== %s\n' "$*"; }
+
+# A .venv with the pinned AWS emulator, cfn-lint, cargo-lambda and zig; curl from Debian.
+install_tools() {
+  local venv=.venv requirements=scripts/requirements-test.txt want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    step "installing test tools into $venv ($(grep -v '^#' "$requirements" | tr '\n' ' '))"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    echo "$want" > "$venv/.requirements.sha256"
+  fi
+  export PATH="$PWD/$venv/bin:$PATH"
+  for tool in curl; do
+    command -v "$tool" >/dev/null || { step "installing $tool"; apt-get update -qq && apt-get install -y -qq "$tool"; }
+  done
+}
+
+# Starts moto on a free loopback port, exports its URL as AWS_EMULATOR, stops it on exit.
+start_emulator() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p target
+  step "starting the AWS emulator (moto) on 127.0.0.1:$port"
+  moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
+  moto_pid=$!
+  trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 150); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" && break
+    kill -0 "$moto_pid" 2>/dev/null || { cat target/moto.log; echo "the AWS emulator exited" >&2; exit 1; }
+    sleep 0.2
+  done
+  curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" || { cat target/moto.log; echo "the AWS emulator did not answer" >&2; exit 1; }
+  export AWS_EMULATOR="http://127.0.0.1:$port"
+}
