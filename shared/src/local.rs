@@ -8,12 +8,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
+use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Faults};
 use crate::app::{Herald, Settings, Stores};
 use crate::ports::StoreError;
 use crate::providers::config::ProviderConfig;
 use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
 use crate::providers::Providers;
+
+/// The file in the data directory that injected store and queue faults are counted in, one line
+/// per fault (`store before`, `queue after-commit`, …).
+pub const FAULT_LOG: &str = "injected-faults.log";
 
 /// A Herald on the embedded adapters, owning its data directory.
 pub struct Local {
@@ -78,6 +82,20 @@ impl Local {
                 .with_provider_config(provider_config.clone()),
         );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// Makes a share `rate` of the store's and the queue's calls fail with `Unavailable`, half
+    /// before their work and half after it committed; each fault is appended to
+    /// [`FAULT_LOG`] in the data directory. For soak tests only: nothing arms it by default.
+    pub fn inject_faults(&self, rate: f64) -> Result<(Arc<Faults>, Arc<Faults>), OpenError> {
+        let log = self.data_dir.join(FAULT_LOG);
+        let io = |source| OpenError::Io { path: log.clone(), source };
+        let store = Arc::new(Faults::new("store", rate).with_log(&log).map_err(io)?);
+        let queue = Arc::new(Faults::new("queue", rate).with_log(&log).map_err(io)?);
+        self.store.inject_faults(store.clone());
+        self.queue.inject_faults(queue.clone());
+        tracing::warn!(rate, "injecting store and queue faults");
+        Ok((store, queue))
     }
 
     /// Starts `workers` delivery workers; they stop when `shutdown` turns true.

@@ -59,6 +59,16 @@ impl EmbeddedQueue {
         })
     }
 
+    /// Makes a share of this queue's calls fail (soak tests only); `false` if already armed.
+    pub fn inject_faults(&self, faults: Arc<super::Faults>) -> bool {
+        self.db.inject_faults(faults)
+    }
+
+    /// The armed fault switch, if any.
+    pub fn faults(&self) -> Option<&Arc<super::Faults>> {
+        self.db.faults()
+    }
+
     /// Notified whenever jobs are enqueued, so idle workers wake at once.
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()

@@ -60,6 +60,16 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { db: Db::open(path, SCHEMA)? })
     }
 
+    /// Makes a share of this store's calls fail (soak tests only); `false` if already armed.
+    pub fn inject_faults(&self, faults: std::sync::Arc<super::Faults>) -> bool {
+        self.db.inject_faults(faults)
+    }
+
+    /// The armed fault switch, if any.
+    pub fn faults(&self) -> Option<&std::sync::Arc<super::Faults>> {
+        self.db.faults()
+    }
+
     /// After a restart nobody holds a lease: let rows left `sending` be reclaimed at once.
     /// Only the process that owns the data directory may call this.
     pub async fn expire_leases(&self) -> StoreResult<u64> {
