@@ -70,6 +70,7 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
 pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut idle = Duration::from_millis(5);
+    let mut receive_backoff = Duration::from_millis(25);
     loop {
         if *shutdown.borrow() {
             break;
@@ -84,10 +85,15 @@ pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>,
             continue;
         }
         let batch = match h.queue.receive(free, h.settings.visibility).await {
-            Ok(b) => b,
+            Ok(b) => {
+                receive_backoff = Duration::from_millis(25);
+                b
+            }
             Err(e) => {
+                // Every worker waits on this loop: back off from a short pause, not a long one.
                 tracing::error!(error = %e, "could not receive jobs; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(receive_backoff).await;
+                receive_backoff = (receive_backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
