@@ -35,6 +35,19 @@ pub struct ServeArgs {
     /// Recipients per minute each tenant may send to.
     #[arg(long, default_value_t = 60_000.0, env = "HERALD_TENANT_RECIPIENTS_PER_MINUTE")]
     tenant_recipients_per_minute: f64,
+    /// How long a claimed message belongs to its worker, in milliseconds (longer than the
+    /// provider timeout).
+    #[arg(long, default_value_t = 60_000)]
+    lease_ms: u64,
+    /// How long a received job stays hidden from other workers, in milliseconds (longer than
+    /// the lease).
+    #[arg(long, default_value_t = 90_000)]
+    visibility_ms: u64,
+    /// Make this share (0.0–1.0) of embedded store and queue calls fail, half before their work
+    /// and half after it committed (soak tests only; counted in injected-faults.log in the data
+    /// directory).
+    #[arg(long, default_value_t = 0.0)]
+    store_fault_rate: f64,
     /// Make the sandbox provider take this long per message (for tests).
     #[arg(long, default_value_t = 0, env = "HERALD_SANDBOX_DELAY_MS")]
     sandbox_delay_ms: u64,
@@ -50,6 +63,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.sandbox_fail_rate) {
         return Err("--sandbox-fail-rate must be between 0.0 and 1.0".into());
     }
+    if !(0.0..=1.0).contains(&args.store_fault_rate) {
+        return Err("--store-fault-rate must be between 0.0 and 1.0".into());
+    }
+    let provider_timeout = Duration::from_millis(args.provider_timeout_ms.max(10));
+    let (lease, visibility) = (Duration::from_millis(args.lease_ms), Duration::from_millis(args.visibility_ms));
+    if lease <= provider_timeout || visibility <= lease {
+        return Err(
+            "--lease-ms must be longer than --provider-timeout-ms, and --visibility-ms longer than --lease-ms".into()
+        );
+    }
     if args.tenant_rps <= 0.0 || args.tenant_recipients_per_minute < 1.0 {
         return Err("--tenant-rps and --tenant-recipients-per-minute must be positive".into());
     }
@@ -61,7 +84,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             recipients_per_minute: args.tenant_recipients_per_minute,
         },
         backoff_base: Duration::from_millis(args.backoff_base_ms.max(1)),
-        provider_timeout: Duration::from_millis(args.provider_timeout_ms.max(10)),
+        provider_timeout,
+        lease,
+        visibility,
         ..Settings::default()
     };
     let behaviour = SandboxBehaviour {
@@ -82,6 +107,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         Err(e) => return Err(format!("HERALD_API_KEY: {e}")),
     }
 
+    // Armed after start-up, so recovery and the key bootstrap run on a healthy store.
+    let faults = match args.store_fault_rate {
+        r if r > 0.0 => Some(local.inject_faults(r).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -98,6 +129,16 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"))?;
     let _ = stop_tx.send(true);
     let _ = workers.await;
+    if let Some((store, queue)) = faults {
+        let ((sb, sa), (qb, qa)) = (store.counts(), queue.counts());
+        tracing::warn!(
+            store_before = sb,
+            store_after_commit = sa,
+            queue_before = qb,
+            queue_after_commit = qa,
+            "store and queue faults injected"
+        );
+    }
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! `herald soak`: thousands of recipients through a real `herald serve` (a child process) while a
-//! chaos provider injects faults and the server is killed with SIGKILL and restarted. It ends by
+//! chaos provider injects faults, the server's own store and queue fail a share of their calls
+//! (`--store-fault-rate`), and the server is killed with SIGKILL and restarted. It ends by
 //! counting what was accepted, what ended, what was lost and what was sent twice, and fails if
-//! anything was lost or duplicated beyond the documented crash window.
+//! anything was lost or duplicated beyond the documented crash window. Its own calls to the API
+//! retry answers that say "try again" (5xx, 429, a key in progress) and dropped connections, with
+//! one Idempotency-Key per send, so its counts are exact.
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -22,6 +25,10 @@ pub struct SoakArgs {
     /// Share of provider calls (0.0–1.0) answered with a fault.
     #[arg(long, default_value_t = 0.2)]
     fault_rate: f64,
+    /// Share of the server's store and queue calls (0.0–1.0) that fail, half before their work
+    /// and half after it committed.
+    #[arg(long, default_value_t = 0.0)]
+    store_fault_rate: f64,
     /// Times to kill the server with SIGKILL in the middle of the run.
     #[arg(long, default_value_t = 2)]
     kills: u32,
@@ -42,13 +49,17 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &Path, port: u16, chaos: &str, workers: usize) -> Result<Server, String> {
+fn start(dir: &Path, port: u16, chaos: &str, workers: usize, store_fault_rate: f64) -> Result<Server, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--workers", &workers.to_string()])
         .arg("--data-dir")
         .arg(dir)
         .args(["--backoff-base-ms", "20", "--max-attempts", "12", "--provider-timeout-ms", "300"])
+        // Short leases and visibility timeouts, so that work stranded by a kill or a lost answer
+        // comes back within the run.
+        .args(["--lease-ms", "3000", "--visibility-ms", "5000"])
+        .args(["--store-fault-rate", &store_fault_rate.to_string()])
         .args(["--tenant-rps", "1000", "--tenant-recipients-per-minute", "10000000"])
         .env("HERALD_API_KEY", KEY)
         .env("HERALD_TWILIO_ACCOUNT_SID", "ACsoak")
@@ -74,6 +85,39 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// Calls the API until it gives an answer that is not "try again": dropped connections, 5xx, 429
+/// and `409 idempotency_key_in_progress` are retried (after `Retry-After` when given), for up to
+/// two minutes. `retries` counts the calls made again.
+async fn call(request: impl Fn() -> reqwest::RequestBuilder, retries: &mut u64) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (wait, why) = match request().send().await {
+            Ok(r) => {
+                let status = r.status();
+                let after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                let again = status.is_server_error()
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || body["error"]["code"] == "idempotency_key_in_progress";
+                if !again {
+                    return Ok(body);
+                }
+                (after.unwrap_or(Duration::from_millis(100)).min(Duration::from_secs(2)), format!("{status} {body}"))
+            }
+            Err(e) => (Duration::from_millis(100), e.to_string()),
+        };
+        if Instant::now() > deadline {
+            return Err(format!("the API kept answering \"try again\" for two minutes: {why}"));
+        }
+        *retries += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
@@ -86,8 +130,12 @@ fn phone(i: usize) -> String {
 }
 
 pub async fn run(args: SoakArgs) -> Result<(), String> {
-    if !(0.0..=1.0).contains(&args.fault_rate) || args.recipients == 0 || args.recipients > 80_000 {
-        return Err("--fault-rate must be 0.0–1.0 and --recipients 1–80000".into());
+    if !(0.0..=1.0).contains(&args.fault_rate)
+        || !(0.0..=1.0).contains(&args.store_fault_rate)
+        || args.recipients == 0
+        || args.recipients > 80_000
+    {
+        return Err("--fault-rate and --store-fault-rate must be 0.0–1.0 and --recipients 1–80000".into());
     }
     let started = Instant::now();
     let chaos = Chaos::start(args.fault_rate, Duration::from_millis(900)).await.map_err(|e| e.to_string())?;
@@ -95,29 +143,28 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
     let mut port = free_port()?;
     let mut base = format!("http://127.0.0.1:{port}");
-    let mut server = start(dir.path(), port, &chaos.url, args.workers)?;
+    let mut server = start(dir.path(), port, &chaos.url, args.workers, args.store_fault_rate)?;
     wait_healthy(&http, &base).await?;
+    let mut retries = 0u64;
 
-    // Send in requests of up to 1,000 recipients.
+    // Send in requests of up to 1,000 recipients, each with its own Idempotency-Key: a send
+    // answered "try again" is sent again and counted once.
     let mut requests = Vec::new();
     for chunk in (0..args.recipients).collect::<Vec<_>>().chunks(1000) {
         let recipients: Vec<Value> = chunk.iter().map(|i| json!({"phone": phone(*i)})).collect();
         let body = json!({"recipients": recipients, "messages": [{"text": "soak"}], "channel": "sms"});
-        let resp = http
-            .post(format!("{base}/v1/broadcasts"))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer: Value = resp.json().await.map_err(|e| e.to_string())?;
+        let key = format!("soak-{:032x}", rand::random::<u128>());
+        let url = format!("{base}/v1/broadcasts");
+        let send = || http.post(&url).bearer_auth(KEY).header("idempotency-key", &key).json(&body);
+        let answer = call(send, &mut retries).await?;
         requests.push(answer["request_id"].as_str().ok_or(format!("not accepted: {answer}"))?.to_string());
     }
     eprintln!(
-        "accepted {} recipients in {} requests; injecting faults at {:.0}%",
+        "accepted {} recipients in {} requests; injecting provider faults at {:.0}%, store and queue faults at {:.1}%",
         args.recipients,
         requests.len(),
-        args.fault_rate * 100.0
+        args.fault_rate * 100.0,
+        args.store_fault_rate * 100.0
     );
 
     // Kill the server at even steps of progress, and restart it on the same data.
@@ -127,13 +174,10 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         let mut terminal = 0u64;
         let mut pending = 0u64;
         for id in &requests {
-            if let Ok(r) = http.get(format!("{base}/v1/broadcasts/{id}?limit=1")).bearer_auth(KEY).send().await {
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                terminal += v["summary"]["terminal"].as_u64().unwrap_or(0);
-                pending += v["summary"]["pending"].as_u64().unwrap_or(1);
-            } else {
-                pending += 1;
-            }
+            let url = format!("{base}/v1/broadcasts/{id}?limit=1");
+            let v = call(|| http.get(&url).bearer_auth(KEY), &mut retries).await?;
+            terminal += v["summary"]["terminal"].as_u64().ok_or(format!("no summary: {v}"))?;
+            pending += v["summary"]["pending"].as_u64().ok_or(format!("no summary: {v}"))?;
         }
         if pending == 0 {
             break terminal;
@@ -149,7 +193,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
             eprintln!("killed herald serve with SIGKILL at {terminal} terminal rows; restarting");
             port = free_port()?;
             base = format!("http://127.0.0.1:{port}");
-            server = start(dir.path(), port, &chaos.url, args.workers)?;
+            server = start(dir.path(), port, &chaos.url, args.workers, args.store_fault_rate)?;
             wait_healthy(&http, &base).await?;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -165,15 +209,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
             if let Some(c) = cursor {
                 url.push_str(&format!("&cursor={c}"));
             }
-            let page: Value = http
-                .get(url)
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = call(|| http.get(&url).bearer_auth(KEY), &mut retries).await?;
             for row in page["recipients"].as_array().into_iter().flatten() {
                 let st = row["status"].as_str().unwrap_or("?").to_string();
                 if st == "sent" {
@@ -188,6 +224,8 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         }
     }
     drop(server);
+    let injected = herald::adapters::embedded::read_fault_log(&dir.path().join(herald::local::FAULT_LOG))
+        .map_err(|e| format!("cannot read the fault log: {e}"))?;
     let tally = chaos.tally.lock().unwrap();
     let pending: u64 = ["queued", "retrying", "sending"].iter().map(|s| by_status.get(*s).copied().unwrap_or(0)).sum();
     let unsent_but_said_sent = sent_to.iter().filter(|p| !tally.accepted.contains_key(*p)).count() as u64;
@@ -198,14 +236,24 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     faults.sort();
     let mut statuses: Vec<String> = by_status.iter().map(|(k, n)| format!("{k} {n}")).collect();
     statuses.sort();
+    let count = |what: &str, when: &str| injected.get(&(what.to_string(), when.to_string())).copied().unwrap_or(0);
 
     println!(
-        "soak: {} recipients, fault rate {:.0}%, {kills} kill(s), {:.1} s",
+        "soak: {} recipients, fault rate {:.0}%, store fault rate {:.1}%, {kills} kill(s), {:.1} s",
         args.recipients,
         args.fault_rate * 100.0,
+        args.store_fault_rate * 100.0,
         started.elapsed().as_secs_f64()
     );
     println!("  faults injected: {}", faults.join(", "));
+    println!(
+        "  store faults:    store {} before + {} after commit, queue {} before + {} after commit",
+        count("store", "before"),
+        count("store", "after-commit"),
+        count("queue", "before"),
+        count("queue", "after-commit")
+    );
+    println!("  client retries:  {retries}");
     println!("  rows:            {}", statuses.join(", "));
     println!(
         "accepted {}  terminal {summary}  lost {lost}  duplicated {duplicated} (allowed by the crash window: {window})",

@@ -4,16 +4,21 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
+use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Faults};
 use crate::app::{Herald, Settings, Stores};
-use crate::ports::StoreError;
+use crate::ports::{JobQueue, OutgoingJob, Requests, StoreError, StoreResult};
 use crate::providers::config::ProviderConfig;
 use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
 use crate::providers::Providers;
+
+/// The file in the data directory that injected store and queue faults are counted in, one line
+/// per fault (`store before`, `queue after-commit`, …).
+pub const FAULT_LOG: &str = "injected-faults.log";
 
 /// A Herald on the embedded adapters, owning its data directory.
 pub struct Local {
@@ -80,9 +85,110 @@ impl Local {
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }
 
-    /// Starts `workers` delivery workers; they stop when `shutdown` turns true.
+    /// Makes a share `rate` of the store's and the queue's calls fail with `Unavailable`, half
+    /// before their work and half after it committed; each fault is appended to
+    /// [`FAULT_LOG`] in the data directory. For soak tests only: nothing arms it by default.
+    pub fn inject_faults(&self, rate: f64) -> Result<(Arc<Faults>, Arc<Faults>), OpenError> {
+        let log = self.data_dir.join(FAULT_LOG);
+        let io = |source| OpenError::Io { path: log.clone(), source };
+        let store = Arc::new(Faults::new("store", rate).with_log(&log).map_err(io)?);
+        let queue = Arc::new(Faults::new("queue", rate).with_log(&log).map_err(io)?);
+        self.store.inject_faults(store.clone());
+        self.queue.inject_faults(queue.clone());
+        tracing::warn!(rate, "injecting store and queue faults");
+        Ok((store, queue))
+    }
+
+    /// Starts `workers` delivery workers and the sweeper; they stop when `shutdown` turns true.
     pub fn spawn_workers(&self, workers: usize, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let wake = self.queue.wake_handle();
-        tokio::spawn(crate::service::worker::run_pool(self.herald.clone(), workers, Some(wake), shutdown))
+        let pool = crate::service::worker::run_pool(self.herald.clone(), workers, Some(wake), shutdown.clone());
+        let grace = self.herald.settings.visibility;
+        let every = (grace / 3).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let sweeper = sweep_until(self.store.clone(), self.queue.clone(), grace, every, shutdown);
+        tokio::spawn(async move {
+            tokio::join!(pool, sweeper);
+        })
+    }
+
+    /// One sweep with this directory's settings (see [`sweep`]).
+    pub async fn sweep(&self) -> StoreResult<Swept> {
+        sweep(&self.store, &self.queue, self.herald.settings.visibility).await
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Rows given a fresh job.
+    pub requeued: u64,
+    /// Rows failed because their only job was dead-lettered.
+    pub failed: u64,
+}
+
+/// Finds rows left pending with no job behind them and puts them right. A row that nothing has
+/// touched for `grace` (last change, due time and lease all older) and that no job on the queue
+/// names is given a fresh job; one whose only job is in the dead-letter table is failed, as the
+/// worker would have done had it been able to write. Such rows come from store or queue writes
+/// that failed where nothing could retry them (a dead-letter mark that would not take, an ingest
+/// whose clean-up failed too).
+///
+/// A fresh job goes through the same claim as every job: a row sent meanwhile is `Done`, one
+/// being sent is `Busy`, one whose worker died is reclaimed and its provider asked first. So a
+/// sweep never causes a second provider call that a duplicate queue delivery would not.
+pub async fn sweep(store: &EmbeddedStore, queue: &EmbeddedQueue, grace: Duration) -> StoreResult<Swept> {
+    let cutoff = crate::domain::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+    let stale = store.stale_pending(cutoff, 1000).await?;
+    if stale.is_empty() {
+        return Ok(Swept::default());
+    }
+    // Read after the rows: a job deleted in between belongs to a row that is no longer pending,
+    // and requeueing that row is harmless.
+    let (live, dead) = queue.rows_with_jobs().await?;
+    let mut swept = Swept::default();
+    let mut jobs = Vec::new();
+    for row in stale {
+        let key = (row.tenant_id.clone(), row.id.clone());
+        if live.contains(&key) {
+            continue;
+        }
+        if dead.contains(&key) {
+            let message = "could not be delivered: its job was dead-lettered";
+            if store.fail_pending(&row.tenant_id, &row.id, message).await? {
+                tracing::warn!(row_id = %row.id, "failed a pending row whose job was dead-lettered");
+                swept.failed += 1;
+            }
+            continue;
+        }
+        tracing::warn!(row_id = %row.id, status = %row.status.as_str(), "row left pending with no job; requeueing it");
+        jobs.push(OutgoingJob { job: row.job(), delay: Duration::ZERO });
+    }
+    for chunk in jobs.chunks(100) {
+        queue.send_batch(chunk).await?;
+        swept.requeued += chunk.len() as u64;
+    }
+    Ok(swept)
+}
+
+async fn sweep_until(
+    store: Arc<EmbeddedStore>,
+    queue: Arc<EmbeddedQueue>,
+    grace: Duration,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = shutdown.changed() => if changed.is_err() { break },
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        match sweep(&store, &queue, grace).await {
+            Ok(s) if s != Swept::default() => tracing::warn!(requeued = s.requeued, failed = s.failed, "swept rows"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep; trying again later"),
+        }
     }
 }

@@ -45,7 +45,8 @@ pub struct ReceivedJob {
 /// A queue with SQS semantics: at-least-once, visibility timeout, receive count, dead-letter.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Enqueues every job or fails; implementations batch as their backend allows.
+    /// Enqueues every job or fails; implementations batch as their backend allows. A failure may
+    /// still have enqueued some or all of the jobs.
     async fn send_batch(&self, jobs: &[OutgoingJob]) -> StoreResult<()>;
     /// Up to `max` visible jobs, each hidden for `visibility` afterwards.
     async fn receive(&self, max: usize, visibility: Duration) -> StoreResult<Vec<ReceivedJob>>;
@@ -99,7 +100,8 @@ pub struct Outcome {
 
 #[async_trait]
 pub trait Requests: Send + Sync {
-    /// Stores a send request and all its rows, `queued`.
+    /// Stores a send request and all its rows, `queued`. Storing the same request again (a retry
+    /// whose first try's answer was lost) changes nothing and succeeds.
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()>;
     async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>>;
     /// Rows of a request in `seq` order, starting after `after` (a `seq`), at most `limit`.

@@ -75,6 +75,7 @@ fn error(e: ApiError) -> Response {
     };
     let retry_after = match &e {
         ApiError::Conflict { retry_after, .. } => *retry_after,
+        ApiError::Unavailable(_) => Some(1),
         _ => None,
     };
     let (_, message, fields) = e.describe();

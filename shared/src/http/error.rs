@@ -33,6 +33,9 @@ pub enum ApiError {
     TooManyRequests {
         retry_after: u64,
     },
+    /// A store or queue is briefly unavailable: `503` with `Retry-After`, nothing promised, safe
+    /// to retry (with the same `Idempotency-Key`). The detail goes to the log.
+    Unavailable(String),
     /// Something broke inside Herald; the detail goes to the log, not to the caller.
     Internal(String),
 }
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,7 +70,10 @@ impl From<FieldErrors> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -112,6 +119,10 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after } => {
                 ("rate_limited", format!("this tenant is over its sending rate; retry in {retry_after} s"), vec![])
             }
+            ApiError::Unavailable(detail) => {
+                tracing::error!(%detail, "storage unavailable");
+                ("unavailable", "Herald's storage is briefly unavailable; retry shortly".into(), vec![])
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ("internal", "Herald could not complete the request; try again".into(), vec![])
@@ -126,6 +137,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::TooManyRequests { retry_after } => Some(*retry_after),
             ApiError::Conflict { retry_after, .. } => *retry_after,
+            ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
         let (code, message, fields) = self.describe();

@@ -73,7 +73,14 @@ where
         }
     };
     let fp = fingerprint(route, body);
-    match h.idempotency.begin(tenant, key, &fp, crate::domain::now(), LOCK).await {
+    // A begin that failed before its write is simply retried; one whose write landed although
+    // its answer was lost finds the key in progress, and the caller is told to retry shortly
+    // (the lock it left runs out after `LOCK`).
+    let now = crate::domain::now();
+    let begun = crate::service::retry_store("taking an idempotency key", 3, || {
+        h.idempotency.begin(tenant, key, &fp, now, LOCK)
+    });
+    match begun.await {
         Err(e) => return shape(ApiError::from(e)),
         Ok(Begin::Replay(stored)) => return replay(stored),
         Ok(Begin::Mismatch) => {
@@ -98,7 +105,10 @@ where
     let status = response.status();
     if status.is_server_error() {
         // Nothing was promised: let the caller retry with the same key.
-        if let Err(e) = h.idempotency.abandon(tenant, key).await {
+        // Left locked, the key would answer `409` to the caller's retries until the lock expires.
+        let abandoned =
+            crate::service::retry_store("releasing an idempotency key", 5, || h.idempotency.abandon(tenant, key));
+        if let Err(e) = abandoned.await {
             tracing::error!(error = %e, "could not release an idempotency key");
         }
         return response;
@@ -110,7 +120,10 @@ where
     };
     let stored = StoredResponse { status: status.as_u16(), body: String::from_utf8_lossy(&bytes).into_owned() };
     let expires = crate::domain::now() + chrono::Duration::from_std(h.settings.idempotency_ttl).unwrap_or_default();
-    if let Err(e) = h.idempotency.complete(tenant, key, &stored, expires).await {
+    let completed = crate::service::retry_store("storing an idempotent response", 5, || {
+        h.idempotency.complete(tenant, key, &stored, expires)
+    });
+    if let Err(e) = completed.await {
         tracing::error!(error = %e, "could not store an idempotent response");
     }
     Response::from_parts(parts, Body::from(bytes))

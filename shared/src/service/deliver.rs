@@ -26,7 +26,7 @@ pub enum Delivery {
 pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
     let now = crate::domain::now();
     let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
-    let (row, reclaimed) = match h.requests.claim_row(&job.tenant_id, &job.row_id, now, lease_until).await? {
+    let (row, reclaimed) = match claim(h, job, now, lease_until).await? {
         Claim::Claimed(row) => (row, false),
         Claim::Reclaimed(row) => (row, true),
         Claim::Busy(until) | Claim::NotDue(until) => return Ok(Delivery::RetryAfter(until_from(now, until))),
@@ -37,9 +37,27 @@ pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
         }
     };
     let attempt = row.attempts;
-    let (outcome, delivery) = match h.request(&job.tenant_id, &row.request_id).await? {
-        Some(request) => attempt_row(h, &request, &row, reclaimed, now).await?,
-        None => (failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done),
+    let attempted = match h.request(&job.tenant_id, &row.request_id).await {
+        Ok(Some(request)) => attempt_row(h, &request, &row, reclaimed, now).await,
+        Ok(None) => Ok((failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done)),
+        Err(e) => Err(e),
+    };
+    let (outcome, delivery) = match attempted {
+        Ok(x) => x,
+        Err(e) => {
+            // A store failed before the provider was called: hand the row back (the attempt did not
+            // count) so the job's retry need not wait out the lease.
+            let release = Outcome {
+                status: Some(Status::Retrying),
+                error_message: Some("Herald's store was unavailable; retrying".into()),
+                refund_attempt: true,
+                ..Default::default()
+            };
+            if let Err(e) = h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, release).await {
+                tracing::warn!(row_id = %job.row_id, error = %e, "could not release the row; it waits for its lease");
+            }
+            return Err(e);
+        }
     };
     let status = outcome.status;
     if !finish_with_retries(h, job, attempt, outcome).await? {
@@ -50,20 +68,58 @@ pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
     Ok(delivery)
 }
 
+/// Claims the job's row. A claim that failed may have committed before the error reached us: a
+/// second claim then finds the row busy under our own lease, and the row is ours after all.
+async fn claim(h: &Herald, job: &Job, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Claim, StoreError> {
+    let mut uncertain = None;
+    for _ in 0..3 {
+        let claimed = match h.requests.claim_row(&job.tenant_id, &job.row_id, now, lease_until).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!(row_id = %job.row_id, error = %e, "could not claim the row; asking again");
+                uncertain = Some(e);
+                continue;
+            }
+            other => other?,
+        };
+        return match claimed {
+            Claim::Busy(until) if until == lease_until && uncertain.is_some() => {
+                match h.requests.get_row(&job.tenant_id, &job.row_id).await? {
+                    Some(row) if row.status == Status::Sending && row.lease_until == Some(lease_until) => {
+                        Ok(Claim::Claimed(row))
+                    }
+                    _ => Ok(Claim::Busy(until)),
+                }
+            }
+            other => Ok(other),
+        };
+    }
+    Err(uncertain.unwrap_or_else(|| StoreError::Unavailable("could not claim the row".into())))
+}
+
 /// Records an attempt's outcome, retrying a failed write a few times: after a provider accepted
 /// the message, giving up here would leave the row to be reclaimed and, with a provider that
-/// cannot be asked, sent again.
+/// cannot be asked, sent again. A write that failed may still have landed: if a later try finds
+/// the row no longer ours, the earlier write is taken to have landed, and the job is kept or
+/// deleted as planned (an extra job is harmless; a missing one would strand the row).
 async fn finish_with_retries(h: &Herald, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
     let mut wait = Duration::from_millis(25);
-    for _ in 0..6 {
+    let mut uncertain = false;
+    let mut tries = 0;
+    loop {
+        tries += 1;
         match h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome.clone()).await {
+            Ok(false) if uncertain => {
+                tracing::info!(row_id = %job.row_id, "an earlier try at recording the outcome had landed");
+                return Ok(true);
+            }
             Ok(owned) => return Ok(owned),
+            Err(e) if tries == 7 || matches!(e, StoreError::Corrupt(_)) => return Err(e),
             Err(e) => tracing::warn!(row_id = %job.row_id, error = %e, "could not record the outcome; retrying"),
         }
+        uncertain = true;
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
-    h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome).await
 }
 
 fn until_from(now: DateTime<Utc>, until: DateTime<Utc>) -> Duration {

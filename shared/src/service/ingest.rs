@@ -69,7 +69,16 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
             rows.push(row);
         }
     }
-    h.requests.insert_request(&request, &rows).await?;
+    // Writing the same request again changes nothing, so a write whose answer was lost is retried.
+    let stored = super::retry_store("storing a send request", 5, || h.requests.insert_request(&request, &rows)).await;
+    if let Err(e) = stored {
+        // A try may have landed although its answer was lost: end its rows, so that nothing ever
+        // sends them behind the caller's back (the caller is told to send again).
+        if !matches!(h.requests.get_request(tenant, &request.id).await, Ok(None)) {
+            fail_rows(h, tenant, &rows, "Herald could not store this request; send it again").await;
+        }
+        return Err(e.into());
+    }
 
     // `background: false` delivers inline below; its jobs wait one lease as a safety net, so a row
     // left `retrying` (or a process that dies mid-call) is still finished by the workers.
@@ -79,12 +88,10 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
         h.settings.lease
     };
     let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
-    if let Err(e) = h.queue.send_batch(&jobs).await {
+    // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
+    if let Err(e) = super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await {
         // Say so on every row rather than leave them `queued` with no job behind them.
-        for row in &rows {
-            let _ =
-                h.requests.fail_pending(tenant, &row.id, "Herald could not queue this message; send it again").await;
-        }
+        fail_rows(h, tenant, &rows, "Herald could not queue this message; send it again").await;
         return Err(e.into());
     }
     tracing::info!(request_id = %request.id, rows = rows.len(), source, "send request queued");
@@ -94,6 +101,16 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
         rows = h.requests.list_rows(tenant, &request.id, None, rows.len() as u32).await?;
     }
     Ok(Accepted { request: Arc::new(request), rows })
+}
+
+/// Fails rows that were stored but will not be sent (each only while it is still pending).
+async fn fail_rows(h: &Herald, tenant: &str, rows: &[RecipientRow], message: &str) {
+    for row in rows {
+        let r = super::retry_store("failing an unqueued row", 5, || h.requests.fail_pending(tenant, &row.id, message));
+        if let Err(e) = r.await {
+            tracing::error!(row_id = %row.id, error = %e, "could not fail a row that will not be sent");
+        }
+    }
 }
 
 /// Delivers rows now, a few at a time, through the same code path as the workers.

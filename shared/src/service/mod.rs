@@ -49,3 +49,26 @@ impl From<ContactWriteError> for ServiceError {
         }
     }
 }
+
+/// Runs a store call up to `tries` times while it fails with [`StoreError::Unavailable`],
+/// backing off from 25 ms (doubling). A store blinks; a write that matters should not give up at
+/// the first error. Callers must only retry calls that are safe to repeat.
+pub async fn retry_store<T, F, Fut>(what: &str, tries: u32, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = std::time::Duration::from_millis(25);
+    let mut left = tries.max(1);
+    loop {
+        left -= 1;
+        match call().await {
+            Err(e @ StoreError::Unavailable(_)) if left > 0 => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}

@@ -7,9 +7,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::app::Herald;
 use crate::domain::Job;
-use crate::ports::ReceivedJob;
+use crate::ports::{ReceivedJob, StoreError};
 
-use super::deliver::{deliver, Delivery};
+use super::deliver::{backoff, deliver, Delivery};
 
 /// What the queue should do with one received job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,19 +37,30 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
         let job = job.clone();
         tokio::spawn(async move { deliver(&h, &job).await })
     };
-    let error = match task.await {
+    let (error, transient) = match task.await {
         Ok(Ok(Delivery::Done)) => return JobResult::Delete,
         Ok(Ok(Delivery::RetryAfter(d))) => return JobResult::Retry(d),
-        Ok(Err(e)) => e.to_string(),
-        Err(join) => format!("delivery crashed: {join}"),
+        Ok(Err(e)) => (e.to_string(), matches!(e, StoreError::Unavailable(_))),
+        Err(join) => (format!("delivery crashed: {join}"), false),
     };
     tracing::error!(row_id = %job.row_id, receive_count = received.receive_count, %error, "delivery failed; the job stays queued");
     if received.receive_count >= h.settings.max_receives {
-        // This was the last receive before the dead-letter queue: say so on the row.
+        // This was the last receive before the dead-letter queue: say so on the row. If even that
+        // fails, the job still goes to the dead-letter queue, and the local shape's sweeper
+        // fails the row it finds pending with its only job dead-lettered.
         let msg = format!("could not be delivered after {} tries: {error}", received.receive_count);
-        if let Err(e) = h.requests.fail_pending(&job.tenant_id, &job.row_id, &msg).await {
+        let marked = super::retry_store("marking a dead-lettered row failed", 5, || {
+            h.requests.fail_pending(&job.tenant_id, &job.row_id, &msg)
+        })
+        .await;
+        if let Err(e) = marked {
             tracing::error!(row_id = %job.row_id, error = %e, "could not mark a dead-lettered row failed");
         }
+        return JobResult::Leave;
+    }
+    if transient {
+        // A store blinked: come back soon rather than after the whole visibility timeout.
+        return JobResult::Retry(backoff(&h.settings, received.receive_count, None));
     }
     JobResult::Leave
 }
@@ -59,6 +70,7 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
 pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut idle = Duration::from_millis(5);
+    let mut receive_backoff = Duration::from_millis(25);
     loop {
         if *shutdown.borrow() {
             break;
@@ -73,10 +85,15 @@ pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>,
             continue;
         }
         let batch = match h.queue.receive(free, h.settings.visibility).await {
-            Ok(b) => b,
+            Ok(b) => {
+                receive_backoff = Duration::from_millis(25);
+                b
+            }
             Err(e) => {
+                // Every worker waits on this loop: back off from a short pause, not a long one.
                 tracing::error!(error = %e, "could not receive jobs; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(receive_backoff).await;
+                receive_backoff = (receive_backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -96,9 +113,15 @@ pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>,
             let h = h.clone();
             tokio::spawn(async move {
                 let result = handle_job(h.clone(), &received).await;
+                // Settling is safe to repeat; a failure left alone would park the job for its whole
+                // visibility timeout.
                 let done = match result {
-                    JobResult::Delete => h.queue.delete(&received.receipt).await,
-                    JobResult::Retry(d) => h.queue.defer(&received, d).await,
+                    JobResult::Delete => {
+                        super::retry_store("deleting a job", 5, || h.queue.delete(&received.receipt)).await
+                    }
+                    JobResult::Retry(d) => {
+                        super::retry_store("delaying a job's retry", 5, || h.queue.defer(&received, d)).await
+                    }
                     JobResult::Leave => Ok(()),
                 };
                 if let Err(e) = done {

@@ -1,15 +1,17 @@
 //! The local shape's adapters: a durable store and a durable queue, each a SQLite database in WAL
 //! mode inside the data directory (`.herald/` by default).
 
+mod faults;
 mod queue;
 mod store;
 
+pub use faults::{read_fault_log, Fault, Faults};
 pub use queue::{DeadJob, EmbeddedQueue};
 pub use store::{EmbeddedStore, StoreCounts};
 
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ports::{StoreError, StoreResult};
 
@@ -29,6 +31,8 @@ impl From<serde_json::Error> for StoreError {
 #[derive(Clone)]
 pub(crate) struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// Armed only by soak tests; unset, a call pays one atomic load.
+    faults: Arc<OnceLock<Arc<Faults>>>,
 }
 
 impl Db {
@@ -40,7 +44,16 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(schema)?;
-        Ok(Db { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Db { conn: Arc::new(Mutex::new(conn)), faults: Arc::new(OnceLock::new()) })
+    }
+
+    /// Arms fault injection; `false` if it was armed already.
+    pub(crate) fn inject_faults(&self, faults: Arc<Faults>) -> bool {
+        self.faults.set(faults).is_ok()
+    }
+
+    pub(crate) fn faults(&self) -> Option<&Arc<Faults>> {
+        self.faults.get()
     }
 
     pub(crate) async fn call<R, F>(&self, f: F) -> StoreResult<R>
@@ -48,13 +61,22 @@ impl Db {
         F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
+        let fault = self.faults.get().and_then(|f| Some((f, f.draw()?)));
+        if let Some((faults, Fault::Before)) = fault {
+            return Err(faults.strike(Fault::Before));
+        }
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut c)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
+        match (result, fault) {
+            // The work is done (and committed, if it wrote); the caller is told it failed.
+            (Ok(_), Some((faults, Fault::After))) => Err(faults.strike(Fault::After)),
+            (result, _) => result,
+        }
     }
 }
 

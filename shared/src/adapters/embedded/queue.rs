@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, TransactionBehavior};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,16 @@ impl EmbeddedQueue {
         })
     }
 
+    /// Makes a share of this queue's calls fail (soak tests only); `false` if already armed.
+    pub fn inject_faults(&self, faults: Arc<super::Faults>) -> bool {
+        self.db.inject_faults(faults)
+    }
+
+    /// The armed fault switch, if any.
+    pub fn faults(&self) -> Option<&Arc<super::Faults>> {
+        self.db.faults()
+    }
+
     /// Notified whenever jobs are enqueued, so idle workers wake at once.
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()
@@ -74,6 +85,33 @@ impl EmbeddedQueue {
                     "UPDATE jobs SET visible_at = MIN(visible_at, ?1), receipt = NULL, in_flight = 0 WHERE in_flight = 1",
                     params![t],
                 )? as u64)
+            })
+            .await
+    }
+
+    /// The rows named by jobs on the queue (waiting, delayed or in flight) and by dead-lettered
+    /// jobs, as (tenant, row id); read in one transaction, so a job moving to the dead-letter
+    /// table is seen on one side or the other.
+    pub async fn rows_with_jobs(&self) -> StoreResult<(HashSet<(String, String)>, HashSet<(String, String)>)> {
+        self.db
+            .call(|c| {
+                let tx = c.transaction()?;
+                let read = |table: &str| -> StoreResult<HashSet<(String, String)>> {
+                    let mut st = tx.prepare(&format!(
+                        "SELECT json_extract(body, '$.tenant_id'), json_extract(body, '$.row_id') FROM {table}
+                         WHERE json_valid(body)"
+                    ))?;
+                    let rows =
+                        st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)))?;
+                    let mut out = HashSet::new();
+                    for r in rows {
+                        if let (Some(t), Some(id)) = r? {
+                            out.insert((t, id));
+                        }
+                    }
+                    Ok(out)
+                };
+                Ok((read("jobs")?, read("dead_jobs")?))
             })
             .await
     }

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS recipient_rows (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX IF NOT EXISTS recipient_rows_request ON recipient_rows(tenant_id, request_id, seq);
+CREATE INDEX IF NOT EXISTS recipient_rows_status ON recipient_rows(status);
 CREATE INDEX IF NOT EXISTS recipient_rows_external ON recipient_rows(external_message_id) WHERE external_message_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
@@ -60,6 +61,16 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { db: Db::open(path, SCHEMA)? })
     }
 
+    /// Makes a share of this store's calls fail (soak tests only); `false` if already armed.
+    pub fn inject_faults(&self, faults: std::sync::Arc<super::Faults>) -> bool {
+        self.db.inject_faults(faults)
+    }
+
+    /// The armed fault switch, if any.
+    pub fn faults(&self) -> Option<&std::sync::Arc<super::Faults>> {
+        self.db.faults()
+    }
+
     /// After a restart nobody holds a lease: let rows left `sending` be reclaimed at once.
     /// Only the process that owns the data directory may call this.
     pub async fn expire_leases(&self) -> StoreResult<u64> {
@@ -80,6 +91,31 @@ impl EmbeddedStore {
                 }
                 tx.commit()?;
                 Ok(ids.len() as u64)
+            })
+            .await
+    }
+
+    /// Pending rows (queued, retrying, sending) that nothing has touched since `before`: last
+    /// changed, due and leased all at or before it. At most `limit`, oldest first.
+    pub async fn stale_pending(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<RecipientRow>> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT data FROM recipient_rows WHERE status IN ('queued', 'retrying', 'sending')",
+                )?;
+                let docs = st.query_map([], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for d in docs {
+                    let row: RecipientRow = serde_json::from_str(&d?)?;
+                    let last =
+                        [row.next_attempt_at, row.lease_until].into_iter().flatten().fold(row.updated_at, Ord::max);
+                    if last <= before {
+                        out.push(row);
+                    }
+                }
+                out.sort_by_key(|r| r.updated_at);
+                out.truncate(limit);
+                Ok(out)
             })
             .await
     }
@@ -434,7 +470,15 @@ impl Requests for EmbeddedStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute("INSERT INTO requests (tenant_id, id, data) VALUES (?1, ?2, ?3)", params![tenant, id, req])?;
+                // Request ids are fresh, so a request already present is this one, written by a
+                // try whose answer was lost: writing it again changes nothing.
+                let inserted = tx.execute(
+                    "INSERT INTO requests (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO NOTHING",
+                    params![tenant, id, req],
+                )?;
+                if inserted == 0 {
+                    return Ok(());
+                }
                 {
                     let mut st = tx.prepare_cached(
                         "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
