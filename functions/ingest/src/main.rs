@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald::adapters::aws::AwsConfig;
 use herald_ingest::Ingest;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let herald = Arc::new(AwsConfig::from_env()?.connect().await?);
