@@ -19,13 +19,13 @@ use herald_tests::aws::{create_resources, sdk_config, EventSource};
 use crate::proc::KEY;
 
 /// US-East (N. Virginia) on-demand prices, USD, as published on aws.amazon.com/sqs/pricing and
-/// aws.amazon.com/dynamodb/pricing/on-demand (the November 2024 on-demand prices, current on
-/// 2026-11-21): SQS standard queue requests per million (beyond the free tier), DynamoDB write and
+/// aws.amazon.com/dynamodb/pricing/on-demand (the on-demand prices in force from November 2024;
+/// this machine cannot reach AWS's site to re-check them): SQS standard queue requests per million (beyond the free tier), DynamoDB write and
 /// read request units per million.
 pub const SQS_PER_MILLION: f64 = 0.40;
 pub const WRITE_UNIT_PER_MILLION: f64 = 0.625;
 pub const READ_UNIT_PER_MILLION: f64 = 0.125;
-pub const PRICES_DATE: &str = "2024-11-01 (unchanged on 2026-11-21)";
+pub const PRICES_DATE: &str = "as published from 2024-11-01; not re-checked online from this machine";
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -271,7 +271,7 @@ pub fn run(args: Args, dir: &Path) -> Result<(), String> {
     match load(dir, "cost") {
         Some(c) => {
             let p = &c["prices"];
-            let _ = writeln!(w, "`herald-bench cost`: {} recipients through the ingest Lambda handler (1,000 per request) and the send handler on the emulator, the event source mapping played by hand (receive 10, handle, `DeleteMessageBatch`). Every request attempt is counted on the SDK clients (`herald::adapters::aws::meter`), with DynamoDB capacity units computed from the items sent and returned. Run twice over the same audience: first to new contacts, then to known ones.\n", c["recipients"]);
+            let _ = writeln!(w, "`herald-bench cost`: {} recipients through the ingest Lambda handler (up to 1,000 per request) and the send handler on the emulator, the event source mapping played by hand (receive 10, handle, `DeleteMessageBatch`). Every request attempt is counted on the SDK clients (`herald::adapters::aws::meter`), with DynamoDB capacity units computed from the items sent and returned. Run twice over the same audience: first to new contacts, then to known ones.\n", c["recipients"]);
             let _ = writeln!(w, "Prices ({}, on-demand, {}): SQS ${} per million requests; DynamoDB ${} per million write units and ${} per million read units. Lambda compute and API Gateway are not included.\n", p["region"].as_str().unwrap_or(""), p["date"].as_str().unwrap_or(""), p["sqs_per_million_requests"], p["dynamodb_per_million_write_units"], p["dynamodb_per_million_read_units"]);
             let _ =
                 writeln!(w, "| per delivered recipient | new contacts | known contacts | target |\n|---|---|---|---|");
