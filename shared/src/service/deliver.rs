@@ -102,24 +102,18 @@ async fn claim(h: &Herald, job: &Job, now: DateTime<Utc>, lease_until: DateTime<
 /// the row no longer ours, the earlier write is taken to have landed, and the job is kept or
 /// deleted as planned (an extra job is harmless; a missing one would strand the row).
 async fn finish_with_retries(h: &Herald, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
-    let mut wait = Duration::from_millis(25);
-    let mut uncertain = false;
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome.clone()).await {
-            Ok(false) if uncertain => {
-                tracing::info!(row_id = %job.row_id, "an earlier try at recording the outcome had landed");
-                return Ok(true);
-            }
-            Ok(owned) => return Ok(owned),
-            Err(e) if tries == 7 || matches!(e, StoreError::Corrupt(_)) => return Err(e),
-            Err(e) => tracing::warn!(row_id = %job.row_id, error = %e, "could not record the outcome; retrying"),
-        }
-        uncertain = true;
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let owned = super::retry_store("recording the outcome", 7, || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome.clone())
+    })
+    .await?;
+    if !owned && calls.into_inner() > 1 {
+        // Only a failed try is ever repeated, and that try may have landed before its error.
+        tracing::info!(row_id = %job.row_id, "an earlier try at recording the outcome had landed");
+        return Ok(true);
     }
+    Ok(owned)
 }
 
 fn until_from(now: DateTime<Utc>, until: DateTime<Utc>) -> Duration {
