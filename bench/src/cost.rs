@@ -14,7 +14,7 @@ use herald::adapters::aws::{DynamoStore, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
 use herald::ports::Requests;
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
-use herald_tests::aws::{create_resources, sdk_config, EventSource};
+use herald_tests::aws::{create_resources, reset_emulator, sdk_config, EventSource};
 
 use crate::proc::KEY;
 
@@ -52,10 +52,7 @@ impl Provider for Accepting {
 
 pub async fn run(args: Args) -> Result<Value, String> {
     let endpoint = args.aws_endpoint.trim_end_matches('/').to_string();
-    let reset = reqwest::Client::new().post(format!("{endpoint}/moto-api/reset")).send().await;
-    if !reset.is_ok_and(|r| r.status().is_success()) {
-        return Err(format!("cannot reset the AWS emulator at {endpoint}"));
-    }
+    reset_emulator(&endpoint).await?;
     let sdk = sdk_config(&endpoint).await;
     let (plain_ddb, plain_sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
     let resources = create_resources(&plain_ddb, &plain_sqs, 5).await;
@@ -83,12 +80,8 @@ pub async fn run(args: Args) -> Result<Value, String> {
         let mut ids = Vec::new();
         for first in (0..args.recipients).step_by(1000) {
             let body = crate::broadcast_body(first, (args.recipients - first).min(1000));
-            let mut event: Value = serde_json::from_str(
-                &include_str!("../../tests/fixtures/apigw_v2_post_broadcast.json").replace("{{API_KEY}}", KEY),
-            )
-            .map_err(|e| e.to_string())?;
-            event["headers"]["idempotency-key"] = json!(format!("cost-{}-{first}", round.replace(' ', "-")));
-            event["body"] = json!(body);
+            let key = format!("cost-{}-{first}", round.replace(' ', "-"));
+            let event = crate::apigw_post(&body, Some(&key));
             let answer = ingest.handle(event).await.map_err(|e| e.to_string())?;
             if answer["statusCode"] != 202 {
                 return Err(format!("ingest answered {answer}"));

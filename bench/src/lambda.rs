@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use herald::adapters::aws::{DynamoStore, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
-use herald_tests::aws::{create_resources, sdk_config, EventSource};
+use herald_tests::aws::{create_resources, reset_emulator, sdk_config, EventSource};
 
 use crate::proc::{median, peak_rss_kib, KEY};
 
@@ -32,7 +32,6 @@ pub struct Args {
 }
 
 const TENANT: &str = "acme";
-const APIGW_POST: &str = include_str!("../../tests/fixtures/apigw_v2_post_broadcast.json");
 
 #[derive(Default)]
 struct Fake {
@@ -130,24 +129,13 @@ async fn invoke(exe: &Path, env: &[(String, String)], event: Value) -> Result<Ru
     })
 }
 
-fn apigw_event(body: &str) -> Value {
-    let mut e: Value = serde_json::from_str(&APIGW_POST.replace("{{API_KEY}}", KEY)).expect("fixture");
-    e["headers"].as_object_mut().expect("headers").remove("idempotency-key");
-    e["body"] = Value::String(body.to_string());
-    e
-}
-
 fn status_of(answer: &Value) -> u64 {
     answer["statusCode"].as_u64().unwrap_or(0)
 }
 
 pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     let endpoint = args.aws_endpoint.trim_end_matches('/').to_string();
-    let http = reqwest::Client::new();
-    let reset = http.post(format!("{endpoint}/moto-api/reset")).send().await;
-    if !reset.is_ok_and(|r| r.status().is_success()) {
-        return Err(format!("cannot reset the AWS emulator at {endpoint}"));
-    }
+    reset_emulator(&endpoint).await?;
     let sdk = sdk_config(&endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -196,7 +184,7 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     let (mut hello, mut ingest, mut send) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.runs {
         hello.push(invoke(&exe("hello-lambda"), &[], json!({"hello": i})).await?);
-        let r = invoke(&exe("ingest"), &env, apigw_event(&crate::broadcast_body(100 + i, 1))).await?;
+        let r = invoke(&exe("ingest"), &env, crate::apigw_post(&crate::broadcast_body(100 + i, 1), None)).await?;
         if status_of(&r.answer) != 202 {
             return Err(format!("ingest answered {}", r.answer));
         }
@@ -219,7 +207,7 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
         |c: &Value| c["to_next_ms"].as_f64().unwrap_or(f64::NAN) / hello_c["to_next_ms"].as_f64().unwrap_or(f64::NAN);
 
     // Memory under the loads.
-    let big = invoke(&exe("ingest"), &env, apigw_event(&crate::broadcast_body(1000, 1000))).await?;
+    let big = invoke(&exe("ingest"), &env, crate::apigw_post(&crate::broadcast_body(1000, 1000), None)).await?;
     if status_of(&big.answer) != 202 {
         return Err(format!("ingest of 1,000 recipients answered {}", big.answer));
     }

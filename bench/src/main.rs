@@ -94,3 +94,18 @@ pub fn broadcast_body(first: usize, n: usize) -> String {
     serde_json::json!({"recipients": recipients, "messages": [{"text": "Hi {{name}}, your order has shipped"}]})
         .to_string()
 }
+
+/// The API Gateway HTTP API event of `POST /v1/broadcasts` (tests/fixtures) carrying `body`,
+/// authenticated with the benchmark key, with `idempotency_key` or none.
+pub fn apigw_post(body: &str, idempotency_key: Option<&str>) -> serde_json::Value {
+    let fixture = include_str!("../../tests/fixtures/apigw_v2_post_broadcast.json").replace("{{API_KEY}}", proc::KEY);
+    let mut event: serde_json::Value = serde_json::from_str(&fixture).expect("the fixture is JSON");
+    match idempotency_key {
+        Some(k) => event["headers"]["idempotency-key"] = serde_json::json!(k),
+        None => {
+            event["headers"].as_object_mut().expect("headers").remove("idempotency-key");
+        }
+    }
+    event["body"] = serde_json::json!(body);
+    event
+}

@@ -24,6 +24,15 @@ pub fn emulator_endpoint() -> String {
     }
 }
 
+/// Empties the emulator at `endpoint` (`POST /moto-api/reset`).
+pub async fn reset_emulator(endpoint: &str) -> Result<(), String> {
+    match reqwest::Client::new().post(format!("{endpoint}/moto-api/reset")).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("cannot reset the AWS emulator at {endpoint}: it answered {}", r.status())),
+        Err(e) => Err(format!("cannot reset the AWS emulator at {endpoint}: {e}")),
+    }
+}
+
 /// Herald's table, queue and dead-letter queue, as template.yaml declares them.
 pub struct Resources {
     pub table: String,

@@ -14,7 +14,7 @@ use herald::adapters::aws::{AwsConfig, DynamoStore, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;
-use herald_tests::aws::{create_resources, emulator_endpoint, sdk_config, EventSource, Resources};
+use herald_tests::aws::{create_resources, emulator_endpoint, reset_emulator, sdk_config, EventSource, Resources};
 use herald_tests::contract;
 
 /// The emulator is shared state: one test at a time, each on a freshly reset emulator.
@@ -35,8 +35,7 @@ struct Aws {
 async fn setup(max_receives: u32) -> Aws {
     let guard = EMULATOR.lock().await;
     let endpoint = emulator_endpoint();
-    let reset = reqwest::Client::new().post(format!("{endpoint}/moto-api/reset")).send().await;
-    assert!(reset.is_ok_and(|r| r.status().is_success()), "cannot reset the emulator at {endpoint}");
+    reset_emulator(&endpoint).await.unwrap_or_else(|e| panic!("{e}"));
     let sdk = sdk_config(&endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
