@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Provider attempts per message before it is failed.
     #[arg(long, default_value_t = 5)]
     max_attempts: u32,
+    /// Receives of a job that end without an answer (a crash, a poison body) before it is
+    /// dead-lettered. Retries and waits never count: they go back as fresh jobs.
+    #[arg(long, default_value_t = 10)]
+    max_receives: u32,
     /// Base of the exponential retry backoff, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     backoff_base_ms: u64,
@@ -78,6 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     let settings = Settings {
         max_attempts: args.max_attempts.max(1),
+        max_receives: args.max_receives.max(1),
         tenant_limits: herald::service::admission::Limits {
             requests_per_second: args.tenant_rps,
             request_burst: args.tenant_rps * 2.0,

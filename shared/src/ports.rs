@@ -54,12 +54,11 @@ pub trait JobQueue: Send + Sync {
     async fn delete(&self, receipt: &str) -> StoreResult<()>;
     /// Makes a received job visible again after `timeout` (retry with backoff).
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()>;
-    /// Hands a received job back to come again after `delay`. Queues that bound delays (SQS:
-    /// 15 minutes) re-enqueue long waits as fresh messages, so a far `send_at` does not use up
-    /// the job's receives on the way.
-    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
-        self.change_visibility(&received.receipt, delay).await
-    }
+    /// Hands a received job back to come again after `delay`, as a fresh job: a deliberate wait
+    /// (a retry's backoff, a row not yet due, a store that blinked) never uses up the job's
+    /// receives, so `max_receives` counts only receives that ended without a word (a crash, a
+    /// poison body). Once this succeeds the received copy is gone.
+    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()>;
 }
 
 // ---------------------------------------------------------------- requests and rows

@@ -87,6 +87,24 @@ pub async fn queue_dead_letter_contract(q: &dyn JobQueue, max_receives: u32) {
     assert!(after.is_empty(), "a job past max_receives must be dead-lettered, got {after:?}");
 }
 
+/// A deferred job comes back after its delay as a fresh job: however often it is deferred, its
+/// receive count starts again, so waits never push it towards the dead-letter queue.
+pub async fn queue_defer_contract(q: &dyn JobQueue, max_receives: u32) {
+    q.send_batch(&[job(7)]).await.unwrap();
+    for n in 1..=max_receives + 2 {
+        let got = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1, "deferral {n}: the job must come back");
+        assert_eq!(got[0].receive_count, 1, "deferral {n}: a deferred job's receives start again");
+        assert_eq!(row_of(&got[0]), "rcp_7");
+        q.defer(&got[0], Duration::ZERO).await.expect("defer");
+    }
+    let got = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "still there after {} deferrals", max_receives + 2);
+    q.delete(&got[0].receipt).await.unwrap();
+    let after = receive_n(q, 1, Duration::from_secs(30), Duration::from_millis(1500)).await;
+    assert!(after.is_empty(), "a deferred job leaves no second copy behind: {after:?}");
+}
+
 pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<RecipientRow>) {
     let req = SendRequest {
         id: id.into(),

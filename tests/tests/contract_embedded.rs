@@ -18,6 +18,13 @@ async fn queue() {
 }
 
 #[tokio::test]
+async fn queue_defer_starts_the_receive_count_again() {
+    let (_d, _, q) = open(3);
+    contract::queue_defer_contract(q.as_ref(), 3).await;
+    assert_eq!(q.depth().await.unwrap(), (0, 0, 0), "nothing dead-lettered");
+}
+
+#[tokio::test]
 async fn queue_dead_letters_after_max_receives() {
     let (_d, _, q) = open(3);
     contract::queue_dead_letter_contract(q.as_ref(), 3).await;

@@ -128,12 +128,14 @@ async fn an_sqs_batch_is_delivered_and_only_failures_are_reported() {
 }
 
 #[tokio::test]
-async fn a_transient_failure_is_reported_so_sqs_keeps_the_job() {
+async fn a_transient_failure_goes_back_as_a_fresh_job_so_it_uses_up_no_receive() {
     let behaviour = SandboxBehaviour { fail_rate: 1.0, fail_kind: FailKind::Transient, ..Default::default() };
     let s = TestServer::start_with(fast_settings(), behaviour, 0).await;
     let (id, bodies) = queued_jobs(&s, 1).await;
+    let waiting = s.local.queue.depth().await.unwrap().0;
     let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
-    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(response.batch_item_failures.is_empty(), "a retry is not reported: reported, it would count a receive");
+    assert_eq!(s.local.queue.depth().await.unwrap().0, waiting + 1, "the retry waits as a fresh job");
     let (_, state) = s.get(&format!("/v1/broadcasts/{id}")).await;
     assert_eq!(state["recipients"][0]["status"], "retrying");
     assert!(state["recipients"][0]["next_attempt_at"].is_string());

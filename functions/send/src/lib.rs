@@ -1,5 +1,7 @@
 //! Herald's send Lambda: an SQS batch → `deliver` each job → `SqsBatchResponse` naming only the
-//! jobs that must come back (transient failures after their backoff, and store errors).
+//! jobs that must come back as they are (a crash or a poison body, which count towards the
+//! dead-letter queue). A wait (retry backoff, not yet due, a store error) goes back as a fresh
+//! delayed message instead, so it never uses up the job's receives.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -43,13 +45,14 @@ async fn handle_record(h: Arc<Herald>, m: SqsMessage) -> Option<String> {
         };
         match handle_job(h.clone(), &received).await {
             JobResult::Delete => None,
-            JobResult::Retry(after) => {
-                // Back off by pushing the message out, then report it so SQS does not delete it.
-                if let Err(e) = h.queue.defer(&received, after).await {
+            JobResult::Retry(after) => match h.queue.defer(&received, after).await {
+                // The wait travels as a fresh message, so it uses up none of this one's receives.
+                Ok(()) => None,
+                Err(e) => {
                     tracing::warn!(error = %e, "could not delay the retry; it returns after the visibility timeout");
+                    Some(message_id)
                 }
-                Some(message_id)
-            }
+            },
             JobResult::Leave => Some(message_id),
         }
     }

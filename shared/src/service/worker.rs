@@ -16,7 +16,7 @@ use super::deliver::{backoff, deliver, Delivery};
 pub enum JobResult {
     /// Delete it.
     Delete,
-    /// Make it visible again after this long.
+    /// Hand it back to come again after this long, as a fresh job (no receive used up).
     Retry(Duration),
     /// Leave it: it comes back after its visibility timeout (and is dead-lettered after
     /// `max_receives`).
@@ -43,7 +43,7 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
         Ok(Err(e)) => (e.to_string(), matches!(e, StoreError::Unavailable(_))),
         Err(join) => (format!("delivery crashed: {join}"), false),
     };
-    tracing::error!(row_id = %job.row_id, receive_count = received.receive_count, %error, "delivery failed; the job stays queued");
+    tracing::error!(row_id = %job.row_id, receive_count = received.receive_count, %error, "delivery failed");
     if received.receive_count >= h.settings.max_receives {
         // This was the last receive before the dead-letter queue: say so on the row. If even that
         // fails, the job still goes to the dead-letter queue, and the local shape's sweeper
@@ -59,8 +59,10 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
         return JobResult::Leave;
     }
     if transient {
-        // A store blinked: come back soon rather than after the whole visibility timeout.
-        return JobResult::Retry(backoff(&h.settings, received.receive_count, None));
+        // A store blinked: come back soon, as a fresh job, rather than after the whole visibility
+        // timeout, and without using up a receive (an outage is not the job's fault). Only a
+        // job that also crashed before can reach its last receive here.
+        return JobResult::Retry(backoff(&h.settings, 1, None));
     }
     JobResult::Leave
 }

@@ -1,5 +1,5 @@
 //! The job queue on SQS: `SendMessageBatch` in groups of 10 with the failed entries retried,
-//! `DelaySeconds` up to 900 s, visibility changes for backoff.
+//! `DelaySeconds` up to 900 s, waits re-sent as fresh messages so they use up no receives.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
@@ -12,6 +12,16 @@ use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreError, StoreResult};
 const MAX_DELAY_SECONDS: u64 = 900;
 const BATCH: usize = 10;
 const SEND_TRIES: u32 = 5;
+
+/// SQS counts whole seconds: round up, so a short backoff is never zero.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A delay as SQS's `DelaySeconds`: rounded up, at most 15 minutes.
+fn delay_seconds(d: Duration) -> i32 {
+    whole_seconds(d).min(MAX_DELAY_SECONDS) as i32
+}
 
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
@@ -29,7 +39,7 @@ impl SqsQueue {
             .enumerate()
             .map(|(i, j)| {
                 let body = serde_json::to_string(&j.job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok((i.to_string(), body, j.delay.as_secs().min(MAX_DELAY_SECONDS) as i32))
+                Ok((i.to_string(), body, delay_seconds(j.delay)))
             })
             .collect::<StoreResult<_>>()?;
         for attempt in 0..SEND_TRIES {
@@ -124,15 +134,15 @@ impl JobQueue for SqsQueue {
     }
 
     async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
-        if delay <= Duration::from_secs(MAX_DELAY_SECONDS) {
-            return self.change_visibility(&received.receipt, delay).await;
-        }
-        // Longer than SQS can delay: hop as a new message delayed 15 minutes, then drop this one.
+        // A fresh message, so the wait uses up none of the job's receives (SQS cannot reset a
+        // message's receive count); a wait beyond 15 minutes hops: it comes back early, finds
+        // its row not due, and is deferred again. If the delete fails, two copies are out, which
+        // is harmless: a row is claimed once.
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(&received.body)
-            .delay_seconds(MAX_DELAY_SECONDS as i32)
+            .delay_seconds(delay_seconds(delay))
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(sdk_text(&e)))?;
@@ -140,8 +150,7 @@ impl JobQueue for SqsQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()> {
-        // SQS counts whole seconds; round up so a short backoff is never zero.
-        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let secs = whole_seconds(timeout);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

@@ -264,6 +264,27 @@ impl JobQueue for EmbeddedQueue {
             .await
     }
 
+    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
+        // As on SQS: a fresh job with the same body, and the received one gone, in one step.
+        let (receipt, body) = (received.receipt.clone(), received.body.clone());
+        let t = ms(now());
+        let visible_at = t + delay.as_millis() as i64;
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute("DELETE FROM jobs WHERE receipt = ?1", params![receipt])?;
+                tx.execute(
+                    "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![uuid::Uuid::new_v4().to_string(), body, visible_at, t],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()> {
         let receipt = receipt.to_string();
         let visible_at = ms(now()) + timeout.as_millis() as i64;
