@@ -69,9 +69,10 @@ impl Local {
         let (store, queue) = embedded::open(dir, settings.max_receives)?;
         let recovered = queue.recover_in_flight().await?;
         let reclaimable = store.expire_leases().await?;
+        let keys = store.release_idempotency_locks().await?;
         store.purge_expired().await?;
-        if recovered + reclaimable > 0 {
-            tracing::info!(jobs = recovered, rows = reclaimable, "recovered work left by a previous run");
+        if recovered + reclaimable + keys > 0 {
+            tracing::info!(jobs = recovered, rows = reclaimable, keys, "recovered work left by a previous run");
         }
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
         let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));

@@ -205,3 +205,56 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+/// A call under an `Idempotency-Key` whose send request was stored but whose answer was lost (its
+/// process died after storing): the client's retry with the same key answers that request,
+/// replayed, and stores and sends nothing new. `base` serves `h`'s router; `key` is an API key
+/// of `tenant`. Run on every store, so the rule holds in both shapes.
+pub async fn a_lost_answer_is_answered_again(h: &herald::Herald, base: &str, key: &str, tenant: &str) {
+    use herald::ports::Begin;
+    let body = json!({
+        "recipients": [{"phone": "+14155550101"}, {"phone": "+14155550102"}],
+        "messages": [{"text": "hello"}],
+    });
+    let fingerprint = herald::http::fingerprint("POST /v1/broadcasts", &serde_json::to_vec(&body).unwrap());
+    // The process that died took the key two minutes ago (its lock has run out)...
+    let then = herald::domain::now() - chrono::Duration::minutes(2);
+    let begun = h.idempotency.begin(tenant, "k-lost", &fingerprint, then, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(begun, Begin::New);
+    // ...and stored its request before it died.
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(body.clone()).unwrap().validate().unwrap();
+    let stored = herald::service::ingest::with_idempotency_key(
+        tenant,
+        "k-lost",
+        &fingerprint,
+        herald::service::ingest::ingest(h, tenant, plan, "native"),
+    )
+    .await;
+    let stored_id = stored.0.expect("the first try stores its request").request.id.clone();
+    assert!(!stored.1, "the first try stored a new request");
+
+    let http = reqwest::Client::new();
+    for attempt in 1..=2 {
+        let resp = http
+            .post(format!("{base}/v1/broadcasts"))
+            .bearer_auth(key)
+            .header("idempotency-key", "k-lost")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = resp.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_string());
+        let (status, answer) = read(resp).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "retry {attempt}: {answer}");
+        assert_eq!(replayed.as_deref(), Some("true"), "retry {attempt} replays the stored request");
+        assert_eq!(answer["request_id"], json!(stored_id), "retry {attempt} answers the stored request");
+        assert_eq!(answer["row_count"], json!(2));
+        assert_eq!(answer["recipients"].as_array().map(Vec::len), Some(2), "{answer}");
+    }
+    // Another key is another request.
+    let resp =
+        http.post(format!("{base}/v1/broadcasts")).bearer_auth(key).header("idempotency-key", "k-new").json(&body);
+    let (status, answer) = read(resp.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_ne!(answer["request_id"], json!(stored_id));
+}

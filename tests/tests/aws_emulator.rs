@@ -109,6 +109,13 @@ async fn sqs_dead_letters_after_max_receive_count() {
 }
 
 #[tokio::test]
+async fn sqs_defer_starts_the_receive_count_again() {
+    let aws = setup(3).await;
+    contract::queue_defer_contract(aws.queue().as_ref(), 3).await;
+    assert_eq!(aws.depth(&aws.dlq_url).await, 0, "nothing dead-lettered");
+}
+
+#[tokio::test]
 async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
     use herald::ports::JobQueue;
     let aws = setup(3).await;
@@ -432,4 +439,62 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
     let err = AwsConfig::from_env().unwrap().connect().await.err().unwrap();
     std::env::remove_var("PROVIDER_SECRETS_ARN");
     assert_eq!(err.name, "PROVIDER_SECRETS_ARN");
+}
+
+// ------------------------------------------------------------- idempotency and receive budget
+
+#[tokio::test]
+async fn dynamodb_a_key_whose_request_was_stored_answers_that_request_after_the_answer_was_lost() {
+    let aws = setup(5).await;
+    let h = herald_on(&aws, None, herald_tests::fast_settings());
+    let key = herald::service::keys::create_key(h.keys.as_ref(), "acme", None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = herald::http::router(h.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    herald_tests::a_lost_answer_is_answered_again(&h, &base, &key, "acme").await;
+}
+
+/// Answers every send with a transient error.
+struct AlwaysBusy;
+
+#[async_trait]
+impl Provider for AlwaysBusy {
+    fn name(&self) -> &'static str {
+        "busy"
+    }
+    async fn send(&self, _: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
+        Err(ProviderError::Transient { code: Some("503".into()), message: "try again later".into(), retry_after: None })
+    }
+}
+
+#[tokio::test]
+async fn provider_retries_on_the_send_lambda_never_use_up_the_jobs_receives() {
+    let max_receives = 3;
+    let aws = setup(max_receives).await;
+    let settings = Settings { max_receives, max_attempts: 7, ..herald_tests::fast_settings() };
+    let h = herald_on(&aws, Some(Providers::all(Arc::new(AlwaysBusy))), settings);
+    let id = queue_rows(&h, 1).await;
+    let row_id = herald::domain::RecipientRow::id_for(&id, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let row = h.requests.get_row("acme", &row_id).await.unwrap().unwrap();
+        if row.status.is_terminal() {
+            assert_eq!(row.status, herald::domain::Status::Failed);
+            let msg = row.error_message.unwrap();
+            assert!(msg.starts_with("gave up after 7 attempts"), "the row used every attempt: {msg}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "row still {:?} after 90 s", row.status);
+        let event = aws.receive_event(10).await;
+        if event.records.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert!(failed.is_empty(), "a retry goes back as a fresh message, never as a reported failure");
+        aws.settle(&event, &failed).await;
+    }
+    assert_eq!(aws.depth(&aws.dlq_url).await, 0, "nothing was dead-lettered");
 }

@@ -1,5 +1,8 @@
 //! `Idempotency-Key` for sending endpoints: the same key and body answer the first response
 //! again; another body gets `409`; a key whose first request is still running gets `409` too.
+//! Only a successful answer is kept: a refusal stored nothing, and leaves the key free. A send
+//! request stored under a key has an id derived from the key, so a retry after a crash answers
+//! the stored request (`Idempotent-Replayed: true`) instead of storing a second one.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -101,11 +104,12 @@ where
         }
         Ok(Begin::New) => {}
     }
-    let response = handler().await;
+    let (response, resumed) = crate::service::ingest::with_idempotency_key(tenant, key, &fp, handler()).await;
     let status = response.status();
-    if status.is_server_error() {
-        // Nothing was promised: let the caller retry with the same key.
-        // Left locked, the key would answer `409` to the caller's retries until the lock expires.
+    if !status.is_success() {
+        // Only an answer that created something is kept under the key. A refusal (429, 422, …)
+        // or a 5xx stored nothing, so the caller may retry with the same key; left locked, the
+        // key would answer `409` to those retries until the lock expires.
         let abandoned =
             crate::service::retry_store("releasing an idempotency key", 5, || h.idempotency.abandon(tenant, key));
         if let Err(e) = abandoned.await {
@@ -113,7 +117,7 @@ where
         }
         return response;
     }
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return shape(ApiError::Internal(format!("could not buffer a response: {e}"))),
@@ -125,6 +129,10 @@ where
     });
     if let Err(e) = completed.await {
         tracing::error!(error = %e, "could not store an idempotent response");
+    }
+    if resumed {
+        // An earlier try stored this request but its answer was lost: this is that answer again.
+        parts.headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Response::from_parts(parts, Body::from(bytes))
 }

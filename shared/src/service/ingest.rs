@@ -1,5 +1,7 @@
 //! Ingest: a validated send plan → catalog resolved → rows stored `queued` → one job per row.
 
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::app::Herald;
@@ -19,8 +21,66 @@ pub struct Accepted {
     pub rows: Vec<RecipientRow>,
 }
 
+tokio::task_local! {
+    /// Set while a call with an `Idempotency-Key` runs: the request it stores gets an id derived
+    /// from the key, so a retry after a crash finds the request the first try stored.
+    static KEYED: Keyed;
+}
+
+/// The idempotency key of the call being handled, as the id its request gets.
+struct Keyed {
+    id: [u8; 16],
+    /// Taken by the first ingest of the call; a second one (none today) gets a fresh id.
+    used: AtomicBool,
+    /// The request was found already stored and answered again.
+    replayed: AtomicBool,
+}
+
+/// Runs `call` (one API call carrying an `Idempotency-Key`) so that the send request it stores
+/// has an id derived from (tenant, key, the call's fingerprint): the body is part of it, so a
+/// key reused with another body once its record expired makes a new request. Returns the
+/// call's answer and whether its request had been stored by an earlier try, which the answer
+/// then replays.
+pub async fn with_idempotency_key<F: std::future::Future>(
+    tenant: &str,
+    key: &str,
+    fingerprint: &str,
+    call: F,
+) -> (F::Output, bool) {
+    let mut h = Sha256::new();
+    for part in [tenant, key, fingerprint] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize()[..16]);
+    let keyed = Keyed { id, used: AtomicBool::new(false), replayed: AtomicBool::new(false) };
+    KEYED
+        .scope(keyed, async {
+            let out = call.await;
+            (out, KEYED.with(|k| k.replayed.load(Ordering::Relaxed)))
+        })
+        .await
+}
+
+/// The id of a new send request: derived from the call's idempotency key if it has one, and
+/// whether it was.
+fn new_request_id() -> (String, bool) {
+    let keyed = KEYED.try_with(|k| (!k.used.swap(true, Ordering::Relaxed)).then_some(k.id)).ok().flatten();
+    match keyed {
+        Some(id) => (format!("req_{}", hex::encode(id)), true),
+        None => (crate::domain::ids::new_id("req"), false),
+    }
+}
+
 /// Runs ingest for one plan. `source` names the API that took it (`native`, `invent`, …).
 pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
+    let (request_id, keyed) = new_request_id();
+    if keyed {
+        if let Some(stored) = h.requests.get_request(tenant, &request_id).await? {
+            return resume(h, stored).await;
+        }
+    }
     let (messages, campaign) = resolve_messages(h, tenant, &plan.source).await?;
     check_plan(&plan, &messages)?;
     check_media_links(h, &plan, &messages).await?;
@@ -36,7 +96,7 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
 
     let now = crate::domain::now();
     let request = SendRequest {
-        id: crate::domain::ids::new_id("req"),
+        id: request_id,
         tenant_id: tenant.to_string(),
         created_at: now,
         source: source.to_string(),
@@ -73,8 +133,9 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
     let stored = super::retry_store("storing a send request", 5, || h.requests.insert_request(&request, &rows)).await;
     if let Err(e) = stored {
         // A try may have landed although its answer was lost: end its rows, so that nothing ever
-        // sends them behind the caller's back (the caller is told to send again).
-        if !matches!(h.requests.get_request(tenant, &request.id).await, Ok(None)) {
+        // sends them behind the caller's back (the caller is told to send again). Under an
+        // idempotency key the caller's retry finds the stored request and queues it instead.
+        if !keyed && !matches!(h.requests.get_request(tenant, &request.id).await, Ok(None)) {
             fail_rows(h, tenant, &rows, "Herald could not store this request; send it again").await;
         }
         return Err(e.into());
@@ -90,8 +151,11 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
     let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
     // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
     if let Err(e) = super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await {
-        // Say so on every row rather than leave them `queued` with no job behind them.
-        fail_rows(h, tenant, &rows, "Herald could not queue this message; send it again").await;
+        // Say so on every row rather than leave them `queued` with no job behind them; under an
+        // idempotency key the caller's retry queues them instead.
+        if !keyed {
+            fail_rows(h, tenant, &rows, "Herald could not queue this message; send it again").await;
+        }
         return Err(e.into());
     }
     tracing::info!(request_id = %request.id, rows = rows.len(), source, "send request queued");
@@ -100,6 +164,29 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
         deliver_inline(h, &rows).await?;
         rows = h.requests.list_rows(tenant, &request.id, None, rows.len() as u32).await?;
     }
+    Ok(Accepted { request: Arc::new(request), rows })
+}
+
+/// Answers again a request that an earlier try under the same idempotency key stored, whatever
+/// became of that try (its process may have died before queueing or answering): every row still
+/// pending gets a job again. A second job for a row is harmless, since a row is claimed once.
+async fn resume(h: &Herald, request: SendRequest) -> Result<Accepted, ServiceError> {
+    let _ = KEYED.try_with(|k| k.replayed.store(true, Ordering::Relaxed));
+    let tenant = request.tenant_id.clone();
+    let rows = h.requests.list_rows(&tenant, &request.id, None, request.row_count.max(1)).await?;
+    let now = crate::domain::now();
+    let jobs: Vec<OutgoingJob> = rows
+        .iter()
+        .filter(|r| r.status.is_pending())
+        .map(|r| {
+            let delay = r.next_attempt_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default();
+            OutgoingJob { job: r.job(), delay }
+        })
+        .collect();
+    if !jobs.is_empty() {
+        super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await?;
+    }
+    tracing::info!(request_id = %request.id, requeued = jobs.len(), "idempotency key answered with its stored request");
     Ok(Accepted { request: Arc::new(request), rows })
 }
 

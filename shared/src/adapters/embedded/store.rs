@@ -120,6 +120,13 @@ impl EmbeddedStore {
             .await
     }
 
+    /// Frees every idempotency key whose call never finished: after a restart nobody is handling
+    /// them. A retry then runs again and finds the request its first try stored, if any (its id
+    /// derives from the key). Only the process that owns the data directory may call this.
+    pub async fn release_idempotency_locks(&self) -> StoreResult<u64> {
+        self.db.call(|c| Ok(c.execute("DELETE FROM idempotency WHERE done = 0", [])? as u64)).await
+    }
+
     /// Deletes answered idempotency records past their expiry.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
         let t = ms(now());
