@@ -19,6 +19,11 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
   step "clippy"
   cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+  step "the Lambda functions link no SQLite"
+  if cargo tree -p ingest -p send -e normal --locked | grep -q rusqlite; then
+    echo "ingest or send depends on rusqlite: keep the embedded adapters behind herald's 'embedded' feature" >&2
+    exit 1
+  fi
   step "cfn-lint template.yaml"
   cfn-lint template.yaml
 fi

@@ -9,12 +9,15 @@
 
 pub mod adapters;
 pub mod app;
+#[cfg(feature = "benching")]
 #[doc(hidden)]
 pub mod benching;
 pub mod dialects;
 pub mod domain;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
+#[cfg(feature = "embedded")]
 pub mod local;
 pub mod logging;
 pub mod ports;

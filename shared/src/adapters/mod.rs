@@ -3,5 +3,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(any(feature = "aws", feature = "embedded"))]
 mod rows;
