@@ -22,6 +22,7 @@ pub mod local;
 pub mod logging;
 pub mod ports;
 pub mod providers;
+pub mod retry;
 pub mod service;
 
 pub use app::{Herald, Settings};

@@ -2,7 +2,6 @@
 //! outcome. The send Lambda and `herald serve`'s workers both call [`deliver`].
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use std::time::Duration;
 
 use crate::app::{Herald, Settings};
@@ -10,6 +9,7 @@ use crate::domain::{Channel, Contact, ContactDraft, Job, RecipientRow, SendReque
 use crate::logging::mask_address;
 use crate::ports::{Claim, Outcome, StoreError};
 use crate::providers::{OutboundMessage, ProviderError, RenderedHeader};
+use crate::retry::Policy;
 
 use super::render::{render, Missing};
 
@@ -424,14 +424,13 @@ fn retry_or_fail(
     (with(o), Delivery::RetryAfter(wait))
 }
 
-/// Exponential backoff with full jitter, capped, never sooner than the provider asked.
+/// The wait before a row's next attempt: the one retry policy over the settings' base and cap,
+/// at least 100 ms, and never sooner than the provider asked.
 pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = settings.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let ceiling = exp.min(settings.backoff_cap);
-    let jittered = Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis().max(1) as u64));
+    let policy = Policy { base: settings.backoff_base, cap: settings.backoff_cap, ..Policy::STORE };
     // A provider's Retry-After is honoured up to SQS's longest delay (15 minutes).
     let asked = retry_after.unwrap_or_default().min(Duration::from_secs(900));
-    jittered.max(Duration::from_millis(100)).max(asked)
+    policy.backoff(attempt).max(Duration::from_millis(100)).max(asked)
 }
 
 /// Renders the row's message for its channel.

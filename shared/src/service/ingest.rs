@@ -3,13 +3,15 @@
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::app::Herald;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
     FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
 };
-use crate::ports::OutgoingJob;
+use crate::ports::{OutgoingJob, StoreError};
+use crate::retry;
 
 use super::render::positional_needed;
 use super::{deliver, ServiceError};
@@ -77,7 +79,8 @@ fn new_request_id() -> (String, bool) {
 pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
     let (request_id, keyed) = new_request_id();
     if keyed {
-        if let Some(stored) = h.requests.get_request(tenant, &request_id).await? {
+        let found = super::retry_store("looking up a keyed request", 3, || h.requests.get_request(tenant, &request_id));
+        if let Some(stored) = found.await? {
             return resume(h, stored).await;
         }
     }
@@ -129,35 +132,7 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
             rows.push(row);
         }
     }
-    // Writing the same request again changes nothing, so a write whose answer was lost is retried.
-    let stored = super::retry_store("storing a send request", 5, || h.requests.insert_request(&request, &rows)).await;
-    if let Err(e) = stored {
-        // A try may have landed although its answer was lost: end its rows, so that nothing ever
-        // sends them behind the caller's back (the caller is told to send again). Under an
-        // idempotency key the caller's retry finds the stored request and queues it instead.
-        if !keyed && !matches!(h.requests.get_request(tenant, &request.id).await, Ok(None)) {
-            fail_rows(h, tenant, &rows, "Herald could not store this request; send it again").await;
-        }
-        return Err(e.into());
-    }
-
-    // `background: false` delivers inline below; its jobs wait one lease as a safety net, so a row
-    // left `retrying` (or a process that dies mid-call) is still finished by the workers.
-    let delay = if request.background {
-        request.send_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default()
-    } else {
-        h.settings.lease
-    };
-    let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
-    // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
-    if let Err(e) = super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await {
-        // Say so on every row rather than leave them `queued` with no job behind them; under an
-        // idempotency key the caller's retry queues them instead.
-        if !keyed {
-            fail_rows(h, tenant, &rows, "Herald could not queue this message; send it again").await;
-        }
-        return Err(e.into());
-    }
+    store_and_queue(h, &request, &rows, keyed, now).await?;
     tracing::info!(request_id = %request.id, rows = rows.len(), source, "send request queued");
 
     if !request.background {
@@ -167,13 +142,80 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
     Ok(Accepted { request: Arc::new(request), rows })
 }
 
+/// How long storing and queueing a request may take, retries included, before the call is
+/// answered `503`: well inside API Gateway's 30 s with the idempotency key's own steps around it.
+const STORE_BUDGET: Duration = Duration::from_secs(10);
+/// How long failing the rows of a request that could not be queued may take.
+const FAIL_BUDGET: Duration = Duration::from_secs(5);
+
+/// Stores the request and its rows, then queues one job per row; both are retried (each is safe
+/// to repeat) within [`STORE_BUDGET`]. When that fails, rows that may have been stored are failed,
+/// so nothing sends them behind the back of a caller told to send again — unless the call has an
+/// idempotency key, whose retry finds the stored request and queues it instead.
+async fn store_and_queue(
+    h: &Herald,
+    request: &SendRequest,
+    rows: &[RecipientRow],
+    keyed: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ServiceError> {
+    let tenant = request.tenant_id.as_str();
+    // Writing the same request again changes nothing, so a write whose answer was lost is retried.
+    let stored = retry::within(
+        STORE_BUDGET,
+        super::retry_store("storing a send request", 5, || h.requests.insert_request(request, rows)),
+    )
+    .await
+    .unwrap_or_else(|| Err(StoreError::Unavailable("storing a send request did not finish in time".into())));
+    if let Err(e) = stored {
+        // A try may have landed although its answer was lost.
+        if !keyed {
+            let landed = retry::within(FAIL_BUDGET, async {
+                let found = super::retry_store("reading back a send request", 3, || {
+                    h.requests.get_request(tenant, &request.id)
+                });
+                if !matches!(found.await, Ok(None)) {
+                    fail_rows(h, tenant, rows, "Herald could not store this request; send it again").await;
+                }
+            });
+            landed.await;
+        }
+        return Err(e.into());
+    }
+
+    // `background: false` delivers inline after this; its jobs wait one lease as a safety net, so a
+    // row left `retrying` (or a process that dies mid-call) is still finished by the workers.
+    let delay = if request.background {
+        request.send_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default()
+    } else {
+        h.settings.lease
+    };
+    let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
+    // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
+    let queued = retry::within(STORE_BUDGET, super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)))
+        .await
+        .unwrap_or_else(|| Err(StoreError::Unavailable("queueing jobs did not finish in time".into())));
+    if let Err(e) = queued {
+        // Say so on every row rather than leave them `queued` with no job behind them.
+        if !keyed {
+            let failing = fail_rows(h, tenant, rows, "Herald could not queue this message; send it again");
+            retry::within(FAIL_BUDGET, failing).await;
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Answers again a request that an earlier try under the same idempotency key stored, whatever
 /// became of that try (its process may have died before queueing or answering): every row still
 /// pending gets a job again. A second job for a row is harmless, since a row is claimed once.
 async fn resume(h: &Herald, request: SendRequest) -> Result<Accepted, ServiceError> {
     let _ = KEYED.try_with(|k| k.replayed.store(true, Ordering::Relaxed));
     let tenant = request.tenant_id.clone();
-    let rows = h.requests.list_rows(&tenant, &request.id, None, request.row_count.max(1)).await?;
+    let listed = super::retry_store("reading a stored request's rows", 3, || {
+        h.requests.list_rows(&tenant, &request.id, None, request.row_count.max(1))
+    });
+    let rows = listed.await?;
     let now = crate::domain::now();
     let jobs: Vec<OutgoingJob> = rows
         .iter()

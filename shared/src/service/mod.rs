@@ -11,6 +11,7 @@ pub mod worker;
 
 use crate::domain::FieldErrors;
 use crate::ports::{ContactWriteError, StoreError};
+use crate::retry::Policy;
 
 /// Why a use case refused or failed. The HTTP layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -50,25 +51,15 @@ impl From<ContactWriteError> for ServiceError {
     }
 }
 
-/// Runs a store call up to `tries` times while it fails with [`StoreError::Unavailable`],
-/// backing off from 25 ms (doubling). A store blinks; a write that matters should not give up at
-/// the first error. Callers must only retry calls that are safe to repeat.
-pub async fn retry_store<T, F, Fut>(what: &str, tries: u32, mut call: F) -> Result<T, StoreError>
+/// Runs a store call up to `tries` times while it fails with [`StoreError::Unavailable`], under
+/// [`Policy::STORE`]: a store blinks, so a write that matters should not give up at the first
+/// error; a call that never answers is cut off at the policy's deadline (or the API call's, if
+/// sooner). Callers must only retry calls that are safe to repeat.
+pub async fn retry_store<T, F, Fut>(what: &str, tries: u32, call: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut wait = std::time::Duration::from_millis(25);
-    let mut left = tries.max(1);
-    loop {
-        left -= 1;
-        match call().await {
-            Err(e @ StoreError::Unavailable(_)) if left > 0 => {
-                tracing::warn!(error = %e, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(2));
-            }
-            result => return result,
-        }
-    }
+    let retryable = |e: &StoreError| matches!(e, StoreError::Unavailable(_));
+    Policy::STORE.tries(tries).run(what, call, retryable, StoreError::Unavailable).await
 }

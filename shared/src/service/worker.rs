@@ -8,6 +8,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::app::Herald;
 use crate::domain::Job;
 use crate::ports::{ReceivedJob, StoreError};
+use crate::retry::Policy;
 
 use super::deliver::{backoff, deliver, Delivery};
 
@@ -72,7 +73,7 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
 pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut idle = Duration::from_millis(5);
-    let mut receive_backoff = Duration::from_millis(25);
+    let mut receive_failures = 0;
     loop {
         if *shutdown.borrow() {
             break;
@@ -88,14 +89,14 @@ pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>,
         }
         let batch = match h.queue.receive(free, h.settings.visibility).await {
             Ok(b) => {
-                receive_backoff = Duration::from_millis(25);
+                receive_failures = 0;
                 b
             }
             Err(e) => {
                 // Every worker waits on this loop: back off from a short pause, not a long one.
                 tracing::error!(error = %e, "could not receive jobs; retrying");
-                tokio::time::sleep(receive_backoff).await;
-                receive_backoff = (receive_backoff * 2).min(Duration::from_secs(1));
+                receive_failures += 1;
+                tokio::time::sleep(Policy::STORE.backoff(receive_failures)).await;
                 continue;
             }
         };

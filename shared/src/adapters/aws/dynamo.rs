@@ -16,14 +16,22 @@ use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
 };
 use crate::ports::*;
+use crate::retry::Policy;
 
 type Item = HashMap<String, AttributeValue>;
 
 /// `BatchWriteItem` takes 25 items, `BatchGetItem` 100 keys.
 const WRITE_BATCH: usize = 25;
 const GET_BATCH: usize = 100;
-/// Tries for unprocessed batch work and for optimistic-concurrency conflicts.
-const BATCH_TRIES: u32 = 10;
+/// Re-sending unprocessed batch work: DynamoDB leaves items unprocessed when a partition is
+/// throttled, so the waits may grow longer than a store call's.
+const BATCH_RETRY: Policy = Policy {
+    base: std::time::Duration::from_millis(25),
+    cap: std::time::Duration::from_secs(2),
+    tries: 10,
+    deadline: std::time::Duration::from_secs(10),
+};
+/// Tries for optimistic-concurrency conflicts.
 const OCC_TRIES: u32 = 8;
 
 pub struct DynamoStore {
@@ -172,18 +180,15 @@ impl DynamoStore {
                     Ok(WriteRequest::builder().put_request(put).build())
                 })
                 .collect::<StoreResult<_>>()?;
-            let mut tries = 0;
+            let mut attempts = BATCH_RETRY.attempts();
             while !pending.is_empty() {
-                if tries == BATCH_TRIES {
+                if !attempts.next().await {
                     return Err(StoreError::Unavailable(format!(
-                        "DynamoDB left {} item(s) unprocessed after {BATCH_TRIES} tries",
-                        pending.len()
+                        "DynamoDB left {} item(s) unprocessed after {} tries",
+                        pending.len(),
+                        attempts.tried()
                     )));
                 }
-                if tries > 0 {
-                    tokio::time::sleep(backoff(tries)).await;
-                }
-                tries += 1;
                 let out = self
                     .client
                     .batch_write_item()
@@ -202,15 +207,11 @@ impl DynamoStore {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(GET_BATCH) {
             let mut pending = Some(chunk.to_vec());
-            let mut tries = 0;
+            let mut attempts = BATCH_RETRY.attempts();
             while let Some(keys) = pending.take().filter(|k| !k.is_empty()) {
-                if tries == BATCH_TRIES {
+                if !attempts.next().await {
                     return Err(StoreError::Unavailable("DynamoDB left keys unprocessed".into()));
                 }
-                if tries > 0 {
-                    tokio::time::sleep(backoff(tries)).await;
-                }
-                tries += 1;
                 let mut ka = KeysAndAttributes::builder().set_keys(Some(keys));
                 if let Some(p) = projection {
                     ka = ka.projection_expression(p).expression_attribute_names("#st", "status");
@@ -349,12 +350,6 @@ impl DynamoStore {
 enum TransactError {
     Canceled,
     Store(StoreError),
-}
-
-fn backoff(try_no: u32) -> Duration {
-    use rand::Rng;
-    let cap = Duration::from_millis(25u64 << try_no.min(8));
-    Duration::from_millis(rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis() as u64))
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

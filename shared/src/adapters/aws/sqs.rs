@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::sdk_text;
 use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreError, StoreResult};
+use crate::retry::Policy;
 
 /// SQS's largest delay and batch.
 const MAX_DELAY_SECONDS: u64 = 900;
 const BATCH: usize = 10;
-const SEND_TRIES: u32 = 5;
 
 /// SQS counts whole seconds: round up, so a short backoff is never zero.
 fn whole_seconds(d: Duration) -> u64 {
@@ -42,10 +42,11 @@ impl SqsQueue {
                 Ok((i.to_string(), body, delay_seconds(j.delay)))
             })
             .collect::<StoreResult<_>>()?;
-        for attempt in 0..SEND_TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
+        // The entries SQS did not take are re-sent: those rounds are this call's own retries,
+        // under the one policy and within the caller's deadline.
+        let mut attempts = Policy::STORE.attempts();
+        while attempts.next().await {
+            let attempt = attempts.tried();
             let entries = pending
                 .iter()
                 .map(|(id, body, delay)| {
@@ -79,7 +80,11 @@ impl SqsQueue {
             }
             tracing::warn!(failed = pending.len(), attempt, "SQS did not take every job; retrying those");
         }
-        Err(StoreError::Unavailable(format!("SQS did not take {} job(s) after {SEND_TRIES} tries", pending.len())))
+        Err(StoreError::Unavailable(format!(
+            "SQS did not take {} job(s) after {} tries",
+            pending.len(),
+            attempts.tried()
+        )))
     }
 }
 
