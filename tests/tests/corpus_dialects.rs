@@ -396,6 +396,14 @@ fn invent_cases(k: &Keys) -> Vec<Case> {
         inv("contact_channel_id with an unknown channel", json!({"contact_channel_id": "ct-1~fax"}))
             .invalid(&["contact_channel_id"]),
         inv("contact_channel_id without ~", json!({"contact_channel_id": "ct-1"})).invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a NUL contact id", json!({"contact_channel_id": "\u{0000}~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with an empty contact id", json!({"contact_channel_id": "~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a space", json!({"contact_channel_id": "has space~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a path", json!({"contact_channel_id": "../../x~sms"}))
+            .invalid(&["contact_channel_id"]),
         inv("phone too short", json!({"phone": "12"})).invalid(&["phone"]),
         inv("national phone", json!({"phone": "0912345678"})).invalid(&["phone"]),
         inv("phone with letters", json!({"phone": "+1415abcdefg"})).invalid(&["phone"]),

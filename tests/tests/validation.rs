@@ -214,6 +214,19 @@ fn recipient_cases() -> Vec<Case> {
             .invalid(&["recipients[0].contact_channel_id"]),
         to("contact_channel_id without ~", json!([{"contact_channel_id": "ct.1"}]))
             .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a NUL contact id", json!([{"contact_channel_id": "\u{0000}~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with an empty contact id", json!([{"contact_channel_id": "~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a space", json!([{"contact_channel_id": "has space~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a path", json!([{"contact_channel_id": "../../x~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to(
+            "contact_channel_id with a 129-char contact id",
+            json!([{"contact_channel_id": format!("{}~sms", "c".repeat(129))}]),
+        )
+        .invalid(&["recipients[0].contact_channel_id"]),
         to("slack_id with a space", json!([{"slack_id": "U 123"}])).invalid(&["recipients[0].slack_id"]),
         to("recipient variables with a bad key", json!([{"phone": PHONE, "variables": {"1x": "v"}}]))
             .invalid(&["recipients[0].variables.1x"]),

@@ -281,13 +281,8 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
     let id = |errs: &mut FieldErrors, name: &str, v: Option<String>| {
         v.and_then(|v| errs.take(f(name), check_id(&v).map(|_| v.clone())))
     };
-    let contact_channel_id = r.contact_channel_id.and_then(|v| {
-        let ok = super::contact::Contact::parse_channel_id(&v).is_some() && v.len() <= MAX_STRING;
-        if !ok {
-            errs.push(f("contact_channel_id"), "is not a contact channel id (`<contact_id>~<channel>`)");
-        }
-        ok.then_some(v)
-    });
+    let contact_channel_id =
+        r.contact_channel_id.and_then(|v| errs.take(f("contact_channel_id"), check_contact_channel_id(&v).map(|_| v)));
     let contact_id = id(errs, "contact_id", r.contact_id);
     let phone = r.phone.and_then(|p| errs.take(f("phone"), Phone::parse(&p)));
     let email = r.email.and_then(|e| errs.take(f("email"), Email::parse(&e)));
@@ -328,6 +323,14 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
         );
     }
     spec
+}
+
+/// `<contact_id>~<channel>`, its contact id held to the same rule as `contact_id` itself.
+fn check_contact_channel_id(v: &str) -> Result<(), String> {
+    let Some((contact, _)) = super::contact::Contact::parse_channel_id(v) else {
+        return Err("is not a contact channel id (`<contact_id>~<channel>`)".into());
+    };
+    check_id(contact).map_err(|m| format!("is not a contact channel id: its contact id {m}"))
 }
 
 fn validate_source(
