@@ -437,9 +437,15 @@ pub fn validate_metadata(errs: &mut FieldErrors, metadata: Option<Map<String, Va
     if metadata.len() > MAX_METADATA_KEYS {
         errs.push("metadata", format!("must have at most {MAX_METADATA_KEYS} keys"));
     }
-    for k in metadata.keys() {
+    for (k, v) in &metadata {
         if k.is_empty() || k.chars().count() > 64 {
             errs.push(format!("metadata.{k}"), "keys must be 1–64 characters");
+        }
+        if 1 + nesting(v) > MAX_METADATA_DEPTH {
+            errs.push(
+                format!("metadata.{k}"),
+                format!("nests too deep: metadata may hold at most {MAX_METADATA_DEPTH} levels of objects and arrays"),
+            );
         }
     }
     let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -447,6 +453,16 @@ pub fn validate_metadata(errs: &mut FieldErrors, metadata: Option<Map<String, Va
         errs.push("metadata", format!("must serialize to at most {MAX_METADATA_BYTES} bytes (got {size})"));
     }
     metadata
+}
+
+/// Levels of objects and arrays in a value (a scalar has none). The parser already stopped at
+/// serde_json's recursion limit, so this recursion is bounded.
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn parse_send_at(s: &str) -> Result<DateTime<Utc>, String> {
