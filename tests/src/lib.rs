@@ -25,9 +25,11 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-/// Settings for tests: short backoff so retries finish in milliseconds.
+/// Settings for tests: short backoff so retries finish in milliseconds, and tenant URLs on
+/// loopback allowed, since the fakes that play webhook receivers listen there.
 pub fn fast_settings() -> Settings {
     Settings {
+        allow_loopback_urls: true,
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
         provider_timeout: Duration::from_secs(2),

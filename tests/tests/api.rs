@@ -558,7 +558,8 @@ async fn outside_the_local_shape_media_links_must_be_https_and_public() {
     let (store, queue) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
     let sandbox = std::sync::Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
     // The AWS shape's settings: no loopback, https only.
-    let h = Herald::new(Stores::from_one(store), queue, herald::providers::Providers::all(sandbox), fast_settings());
+    let settings = herald::Settings { allow_loopback_urls: false, ..fast_settings() };
+    let h = Herald::new(Stores::from_one(store), queue, herald::providers::Providers::all(sandbox), settings);
     let plan = |link: &str| {
         serde_json::from_value::<herald::domain::BroadcastBody>(json!({
             "recipients": [{"phone": "+14155550123"}],
