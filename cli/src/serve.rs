@@ -61,6 +61,20 @@ pub struct ServeArgs {
     /// How sandbox failures behave: transient (retried) or permanent.
     #[arg(long, default_value = "transient", env = "HERALD_SANDBOX_FAIL_KIND")]
     sandbox_fail_kind: FailKind,
+    /// Let tenants aim webhook endpoints and media links at this machine (http too): for a bot
+    /// developed locally. Off by default, since any tenant could then make Herald post to any
+    /// local port.
+    #[arg(long, env = "HERALD_ALLOW_LOOPBACK_URLS")]
+    allow_loopback_urls: bool,
+    /// How long a client has to send a request's headers, in milliseconds.
+    #[arg(long, default_value_t = 10_000, env = "HERALD_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: u64,
+    /// How long a client has to send a request's body once its headers are in, in milliseconds.
+    #[arg(long, default_value_t = 30_000, env = "HERALD_BODY_TIMEOUT_MS")]
+    body_timeout_ms: u64,
+    /// Open connections at most; past it the one idle longest is closed to make room.
+    #[arg(long, default_value_t = 1024, env = "HERALD_MAX_CONNECTIONS")]
+    max_connections: usize,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -77,17 +91,17 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             "--lease-ms must be longer than --provider-timeout-ms, and --visibility-ms longer than --lease-ms".into()
         );
     }
-    if args.tenant_rps <= 0.0 || args.tenant_recipients_per_minute < 1.0 {
-        return Err("--tenant-rps and --tenant-recipients-per-minute must be positive".into());
-    }
+    let tenant_limits = herald::service::admission::Limits::per_tenant(
+        args.tenant_rps,
+        args.tenant_recipients_per_minute,
+        ("--tenant-rps", "--tenant-recipients-per-minute"),
+    )?;
+    let limits = connection_limits(&args)?;
     let settings = Settings {
         max_attempts: args.max_attempts.max(1),
         max_receives: args.max_receives.max(1),
-        tenant_limits: herald::service::admission::Limits {
-            requests_per_second: args.tenant_rps,
-            request_burst: args.tenant_rps * 2.0,
-            recipients_per_minute: args.tenant_recipients_per_minute,
-        },
+        tenant_limits,
+        allow_loopback_urls: args.allow_loopback_urls,
         backoff_base: Duration::from_millis(args.backoff_base_ms.max(1)),
         provider_timeout,
         lease,
@@ -125,13 +139,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), workers = args.workers, "Herald is serving");
 
     let app = herald::http::router(local.herald.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing the messages in hand");
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    herald::http::server::serve(listener, app, limits, async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing the messages in hand");
+    })
+    .await
+    .map_err(|e| format!("server error: {e}"))?;
     let _ = stop_tx.send(true);
     let _ = workers.await;
     if let Some((store, queue)) = faults {
@@ -145,6 +158,17 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+fn connection_limits(args: &ServeArgs) -> Result<herald::http::server::Limits, String> {
+    if args.header_timeout_ms == 0 || args.body_timeout_ms == 0 || args.max_connections == 0 {
+        return Err("--header-timeout-ms, --body-timeout-ms and --max-connections must be above 0".into());
+    }
+    Ok(herald::http::server::Limits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: args.max_connections,
+    })
 }
 
 async fn shutdown_signal() {

@@ -29,8 +29,10 @@ pub struct Settings {
     pub max_receives: u32,
     /// How long an idempotency key and its answer are kept.
     pub idempotency_ttl: Duration,
-    /// Whether tenants may set a webhook URL on a loopback address (the local shape only).
-    pub allow_loopback_webhooks: bool,
+    /// Whether tenant URLs (webhook endpoints, media links) may point at this machine, over
+    /// http too. Only for an operator developing a bot locally: any tenant could otherwise make
+    /// Herald post to any local port. Off unless `herald serve --allow-loopback-urls`.
+    pub allow_loopback_urls: bool,
     /// What each tenant may send (requests per second, recipients per minute).
     pub tenant_limits: crate::service::admission::Limits,
 }
@@ -46,7 +48,7 @@ impl Default for Settings {
             visibility: Duration::from_secs(90),
             max_receives: 10,
             idempotency_ttl: Duration::from_secs(24 * 3600),
-            allow_loopback_webhooks: false,
+            allow_loopback_urls: false,
             tenant_limits: Default::default(),
         }
     }

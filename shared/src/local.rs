@@ -53,12 +53,11 @@ impl Local {
     /// As [`Local::open`], with real providers for the channels `providers` configures.
     pub async fn open_with(
         dir: &Path,
-        mut settings: Settings,
+        settings: Settings,
         sandbox: SandboxBehaviour,
         provider_config: &ProviderConfig,
     ) -> Result<Local, OpenError> {
         let io = |source| OpenError::Io { path: dir.to_path_buf(), source };
-        settings.allow_loopback_webhooks = true;
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join("serve.lock")).map_err(io)?;
         match lock.try_lock() {
@@ -76,8 +75,8 @@ impl Local {
         }
         let sandbox = Arc::new(Sandbox::new(store.clone(), sandbox));
         let client = crate::providers::http::client(settings.provider_timeout + std::time::Duration::from_secs(1));
-        // Local mode may post webhooks to a bot on this machine; the AWS shape never may.
-        let providers = Providers::from_config(provider_config, client, sandbox.clone(), store.clone(), true)
+        let loopback = settings.allow_loopback_urls;
+        let providers = Providers::from_config(provider_config, client, sandbox.clone(), store.clone(), loopback)
             .map_err(OpenError::Providers)?;
         let herald = Arc::new(
             Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings)

@@ -25,9 +25,11 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
 }
 
-/// Settings for tests: short backoff so retries finish in milliseconds.
+/// Settings for tests: short backoff so retries finish in milliseconds, and tenant URLs on
+/// loopback allowed, since the fakes that play webhook receivers listen there.
 pub fn fast_settings() -> Settings {
     Settings {
+        allow_loopback_urls: true,
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
         provider_timeout: Duration::from_secs(2),
@@ -53,6 +55,17 @@ impl TestServer {
         workers: usize,
         providers: &herald::providers::config::ProviderConfig,
     ) -> TestServer {
+        TestServer::start_serving(settings, sandbox, workers, providers, Default::default()).await
+    }
+
+    /// As [`TestServer::start_with_providers`], with the socket guarded by `limits`.
+    pub async fn start_serving(
+        settings: Settings,
+        sandbox: SandboxBehaviour,
+        workers: usize,
+        providers: &herald::providers::config::ProviderConfig,
+        limits: herald::http::server::Limits,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let local = Local::open_with(dir.path(), settings, sandbox, providers).await.expect("open local Herald");
         let key = herald::service::keys::create_key(local.herald.keys.as_ref(), "default", None).await.expect("key");
@@ -63,7 +76,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = herald::http::router(local.herald.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(herald::http::server::serve(listener, app, limits, std::future::pending()));
         TestServer { local, addr, key, http: reqwest::Client::new(), stop, _dir: dir }
     }
 

@@ -558,7 +558,8 @@ async fn outside_the_local_shape_media_links_must_be_https_and_public() {
     let (store, queue) = herald::adapters::embedded::open(dir.path(), 10).unwrap();
     let sandbox = std::sync::Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
     // The AWS shape's settings: no loopback, https only.
-    let h = Herald::new(Stores::from_one(store), queue, herald::providers::Providers::all(sandbox), fast_settings());
+    let settings = herald::Settings { allow_loopback_urls: false, ..fast_settings() };
+    let h = Herald::new(Stores::from_one(store), queue, herald::providers::Providers::all(sandbox), settings);
     let plan = |link: &str| {
         serde_json::from_value::<herald::domain::BroadcastBody>(json!({
             "recipients": [{"phone": "+14155550123"}],
@@ -581,4 +582,37 @@ async fn outside_the_local_shape_media_links_must_be_https_and_public() {
         }
     }
     assert!(herald::service::ingest::ingest(&h, "t", plan("https://93.184.216.34/a.png"), "native").await.is_ok());
+}
+
+/// `{"n": {"n": … "leaf"}}`, `levels` objects deep.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!("leaf"), |v, _| json!({ "n": v }))
+}
+
+#[tokio::test]
+async fn metadata_nesting_is_limited_at_the_edge_and_every_stored_value_reads_back() {
+    let s = TestServer::start().await;
+    for levels in [16, 123] {
+        let body = json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}], "metadata": {"k": nested(levels)}});
+        let (status, answer) = s.post("/v1/broadcasts", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{levels} levels below metadata: {answer}");
+        assert_eq!(error_fields(&answer), vec!["metadata.k"]);
+        assert!(answer["error"]["message"].as_str().unwrap().contains("16 levels"), "{answer}");
+    }
+    // The deepest metadata allowed (16 levels, the object itself included) is stored, sent and
+    // read back by every reader: the request, its rows, the outbox, a replayed answer.
+    let body =
+        json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}], "metadata": {"k": nested(15)}});
+    let resp = s.http.post(s.url("/v1/broadcasts")).bearer_auth(&s.key).header("idempotency-key", "deep").json(&body);
+    let (status, answer) = herald_tests::read(resp.send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["request_id"].as_str().unwrap();
+    let done = s.wait_terminal(id, WAIT).await;
+    assert_eq!(done["metadata"]["k"], nested(15));
+    let (status, page) = s.get("/v1/outbox?limit=10").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    let resp = s.http.post(s.url("/v1/broadcasts")).bearer_auth(&s.key).header("idempotency-key", "deep").json(&body);
+    let (status, again) = herald_tests::read(resp.send().await.unwrap()).await;
+    assert_eq!((status, again["request_id"].as_str()), (StatusCode::ACCEPTED, Some(id)), "{again}");
 }

@@ -314,6 +314,9 @@ fn smax_v1_cases(k: &Keys) -> Vec<Case> {
         v1("attribute name starting with a digit", format!("{ok}&1st=x")).smax(400, "1st"),
         v1("bad attribute name without a block", format!("bot_token={main}&bad-name=1")).smax(400, "bad-name"),
         v1("attribute value of 1025 chars", format!("{ok}&city={}", "c".repeat(1025))).smax(400, "1024"),
+        v1("attribute value with a NUL", format!("{ok}&city=a%00b")).smax(400, "control characters"),
+        v1("attribute value with an ESC, no block", format!("bot_token={main}&city=%1B[2J"))
+            .smax(400, "control characters"),
         v1("101 attributes", format!("{ok}{many}")).smax(400, "too many"),
         v1("attribute given twice", format!("{ok}&city=a&city=b")).smax(400, "twice"),
         v1("bot_token given twice", format!("{ok}&bot_token={main}")).smax(400, "twice"),
@@ -396,6 +399,14 @@ fn invent_cases(k: &Keys) -> Vec<Case> {
         inv("contact_channel_id with an unknown channel", json!({"contact_channel_id": "ct-1~fax"}))
             .invalid(&["contact_channel_id"]),
         inv("contact_channel_id without ~", json!({"contact_channel_id": "ct-1"})).invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a NUL contact id", json!({"contact_channel_id": "\u{0000}~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with an empty contact id", json!({"contact_channel_id": "~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a space", json!({"contact_channel_id": "has space~sms"}))
+            .invalid(&["contact_channel_id"]),
+        inv("contact_channel_id with a path", json!({"contact_channel_id": "../../x~sms"}))
+            .invalid(&["contact_channel_id"]),
         inv("phone too short", json!({"phone": "12"})).invalid(&["phone"]),
         inv("national phone", json!({"phone": "0912345678"})).invalid(&["phone"]),
         inv("phone with letters", json!({"phone": "+1415abcdefg"})).invalid(&["phone"]),
@@ -501,6 +512,8 @@ fn pabbly_send_cases(k: &Keys) -> Vec<Case> {
         send("bodyParams as a string", json!({"bodyParams": "Christmas"})).malformed(&["bodyParams"]),
         send("defaultContactFieldValues with a bad key", json!({"defaultContactFieldValues": {"bad key": "x"}}))
             .invalid(&["defaultContactFieldValues.bad key"]),
+        send("defaultContactFieldValues with a BEL", json!({"defaultContactFieldValues": {"Country": "\u{7}"}}))
+            .invalid(&["defaultContactFieldValues.Country"]),
         post("image template without link", PABBLY_SEND, image(json!({"link": null}))).invalid(&["link"]),
         post("link not a URL", PABBLY_SEND, image(json!({"link": "not a url"}))).invalid(&["link"]),
         post("link with javascript scheme", PABBLY_SEND, image(json!({"link": "javascript:alert(1)"})))

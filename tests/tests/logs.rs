@@ -49,7 +49,11 @@ async fn a_full_broadcast_logs_no_personal_data_or_secrets() {
         &ProviderConfig::from_map(&m).unwrap(),
     )
     .await;
-    fake.script([Reply::json(500, json!({"code": 20500, "message": "Internal"}))]);
+    // A provider's error text may quote the recipient; it is logged masked like everything else.
+    fake.script([Reply::json(
+        500,
+        json!({"code": 20500, "message": "Internal error sending to +14155550199 / +447911123456 / ada.lovelace@example.com"}),
+    )]);
 
     let (_, answer) = s
         .post(

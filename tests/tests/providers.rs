@@ -339,6 +339,21 @@ async fn slack_posts_a_form_with_the_bot_token_and_honours_retry_after() {
     );
 }
 
+#[tokio::test]
+async fn slack_rate_limited_with_http_200_is_retried() {
+    let fake =
+        FakeProvider::start(Reply::json(200, json!({"ok": true, "channel": "C9", "ts": "1700000000.000200"}))).await;
+    let s = server(&[("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_BASE_URL", &fake.url)], Duration::from_secs(2)).await;
+    // Slack answers a too-fast post to one channel with HTTP 200 and `rate_limited`.
+    fake.script([
+        Reply::json(200, json!({"ok": false, "error": "rate_limited"})),
+        Reply::json(200, json!({"ok": false, "error": "ratelimited"})),
+    ]);
+    let row = send(&s, json!({"recipients": [{"slack_id": "C9"}], "messages": [{"text": "x"}]})).await;
+    assert_eq!((row["status"].clone(), row["attempts"].clone()), (json!("sent"), json!(3)), "{row}");
+    assert_eq!(fake.requests().len(), 3);
+}
+
 // ------------------------------------------------------------------ pacing
 
 #[tokio::test]

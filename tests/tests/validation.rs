@@ -214,9 +214,24 @@ fn recipient_cases() -> Vec<Case> {
             .invalid(&["recipients[0].contact_channel_id"]),
         to("contact_channel_id without ~", json!([{"contact_channel_id": "ct.1"}]))
             .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a NUL contact id", json!([{"contact_channel_id": "\u{0000}~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with an empty contact id", json!([{"contact_channel_id": "~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a space", json!([{"contact_channel_id": "has space~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to("contact_channel_id with a path", json!([{"contact_channel_id": "../../x~sms"}]))
+            .invalid(&["recipients[0].contact_channel_id"]),
+        to(
+            "contact_channel_id with a 129-char contact id",
+            json!([{"contact_channel_id": format!("{}~sms", "c".repeat(129))}]),
+        )
+        .invalid(&["recipients[0].contact_channel_id"]),
         to("slack_id with a space", json!([{"slack_id": "U 123"}])).invalid(&["recipients[0].slack_id"]),
         to("recipient variables with a bad key", json!([{"phone": PHONE, "variables": {"1x": "v"}}]))
             .invalid(&["recipients[0].variables.1x"]),
+        to("recipient variables with a NUL", json!([{"phone": PHONE, "variables": {"x": "a\u{0}b"}}]))
+            .invalid(&["recipients[0].variables.x"]),
         to("several bad recipients at once", json!([{"phone": "12"}, {"email": "x"}, {}])).invalid(&[
             "recipients[0].phone",
             "recipients[1].email",
@@ -282,6 +297,10 @@ fn content_cases() -> Vec<Case> {
             .invalid(&["messages[0].text"]),
         patched("message text with a control char", json!({"messages": [{"text": "a\u{7}b"}]}))
             .invalid(&["messages[0].text"]),
+        patched("variables with an ESC", json!({"variables": {"x": "\u{1b}[31mred"}})).invalid(&["variables.x"]),
+        patched("variables with a BEL", json!({"variables": {"x": "ding\u{7}"}})).invalid(&["variables.x"]),
+        patched("recipient name with a NUL", json!({"recipients": [{"phone": PHONE, "name": "A\u{0}"}]}))
+            .invalid(&["recipients[0].name"]),
         content("flow with bad flow_id", json!({"flow": {"flow_id": "no spaces"}})).invalid(&["flow.flow_id"]),
         content("inline template with blank body", json!({"template": {"body": "  "}})).invalid(&["template.body"]),
         content(
@@ -457,6 +476,8 @@ fn campaign_cases() -> Vec<Case> {
             .invalid(&["template_ids[1]"]),
         campaign("defaults with a bad key", json!({"name": "c", "template_ids": ["tpl.two"], "defaults": {"1x": "v"}}))
             .invalid(&["defaults.1x"]),
+        campaign("defaults with a NUL", json!({"name": "c", "template_ids": ["tpl.two"], "defaults": {"x": "a\u{0}"}}))
+            .invalid(&["defaults.x"]),
         put("bad id chars in path", "/v1/campaigns/camp%20new", json!({"name": "c", "template_ids": ["tpl.two"]}))
             .invalid(&["id"]),
         campaign("template_ids as a string", json!({"name": "c", "template_ids": "tpl.two"}))
@@ -470,6 +491,8 @@ fn contact_cases() -> Vec<Case> {
         put("bad phone", path, json!({"phone": "12345"})).invalid(&["phone"]),
         put("bad email", path, json!({"email": "nope"})).invalid(&["email"]),
         put("fields with a nested value", path, json!({"fields": {"plan": {"a": 1}}})).invalid(&["fields.plan"]),
+        put("fields with an ESC", path, json!({"fields": {"plan": "\u{1b}c"}})).invalid(&["fields.plan"]),
+        upsert("fields with a BEL", json!({"phone": PHONE, "fields": {"plan": "\u{7}"}})).invalid(&["fields.plan"]),
         put("unknown field", path, json!({"mobile": PHONE})).malformed(&["mobile"]),
         put("bad id chars in path", "/v1/contacts/ct%20new", json!({"name": "x"})).invalid(&["id"]),
         put("contact channel id as path", "/v1/contacts/ct.owner~sms", json!({"name": "x"})).invalid(&["id"]),

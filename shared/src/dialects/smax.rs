@@ -24,7 +24,9 @@ use super::{campaigns_named, dialling_phone, rename, validate, with_request_id, 
 use crate::app::Herald;
 use crate::domain::ids::check_field_name;
 use crate::domain::limits::{MAX_VARIABLES, MAX_VARIABLE_VALUE};
-use crate::domain::{check_text, check_user_id, BroadcastBody, Campaign, Channel, ContactDraft, FieldErrors};
+use crate::domain::{
+    check_message_chars, check_text, check_user_id, BroadcastBody, Campaign, Channel, ContactDraft, FieldErrors,
+};
 use crate::domain::{MessageBody, RecipientBody, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_json, JsonBytes, Tenant};
@@ -217,6 +219,8 @@ impl V1Query {
             self.errors.push(name, format!("is not a usable attribute name: it {m}"));
         } else if value.chars().count() > MAX_VARIABLE_VALUE {
             self.errors.push(name, format!("must be at most {MAX_VARIABLE_VALUE} characters"));
+        } else if let Err(m) = check_message_chars(&value) {
+            self.errors.push(name, m);
         } else if self.attributes.len() == MAX_VARIABLES {
             self.errors.push(name, format!("is one attribute too many: at most {MAX_VARIABLES} per call"));
         } else {

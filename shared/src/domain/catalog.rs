@@ -189,15 +189,25 @@ impl CampaignBody {
     }
 }
 
-/// Checks an optional string's length (characters) and that it has no control characters
-/// other than newlines and tabs.
+/// Checks an optional string's length (characters) and [`check_message_chars`].
 pub(crate) fn check_text(errs: &mut FieldErrors, field: &str, value: Option<&str>, max: usize) {
     if let Some(v) = value {
         if v.chars().count() > max {
             errs.push(field, format!("must be at most {max} characters"));
-        } else if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
-            errs.push(field, "must not contain control characters");
+        } else if let Err(m) = check_message_chars(v) {
+            errs.push(field, m);
         }
+    }
+}
+
+/// The one rule for every value that can end up in a rendered message (texts, variables,
+/// contact fields, defaults, attributes): no control characters but newlines and tabs. A NUL,
+/// ESC or BEL is refused where it comes in, whichever field carries it, rather than reaching a
+/// phone or a terminal.
+pub(crate) fn check_message_chars(v: &str) -> Result<(), String> {
+    match v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+        true => Err("must not contain control characters".into()),
+        false => Ok(()),
     }
 }
 
@@ -243,6 +253,10 @@ pub(crate) fn parse_variables(
         };
         if text.chars().count() > MAX_VARIABLE_VALUE {
             errs.push(field, format!("must be at most {MAX_VARIABLE_VALUE} characters"));
+            continue;
+        }
+        if let Err(m) = check_message_chars(&text) {
+            errs.push(field, m);
             continue;
         }
         out.insert(k.clone(), text);

@@ -13,6 +13,10 @@ pub const MAX_ID: usize = 128;
 /// Keys in `metadata`, and its serialized size.
 pub const MAX_METADATA_KEYS: usize = 50;
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// Levels of nesting in `metadata` (the object itself is the first). Stored values are read
+/// back inside other JSON (outbox entries, stored answers, webhook events), and serde_json stops
+/// at 128 levels: this keeps every reader far from that.
+pub const MAX_METADATA_DEPTH: usize = 16;
 /// Keys in `variables` / contact `fields` / campaign `defaults`, and one value's length.
 pub const MAX_VARIABLES: usize = 100;
 pub const MAX_VARIABLE_VALUE: usize = 1_024;

@@ -13,7 +13,7 @@ mod status;
 
 pub(crate) use address::check_user_id;
 pub use address::{mask_email, mask_phone, Channel, Email, Phone};
-pub(crate) use catalog::{check_text, parse_variables};
+pub(crate) use catalog::{check_message_chars, check_text, parse_variables};
 pub use catalog::{
     Campaign, CampaignBody, HeaderKind, Media, Template, TemplateBody, TemplateHeader, WhatsappTemplate,
 };

@@ -281,13 +281,8 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
     let id = |errs: &mut FieldErrors, name: &str, v: Option<String>| {
         v.and_then(|v| errs.take(f(name), check_id(&v).map(|_| v.clone())))
     };
-    let contact_channel_id = r.contact_channel_id.and_then(|v| {
-        let ok = super::contact::Contact::parse_channel_id(&v).is_some() && v.len() <= MAX_STRING;
-        if !ok {
-            errs.push(f("contact_channel_id"), "is not a contact channel id (`<contact_id>~<channel>`)");
-        }
-        ok.then_some(v)
-    });
+    let contact_channel_id =
+        r.contact_channel_id.and_then(|v| errs.take(f("contact_channel_id"), check_contact_channel_id(&v).map(|_| v)));
     let contact_id = id(errs, "contact_id", r.contact_id);
     let phone = r.phone.and_then(|p| errs.take(f("phone"), Phone::parse(&p)));
     let email = r.email.and_then(|e| errs.take(f("email"), Email::parse(&e)));
@@ -328,6 +323,14 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
         );
     }
     spec
+}
+
+/// `<contact_id>~<channel>`, its contact id held to the same rule as `contact_id` itself.
+fn check_contact_channel_id(v: &str) -> Result<(), String> {
+    let Some((contact, _)) = super::contact::Contact::parse_channel_id(v) else {
+        return Err("is not a contact channel id (`<contact_id>~<channel>`)".into());
+    };
+    check_id(contact).map_err(|m| format!("is not a contact channel id: its contact id {m}"))
 }
 
 fn validate_source(
@@ -434,9 +437,15 @@ pub fn validate_metadata(errs: &mut FieldErrors, metadata: Option<Map<String, Va
     if metadata.len() > MAX_METADATA_KEYS {
         errs.push("metadata", format!("must have at most {MAX_METADATA_KEYS} keys"));
     }
-    for k in metadata.keys() {
+    for (k, v) in &metadata {
         if k.is_empty() || k.chars().count() > 64 {
             errs.push(format!("metadata.{k}"), "keys must be 1–64 characters");
+        }
+        if 1 + nesting(v) > MAX_METADATA_DEPTH {
+            errs.push(
+                format!("metadata.{k}"),
+                format!("nests too deep: metadata may hold at most {MAX_METADATA_DEPTH} levels of objects and arrays"),
+            );
         }
     }
     let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -444,6 +453,16 @@ pub fn validate_metadata(errs: &mut FieldErrors, metadata: Option<Map<String, Va
         errs.push("metadata", format!("must serialize to at most {MAX_METADATA_BYTES} bytes (got {size})"));
     }
     metadata
+}
+
+/// Levels of objects and arrays in a value (a scalar has none). The parser already stopped at
+/// serde_json's recursion limit, so this recursion is bounded.
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn parse_send_at(s: &str) -> Result<DateTime<Utc>, String> {

@@ -28,6 +28,8 @@ pub enum ApiError {
         retry_after: Option<u64>,
     },
     PayloadTooLarge,
+    /// The body came too slowly (`herald serve`'s body timeout).
+    RequestTimeout,
     UnsupportedMediaType,
     /// Over the tenant's sending rate; `Retry-After` says when to try again (seconds).
     TooManyRequests {
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,6 +116,9 @@ impl ApiError {
                 format!("the body is larger than {} bytes", crate::domain::limits::MAX_BODY_BYTES),
                 vec![],
             ),
+            ApiError::RequestTimeout => {
+                ("request_timeout", "the request body came too slowly; send it again".into(), vec![])
+            }
             ApiError::UnsupportedMediaType => {
                 ("unsupported_media_type", "send the body as JSON with Content-Type: application/json".into(), vec![])
             }

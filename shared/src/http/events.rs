@@ -2,8 +2,7 @@
 //! verified by the provider's signature before anything changes; `GET` answers Meta's
 //! subscription challenge. A bad or missing signature is `401` and changes nothing.
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::ApiError;
+use super::extract::read_body;
 use crate::app::Herald;
 use crate::providers::signatures::{hub_signature, same, twilio_signature};
 use crate::providers::{messenger, twilio, whatsapp};
@@ -39,13 +39,15 @@ pub async fn verify(
     }
 }
 
-pub async fn receive(
-    State(h): State<Arc<Herald>>,
-    Path(provider): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn receive(State(h): State<Arc<Herald>>, Path(provider): Path<String>, req: Request) -> Response {
+    if !["whatsapp", "messenger", "sms"].contains(&provider.as_str()) {
+        return ApiError::NotFound(format!("Herald takes no callbacks from {provider:?}")).into_response();
+    }
+    let (uri, headers) = (req.uri().clone(), req.headers().clone());
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match handle(&h, &provider, &uri, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

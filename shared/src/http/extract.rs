@@ -54,18 +54,26 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
-        let too_big = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|n| n > MAX_BODY_BYTES);
-        if too_big {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        let bytes =
-            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|_| ApiError::PayloadTooLarge)?;
-        Ok(JsonBytes(bytes))
+        read_body(req).await.map(JsonBytes)
     }
+}
+
+/// Reads a body within [`MAX_BODY_BYTES`]: `413` past it, `408` when it comes too slowly.
+pub(crate) async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    let too_big = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES);
+    if too_big {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|e| {
+        match super::server::is_body_timeout(e.into_inner().as_ref()) {
+            true => ApiError::RequestTimeout,
+            false => ApiError::PayloadTooLarge,
+        }
+    })
 }
 
 /// Parses a JSON object into `T`. A syntax error answers `400` on `body`; a value of the wrong

@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod idempotency;
+pub mod server;
 mod webhook;
 
 use axum::extract::{Query, State};
@@ -49,10 +50,45 @@ pub fn router(h: Arc<Herald>) -> Router {
         .merge(crate::dialects::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response(error_as_json))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
         .with_state(h)
+}
+
+/// Every error Herald answers is its JSON error, the ones axum writes itself in plain text too
+/// (a path segment that is not UTF-8 such as `%ff`, a query it cannot read).
+async fn error_as_json(resp: axum::response::Response) -> axum::response::Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status.as_u16() < 400 || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match text.is_empty() {
+        true => status.canonical_reason().unwrap_or("the request was refused").to_string(),
+        false => text,
+    };
+    let code = match status.as_u16() {
+        400 => "bad_request".to_string(),
+        404 => "not_found".to_string(),
+        405 => "method_not_allowed".to_string(),
+        413 => "payload_too_large".to_string(),
+        415 => "unsupported_media_type".to_string(),
+        422 => "validation_failed".to_string(),
+        s => format!("http_{s}"),
+    };
+    let body = json!({"error": {"code": code, "message": message, "fields": []}});
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -31,9 +31,8 @@ pub async fn put(
     if body.url.len() > 2048 {
         return Err(ApiError::field("url", "must be at most 2048 characters"));
     }
-    let url =
-        ssrf::check_url(&body.url, h.settings.allow_loopback_webhooks).map_err(|e| ApiError::field("url", e.0))?;
-    if let Err(e) = ssrf::check_resolved(&url, h.settings.allow_loopback_webhooks).await {
+    let url = ssrf::check_url(&body.url, h.settings.allow_loopback_urls).map_err(|e| ApiError::field("url", e.0))?;
+    if let Err(e) = ssrf::check_resolved(&url, h.settings.allow_loopback_urls).await {
         return Err(ApiError::field("url", e.0));
     }
     let rotate = q.get("rotate_secret").is_some_and(|v| v == "true");

@@ -108,7 +108,7 @@ pub struct Providers {
 
 impl Providers {
     /// The configured providers, with `fallback` (the sandbox) for every channel left unconfigured.
-    /// `allow_loopback`: webhooks may go to this machine (the local shape only).
+    /// `allow_loopback`: webhooks may go to this machine (`herald serve --allow-loopback-urls`).
     pub fn from_config(
         c: &config::ProviderConfig,
         http: reqwest::Client,

@@ -49,13 +49,18 @@ impl Provider for Slack {
         }
         let Some(error) = b["error"].as_str() else { return Err(answer.unreadable("slack")) };
         Err(match error {
-            "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
-                ProviderError::Transient {
-                    code: Some(error.into()),
-                    message: format!("Slack: {error}"),
-                    retry_after: answer.retry_after,
-                }
-            }
+            // Slack documents both spellings: `ratelimited` for most methods, `rate_limited`
+            // (HTTP 200, `ok: false`) when the app posts too fast to one channel.
+            "ratelimited"
+            | "rate_limited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout" => ProviderError::Transient {
+                code: Some(error.into()),
+                message: format!("Slack: {error}"),
+                retry_after: answer.retry_after,
+            },
             _ if answer.transient_status() => ProviderError::Transient {
                 code: Some(error.into()),
                 message: format!("Slack: {error}"),

@@ -22,6 +22,32 @@ impl Default for Limits {
     }
 }
 
+/// The lowest request rate that admits anything: the burst is twice the rate, and a bucket that
+/// can never hold one whole request would answer every send `429` forever.
+pub const MIN_REQUESTS_PER_SECOND: f64 = 0.5;
+
+impl Limits {
+    /// Limits from a sustained rate (the burst is twice it) and a recipient allowance; refused,
+    /// naming the setting (`rate_name`, `recipients_name`), when they could admit no send at all.
+    pub fn per_tenant(
+        requests_per_second: f64,
+        recipients_per_minute: f64,
+        (rate_name, recipients_name): (&str, &str),
+    ) -> Result<Limits, String> {
+        if !(requests_per_second >= MIN_REQUESTS_PER_SECOND && requests_per_second.is_finite()) {
+            return Err(format!(
+                "{rate_name} must be at least {MIN_REQUESTS_PER_SECOND} (got {requests_per_second}): a tenant may send a burst of twice the rate, and a burst under one request admits no send at all"
+            ));
+        }
+        if !(recipients_per_minute >= 1.0 && recipients_per_minute.is_finite()) {
+            return Err(format!(
+                "{recipients_name} must be at least 1 (got {recipients_per_minute}): below one recipient a minute no send is admitted"
+            ));
+        }
+        Ok(Limits { requests_per_second, request_burst: requests_per_second * 2.0, recipients_per_minute })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
     /// Try again after this long.

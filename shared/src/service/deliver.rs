@@ -414,7 +414,9 @@ fn retry_or_fail(
     };
     let wait = backoff(settings, row.attempts, retry_after);
     let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
-    tracing::info!(row_id = %row.id, attempt = row.attempts, wait_ms = wait.as_millis() as u64, error = %e, "will retry");
+    // A provider's message may quote the recipient's number or address.
+    let error = crate::logging::mask_text(&e.to_string());
+    tracing::info!(row_id = %row.id, attempt = row.attempts, wait_ms = wait.as_millis() as u64, %error, "will retry");
     let o = Outcome {
         status: Some(Status::Retrying),
         error_message: Some(e.to_string()),

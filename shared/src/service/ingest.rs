@@ -258,12 +258,9 @@ async fn deliver_inline(h: &Herald, rows: &[RecipientRow]) -> Result<(), Service
     Ok(())
 }
 
-/// Media links go to providers, which fetch them: outside the local shape they must be https and
-/// resolve only to public addresses, so a tenant cannot aim a provider at internal hosts.
+/// Media links go to providers, which fetch them: https to a public address, so a tenant cannot
+/// aim a provider at internal hosts. Loopback (http too) only where the operator allows it.
 async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
-    if h.settings.allow_loopback_webhooks {
-        return Ok(());
-    }
     let header_links = messages.iter().filter_map(|m| m.template.as_ref()?.header.as_ref()?.link.as_deref());
     let links = plan
         .media
@@ -272,11 +269,7 @@ async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessa
         .chain(header_links.map(|l| ("template.header.link", l)));
     let mut errs = FieldErrors::new();
     for (field, link) in links {
-        let checked = match crate::providers::ssrf::check_url(link, false) {
-            Ok(url) => crate::providers::ssrf::check_resolved(&url, false).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
+        if let Err(e) = crate::providers::ssrf::check_fetch_url(link, h.settings.allow_loopback_urls).await {
             errs.push(field, e.0);
         }
     }

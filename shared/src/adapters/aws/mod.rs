@@ -75,14 +75,13 @@ impl AwsConfig {
         let timeout = optional_number("PROVIDER_TIMEOUT_SECONDS", settings.provider_timeout.as_secs())?;
         settings.provider_timeout = std::time::Duration::from_secs(timeout);
         let rps = optional_number("TENANT_RPS", settings.tenant_limits.requests_per_second)?;
-        settings.tenant_limits = crate::service::admission::Limits {
-            requests_per_second: rps,
-            request_burst: rps * 2.0,
-            recipients_per_minute: optional_number(
-                "TENANT_RECIPIENTS_PER_MINUTE",
-                settings.tenant_limits.recipients_per_minute,
-            )?,
-        };
+        let rpm = optional_number("TENANT_RECIPIENTS_PER_MINUTE", settings.tenant_limits.recipients_per_minute)?;
+        settings.tenant_limits =
+            crate::service::admission::Limits::per_tenant(rps, rpm, ("TENANT_RPS", "TENANT_RECIPIENTS_PER_MINUTE"))
+                .map_err(|problem| ConfigError {
+                    name: if rps < 0.5 { "TENANT_RPS" } else { "TENANT_RECIPIENTS_PER_MINUTE" },
+                    problem,
+                })?;
         let provider_settings = crate::providers::config::env_settings();
         let secrets_arn = std::env::var("PROVIDER_SECRETS_ARN").ok().filter(|a| !a.is_empty());
         if secrets_arn.is_none() {
