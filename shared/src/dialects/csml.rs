@@ -129,8 +129,8 @@ fn plan(body: Body) -> Result<SendPlan, ApiError> {
 
 fn content_type_error(given: Option<&str>) -> ApiError {
     let message = match given {
-        None => format!("is required and must be {FLOW_TRIGGER:?}"),
-        Some(other) => format!("{other:?} is not supported: Herald's CSML broadcasts take {FLOW_TRIGGER:?} only"),
+        None => format!("is required and must be \"{FLOW_TRIGGER}\""),
+        Some(other) => format!("\"{other}\" is not supported: Herald's CSML broadcasts take \"{FLOW_TRIGGER}\" only"),
     };
     ApiError::BadRequest {
         code: "unsupported_content_type",

@@ -66,7 +66,7 @@ async fn send(
     };
     if org_id != tenant {
         // The same answer whether or not the org exists: a key cannot probe for other tenants.
-        return ApiError::NotFound(format!("no org {org_id:?}")).into_response();
+        return ApiError::NotFound(format!("no org \"{org_id}\"")).into_response();
     }
     let route = format!("POST /compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send");
     idempotent(&h, &tenant, &headers, &route, &body, || async {
@@ -87,7 +87,7 @@ async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Resul
 pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
     let b = parse_json::<Body>(body)?;
     let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
-        return Err(ApiError::NotFound(format!("no broadcast {broadcast_id:?}")));
+        return Err(ApiError::NotFound(format!("no broadcast \"{broadcast_id}\"")));
     };
     let mut errs = FieldErrors::new();
     if [&b.contact_channel_id, &b.contact_id, &b.phone, &b.email].iter().all(|v| v.is_none()) {

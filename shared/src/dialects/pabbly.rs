@@ -157,7 +157,7 @@ pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(
     };
     if let (Some(c), Some(t)) = (&campaign, &template) {
         if !c.template_ids.contains(&t.id) {
-            errs.push("templateName", format!("{:?} is not a template of API campaign {:?}", t.id, c.name));
+            errs.push("templateName", format!("\"{}\" is not a template of API campaign \"{}\"", t.id, c.name));
         }
     }
     let media = template.as_ref().and_then(|t| media_for(&mut errs, t, b.link, b.filename));
@@ -196,7 +196,7 @@ async fn api_campaign(
     match found.len() {
         0 => errs.push("campaignName", format!("no API campaign named {name:?}; add it with POST {API_CAMPAIGNS}")),
         1 => return Ok(found.pop()),
-        n => errs.push("campaignName", format!("{n} campaigns are named {name:?}; rename all but one")),
+        n => errs.push("campaignName", format!("{n} campaigns are named \"{name}\"; rename all but one")),
     }
     Ok(None)
 }
@@ -338,7 +338,7 @@ async fn template_named(
 ) -> Result<Option<Template>, ApiError> {
     let found = h.catalog.get_template(tenant, name).await?;
     if found.is_none() {
-        errs.push(field, format!("no template named {name:?}"));
+        errs.push(field, format!("no template named \"{name}\""));
     }
     Ok(found)
 }
@@ -355,7 +355,7 @@ fn media_for(errs: &mut FieldErrors, t: &Template, link: Option<String>, filenam
                 HeaderKind::Video => "a video",
                 _ => "a document",
             };
-            errs.push("link", format!("is required: template {:?} has {kind} header", t.id));
+            errs.push("link", format!("is required: template \"{}\" has {kind} header", t.id));
         }
         return None;
     };

@@ -97,7 +97,7 @@ async fn wrong_method() -> Response {
 
 fn no_bot(bot_id: &str) -> Response {
     // The same answer whether or not such a tenant exists: a token cannot probe for others.
-    answer(StatusCode::NOT_FOUND, false, format!("no bot {bot_id:?} for this token"))
+    answer(StatusCode::NOT_FOUND, false, format!("no bot \"{bot_id}\" for this token"))
 }
 
 // ------------------------------------------------------------------------------------------ V1
@@ -264,7 +264,7 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, q: V1Query) -> Result<R
     }
     let accepted = ingest(h, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
     let id = &accepted.request.id;
-    let result = format!("block {:?} queued for user {psid} (request {id})", campaign.name);
+    let result = format!("block \"{}\" queued for user {psid} (request {id})", campaign.name);
     Ok(with_request_id(answer(StatusCode::OK, true, result), id))
 }
 
@@ -286,11 +286,11 @@ async fn find_block(h: &Herald, tenant: &str, block: &Block) -> Result<Campaign,
             .catalog
             .get_campaign(tenant, id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no block with id {id:?}"))),
+            .ok_or_else(|| ApiError::NotFound(format!("no block with id \"{id}\""))),
         Block::Name(name) => {
             let mut found = campaigns_named(h, tenant, name).await?;
             match found.len() {
-                0 => Err(ApiError::NotFound(format!("no block named {name:?}"))),
+                0 => Err(ApiError::NotFound(format!("no block named \"{name}\""))),
                 1 => Ok(found.remove(0)),
                 n => Err(ApiError::field("block_name", format!("names {n} blocks; send by block_id instead"))),
             }
@@ -349,7 +349,7 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
     let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
     let id = &accepted.request.id;
     let what = match &accepted.request.campaign_name {
-        Some(name) => format!("block {name:?}"),
+        Some(name) => format!("block \"{name}\""),
         None => "message".to_string(),
     };
     let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
@@ -368,12 +368,12 @@ pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(Se
     }
     if let Some(id) = &customer_id {
         if h.contacts.get_contact(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no customer with id {id:?}")));
+            return Err(ApiError::NotFound(format!("no customer with id \"{id}\"")));
         }
     }
     if let Some(id) = &block_id {
         if h.catalog.get_campaign(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no block with id {id:?}")));
+            return Err(ApiError::NotFound(format!("no block with id \"{id}\"")));
         }
     }
     Ok((plan, dropped_messages))

@@ -174,8 +174,8 @@ async fn attempt_row(
     if let (Some(w), Some(tc)) = (wanted, template.and_then(|t| t.channel)) {
         if w != tc {
             return done(with(failed(format!(
-                "template {:?} is for {tc}, but the send asked for {w}",
-                template.map(|t| &t.id)
+                "template \"{}\" is for {tc}, but the send asked for {w}",
+                template.map(|t| t.id.as_str()).unwrap_or_default()
             ))));
         }
     }
@@ -262,7 +262,11 @@ async fn attempt_row(
         Ok(r) => r,
         Err(_) => Err(ProviderError::Transient {
             code: Some("timeout".into()),
-            message: format!("{} did not answer within {:?}", provider.name(), h.settings.provider_timeout),
+            message: format!(
+                "{} did not answer within {} s",
+                provider.name(),
+                h.settings.provider_timeout.as_secs_f64()
+            ),
             retry_after: None,
         }),
     };
@@ -359,7 +363,7 @@ async fn resolve_contact(
     };
     let (mut contact, channel, mut changed) = if let Some(cc) = &spec.contact_channel_id {
         let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
-            return Ok(Err(format!("{cc:?} is not a contact channel id")));
+            return Ok(Err(format!("\"{cc}\" is not a contact channel id")));
         };
         match h.contacts.get_contact(tenant, contact_id).await? {
             Some(c) => (c, Some(channel), false),

@@ -165,7 +165,7 @@ async fn resolve_messages(
     let out = match source {
         MessageSource::Campaign { id, template_ids } => {
             let Some(campaign) = h.catalog.get_campaign(tenant, id).await? else {
-                errs.push("campaign_id", format!("no campaign with id {id:?}"));
+                errs.push("campaign_id", format!("no campaign with id \"{id}\""));
                 return Err(errs.into());
             };
             let chosen: Vec<String> = match template_ids {
@@ -174,7 +174,7 @@ async fn resolve_messages(
                         if !campaign.template_ids.contains(t) {
                             errs.push(
                                 format!("template_ids[{i}]"),
-                                format!("{t:?} is not a template of campaign {id:?}"),
+                                format!("\"{t}\" is not a template of campaign \"{id}\""),
                             );
                         }
                     }
@@ -187,8 +187,10 @@ async fn resolve_messages(
             for t in chosen.iter().filter(|t| campaign.template_ids.contains(t)) {
                 match h.catalog.get_template(tenant, t).await? {
                     Some(t) => messages.push(template_msg(t)),
-                    None => errs
-                        .push("campaign_id", format!("campaign {id:?} lists template {t:?}, which no longer exists")),
+                    None => errs.push(
+                        "campaign_id",
+                        format!("campaign \"{id}\" lists template \"{t}\", which no longer exists"),
+                    ),
                 }
             }
             return errs.finish((messages, Some(campaign))).map_err(Into::into);
@@ -196,7 +198,7 @@ async fn resolve_messages(
         MessageSource::TemplateId(id) => match h.catalog.get_template(tenant, id).await? {
             Some(t) => vec![template_msg(t)],
             None => {
-                errs.push("template", format!("no template with id {id:?}"));
+                errs.push("template", format!("no template with id \"{id}\""));
                 return Err(errs.into());
             }
         },
