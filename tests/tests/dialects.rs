@@ -480,6 +480,26 @@ async fn smax_v2_priority_orders_the_channels_and_a_phone_finds_its_contact() {
 }
 
 #[tokio::test]
+async fn smax_v2_an_unknown_customer_id_with_a_phone_finds_or_creates_by_the_phone() {
+    let s = TestServer::start().await;
+    put_ok(&s, "/v1/contacts/known", json!({"phone": "+14155550188"})).await;
+    let send = |customer_phone: &str| json!({"customer_id": "nobody", "customer_phone": customer_phone, "messages": [{"text": "hi"}], "priority": ["phone"]});
+    // A phone some contact holds: that contact.
+    let a = bearer(&s, SMAX_V2, send("+14155550188")).await;
+    assert_smax(&a, true);
+    let row = &rows(&s.wait_terminal(&request_in(&a.body["result"]), WAIT).await)[0];
+    assert_eq!((row["status"].clone(), row["contact_id"].clone()), (json!("sent"), json!("known")), "{row}");
+    // A phone no contact holds: a new contact with it.
+    let a = bearer(&s, SMAX_V2, send("+14155550177")).await;
+    assert_smax(&a, true);
+    let row = &rows(&s.wait_terminal(&request_in(&a.body["result"]), WAIT).await)[0];
+    assert_eq!(row["status"], "sent", "{row}");
+    let (status, c) = s.get(&format!("/v1/contacts/{}", row["contact_id"].as_str().unwrap())).await;
+    assert_eq!((status, c["phone"].clone()), (StatusCode::OK, json!("+14155550177")));
+    assert_eq!(s.get("/v1/contacts/nobody").await.0, StatusCode::NOT_FOUND, "no contact takes the unknown id");
+}
+
+#[tokio::test]
 async fn smax_v2_refuses_bad_calls_in_smax_shape() {
     let s = TestServer::start().await;
     put_ok(&s, "/v1/contacts/cus-1", json!({"name": "Lan"})).await;
@@ -708,6 +728,43 @@ async fn invent_background_false_is_the_default_and_answers_external_message_ids
     let texts: Vec<Value> = s.outbox(&a.request_id()).await.iter().map(|e| e["message"]["text"].clone()).collect();
     assert!(texts.contains(&json!("Hi Ada Lovelace, welcome to Herald Coffee in Lyon")), "{texts:?}");
     assert!(texts.contains(&json!("Hello Ada")), "{texts:?}");
+}
+
+#[tokio::test]
+async fn invent_an_unresolved_contact_falls_through_to_the_phone_or_email() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
+    seed_invent(&s).await;
+    let cases = [
+        (json!({"contact_id": "ghost", "phone": "14155550123", "template_ids": ["welcome"]}), "ct-1"),
+        (
+            json!({"contact_channel_id": "ghost~email", "email": "ada@example.com", "template_ids": ["welcome-mail"]}),
+            "ct-1",
+        ),
+        (
+            json!({"contact_id": "ghost", "email": "new@example.com", "name": "Neo", "template_ids": ["welcome-mail"]}),
+            "",
+        ),
+    ];
+    for (body, contact) in cases {
+        let a = bearer(&s, INVENT, body.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{body}: {}", a.body);
+        let row = &a.body["recipients"][0];
+        assert_eq!((row["is_sent"].clone(), row["error_message"].clone()), (json!(true), Value::Null), "{body}: {row}");
+        let found = row["contact"]["id"].as_str().unwrap();
+        if contact.is_empty() {
+            assert!(found != "ghost" && found != "ct-1", "{body}: a new contact, {row}");
+            assert_eq!(row["contact"]["channels"][0]["user_id"], "new@example.com");
+        } else {
+            assert_eq!(found, contact, "{body}");
+        }
+    }
+    // Named alone, an unknown contact still fails its row.
+    let a = bearer(&s, INVENT, json!({"contact_id": "ghost", "template_ids": ["welcome"]})).await;
+    let row = &a.body["recipients"][0];
+    assert_eq!(
+        (row["is_failed"].clone(), row["error_message"].clone()),
+        (json!(true), json!("contact ghost not found"))
+    );
 }
 
 #[tokio::test]

@@ -360,13 +360,16 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
 pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
     let b = parse_json::<V2Body>(body)?;
     let (customer_id, block_id) = (b.customer_id.clone(), b.block_id.clone());
+    let other_ids = b.customer_email.is_some() || b.customer_phone.is_some() || b.customer_fbid.is_some();
     let dropped_messages = b.block_id.is_some() && b.messages.is_some();
     let mut plan = v2_native(b)?;
-    // "If there are more, the system updates them": every identifier given lands on the contact.
+    // "If there are more, the system updates them": every identifier given lands on the contact,
+    // and an unknown customer_id leaves the others to find or create it.
     for r in &mut plan.recipients {
         r.update_contact = true;
+        r.fall_back_to_keys = true;
     }
-    if let Some(id) = &customer_id {
+    if let Some(id) = customer_id.as_ref().filter(|_| !other_ids) {
         if h.contacts.get_contact(tenant, id).await?.is_none() {
             return Err(ApiError::NotFound(format!("no customer with id \"{id}\"")));
         }

@@ -126,6 +126,11 @@ pub struct RecipientSpec {
     /// "extra ones update the contact"). Natively they apply to this send only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub update_contact: bool,
+    /// Whether a `contact_channel_id` / `contact_id` that names no contact falls through to
+    /// find-or-create by the recipient's other identifiers (Invent's and SMAX V2's pages say it
+    /// does). Natively the named contact must exist.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fall_back_to_keys: bool,
 }
 
 /// A CSML-style flow trigger, carried to the bot backend by the webhook provider.
@@ -311,6 +316,7 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
         variables,
         set_fields: BTreeMap::new(),
         update_contact: false,
+        fall_back_to_keys: false,
     };
     let named = spec.contact_channel_id.is_some()
         || spec.contact_id.is_some()

@@ -343,7 +343,9 @@ fn channel_rules(
 
 /// The row's contact, named by the first tier present (`contact_channel_id` > `contact_id` >
 /// phone / email / channel ids, found or created), with the updates the recipient asks for
-/// applied. `Ok(Err(reason))` when the named contact does not exist or cannot be updated.
+/// applied. A named contact that does not exist falls through to find-or-create when the
+/// recipient asks for it and carries other identifiers (Invent, SMAX V2). `Ok(Err(reason))` when
+/// the contact cannot be found or updated.
 async fn resolve_contact(
     h: &Herald,
     row: &RecipientRow,
@@ -361,27 +363,29 @@ async fn resolve_contact(
         webhook_user_id: spec.webhook_user_id.clone(),
         ..Default::default()
     };
-    let (mut contact, channel, mut changed) = if let Some(cc) = &spec.contact_channel_id {
+    let can_fall_back = spec.fall_back_to_keys && keys.has_key();
+    let (named, channel, missing) = if let Some(cc) = &spec.contact_channel_id {
         let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
             return Ok(Err(format!("\"{cc}\" is not a contact channel id")));
         };
-        match h.contacts.get_contact(tenant, contact_id).await? {
-            Some(c) => (c, Some(channel), false),
-            None => return Ok(Err(format!("contact channel {cc} not found"))),
-        }
-    } else if let Some(id) = &spec.contact_id {
-        match h.contacts.get_contact(tenant, id).await? {
-            Some(c) => (c, None, false),
-            None => return Ok(Err(format!("contact {id} not found"))),
-        }
+        (Some(contact_id), Some(channel), format!("contact channel {cc} not found"))
     } else {
-        match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
-            Ok((c, _)) => (c, None, false),
+        (spec.contact_id.as_deref(), None, format!("contact {} not found", spec.contact_id.as_deref().unwrap_or("")))
+    };
+    let found = match named {
+        Some(id) => h.contacts.get_contact(tenant, id).await?,
+        None => None,
+    };
+    let (mut contact, mut changed) = match found {
+        Some(c) => (c, false),
+        None if named.is_some() && !can_fall_back => return Ok(Err(missing)),
+        None => match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
+            Ok((c, _)) => (c, false),
             Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
             Err(e) => return Ok(Err(e.to_string())),
-        }
+        },
     };
-    if spec.update_contact && (spec.contact_id.is_some() || spec.contact_channel_id.is_some()) {
+    if spec.update_contact && named.is_some_and(|id| id == contact.id) {
         contact.apply(&keys);
         changed = true;
     }
