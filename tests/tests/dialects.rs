@@ -150,15 +150,16 @@ async fn csml_seed_example_triggers_the_flow_through_the_webhook() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_shape(&serde_json::from_str(CSML_RESPONSE).unwrap(), &a.body, Shape::Exact, "answer");
     assert_eq!(
-        (&a.body["client"], &a.body["payload"]["content"], &a.body["metadata"]),
-        (
-            &json!({"user_id": "some-user-id", "bot_id": "default", "channel_id": "webhook"}),
-            &json!({"flow_id": "myflow", "close_flows": true}),
-            &json!({"somekey": "somevalue"})
-        )
+        (&a.body["client"]["user_id"], &a.body["payload"]["content"], &a.body["metadata"]),
+        (&json!("some-user-id"), &json!({"flow_id": "myflow", "close_flows": true}), &json!({"somekey": "somevalue"}))
     );
     let id = a.body["request_id"].as_str().unwrap();
     assert_eq!(a.request_id(), id);
+    // UUIDs, written as the seed writes them, like CSML's own.
+    for at in [&a.body["request_id"], &a.body["client"]["bot_id"], &a.body["client"]["channel_id"]] {
+        let text = at.as_str().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(text).unwrap().hyphenated().to_string(), text, "{}", a.body);
+    }
 
     let done = s.wait_terminal(id, WAIT).await;
     assert_eq!((done["source"].clone(), done["row_count"].clone()), (json!("csml"), json!(1)));
@@ -171,6 +172,25 @@ async fn csml_seed_example_triggers_the_flow_through_the_webhook() {
     assert_eq!(sent[0]["message"]["metadata"], json!({"somekey": "somevalue"}));
     let (_, contact) = s.get(&format!("/v1/contacts/{}", row["contact_id"].as_str().unwrap())).await;
     assert_eq!(contact["webhook_user_id"], "some-user-id", "client.user_id names the contact");
+}
+
+#[tokio::test]
+async fn csml_bot_and_channel_ids_are_stable_uuids_per_tenant() {
+    let s = TestServer::start().await;
+    let other = s.key_for("other").await;
+    let first = csml(&s, CSML_REQUEST).await;
+    let again = csml(&s, CSML_REQUEST).await;
+    let theirs = answer(post_text(&s, CSML, CSML_REQUEST).header("x-api-key", &other)).await;
+    let client = |a: &Answer| (a.body["client"]["bot_id"].clone(), a.body["client"]["channel_id"].clone());
+    assert_eq!(client(&first), client(&again), "the same tenant's bot and channel every time");
+    assert_ne!(client(&first).0, client(&theirs).0, "another tenant is another bot");
+    assert_ne!(client(&first).1, client(&theirs).1, "and has another channel");
+    assert_ne!(client(&first).0, client(&first).1);
+    assert_ne!(first.body["request_id"], again.body["request_id"]);
+    for a in [&first, &again] {
+        let (status, native) = s.get(&format!("/v1/broadcasts/{}", a.body["request_id"].as_str().unwrap())).await;
+        assert_eq!((status, native["source"].clone()), (StatusCode::OK, json!("csml")), "{native}");
+    }
 }
 
 #[tokio::test]

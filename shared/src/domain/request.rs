@@ -180,6 +180,9 @@ pub struct SendPlan {
     /// Fallback field values for this send, layered over the campaign's `defaults` (Pabbly's
     /// `defaultContactFieldValues`). The native body has no such field: it stays empty there.
     pub defaults: BTreeMap<String, String>,
+    /// How the stored request's id is written: a dialect whose vendor answers a bare UUID asks
+    /// for one. The native body has no such field.
+    pub id_style: super::ids::IdStyle,
 }
 
 /// The stored send request: everything delivery needs besides the recipient row itself.
@@ -262,6 +265,7 @@ impl BroadcastBody {
             background: self.background.unwrap_or(true),
             send_at,
             defaults: BTreeMap::new(),
+            id_style: Default::default(),
         })
     }
 }

@@ -36,7 +36,7 @@ pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> R
 
     let now = crate::domain::now();
     let request = SendRequest {
-        id: crate::domain::ids::new_id("req"),
+        id: crate::domain::ids::new_request_id(plan.id_style),
         tenant_id: tenant.to_string(),
         created_at: now,
         source: source.to_string(),
