@@ -120,7 +120,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), workers = args.workers, "Herald is serving");
 
     let app = herald::http::router(local.herald.clone());
-    axum::serve(listener, app)
+    // Raw `"` in a query (SMAX's documented URL) would otherwise be an empty 400 from hyper.
+    axum::serve(herald::http::request_target::TolerantListener(listener), app)
         .with_graceful_shutdown(async {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing the messages in hand");

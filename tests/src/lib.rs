@@ -63,6 +63,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = herald::http::router(local.herald.clone());
+        let listener = herald::http::request_target::TolerantListener(listener);
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestServer { local, addr, key, http: reqwest::Client::new(), stop, _dir: dir }
     }

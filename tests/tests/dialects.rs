@@ -322,6 +322,48 @@ async fn smax_v1_seed_example_sets_attributes_and_sends_the_block() {
     assert_eq!(s.outbox(&id).await[0]["message"]["text"], "Hi, order A-2 left for Hanoi", "stored city, new order");
 }
 
+/// Sends `head` (a request line and headers, as written) on a fresh socket and reads the whole
+/// answer, as curl, PHP or Go put a URL with raw double quotes on the wire.
+async fn raw_http(s: &TestServer, head: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::String(text.clone())))
+}
+
+#[tokio::test]
+async fn smax_v1_takes_the_seeds_raw_double_quotes_on_the_wire() {
+    let s = TestServer::start().await;
+    seed_smax_block(&s).await;
+    let target = smax_v1_seed_url(&s);
+    assert!(target.contains("messaging_tag=\"CONFIRMED_EVENT_UPDATE\""), "quotes as the seed writes them");
+    let encoded = target.replace('"', "%22");
+    for (how, target) in [("raw", target.as_str()), ("percent-encoded", encoded.as_str())] {
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            s.addr
+        );
+        let (status, body) = raw_http(&s, &head).await;
+        assert_eq!(status, 200, "{how} quotes: {body}");
+        assert_eq!(body["success"], true, "{how}: {body}");
+        let id = request_in(&body["result"]);
+        s.wait_terminal(&id, WAIT).await;
+        assert_eq!(s.outbox(&id).await[0]["message"]["messaging_tag"], "CONFIRMED_EVENT_UPDATE", "{how}");
+    }
+    // A keep-alive connection carrying a body and then a second raw request: both are read.
+    let second = format!(
+        "POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n{{\"a\":1}}POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = raw_http(&s, &second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 4, "two raw sends, then two on one connection");
+}
+
 #[tokio::test]
 async fn smax_v1_without_a_block_only_sets_user_attributes() {
     let s = TestServer::start().await;
