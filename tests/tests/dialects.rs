@@ -1051,6 +1051,84 @@ async fn pabbly_fallbacks_fill_missing_or_empty_fields_over_the_campaigns() {
 }
 
 #[tokio::test]
+async fn pabbly_fallbacks_and_variables_fill_whatsapp_parameters() {
+    let s = TestServer::start().await;
+    // A template binding Meta's three parameters: two positional values and a contact field.
+    let mut bound = whatsapp_template(Value::Null, "Happy {{1}} from {{Country}}! {{2}}", "festival_bound");
+    bound["whatsapp"]["body_params"] = json!(["{{1}}", "{{Country}}", "{{2}}"]);
+    put_ok(&s, "/v1/templates/festival_bound", bound).await;
+    // A template whose parameters are all positional, filled with fields by the caller.
+    put_ok(&s, "/v1/templates/plain", whatsapp_template(Value::Null, "Hi {{1}} in {{2}}", "plain")).await;
+    add_api_campaign(&s, "fest", &["festival_bound", "plain"], json!({})).await;
+    let send = |template: &str, params: Value| {
+        json!({"templateName": template, "campaignName": "fest", "destination": "917697812345", "userName": "Jon Snow",
+               "bodyParams": params, "source": "api", "defaultContactFieldValues": {"Country": "India"}})
+    };
+    let cases = [
+        (send("festival_bound", json!(["Christmas", "Thank You"])), json!(["Christmas", "India", "Thank You"])),
+        (send("plain", json!(["{{first_name}}", "{{Country}}"])), json!(["Jon", "India"])),
+    ];
+    for (body, params) in cases {
+        let a = bearer(&s, PABBLY_SEND, body.clone()).await;
+        assert_eq!(a.body["success"], "true", "{body}: {}", a.body);
+        let sent = &s.outbox(&a.request_id()).await[0]["message"];
+        assert_eq!(sent["body_params"], params, "what Meta's template receives: {body}");
+    }
+    // Herald's own variables fill them too, over the fallback.
+    let (status, answer) = s
+        .post(
+            "/v1/broadcasts",
+            json!({"recipients": [{"phone": "+917697812345", "variables": {"Country": "Nepal"}}], "template": "plain",
+                   "body_params": ["{{first_name}}", "{{Country}}"], "background": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sent = &s.outbox(answer["request_id"].as_str().unwrap()).await[0]["message"];
+    assert_eq!(
+        (sent["body_params"].clone(), sent["text"].clone()),
+        (json!(["Jon", "Nepal"]), json!("Hi Jon in Nepal"))
+    );
+    // A binding that needs more positional values than the send gives is refused at once.
+    let a = bearer(&s, PABBLY_SEND, send("festival_bound", json!(["Christmas"]))).await;
+    assert_eq!((a.status, error_fields(&a.body)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["bodyParams".to_string()]));
+}
+
+#[tokio::test]
+async fn pabbly_add_api_campaign_at_the_seeds_path_creates_one_campaign_per_name() {
+    let s = TestServer::start().await;
+    put_ok(&s, "/v1/templates/t1", whatsapp_template(Value::Null, "Hi", "t1")).await;
+    let add = |name: &str| json!({"campaignName": name, "templateNames": ["t1"], "defaultContactFieldValues": {"Country": "India"}});
+    let a = bearer(&s, PABBLY_BROADCASTS, add("seed path")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(
+        (a.body["success"].clone(), a.body["data"]["campaignName"].clone()),
+        (json!("true"), json!("seed path"))
+    );
+    assert_eq!(
+        bearer(&s, PABBLY_CAMPAIGNS, add("seed path")).await.status,
+        StatusCode::CONFLICT,
+        "one name, both paths"
+    );
+
+    // Ten adds of one name at once: exactly one campaign.
+    let adds: Vec<_> = (0..10)
+        .map(|_| {
+            let request = s.http.post(s.url(PABBLY_BROADCASTS)).bearer_auth(&s.key).json(&add("raced"));
+            tokio::spawn(async move { request.send().await.expect("request").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for add in adds {
+        statuses.push(add.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+    let (_, list) = s.get("/v1/campaigns").await;
+    let named = list["campaigns"].as_array().unwrap().iter().filter(|c| c["name"] == "raced").count();
+    assert_eq!(named, 1);
+}
+
+#[tokio::test]
 async fn pabbly_link_and_filename_fill_a_media_header() {
     let s = TestServer::start().await;
     let doc = whatsapp_template(json!({"type": "document"}), "Your invoice", "invoice_doc");

@@ -61,7 +61,7 @@ pub struct RecipientBody {
 #[derive(Debug, Clone)]
 pub enum TemplateRef {
     Id(String),
-    Inline(TemplateBody),
+    Inline(Box<TemplateBody>),
 }
 
 impl<'de> Deserialize<'de> for TemplateRef {
@@ -76,7 +76,8 @@ impl<'de> Deserialize<'de> for TemplateRef {
                 Ok(TemplateRef::Id(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TemplateRef, A::Error> {
-                TemplateBody::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TemplateRef::Inline)
+                TemplateBody::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| TemplateRef::Inline(Box::new(t)))
             }
         }
         d.deserialize_any(V)

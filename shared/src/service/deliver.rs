@@ -442,6 +442,15 @@ pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>)
     jittered.max(Duration::from_millis(100)).max(asked)
 }
 
+/// Renders each of `texts` with the same values.
+fn render_all(
+    texts: &[String],
+    named: &impl Fn(&str) -> Option<String>,
+    positional: &[String],
+) -> Result<Vec<String>, Missing> {
+    texts.iter().map(|t| render(t, named, positional)).collect()
+}
+
 /// Renders the row's message for its channel.
 fn build_message(
     request: &SendRequest,
@@ -474,6 +483,9 @@ fn build_message(
         }
         Missing::Positional(i) => format!("{part} needs {{{{{i}}}}}: give more positional params"),
     };
+    // A positional value may name fields itself (`"{{first_name}}"`), rendered per recipient.
+    let body_params = render_all(&request.body_params, &lookup, &[]).map_err(|m| explain(m, "body_params"))?;
+    let header_params = render_all(&request.header_params, &lookup, &[]).map_err(|m| explain(m, "header_params"))?;
     let mut out = OutboundMessage {
         tenant_id: row.tenant_id.clone(),
         request_id: row.request_id.clone(),
@@ -485,21 +497,30 @@ fn build_message(
         subject: None,
         header: None,
         whatsapp_template: None,
-        header_params: request.header_params.clone(),
-        body_params: request.body_params.clone(),
+        header_params: header_params.clone(),
+        body_params: body_params.clone(),
         flow: message.flow.clone(),
         messaging_tag: request.messaging_tag.clone(),
         metadata: request.metadata.clone(),
     };
     if let Some(t) = &message.template {
-        out.text = render(&t.body, lookup, &request.body_params).map_err(|m| explain(m, "the body"))?;
+        out.text = render(&t.body, lookup, &body_params).map_err(|m| explain(m, "the body"))?;
         out.subject = t
             .subject
             .as_deref()
-            .map(|s| render(s, lookup, &request.body_params))
+            .map(|s| render(s, lookup, &body_params))
             .transpose()
             .map_err(|m| explain(m, "the subject"))?;
         out.whatsapp_template = t.whatsapp.clone();
+        // A template that binds Meta's parameters sends those, rendered for this recipient.
+        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.body_params.is_empty()) {
+            let bound = render_all(&w.body_params, &lookup, &body_params);
+            out.body_params = bound.map_err(|m| explain(m, "the template's whatsapp.body_params"))?;
+        }
+        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.header_params.is_empty()) {
+            let bound = render_all(&w.header_params, &lookup, &header_params);
+            out.header_params = bound.map_err(|m| explain(m, "the template's whatsapp.header_params"))?;
+        }
         out.header = match &t.header {
             None => None,
             Some(hd) => Some(RenderedHeader {
@@ -507,7 +528,7 @@ fn build_message(
                 text: hd
                     .text
                     .as_deref()
-                    .map(|x| render(x, lookup, &request.header_params))
+                    .map(|x| render(x, lookup, &header_params))
                     .transpose()
                     .map_err(|m| explain(m, "the header"))?,
                 link: hd.link.clone().or_else(|| request.media.as_ref().map(|m| m.link.clone())),

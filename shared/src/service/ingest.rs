@@ -235,9 +235,13 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         let name = if t.id == "message" || t.id == "inline" {
             "the template".to_string()
         } else {
-            format!("template {:?}", t.id)
+            format!("template \"{}\"", t.id)
         };
-        let body_needs = positional_needed(&t.body);
+        // A WhatsApp template's parameter bindings take positional values too.
+        let bound = |pick: fn(&crate::domain::WhatsappTemplate) -> &Vec<String>| {
+            t.whatsapp.as_ref().map(|w| pick(w).iter().map(|p| positional_needed(p)).max().unwrap_or(0)).unwrap_or(0)
+        };
+        let body_needs = positional_needed(&t.body).max(bound(|w| &w.body_params));
         if plan.body_params.len() < body_needs {
             errs.push(
                 "body_params",
@@ -246,7 +250,7 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         }
         if let Some(h) = &t.header {
             if h.kind == HeaderKind::Text {
-                let needs = h.text.as_deref().map(positional_needed).unwrap_or(0);
+                let needs = h.text.as_deref().map(positional_needed).unwrap_or(0).max(bound(|w| &w.header_params));
                 if plan.header_params.len() < needs {
                     errs.push(
                         "header_params",
