@@ -227,7 +227,7 @@ async fn attempt_row(
     let with = |o: Outcome| Outcome { channel: Some(channel), address: Some(address.clone()), ..with(o) };
 
     // Render.
-    let outbound = match build_message(request, row, &contact, channel, &address) {
+    let outbound = match build_message(request, row, &contact, channel, &address).and_then(within_limits) {
         Ok(m) => m,
         Err(reason) => return done(with(failed(reason))),
     };
@@ -440,6 +440,30 @@ pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>)
     // A provider's Retry-After is honoured up to SQS's longest delay (15 minutes).
     let asked = retry_after.unwrap_or_default().min(Duration::from_secs(900));
     jittered.max(Duration::from_millis(100)).max(asked)
+}
+
+/// Refuses a rendered message longer than its channel takes, so the provider is never asked to
+/// send what it would refuse (ingest checks what it can before the rendering).
+fn within_limits(m: OutboundMessage) -> Result<OutboundMessage, String> {
+    use crate::domain::limits::{max_text_chars, MAX_WHATSAPP_PARAM};
+    if m.channel == Channel::Whatsapp && m.whatsapp_template.is_some() {
+        for (name, params) in [("body_params", &m.body_params), ("header_params", &m.header_params)] {
+            let mut lengths = params.iter().map(|p| p.chars().count()).enumerate();
+            if let Some((i, n)) = lengths.find(|(_, n)| *n > MAX_WHATSAPP_PARAM) {
+                return Err(format!(
+                    "{name}[{i}] is {n} characters long once filled in; WhatsApp takes at most {MAX_WHATSAPP_PARAM} per template parameter"
+                ));
+            }
+        }
+        return Ok(m);
+    }
+    let n = m.text.chars().count();
+    match max_text_chars(m.channel) {
+        Some(max) if n > max => {
+            Err(format!("the message is {n} characters long once filled in; {} takes at most {max}", m.channel))
+        }
+        _ => Ok(m),
+    }
 }
 
 /// Renders each of `texts` with the same values.

@@ -228,6 +228,42 @@ async fn resolve_messages(
     Ok((out, None))
 }
 
+/// Refuses a text longer than its channel takes, where the channel is known now (the send's
+/// `channel`, or the template's). Placeholders for named values count as empty here: they are
+/// only known per recipient, and a row whose rendered text is too long fails before sending.
+fn check_lengths(plan: &SendPlan, messages: &[PlannedMessage], errs: &mut FieldErrors) {
+    let empty = |_: &str| Some(String::new());
+    // A positional value that names fields (`{{first_name}}`) is as short as those may be.
+    let params: Vec<String> =
+        plan.body_params.iter().map(|p| super::render::render(p, empty, &[]).unwrap_or_default()).collect();
+    for (i, t) in messages.iter().enumerate().filter_map(|(i, m)| Some((i, m.template.as_ref()?))) {
+        let Some(channel) = plan.channel.or(t.channel) else { continue };
+        let Some(max) = crate::domain::limits::max_text_chars(channel) else { continue };
+        // A WhatsApp template's text stays with Meta; only its parameters travel.
+        if channel == crate::domain::Channel::Whatsapp && t.whatsapp.is_some() {
+            continue;
+        }
+        let Ok(least) = super::render::render(&t.body, empty, &params) else { continue };
+        let len = least.chars().count();
+        if len > max {
+            let field = match &plan.source {
+                MessageSource::Messages(_) => format!("messages[{i}].text"),
+                MessageSource::Inline(_) => "template.body".to_string(),
+                MessageSource::TemplateId(_) => "template".to_string(),
+                MessageSource::Campaign { .. } => "campaign_id".to_string(),
+                MessageSource::Flow(_) => continue,
+            };
+            let subject = match &plan.source {
+                MessageSource::Messages(_) | MessageSource::Inline(_) => "is".to_string(),
+                _ => format!("template \"{}\" is", t.id),
+            };
+            let named = super::render::render(&t.body, |_| Some("x".into()), &params).ok() != Some(least);
+            let note = if named { ", not counting its named placeholders" } else { "" };
+            errs.push(field, format!("{subject} {len} characters long{note}; {channel} takes at most {max}"));
+        }
+    }
+}
+
 /// Rules that need the resolved templates: positional values, media headers, sizes.
 fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
     let mut errs = FieldErrors::new();
@@ -265,6 +301,7 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
             }
         }
     }
+    check_lengths(plan, messages, &mut errs);
     let rows = plan.recipients.len() * messages.len();
     if rows > MAX_ROWS {
         errs.push(
