@@ -181,6 +181,9 @@ pub trait Catalog: Send + Sync {
     async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool>;
     async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>>;
     async fn put_campaign(&self, tenant: &str, campaign: &Campaign) -> StoreResult<()>;
+    /// Stores `campaign` only if no campaign has its id: `false` when one had (it is unchanged).
+    /// Of racing creators of one id, exactly one gets `true`.
+    async fn create_campaign(&self, tenant: &str, campaign: &Campaign) -> StoreResult<bool>;
     async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>>;
     async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool>;
     async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>>;

@@ -314,9 +314,14 @@ pub async fn catalog_contract(c: &dyn Catalog) {
         updated_at: now(),
     };
     c.put_campaign("t1", &camp).await.unwrap();
-    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp));
+    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp.clone()));
     assert_eq!(c.get_campaign("t2", "welcome").await.unwrap(), None);
     assert_eq!(c.list_campaigns("t1").await.unwrap().len(), 1);
+    let other = Campaign { name: "Other".into(), ..camp.clone() };
+    assert!(!c.create_campaign("t1", &other).await.unwrap(), "the id is taken");
+    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp.clone()), "and stays as it was");
+    assert!(c.create_campaign("t2", &other).await.unwrap(), "another tenant's id space");
+    assert_eq!(c.get_campaign("t2", "welcome").await.unwrap(), Some(other));
     assert!(c.delete_campaign("t1", "welcome").await.unwrap());
     assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), None);
 }

@@ -259,6 +259,22 @@ async fn a_missing_placeholder_fails_the_row_with_a_reason() {
 }
 
 #[tokio::test]
+async fn reasons_and_errors_are_plain_sentences_without_rust_debug_text() {
+    let s = TestServer::start().await;
+    let (st, _) = s.put("/v1/templates/inv_sms", json!({"body": "Hi", "channel": "sms"})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, done) = send(
+        &s,
+        json!({"recipients": [{"phone": "+14155550123", "email": "a@example.com"}], "template": "inv_sms", "channel": "email"}),
+    )
+    .await;
+    let row = &rows_of(&done)[0];
+    assert_eq!(row["error_message"], "template \"inv_sms\" is for sms, but the send asked for email", "{row}");
+    let (_, body) = s.get("/v1/broadcasts/req_nope").await;
+    assert_eq!(body["error"]["message"], "no send request \"req_nope\"");
+}
+
+#[tokio::test]
 async fn transient_failures_are_retried_then_failed_after_the_last_attempt() {
     let behaviour = SandboxBehaviour { fail_rate: 1.0, fail_kind: FailKind::Transient, ..Default::default() };
     let s = TestServer::start_with(fast_settings(), behaviour, 4).await;

@@ -150,15 +150,16 @@ async fn csml_seed_example_triggers_the_flow_through_the_webhook() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_shape(&serde_json::from_str(CSML_RESPONSE).unwrap(), &a.body, Shape::Exact, "answer");
     assert_eq!(
-        (&a.body["client"], &a.body["payload"]["content"], &a.body["metadata"]),
-        (
-            &json!({"user_id": "some-user-id", "bot_id": "default", "channel_id": "webhook"}),
-            &json!({"flow_id": "myflow", "close_flows": true}),
-            &json!({"somekey": "somevalue"})
-        )
+        (&a.body["client"]["user_id"], &a.body["payload"]["content"], &a.body["metadata"]),
+        (&json!("some-user-id"), &json!({"flow_id": "myflow", "close_flows": true}), &json!({"somekey": "somevalue"}))
     );
     let id = a.body["request_id"].as_str().unwrap();
     assert_eq!(a.request_id(), id);
+    // UUIDs, written as the seed writes them, like CSML's own.
+    for at in [&a.body["request_id"], &a.body["client"]["bot_id"], &a.body["client"]["channel_id"]] {
+        let text = at.as_str().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(text).unwrap().hyphenated().to_string(), text, "{}", a.body);
+    }
 
     let done = s.wait_terminal(id, WAIT).await;
     assert_eq!((done["source"].clone(), done["row_count"].clone()), (json!("csml"), json!(1)));
@@ -171,6 +172,25 @@ async fn csml_seed_example_triggers_the_flow_through_the_webhook() {
     assert_eq!(sent[0]["message"]["metadata"], json!({"somekey": "somevalue"}));
     let (_, contact) = s.get(&format!("/v1/contacts/{}", row["contact_id"].as_str().unwrap())).await;
     assert_eq!(contact["webhook_user_id"], "some-user-id", "client.user_id names the contact");
+}
+
+#[tokio::test]
+async fn csml_bot_and_channel_ids_are_stable_uuids_per_tenant() {
+    let s = TestServer::start().await;
+    let other = s.key_for("other").await;
+    let first = csml(&s, CSML_REQUEST).await;
+    let again = csml(&s, CSML_REQUEST).await;
+    let theirs = answer(post_text(&s, CSML, CSML_REQUEST).header("x-api-key", &other)).await;
+    let client = |a: &Answer| (a.body["client"]["bot_id"].clone(), a.body["client"]["channel_id"].clone());
+    assert_eq!(client(&first), client(&again), "the same tenant's bot and channel every time");
+    assert_ne!(client(&first).0, client(&theirs).0, "another tenant is another bot");
+    assert_ne!(client(&first).1, client(&theirs).1, "and has another channel");
+    assert_ne!(client(&first).0, client(&first).1);
+    assert_ne!(first.body["request_id"], again.body["request_id"]);
+    for a in [&first, &again] {
+        let (status, native) = s.get(&format!("/v1/broadcasts/{}", a.body["request_id"].as_str().unwrap())).await;
+        assert_eq!((status, native["source"].clone()), (StatusCode::OK, json!("csml")), "{native}");
+    }
 }
 
 #[tokio::test]
@@ -300,6 +320,48 @@ async fn smax_v1_seed_example_sets_attributes_and_sends_the_block() {
     let id = request_in(&a.body["result"]);
     s.wait_terminal(&id, WAIT).await;
     assert_eq!(s.outbox(&id).await[0]["message"]["text"], "Hi, order A-2 left for Hanoi", "stored city, new order");
+}
+
+/// Sends `head` (a request line and headers, as written) on a fresh socket and reads the whole
+/// answer, as curl, PHP or Go put a URL with raw double quotes on the wire.
+async fn raw_http(s: &TestServer, head: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::String(text.clone())))
+}
+
+#[tokio::test]
+async fn smax_v1_takes_the_seeds_raw_double_quotes_on_the_wire() {
+    let s = TestServer::start().await;
+    seed_smax_block(&s).await;
+    let target = smax_v1_seed_url(&s);
+    assert!(target.contains("messaging_tag=\"CONFIRMED_EVENT_UPDATE\""), "quotes as the seed writes them");
+    let encoded = target.replace('"', "%22");
+    for (how, target) in [("raw", target.as_str()), ("percent-encoded", encoded.as_str())] {
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            s.addr
+        );
+        let (status, body) = raw_http(&s, &head).await;
+        assert_eq!(status, 200, "{how} quotes: {body}");
+        assert_eq!(body["success"], true, "{how}: {body}");
+        let id = request_in(&body["result"]);
+        s.wait_terminal(&id, WAIT).await;
+        assert_eq!(s.outbox(&id).await[0]["message"]["messaging_tag"], "CONFIRMED_EVENT_UPDATE", "{how}");
+    }
+    // A keep-alive connection carrying a body and then a second raw request: both are read.
+    let second = format!(
+        "POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n{{\"a\":1}}POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = raw_http(&s, &second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 4, "two raw sends, then two on one connection");
 }
 
 #[tokio::test]
@@ -477,6 +539,26 @@ async fn smax_v2_priority_orders_the_channels_and_a_phone_finds_its_contact() {
     let row = &rows(&done)[0];
     assert_eq!((row["contact_id"].clone(), row["channel"].clone()), (json!("dual"), json!("sms")));
     assert_eq!(s.get("/v1/contacts/dual").await.1["email"], "dual@example.com");
+}
+
+#[tokio::test]
+async fn smax_v2_an_unknown_customer_id_with_a_phone_finds_or_creates_by_the_phone() {
+    let s = TestServer::start().await;
+    put_ok(&s, "/v1/contacts/known", json!({"phone": "+14155550188"})).await;
+    let send = |customer_phone: &str| json!({"customer_id": "nobody", "customer_phone": customer_phone, "messages": [{"text": "hi"}], "priority": ["phone"]});
+    // A phone some contact holds: that contact.
+    let a = bearer(&s, SMAX_V2, send("+14155550188")).await;
+    assert_smax(&a, true);
+    let row = &rows(&s.wait_terminal(&request_in(&a.body["result"]), WAIT).await)[0];
+    assert_eq!((row["status"].clone(), row["contact_id"].clone()), (json!("sent"), json!("known")), "{row}");
+    // A phone no contact holds: a new contact with it.
+    let a = bearer(&s, SMAX_V2, send("+14155550177")).await;
+    assert_smax(&a, true);
+    let row = &rows(&s.wait_terminal(&request_in(&a.body["result"]), WAIT).await)[0];
+    assert_eq!(row["status"], "sent", "{row}");
+    let (status, c) = s.get(&format!("/v1/contacts/{}", row["contact_id"].as_str().unwrap())).await;
+    assert_eq!((status, c["phone"].clone()), (StatusCode::OK, json!("+14155550177")));
+    assert_eq!(s.get("/v1/contacts/nobody").await.0, StatusCode::NOT_FOUND, "no contact takes the unknown id");
 }
 
 #[tokio::test]
@@ -711,6 +793,43 @@ async fn invent_background_false_is_the_default_and_answers_external_message_ids
 }
 
 #[tokio::test]
+async fn invent_an_unresolved_contact_falls_through_to_the_phone_or_email() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
+    seed_invent(&s).await;
+    let cases = [
+        (json!({"contact_id": "ghost", "phone": "14155550123", "template_ids": ["welcome"]}), "ct-1"),
+        (
+            json!({"contact_channel_id": "ghost~email", "email": "ada@example.com", "template_ids": ["welcome-mail"]}),
+            "ct-1",
+        ),
+        (
+            json!({"contact_id": "ghost", "email": "new@example.com", "name": "Neo", "template_ids": ["welcome-mail"]}),
+            "",
+        ),
+    ];
+    for (body, contact) in cases {
+        let a = bearer(&s, INVENT, body.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{body}: {}", a.body);
+        let row = &a.body["recipients"][0];
+        assert_eq!((row["is_sent"].clone(), row["error_message"].clone()), (json!(true), Value::Null), "{body}: {row}");
+        let found = row["contact"]["id"].as_str().unwrap();
+        if contact.is_empty() {
+            assert!(found != "ghost" && found != "ct-1", "{body}: a new contact, {row}");
+            assert_eq!(row["contact"]["channels"][0]["user_id"], "new@example.com");
+        } else {
+            assert_eq!(found, contact, "{body}");
+        }
+    }
+    // Named alone, an unknown contact still fails its row.
+    let a = bearer(&s, INVENT, json!({"contact_id": "ghost", "template_ids": ["welcome"]})).await;
+    let row = &a.body["recipients"][0];
+    assert_eq!(
+        (row["is_failed"].clone(), row["error_message"].clone()),
+        (json!(true), json!("contact ghost not found"))
+    );
+}
+
+#[tokio::test]
 async fn invent_variables_override_fields_which_override_defaults() {
     let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
     seed_invent(&s).await;
@@ -929,6 +1048,84 @@ async fn pabbly_fallbacks_fill_missing_or_empty_fields_over_the_campaigns() {
         assert_eq!(a.body["success"], "true", "{body}: {}", a.body);
         assert_eq!(s.outbox(&a.request_id()).await[0]["message"]["text"], expected, "{body}");
     }
+}
+
+#[tokio::test]
+async fn pabbly_fallbacks_and_variables_fill_whatsapp_parameters() {
+    let s = TestServer::start().await;
+    // A template binding Meta's three parameters: two positional values and a contact field.
+    let mut bound = whatsapp_template(Value::Null, "Happy {{1}} from {{Country}}! {{2}}", "festival_bound");
+    bound["whatsapp"]["body_params"] = json!(["{{1}}", "{{Country}}", "{{2}}"]);
+    put_ok(&s, "/v1/templates/festival_bound", bound).await;
+    // A template whose parameters are all positional, filled with fields by the caller.
+    put_ok(&s, "/v1/templates/plain", whatsapp_template(Value::Null, "Hi {{1}} in {{2}}", "plain")).await;
+    add_api_campaign(&s, "fest", &["festival_bound", "plain"], json!({})).await;
+    let send = |template: &str, params: Value| {
+        json!({"templateName": template, "campaignName": "fest", "destination": "917697812345", "userName": "Jon Snow",
+               "bodyParams": params, "source": "api", "defaultContactFieldValues": {"Country": "India"}})
+    };
+    let cases = [
+        (send("festival_bound", json!(["Christmas", "Thank You"])), json!(["Christmas", "India", "Thank You"])),
+        (send("plain", json!(["{{first_name}}", "{{Country}}"])), json!(["Jon", "India"])),
+    ];
+    for (body, params) in cases {
+        let a = bearer(&s, PABBLY_SEND, body.clone()).await;
+        assert_eq!(a.body["success"], "true", "{body}: {}", a.body);
+        let sent = &s.outbox(&a.request_id()).await[0]["message"];
+        assert_eq!(sent["body_params"], params, "what Meta's template receives: {body}");
+    }
+    // Herald's own variables fill them too, over the fallback.
+    let (status, answer) = s
+        .post(
+            "/v1/broadcasts",
+            json!({"recipients": [{"phone": "+917697812345", "variables": {"Country": "Nepal"}}], "template": "plain",
+                   "body_params": ["{{first_name}}", "{{Country}}"], "background": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sent = &s.outbox(answer["request_id"].as_str().unwrap()).await[0]["message"];
+    assert_eq!(
+        (sent["body_params"].clone(), sent["text"].clone()),
+        (json!(["Jon", "Nepal"]), json!("Hi Jon in Nepal"))
+    );
+    // A binding that needs more positional values than the send gives is refused at once.
+    let a = bearer(&s, PABBLY_SEND, send("festival_bound", json!(["Christmas"]))).await;
+    assert_eq!((a.status, error_fields(&a.body)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["bodyParams".to_string()]));
+}
+
+#[tokio::test]
+async fn pabbly_add_api_campaign_at_the_seeds_path_creates_one_campaign_per_name() {
+    let s = TestServer::start().await;
+    put_ok(&s, "/v1/templates/t1", whatsapp_template(Value::Null, "Hi", "t1")).await;
+    let add = |name: &str| json!({"campaignName": name, "templateNames": ["t1"], "defaultContactFieldValues": {"Country": "India"}});
+    let a = bearer(&s, PABBLY_BROADCASTS, add("seed path")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(
+        (a.body["success"].clone(), a.body["data"]["campaignName"].clone()),
+        (json!("true"), json!("seed path"))
+    );
+    assert_eq!(
+        bearer(&s, PABBLY_CAMPAIGNS, add("seed path")).await.status,
+        StatusCode::CONFLICT,
+        "one name, both paths"
+    );
+
+    // Ten adds of one name at once: exactly one campaign.
+    let adds: Vec<_> = (0..10)
+        .map(|_| {
+            let request = s.http.post(s.url(PABBLY_BROADCASTS)).bearer_auth(&s.key).json(&add("raced"));
+            tokio::spawn(async move { request.send().await.expect("request").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for add in adds {
+        statuses.push(add.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+    let (_, list) = s.get("/v1/campaigns").await;
+    let named = list["campaigns"].as_array().unwrap().iter().filter(|c| c["name"] == "raced").count();
+    assert_eq!(named, 1);
 }
 
 #[tokio::test]

@@ -51,6 +51,27 @@ async fn an_http_api_request_runs_through_the_router() {
 }
 
 #[tokio::test]
+async fn behind_api_gateway_a_raw_double_quote_in_the_query_reaches_the_route() {
+    let s = quiet_server().await;
+    let (st, _) = s.put("/v1/templates/shipped", json!({"body": "Order shipped"})).await;
+    assert!(st.is_success());
+    let (st, _) = s.put("/v1/campaigns/blk-1", json!({"name": "Shipped", "template_ids": ["shipped"]})).await;
+    assert!(st.is_success());
+    let ingest = Ingest::new(s.herald(), None);
+    let query = format!("bot_token={}&block_id=blk-1&messaging_tag=\"CONFIRMED_EVENT_UPDATE\"", s.key);
+    let mut event = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", &s.key), ("{{REQUEST_ID}}", "x")]);
+    event["rawPath"] = json!("/compat/smax/bots/default/users/1234567890/send");
+    event["requestContext"]["http"]["path"] = event["rawPath"].clone();
+    event["requestContext"]["http"]["method"] = json!("POST");
+    event["rawQueryString"] = json!(query);
+    event["queryStringParameters"] = json!({});
+    let answer = ingest.handle(event).await.unwrap();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert_eq!(body_of(&answer)["success"], true, "{answer}");
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1);
+}
+
+#[tokio::test]
 async fn an_eventbridge_event_is_a_send_request_with_the_same_validation() {
     let s = quiet_server().await;
     let ingest = Ingest::new(s.herald(), Some("default".into()));

@@ -221,6 +221,48 @@ fn base64_of(s: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_body_longer_than_its_channel_takes_is_refused_at_ingest_or_fails_before_the_provider() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SM1"}))).await;
+    let s = twilio(&fake).await;
+    let to = json!([{"phone": "+14155550123"}]);
+    // Known at ingest: the send's channel, or the template's.
+    let (status, body) = s
+        .post("/v1/broadcasts", json!({"recipients": to, "messages": [{"text": "x".repeat(1601)}], "channel": "sms"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "messages[0].text");
+    assert_eq!(body["error"]["fields"][0]["message"], "is 1601 characters long; sms takes at most 1600");
+    s.put(
+        "/v1/templates/long-dm",
+        json!({"channel": "messenger", "body": format!("{} {{{{name}}}}", "y".repeat(2001))}),
+    )
+    .await;
+    let (status, body) =
+        s.post("/v1/broadcasts", json!({"recipients": [{"messenger_psid": "p1"}], "template": "long-dm"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["fields"][0]["field"], "template");
+    let message = body["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(message.contains("2002 characters") && message.contains("messenger takes at most 2000"), "{message}");
+    let fits = s
+        .post("/v1/broadcasts", json!({"recipients": to, "messages": [{"text": "x".repeat(1600)}], "channel": "sms"}))
+        .await;
+    assert_eq!(fits.0, StatusCode::ACCEPTED, "exactly the limit is fine: {}", fits.1);
+    s.wait_terminal(fits.1["request_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(fake.requests().len(), 1);
+
+    // Known only once the recipient's values fill the text: the row fails, and Twilio is not asked.
+    let long = "z".repeat(1000);
+    let row = send(
+        &s,
+        json!({"recipients": [{"phone": "+14155550123", "variables": {"a": long, "b": long}}], "messages": [{"text": "{{a}}{{b}}"}], "channel": "sms"}),
+    )
+    .await;
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["error_message"], "the message is 2000 characters long once filled in; sms takes at most 1600");
+    assert_eq!(fake.requests().len(), 1, "the provider was not called for the long one");
+}
+
+#[tokio::test]
 async fn twilio_errors_retry_fail_or_unsubscribe() {
     let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SM9"}))).await;
     let s = twilio(&fake).await;

@@ -38,6 +38,8 @@ impl Ingest {
         if event.get("detail-type").is_some() && event.get("detail").is_some() {
             return self.handle_event(event).await;
         }
+        // A raw `"` in the query (SMAX's documented URL) would make lambda_http panic.
+        let event = herald::http::request_target::encode_api_gateway_event(event);
         let request: LambdaRequest = serde_json::from_value(event).map_err(|e| {
             format!("the event is neither an API Gateway HTTP API request nor an EventBridge event: {e}")
         })?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{parse_at, rename, required, validate, with_request_id, Renames};
 use crate::app::Herald;
+use crate::domain::ids::{name_uuid, IdStyle};
 use crate::domain::{BroadcastBody, Channel, FieldError, FieldErrors, FlowBody, RecipientBody};
 use crate::domain::{MessageSource, SendPlan};
 use crate::http::error::ApiError;
@@ -24,7 +25,7 @@ use crate::service::ingest::ingest;
 const PATH: &str = "/compat/csml/v1/api/broadcasts";
 /// The only payload kind the Broadcasts API documents.
 const FLOW_TRIGGER: &str = "flow_trigger";
-/// The channel a flow trigger travels on; the answer's `client.channel_id`.
+/// The channel a flow trigger travels on; the answer's `client.channel_id` names it.
 const CHANNEL: Channel = Channel::Webhook;
 
 const RENAMES: Renames = &[
@@ -90,7 +91,7 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
     let request = &accepted.request;
     let answer = json!({
         "request_id": request.id,
-        "client": {"user_id": user_id, "bot_id": tenant, "channel_id": CHANNEL},
+        "client": {"user_id": user_id, "bot_id": bot_id(tenant), "channel_id": channel_id(tenant, CHANNEL)},
         "payload": {
             "content_type": FLOW_TRIGGER,
             "content": {"flow_id": flow.flow_id, "close_flows": flow.close_flows},
@@ -100,9 +101,22 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
     Ok(with_request_id((StatusCode::OK, Json(answer)).into_response(), &request.id))
 }
 
-/// A request body as a native plan.
+/// CSML names its bots by UUID: the tenant's, stable across calls.
+fn bot_id(tenant: &str) -> String {
+    name_uuid(&format!("bot/{tenant}")).hyphenated().to_string()
+}
+
+/// CSML names a bot's channels by UUID: the tenant's channel, stable across calls. `/` cannot
+/// occur in a tenant id, so no two (tenant, channel) pairs share a name.
+fn channel_id(tenant: &str, channel: Channel) -> String {
+    name_uuid(&format!("channel/{tenant}/{channel}")).hyphenated().to_string()
+}
+
+/// A request body as a native plan, whose request id is a UUID as CSML's are.
 pub(crate) fn plan_bytes(body: &[u8]) -> Result<SendPlan, ApiError> {
-    plan(parse_json::<Body>(body)?)
+    let mut plan = plan(parse_json::<Body>(body)?)?;
+    plan.id_style = IdStyle::Uuid;
+    Ok(plan)
 }
 
 /// The native plan: one recipient (the contact with `webhook_user_id` = `client.user_id`, found
@@ -129,8 +143,8 @@ fn plan(body: Body) -> Result<SendPlan, ApiError> {
 
 fn content_type_error(given: Option<&str>) -> ApiError {
     let message = match given {
-        None => format!("is required and must be {FLOW_TRIGGER:?}"),
-        Some(other) => format!("{other:?} is not supported: Herald's CSML broadcasts take {FLOW_TRIGGER:?} only"),
+        None => format!("is required and must be \"{FLOW_TRIGGER}\""),
+        Some(other) => format!("\"{other}\" is not supported: Herald's CSML broadcasts take \"{FLOW_TRIGGER}\" only"),
     };
     ApiError::BadRequest {
         code: "unsupported_content_type",

@@ -66,7 +66,7 @@ async fn send(
     };
     if org_id != tenant {
         // The same answer whether or not the org exists: a key cannot probe for other tenants.
-        return ApiError::NotFound(format!("no org {org_id:?}")).into_response();
+        return ApiError::NotFound(format!("no org \"{org_id}\"")).into_response();
     }
     let route = format!("POST /compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send");
     idempotent(&h, &tenant, &headers, &route, &body, || async {
@@ -87,7 +87,7 @@ async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Resul
 pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
     let b = parse_json::<Body>(body)?;
     let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
-        return Err(ApiError::NotFound(format!("no broadcast {broadcast_id:?}")));
+        return Err(ApiError::NotFound(format!("no broadcast \"{broadcast_id}\"")));
     };
     let mut errs = FieldErrors::new();
     if [&b.contact_channel_id, &b.contact_id, &b.phone, &b.email].iter().all(|v| v.is_none()) {
@@ -114,7 +114,13 @@ pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u
         background: Some(b.background.unwrap_or(false)),
         ..Default::default()
     };
-    validate(native, errs, RENAMES)
+    let mut plan = validate(native, errs, RENAMES)?;
+    // "When no contact is resolved by contact_channel_id/contact_id, it find-or-creates a
+    // contact by phone" (or email).
+    for r in &mut plan.recipients {
+        r.fall_back_to_keys = true;
+    }
+    Ok(plan)
 }
 
 /// Each row as Invent's `BroadcastRecipient`: the native row view (which already carries
@@ -192,12 +198,18 @@ async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> 
 /// The contact a row is for. A queued row (`background: true`) may not have resolved a new
 /// phone or email yet; then an existing contact holding it is shown, else none.
 async fn contact_id_of(h: &Herald, tenant: &str, row: &RecipientRow) -> Result<Option<String>, ApiError> {
+    if row.contact_id.is_some() {
+        return Ok(row.contact_id.clone());
+    }
     let spec = &row.recipient;
-    let named = row.contact_id.clone().or_else(|| spec.contact_id.clone()).or_else(|| {
+    let named = spec.contact_id.clone().or_else(|| {
         spec.contact_channel_id.as_deref().and_then(Contact::parse_channel_id).map(|(id, _)| id.to_string())
     });
-    if named.is_some() {
-        return Ok(named);
+    // A named contact that does not exist (yet) leaves the row to find-or-create by phone or email.
+    if let Some(id) = named {
+        if h.contacts.get_contact(tenant, &id).await?.is_some() {
+            return Ok(Some(id));
+        }
     }
     let keys = spec.phone.clone().map(ContactKey::Phone).into_iter().chain(spec.email.clone().map(ContactKey::Email));
     for key in keys {

@@ -138,8 +138,9 @@ fn dialling_phone(raw: &str) -> Result<Phone, String> {
         (None, Some(rest)) => format!("+{rest}"),
         (None, None) => format!("+{t}"),
     };
-    Phone::parse(&e164)
-        .map_err(|_| format!("{t:?} is not a phone number with its dialling code (e.g. 917697812345 or +14155550123)"))
+    Phone::parse(&e164).map_err(|_| {
+        format!("\"{t}\" is not a phone number with its dialling code (e.g. 917697812345 or +14155550123)")
+    })
 }
 
 /// The tenant's campaigns with exactly this name (SMAX blocks and Pabbly API campaigns are

@@ -5,8 +5,9 @@
 //! - `POST /compat/pabbly/api/v1/broadcasts/send` — "Send API Campaign" (the seed): one template
 //!   of an API campaign to one number, delivered inline so the answer carries the message id.
 //! - `POST /compat/pabbly/api/v1/broadcasts` — "Send Broadcast with Regular Message" (`message`)
-//!   or "… with Template Message" (`templateName`) to up to 1,000 numbers, queued.
-//! - `POST /compat/pabbly/api/v1/broadcasts/api-campaigns` — "Add API Campaign".
+//!   or "… with Template Message" (`templateName`) to up to 1,000 numbers, queued; or, with
+//!   `campaignName`, "Add API Campaign" (the seed lists all three at this one path).
+//! - `POST /compat/pabbly/api/v1/broadcasts/api-campaigns` — "Add API Campaign" too (an alias).
 //!
 //! The page lists the last three without their bodies; theirs are Herald's design in the seed's
 //! camelCase (docs/dialects.md). Errors use Herald's native body (the page shows none).
@@ -31,7 +32,7 @@ use crate::domain::{SendPlan, Template, TemplateRef};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_json, JsonBytes, Tenant};
 use crate::http::idempotent;
-use crate::service::catalog::put_campaign;
+use crate::service::catalog::create_campaign;
 use crate::service::ingest::{ingest, Accepted};
 
 const SEND: &str = "/compat/pabbly/api/v1/broadcasts/send";
@@ -94,9 +95,20 @@ async fn broadcast(
     JsonBytes(b): JsonBytes,
 ) -> Response {
     idempotent(&h, &t, &headers, &format!("POST {BROADCASTS}"), &b, || async {
-        broadcast_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
+        let run =
+            if adds_a_campaign(&b) { add_campaign_run(&h, &t, &b).await } else { broadcast_run(&h, &t, &b).await };
+        run.unwrap_or_else(IntoResponse::into_response)
     })
     .await
+}
+
+/// Whether a `POST /broadcasts` body is "Add API Campaign": it names `campaignName`, which no
+/// broadcast body has, and nothing only a broadcast has. Anything else is read (and refused, if
+/// need be) as a broadcast.
+fn adds_a_campaign(body: &[u8]) -> bool {
+    const BROADCAST_ONLY: [&str; 4] = ["broadcastName", "destinations", "message", "templateName"];
+    serde_json::from_slice::<Map<String, Value>>(body)
+        .is_ok_and(|m| m.contains_key("campaignName") && !BROADCAST_ONLY.iter().any(|k| m.contains_key(*k)))
 }
 
 async fn add_campaign(
@@ -157,7 +169,7 @@ pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(
     };
     if let (Some(c), Some(t)) = (&campaign, &template) {
         if !c.template_ids.contains(&t.id) {
-            errs.push("templateName", format!("{:?} is not a template of API campaign {:?}", t.id, c.name));
+            errs.push("templateName", format!("\"{}\" is not a template of API campaign \"{}\"", t.id, c.name));
         }
     }
     let media = template.as_ref().and_then(|t| media_for(&mut errs, t, b.link, b.filename));
@@ -194,9 +206,12 @@ async fn api_campaign(
 ) -> Result<Option<Campaign>, ApiError> {
     let mut found = campaigns_named(h, tenant, name).await?;
     match found.len() {
-        0 => errs.push("campaignName", format!("no API campaign named {name:?}; add it with POST {API_CAMPAIGNS}")),
+        0 => errs.push(
+            "campaignName",
+            format!("no API campaign named \"{name}\"; add it with POST {BROADCASTS} and campaignName"),
+        ),
         1 => return Ok(found.pop()),
-        n => errs.push("campaignName", format!("{n} campaigns are named {name:?}; rename all but one")),
+        n => errs.push("campaignName", format!("{n} campaigns are named \"{name}\"; rename all but one")),
     }
     Ok(None)
 }
@@ -285,26 +300,30 @@ struct ApiCampaign {
 }
 
 /// An API campaign is a Herald campaign: the templates `broadcasts/send` may fire under its
-/// name, and the fallbacks they render with. Its name must be unique, since sends find it by name.
+/// name, and the fallbacks they render with. Its name must be unique, since sends find it by name:
+/// its id is derived from the name and created only if free, so of racing adds of one name
+/// exactly one creates it.
 async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let b = parse_json::<ApiCampaign>(body)?;
-    if let Some(name) = &b.campaign_name {
-        if !campaigns_named(h, tenant, name).await?.is_empty() {
-            return Err(ApiError::Conflict {
-                code: "campaign_exists",
-                message: format!("an API campaign named {name:?} already exists"),
-                retry_after: None,
-            });
-        }
+    let exists = |name: &str| ApiError::Conflict {
+        code: "campaign_exists",
+        message: format!("an API campaign named \"{name}\" already exists"),
+        retry_after: None,
+    };
+    let name = b.campaign_name.clone().unwrap_or_default();
+    if b.campaign_name.is_some() && !campaigns_named(h, tenant, &name).await?.is_empty() {
+        return Err(exists(&name));
     }
     let native = CampaignBody {
         name: b.campaign_name,
         template_ids: b.template_names,
         defaults: b.default_contact_field_values,
     };
-    let id = crate::domain::ids::new_id("cmp");
-    let (c, _) =
-        put_campaign(h.catalog.as_ref(), tenant, &id, native).await.map_err(|e| rename(e.into(), CAMPAIGN_RENAMES))?;
+    let id = api_campaign_id(&name);
+    let created = create_campaign(h.catalog.as_ref(), tenant, &id, native)
+        .await
+        .map_err(|e| rename(e.into(), CAMPAIGN_RENAMES))?;
+    let Some(c) = created else { return Err(exists(&name)) };
     let data = json!({
         "id": c.id,
         "campaignName": c.name,
@@ -313,6 +332,12 @@ async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Respo
         "createdAt": c.created_at,
     });
     Ok((StatusCode::CREATED, Json(json!({"success": "true", "data": data}))).into_response())
+}
+
+/// The id of the API campaign named `name`: the same name always gives the same id.
+fn api_campaign_id(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("cmp_{}", hex::encode(&Sha256::digest(name.as_bytes())[..16]))
 }
 
 // ------------------------------------------------------------------------------------- shared
@@ -338,7 +363,7 @@ async fn template_named(
 ) -> Result<Option<Template>, ApiError> {
     let found = h.catalog.get_template(tenant, name).await?;
     if found.is_none() {
-        errs.push(field, format!("no template named {name:?}"));
+        errs.push(field, format!("no template named \"{name}\""));
     }
     Ok(found)
 }
@@ -355,7 +380,7 @@ fn media_for(errs: &mut FieldErrors, t: &Template, link: Option<String>, filenam
                 HeaderKind::Video => "a video",
                 _ => "a document",
             };
-            errs.push("link", format!("is required: template {:?} has {kind} header", t.id));
+            errs.push("link", format!("is required: template \"{}\" has {kind} header", t.id));
         }
         return None;
     };

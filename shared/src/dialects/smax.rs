@@ -99,7 +99,7 @@ async fn wrong_method() -> Response {
 
 fn no_bot(bot_id: &str) -> Response {
     // The same answer whether or not such a tenant exists: a token cannot probe for others.
-    answer(StatusCode::NOT_FOUND, false, format!("no bot {bot_id:?} for this token"))
+    answer(StatusCode::NOT_FOUND, false, format!("no bot \"{bot_id}\" for this token"))
 }
 
 // ------------------------------------------------------------------------------------------ V1
@@ -268,7 +268,7 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, q: V1Query) -> Result<R
     }
     let accepted = ingest(h, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
     let id = &accepted.request.id;
-    let result = format!("block {:?} queued for user {psid} (request {id})", campaign.name);
+    let result = format!("block \"{}\" queued for user {psid} (request {id})", campaign.name);
     Ok(with_request_id(answer(StatusCode::OK, true, result), id))
 }
 
@@ -290,11 +290,11 @@ async fn find_block(h: &Herald, tenant: &str, block: &Block) -> Result<Campaign,
             .catalog
             .get_campaign(tenant, id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no block with id {id:?}"))),
+            .ok_or_else(|| ApiError::NotFound(format!("no block with id \"{id}\""))),
         Block::Name(name) => {
             let mut found = campaigns_named(h, tenant, name).await?;
             match found.len() {
-                0 => Err(ApiError::NotFound(format!("no block named {name:?}"))),
+                0 => Err(ApiError::NotFound(format!("no block named \"{name}\""))),
                 1 => Ok(found.remove(0)),
                 n => Err(ApiError::field("block_name", format!("names {n} blocks; send by block_id instead"))),
             }
@@ -353,7 +353,7 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
     let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
     let id = &accepted.request.id;
     let what = match &accepted.request.campaign_name {
-        Some(name) => format!("block {name:?}"),
+        Some(name) => format!("block \"{name}\""),
         None => "message".to_string(),
     };
     let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
@@ -364,20 +364,23 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
 pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
     let b = parse_json::<V2Body>(body)?;
     let (customer_id, block_id) = (b.customer_id.clone(), b.block_id.clone());
+    let other_ids = b.customer_email.is_some() || b.customer_phone.is_some() || b.customer_fbid.is_some();
     let dropped_messages = b.block_id.is_some() && b.messages.is_some();
     let mut plan = v2_native(b)?;
-    // "If there are more, the system updates them": every identifier given lands on the contact.
+    // "If there are more, the system updates them": every identifier given lands on the contact,
+    // and an unknown customer_id leaves the others to find or create it.
     for r in &mut plan.recipients {
         r.update_contact = true;
+        r.fall_back_to_keys = true;
     }
-    if let Some(id) = &customer_id {
+    if let Some(id) = customer_id.as_ref().filter(|_| !other_ids) {
         if h.contacts.get_contact(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no customer with id {id:?}")));
+            return Err(ApiError::NotFound(format!("no customer with id \"{id}\"")));
         }
     }
     if let Some(id) = &block_id {
         if h.catalog.get_campaign(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no block with id {id:?}")));
+            return Err(ApiError::NotFound(format!("no block with id \"{id}\"")));
         }
     }
     Ok((plan, dropped_messages))

@@ -37,6 +37,14 @@ pub struct TemplateHeader {
 pub struct WhatsappTemplate {
     pub name: String,
     pub language: String,
+    /// The parameters Meta's template takes in its body, in order, each bound to the send's
+    /// positional values (`{{1}}`) and to named values (`{{Country}}`: variables, contact fields,
+    /// defaults). Empty: the send's `body_params` as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_params: Vec<String>,
+    /// The same for the template's text header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_params: Vec<String>,
 }
 
 /// A media file given at send time; it fills a template's media header.
@@ -124,6 +132,14 @@ impl TemplateBody {
             check_text(errs, &format!("{at}whatsapp.language"), Some(&w.language), 16);
             if w.language.is_empty() {
                 errs.push(format!("{at}whatsapp.language"), "must not be empty");
+            }
+            for (name, params) in [("body_params", &w.body_params), ("header_params", &w.header_params)] {
+                if params.len() > MAX_PARAMS {
+                    errs.push(format!("{at}whatsapp.{name}"), format!("must hold at most {MAX_PARAMS} values"));
+                }
+                for (i, p) in params.iter().enumerate() {
+                    check_text(errs, &format!("{at}whatsapp.{name}[{i}]"), Some(p), MAX_VARIABLE_VALUE);
+                }
             }
         }
         if errs.0.len() > before {

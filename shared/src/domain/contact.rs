@@ -228,6 +228,18 @@ impl ContactBody {
     }
 }
 
+impl ContactDraft {
+    /// Whether the draft holds an identifier a contact can be found or created by.
+    pub fn has_key(&self) -> bool {
+        self.phone.is_some()
+            || self.email.is_some()
+            || self.messenger_psid.is_some()
+            || self.telegram_chat_id.is_some()
+            || self.slack_id.is_some()
+            || self.webhook_user_id.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,3 +32,20 @@ pub const MAX_INLINE_ROWS: usize = 100;
 pub const MAX_SCHEDULE_DAYS: i64 = 30;
 /// `Idempotency-Key` header length.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The longest text a channel's provider takes (characters), from their published limits:
+/// Twilio's SMS body 1,600, Messenger 2,000, WhatsApp text 4,096, Telegram 4,096, Slack 40,000.
+/// Email and webhooks have none Herald must respect.
+pub fn max_text_chars(channel: super::Channel) -> Option<usize> {
+    use super::Channel::*;
+    match channel {
+        Sms => Some(1_600),
+        Messenger => Some(2_000),
+        Whatsapp | Telegram => Some(4_096),
+        Slack => Some(40_000),
+        Email | Webhook => None,
+    }
+}
+
+/// The longest value of one WhatsApp template parameter (Meta's limit).
+pub const MAX_WHATSAPP_PARAM: usize = 1_024;

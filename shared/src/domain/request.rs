@@ -61,7 +61,7 @@ pub struct RecipientBody {
 #[derive(Debug, Clone)]
 pub enum TemplateRef {
     Id(String),
-    Inline(TemplateBody),
+    Inline(Box<TemplateBody>),
 }
 
 impl<'de> Deserialize<'de> for TemplateRef {
@@ -76,7 +76,8 @@ impl<'de> Deserialize<'de> for TemplateRef {
                 Ok(TemplateRef::Id(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TemplateRef, A::Error> {
-                TemplateBody::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TemplateRef::Inline)
+                TemplateBody::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| TemplateRef::Inline(Box::new(t)))
             }
         }
         d.deserialize_any(V)
@@ -126,6 +127,11 @@ pub struct RecipientSpec {
     /// "extra ones update the contact"). Natively they apply to this send only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub update_contact: bool,
+    /// Whether a `contact_channel_id` / `contact_id` that names no contact falls through to
+    /// find-or-create by the recipient's other identifiers (Invent's and SMAX V2's pages say it
+    /// does). Natively the named contact must exist.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fall_back_to_keys: bool,
 }
 
 /// A CSML-style flow trigger, carried to the bot backend by the webhook provider.
@@ -175,6 +181,9 @@ pub struct SendPlan {
     /// Fallback field values for this send, layered over the campaign's `defaults` (Pabbly's
     /// `defaultContactFieldValues`). The native body has no such field: it stays empty there.
     pub defaults: BTreeMap<String, String>,
+    /// How the stored request's id is written: a dialect whose vendor answers a bare UUID asks
+    /// for one. The native body has no such field.
+    pub id_style: super::ids::IdStyle,
 }
 
 /// The stored send request: everything delivery needs besides the recipient row itself.
@@ -257,6 +266,7 @@ impl BroadcastBody {
             background: self.background.unwrap_or(true),
             send_at,
             defaults: BTreeMap::new(),
+            id_style: Default::default(),
         })
     }
 }
@@ -306,6 +316,7 @@ pub fn validate_recipient(errs: &mut FieldErrors, at: &str, r: RecipientBody) ->
         variables,
         set_fields: BTreeMap::new(),
         update_contact: false,
+        fall_back_to_keys: false,
     };
     let named = spec.contact_channel_id.is_some()
         || spec.contact_id.is_some()

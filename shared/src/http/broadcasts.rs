@@ -62,7 +62,7 @@ pub async fn get(
         })?),
     };
     let Some(request) = h.requests.get_request(&tenant, &id).await? else {
-        return Err(ApiError::NotFound(format!("no send request {id:?}")));
+        return Err(ApiError::NotFound(format!("no send request \"{id}\"")));
     };
     let counts = h.requests.count_rows(&tenant, &id).await?;
     let rows = h.requests.list_rows(&tenant, &id, after, limit).await?;

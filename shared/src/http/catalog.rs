@@ -32,7 +32,7 @@ pub async fn put_template(
 pub async fn get_template(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
     match h.catalog.get_template(&t, &id).await? {
         Some(x) => Ok(Json(x).into_response()),
-        None => Err(ApiError::NotFound(format!("no template {id:?}"))),
+        None => Err(ApiError::NotFound(format!("no template \"{id}\""))),
     }
 }
 
@@ -40,7 +40,7 @@ pub async fn delete_template(State(h): H, Tenant(t): Tenant, Path(id): Path<Stri
     if h.catalog.delete_template(&t, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("no template {id:?}")))
+        Err(ApiError::NotFound(format!("no template \"{id}\"")))
     }
 }
 
@@ -61,7 +61,7 @@ pub async fn put_campaign(
 pub async fn get_campaign(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
     match h.catalog.get_campaign(&t, &id).await? {
         Some(x) => Ok(Json(x).into_response()),
-        None => Err(ApiError::NotFound(format!("no campaign {id:?}"))),
+        None => Err(ApiError::NotFound(format!("no campaign \"{id}\""))),
     }
 }
 
@@ -69,7 +69,7 @@ pub async fn delete_campaign(State(h): H, Tenant(t): Tenant, Path(id): Path<Stri
     if h.catalog.delete_campaign(&t, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("no campaign {id:?}")))
+        Err(ApiError::NotFound(format!("no campaign \"{id}\"")))
     }
 }
 
@@ -90,7 +90,7 @@ pub async fn put_contact(
 pub async fn get_contact(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
     match h.contacts.get_contact(&t, &id).await? {
         Some(c) => Ok(Json(c.to_json()).into_response()),
-        None => Err(ApiError::NotFound(format!("no contact {id:?}"))),
+        None => Err(ApiError::NotFound(format!("no contact \"{id}\""))),
     }
 }
 

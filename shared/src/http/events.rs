@@ -92,7 +92,7 @@ async fn handle(h: &Herald, provider: &str, uri: &Uri, headers: &HeaderMap, body
             }
             twilio::parse_callback(&params)
         }
-        _ => return Err(ApiError::NotFound(format!("Herald takes no callbacks from {provider:?}"))),
+        _ => return Err(ApiError::NotFound(format!("Herald takes no callbacks from \"{provider}\""))),
     };
     let applied = apply(h, provider, &reports, &inbound).await?;
     tracing::info!(provider, ?applied, "callback applied");

@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod idempotency;
+pub mod request_target;
 pub mod server;
 mod webhook;
 

@@ -131,7 +131,8 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        // Raw `"` in a query (SMAX's documented URL) would otherwise be an empty 400 from hyper.
+        .serve_connection(TokioIo::new(super::request_target::TolerantIo::new(stream)), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

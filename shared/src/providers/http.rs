@@ -67,9 +67,10 @@ impl Answer {
     /// An answer whose body Herald could not read: transient if the status says so, otherwise
     /// permanent (retrying a 2xx that may have sent would risk a duplicate).
     pub fn unreadable(&self, provider: &str) -> ProviderError {
-        let snippet: String = self.text.chars().take(120).collect();
+        // Control characters would break the sentence the row's error_message shows.
+        let snippet: String = self.text.chars().take(120).map(|c| if c.is_control() { ' ' } else { c }).collect();
         let message =
-            format!("{provider} answered HTTP {} with a body Herald could not read: {snippet:?}", self.status);
+            format!("{provider} answered HTTP {} with a body Herald could not read: \"{snippet}\"", self.status);
         if self.transient_status() {
             ProviderError::Transient {
                 code: Some(format!("http_{}", self.status)),

@@ -36,21 +36,43 @@ pub async fn put_campaign(
     id: &str,
     body: CampaignBody,
 ) -> Result<(Campaign, bool), ServiceError> {
-    check_path_id(id)?;
-    let mut campaign = body.validate(id)?;
-    let mut errs = FieldErrors::new();
-    for (i, t) in campaign.template_ids.iter().enumerate() {
-        if catalog.get_template(tenant, t).await?.is_none() {
-            errs.push(format!("template_ids[{i}]"), format!("no template with id {t:?}"));
-        }
-    }
-    errs.finish(())?;
+    let mut campaign = checked_campaign(catalog, tenant, id, body).await?;
     let existing = catalog.get_campaign(tenant, id).await?;
     if let Some(old) = &existing {
         campaign.created_at = old.created_at;
     }
     catalog.put_campaign(tenant, &campaign).await?;
     Ok((campaign, existing.is_none()))
+}
+
+/// Creates a campaign only if its id is free: `None` when a campaign has it (that one stays).
+/// Racing calls with one id create it once.
+pub async fn create_campaign(
+    catalog: &dyn Catalog,
+    tenant: &str,
+    id: &str,
+    body: CampaignBody,
+) -> Result<Option<Campaign>, ServiceError> {
+    let campaign = checked_campaign(catalog, tenant, id, body).await?;
+    Ok(catalog.create_campaign(tenant, &campaign).await?.then_some(campaign))
+}
+
+/// A campaign body validated, with every template it lists present in the tenant.
+async fn checked_campaign(
+    catalog: &dyn Catalog,
+    tenant: &str,
+    id: &str,
+    body: CampaignBody,
+) -> Result<Campaign, ServiceError> {
+    check_path_id(id)?;
+    let campaign = body.validate(id)?;
+    let mut errs = FieldErrors::new();
+    for (i, t) in campaign.template_ids.iter().enumerate() {
+        if catalog.get_template(tenant, t).await?.is_none() {
+            errs.push(format!("template_ids[{i}]"), format!("no template with id \"{t}\""));
+        }
+    }
+    errs.finish(campaign).map_err(Into::into)
 }
 
 /// `PUT /v1/contacts/{id}`: creates or replaces the contact with exactly the given fields.

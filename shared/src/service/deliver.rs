@@ -174,8 +174,8 @@ async fn attempt_row(
     if let (Some(w), Some(tc)) = (wanted, template.and_then(|t| t.channel)) {
         if w != tc {
             return done(with(failed(format!(
-                "template {:?} is for {tc}, but the send asked for {w}",
-                template.map(|t| &t.id)
+                "template \"{}\" is for {tc}, but the send asked for {w}",
+                template.map(|t| t.id.as_str()).unwrap_or_default()
             ))));
         }
     }
@@ -227,7 +227,7 @@ async fn attempt_row(
     let with = |o: Outcome| Outcome { channel: Some(channel), address: Some(address.clone()), ..with(o) };
 
     // Render.
-    let outbound = match build_message(request, row, &contact, channel, &address) {
+    let outbound = match build_message(request, row, &contact, channel, &address).and_then(within_limits) {
         Ok(m) => m,
         Err(reason) => return done(with(failed(reason))),
     };
@@ -262,7 +262,11 @@ async fn attempt_row(
         Ok(r) => r,
         Err(_) => Err(ProviderError::Transient {
             code: Some("timeout".into()),
-            message: format!("{} did not answer within {:?}", provider.name(), h.settings.provider_timeout),
+            message: format!(
+                "{} did not answer within {} s",
+                provider.name(),
+                h.settings.provider_timeout.as_secs_f64()
+            ),
             retry_after: None,
         }),
     };
@@ -339,7 +343,9 @@ fn channel_rules(
 
 /// The row's contact, named by the first tier present (`contact_channel_id` > `contact_id` >
 /// phone / email / channel ids, found or created), with the updates the recipient asks for
-/// applied. `Ok(Err(reason))` when the named contact does not exist or cannot be updated.
+/// applied. A named contact that does not exist falls through to find-or-create when the
+/// recipient asks for it and carries other identifiers (Invent, SMAX V2). `Ok(Err(reason))` when
+/// the contact cannot be found or updated.
 async fn resolve_contact(
     h: &Herald,
     row: &RecipientRow,
@@ -357,27 +363,29 @@ async fn resolve_contact(
         webhook_user_id: spec.webhook_user_id.clone(),
         ..Default::default()
     };
-    let (mut contact, channel, mut changed) = if let Some(cc) = &spec.contact_channel_id {
+    let can_fall_back = spec.fall_back_to_keys && keys.has_key();
+    let (named, channel, missing) = if let Some(cc) = &spec.contact_channel_id {
         let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
-            return Ok(Err(format!("{cc:?} is not a contact channel id")));
+            return Ok(Err(format!("\"{cc}\" is not a contact channel id")));
         };
-        match h.contacts.get_contact(tenant, contact_id).await? {
-            Some(c) => (c, Some(channel), false),
-            None => return Ok(Err(format!("contact channel {cc} not found"))),
-        }
-    } else if let Some(id) = &spec.contact_id {
-        match h.contacts.get_contact(tenant, id).await? {
-            Some(c) => (c, None, false),
-            None => return Ok(Err(format!("contact {id} not found"))),
-        }
+        (Some(contact_id), Some(channel), format!("contact channel {cc} not found"))
     } else {
-        match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
-            Ok((c, _)) => (c, None, false),
+        (spec.contact_id.as_deref(), None, format!("contact {} not found", spec.contact_id.as_deref().unwrap_or("")))
+    };
+    let found = match named {
+        Some(id) => h.contacts.get_contact(tenant, id).await?,
+        None => None,
+    };
+    let (mut contact, mut changed) = match found {
+        Some(c) => (c, false),
+        None if named.is_some() && !can_fall_back => return Ok(Err(missing)),
+        None => match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
+            Ok((c, _)) => (c, false),
             Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
             Err(e) => return Ok(Err(e.to_string())),
-        }
+        },
     };
-    if spec.update_contact && (spec.contact_id.is_some() || spec.contact_channel_id.is_some()) {
+    if spec.update_contact && named.is_some_and(|id| id == contact.id) {
         contact.apply(&keys);
         changed = true;
     }
@@ -435,6 +443,39 @@ pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>)
     policy.backoff(attempt).max(Duration::from_millis(100)).max(asked)
 }
 
+/// Refuses a rendered message longer than its channel takes, so the provider is never asked to
+/// send what it would refuse (ingest checks what it can before the rendering).
+fn within_limits(m: OutboundMessage) -> Result<OutboundMessage, String> {
+    use crate::domain::limits::{max_text_chars, MAX_WHATSAPP_PARAM};
+    if m.channel == Channel::Whatsapp && m.whatsapp_template.is_some() {
+        for (name, params) in [("body_params", &m.body_params), ("header_params", &m.header_params)] {
+            let mut lengths = params.iter().map(|p| p.chars().count()).enumerate();
+            if let Some((i, n)) = lengths.find(|(_, n)| *n > MAX_WHATSAPP_PARAM) {
+                return Err(format!(
+                    "{name}[{i}] is {n} characters long once filled in; WhatsApp takes at most {MAX_WHATSAPP_PARAM} per template parameter"
+                ));
+            }
+        }
+        return Ok(m);
+    }
+    let n = m.text.chars().count();
+    match max_text_chars(m.channel) {
+        Some(max) if n > max => {
+            Err(format!("the message is {n} characters long once filled in; {} takes at most {max}", m.channel))
+        }
+        _ => Ok(m),
+    }
+}
+
+/// Renders each of `texts` with the same values.
+fn render_all(
+    texts: &[String],
+    named: &impl Fn(&str) -> Option<String>,
+    positional: &[String],
+) -> Result<Vec<String>, Missing> {
+    texts.iter().map(|t| render(t, named, positional)).collect()
+}
+
 /// Renders the row's message for its channel.
 fn build_message(
     request: &SendRequest,
@@ -467,6 +508,9 @@ fn build_message(
         }
         Missing::Positional(i) => format!("{part} needs {{{{{i}}}}}: give more positional params"),
     };
+    // A positional value may name fields itself (`"{{first_name}}"`), rendered per recipient.
+    let body_params = render_all(&request.body_params, &lookup, &[]).map_err(|m| explain(m, "body_params"))?;
+    let header_params = render_all(&request.header_params, &lookup, &[]).map_err(|m| explain(m, "header_params"))?;
     let mut out = OutboundMessage {
         tenant_id: row.tenant_id.clone(),
         request_id: row.request_id.clone(),
@@ -478,21 +522,30 @@ fn build_message(
         subject: None,
         header: None,
         whatsapp_template: None,
-        header_params: request.header_params.clone(),
-        body_params: request.body_params.clone(),
+        header_params: header_params.clone(),
+        body_params: body_params.clone(),
         flow: message.flow.clone(),
         messaging_tag: request.messaging_tag.clone(),
         metadata: request.metadata.clone(),
     };
     if let Some(t) = &message.template {
-        out.text = render(&t.body, lookup, &request.body_params).map_err(|m| explain(m, "the body"))?;
+        out.text = render(&t.body, lookup, &body_params).map_err(|m| explain(m, "the body"))?;
         out.subject = t
             .subject
             .as_deref()
-            .map(|s| render(s, lookup, &request.body_params))
+            .map(|s| render(s, lookup, &body_params))
             .transpose()
             .map_err(|m| explain(m, "the subject"))?;
         out.whatsapp_template = t.whatsapp.clone();
+        // A template that binds Meta's parameters sends those, rendered for this recipient.
+        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.body_params.is_empty()) {
+            let bound = render_all(&w.body_params, &lookup, &body_params);
+            out.body_params = bound.map_err(|m| explain(m, "the template's whatsapp.body_params"))?;
+        }
+        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.header_params.is_empty()) {
+            let bound = render_all(&w.header_params, &lookup, &header_params);
+            out.header_params = bound.map_err(|m| explain(m, "the template's whatsapp.header_params"))?;
+        }
         out.header = match &t.header {
             None => None,
             Some(hd) => Some(RenderedHeader {
@@ -500,7 +553,7 @@ fn build_message(
                 text: hd
                     .text
                     .as_deref()
-                    .map(|x| render(x, lookup, &request.header_params))
+                    .map(|x| render(x, lookup, &header_params))
                     .transpose()
                     .map_err(|m| explain(m, "the header"))?,
                 link: hd.link.clone().or_else(|| request.media.as_ref().map(|m| m.link.clone())),

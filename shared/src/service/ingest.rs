@@ -11,6 +11,7 @@ use crate::domain::{
     FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
 };
 use crate::ports::{OutgoingJob, StoreError};
+use crate::domain::ids::IdStyle;
 use crate::retry;
 
 use super::render::positional_needed;
@@ -65,19 +66,20 @@ pub async fn with_idempotency_key<F: std::future::Future>(
         .await
 }
 
-/// The id of a new send request: derived from the call's idempotency key if it has one, and
-/// whether it was.
-fn new_request_id() -> (String, bool) {
+/// The id of a new send request in `style`: derived from the call's idempotency key if it has
+/// one, and whether it was.
+fn new_request_id(style: IdStyle) -> (String, bool) {
     let keyed = KEYED.try_with(|k| (!k.used.swap(true, Ordering::Relaxed)).then_some(k.id)).ok().flatten();
-    match keyed {
-        Some(id) => (format!("req_{}", hex::encode(id)), true),
-        None => (crate::domain::ids::new_id("req"), false),
+    match (keyed, style) {
+        (Some(id), IdStyle::Prefixed) => (format!("req_{}", hex::encode(id)), true),
+        (Some(id), IdStyle::Uuid) => (uuid::Builder::from_custom_bytes(id).into_uuid().hyphenated().to_string(), true),
+        (None, style) => (crate::domain::ids::new_request_id(style), false),
     }
 }
 
 /// Runs ingest for one plan. `source` names the API that took it (`native`, `invent`, …).
 pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
-    let (request_id, keyed) = new_request_id();
+    let (request_id, keyed) = new_request_id(plan.id_style);
     if keyed {
         let found = super::retry_store("looking up a keyed request", 3, || h.requests.get_request(tenant, &request_id));
         if let Some(stored) = found.await? {
@@ -287,7 +289,7 @@ async fn resolve_messages(
     let out = match source {
         MessageSource::Campaign { id, template_ids } => {
             let Some(campaign) = h.catalog.get_campaign(tenant, id).await? else {
-                errs.push("campaign_id", format!("no campaign with id {id:?}"));
+                errs.push("campaign_id", format!("no campaign with id \"{id}\""));
                 return Err(errs.into());
             };
             let chosen: Vec<String> = match template_ids {
@@ -296,7 +298,7 @@ async fn resolve_messages(
                         if !campaign.template_ids.contains(t) {
                             errs.push(
                                 format!("template_ids[{i}]"),
-                                format!("{t:?} is not a template of campaign {id:?}"),
+                                format!("\"{t}\" is not a template of campaign \"{id}\""),
                             );
                         }
                     }
@@ -309,8 +311,10 @@ async fn resolve_messages(
             for t in chosen.iter().filter(|t| campaign.template_ids.contains(t)) {
                 match h.catalog.get_template(tenant, t).await? {
                     Some(t) => messages.push(template_msg(t)),
-                    None => errs
-                        .push("campaign_id", format!("campaign {id:?} lists template {t:?}, which no longer exists")),
+                    None => errs.push(
+                        "campaign_id",
+                        format!("campaign \"{id}\" lists template \"{t}\", which no longer exists"),
+                    ),
                 }
             }
             return errs.finish((messages, Some(campaign))).map_err(Into::into);
@@ -318,7 +322,7 @@ async fn resolve_messages(
         MessageSource::TemplateId(id) => match h.catalog.get_template(tenant, id).await? {
             Some(t) => vec![template_msg(t)],
             None => {
-                errs.push("template", format!("no template with id {id:?}"));
+                errs.push("template", format!("no template with id \"{id}\""));
                 return Err(errs.into());
             }
         },
@@ -348,6 +352,42 @@ async fn resolve_messages(
     Ok((out, None))
 }
 
+/// Refuses a text longer than its channel takes, where the channel is known now (the send's
+/// `channel`, or the template's). Placeholders for named values count as empty here: they are
+/// only known per recipient, and a row whose rendered text is too long fails before sending.
+fn check_lengths(plan: &SendPlan, messages: &[PlannedMessage], errs: &mut FieldErrors) {
+    let empty = |_: &str| Some(String::new());
+    // A positional value that names fields (`{{first_name}}`) is as short as those may be.
+    let params: Vec<String> =
+        plan.body_params.iter().map(|p| super::render::render(p, empty, &[]).unwrap_or_default()).collect();
+    for (i, t) in messages.iter().enumerate().filter_map(|(i, m)| Some((i, m.template.as_ref()?))) {
+        let Some(channel) = plan.channel.or(t.channel) else { continue };
+        let Some(max) = crate::domain::limits::max_text_chars(channel) else { continue };
+        // A WhatsApp template's text stays with Meta; only its parameters travel.
+        if channel == crate::domain::Channel::Whatsapp && t.whatsapp.is_some() {
+            continue;
+        }
+        let Ok(least) = super::render::render(&t.body, empty, &params) else { continue };
+        let len = least.chars().count();
+        if len > max {
+            let field = match &plan.source {
+                MessageSource::Messages(_) => format!("messages[{i}].text"),
+                MessageSource::Inline(_) => "template.body".to_string(),
+                MessageSource::TemplateId(_) => "template".to_string(),
+                MessageSource::Campaign { .. } => "campaign_id".to_string(),
+                MessageSource::Flow(_) => continue,
+            };
+            let subject = match &plan.source {
+                MessageSource::Messages(_) | MessageSource::Inline(_) => "is".to_string(),
+                _ => format!("template \"{}\" is", t.id),
+            };
+            let named = super::render::render(&t.body, |_| Some("x".into()), &params).ok() != Some(least);
+            let note = if named { ", not counting its named placeholders" } else { "" };
+            errs.push(field, format!("{subject} {len} characters long{note}; {channel} takes at most {max}"));
+        }
+    }
+}
+
 /// Rules that need the resolved templates: positional values, media headers, sizes.
 fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
     let mut errs = FieldErrors::new();
@@ -355,9 +395,13 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         let name = if t.id == "message" || t.id == "inline" {
             "the template".to_string()
         } else {
-            format!("template {:?}", t.id)
+            format!("template \"{}\"", t.id)
         };
-        let body_needs = positional_needed(&t.body);
+        // A WhatsApp template's parameter bindings take positional values too.
+        let bound = |pick: fn(&crate::domain::WhatsappTemplate) -> &Vec<String>| {
+            t.whatsapp.as_ref().map(|w| pick(w).iter().map(|p| positional_needed(p)).max().unwrap_or(0)).unwrap_or(0)
+        };
+        let body_needs = positional_needed(&t.body).max(bound(|w| &w.body_params));
         if plan.body_params.len() < body_needs {
             errs.push(
                 "body_params",
@@ -366,7 +410,7 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         }
         if let Some(h) = &t.header {
             if h.kind == HeaderKind::Text {
-                let needs = h.text.as_deref().map(positional_needed).unwrap_or(0);
+                let needs = h.text.as_deref().map(positional_needed).unwrap_or(0).max(bound(|w| &w.header_params));
                 if plan.header_params.len() < needs {
                     errs.push(
                         "header_params",
@@ -381,6 +425,7 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
             }
         }
     }
+    check_lengths(plan, messages, &mut errs);
     let rows = plan.recipients.len() * messages.len();
     if rows > MAX_ROWS {
         errs.push(

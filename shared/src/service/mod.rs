@@ -23,7 +23,7 @@ pub enum ServiceError {
     #[error("{0} not found")]
     NotFound(&'static str),
     /// The tenant is over its sending allowance: try again after this long.
-    #[error("over the tenant's sending rate; retry in {0:?}")]
+    #[error("over the tenant's sending rate; retry in {} s", .0.as_secs_f64().ceil())]
     RateLimited(std::time::Duration),
     /// The input clashes with stored state.
     #[error("{message}")]

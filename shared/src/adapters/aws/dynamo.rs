@@ -502,6 +502,10 @@ impl Catalog for DynamoStore {
     async fn put_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<()> {
         self.put_entry(tenant, format!("CAMPAIGN#{}", c.id), c).await
     }
+    async fn create_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<bool> {
+        let item = with_doc(key(tenant_pk(tenant), format!("CAMPAIGN#{}", c.id)), c)?;
+        self.put_if(item, "attribute_not_exists(pk)", Item::new()).await
+    }
     async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>> {
         self.get_entry(tenant, &format!("CAMPAIGN#{id}")).await
     }

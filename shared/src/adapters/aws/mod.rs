@@ -32,7 +32,7 @@ fn required(name: &'static str) -> Result<String, ConfigError> {
 fn optional_number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => {
-            v.parse().map_err(|_| ConfigError { name, problem: format!("{v:?} is not a number") })
+            v.parse().map_err(|_| ConfigError { name, problem: format!("\"{v}\" is not a number") })
         }
         _ => Ok(default),
     }

@@ -333,6 +333,18 @@ impl Catalog for EmbeddedStore {
     async fn put_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<()> {
         self.put_doc("campaigns", tenant, &c.id, c).await
     }
+    async fn create_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<bool> {
+        let (tenant, id, data) = (tenant.to_string(), c.id.clone(), serde_json::to_string(c)?);
+        self.db
+            .call(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO campaigns (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO NOTHING",
+                    params![tenant, id, data],
+                )?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
     async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>> {
         self.get_doc("campaigns", tenant, id).await
     }
