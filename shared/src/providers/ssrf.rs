@@ -67,7 +67,7 @@ pub struct Refused(pub String);
 /// machine), a host, and for an IP literal, a public address. The scheme is checked first, so no
 /// allowance lets `ftp://localhost/` through.
 pub fn check_url(raw: &str, allow_loopback: bool) -> Result<url::Url, Refused> {
-    let url = url::Url::parse(raw).map_err(|e| Refused(format!("{raw:?} is not a URL ({e})")))?;
+    let url = url::Url::parse(raw).map_err(|e| Refused(format!("\"{raw}\" is not a URL ({e})")))?;
     let host = url.host().ok_or_else(|| Refused("the URL has no host".into()))?;
     let literal: Option<IpAddr> = match host {
         url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
