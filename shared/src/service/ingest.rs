@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::Herald;
+use crate::domain::ids::IdStyle;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
     FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
 };
 use crate::ports::{OutgoingJob, StoreError};
-use crate::domain::ids::IdStyle;
 use crate::retry;
 
 use super::render::positional_needed;
