@@ -44,6 +44,10 @@ export HERALD_TEST_AWS_ENDPOINT="$AWS_EMULATOR"
 step "cargo test: unit, contract (SQLite and AWS), API, handlers, batching, restart, README"
 cargo test --workspace --all-targets --locked --features herald-tests/aws-emulator
 
+# ---------------------------------------------------------------- the README's AWS commands
+step "README \"The functions on your machine\", run as written (offline)"
+offline .venv/bin/python scripts/test_local_functions.py
+
 # ---------------------------------------------------------------- the deploy build
 step "sam build: the README's deploy build, both arm64 bootstraps (offline)"
 # Every crate for every target, so the offline build below finds them all.
