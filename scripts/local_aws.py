@@ -70,6 +70,8 @@ def record(pids):
 
 def port_free(port):
     with socket.socket() as s:
+        # As the servers do, so connections of a process just stopped (TIME_WAIT) do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
