@@ -46,14 +46,19 @@ cargo test --workspace --all-targets --locked --features herald-tests/aws-emulat
 
 # ---------------------------------------------------------------- the README's AWS commands
 step "README \"The functions on your machine\", run as written (offline)"
+# Every crate for every target, so the offline builds find them all.
+cargo fetch --locked
 offline .venv/bin/python scripts/test_local_functions.py
 
 # ---------------------------------------------------------------- the deploy build
 step "sam build: the README's deploy build, both arm64 bootstraps (offline)"
-# Every crate for every target, so the offline build below finds them all.
-cargo fetch --locked
-offline sam build
-for f in .aws-sam/build/IngestFunction/bootstrap .aws-sam/build/SendFunction/bootstrap; do
+# The deploy path as SAM drives it (template, CodeUri, cargo-lambda, zig, the aarch64 target), with
+# the release profile's optimisation turned down: optimised with thin LTO it costs about 1,460 CPU
+# seconds (12+ minutes on 2 cores), which would double this script. Into target/, so .aws-sam/
+# never holds these bootstraps for a later `sam deploy`.
+CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+  offline sam build --build-dir target/sam-build
+for f in target/sam-build/IngestFunction/bootstrap target/sam-build/SendFunction/bootstrap; do
   # An ELF file whose e_machine (offset 18) is 0xb7, aarch64: what the template's arm64 runs.
   [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = 177ELF ] && [ "$(od -An -tx2 -j18 -N2 "$f" | tr -d ' ')" = 00b7 ] \
     || { echo "$f is not an arm64 Linux executable" >&2; exit 1; }
