@@ -3,7 +3,8 @@
 
 step() { printf '\n== %s\n' "$*"; }
 
-# A .venv with the pinned AWS emulator, cfn-lint, cargo-lambda and zig; curl from Debian.
+# A .venv with the pinned AWS emulator, cfn-lint, SAM CLI, cargo-lambda and zig; the arm64 Rust
+# target the Lambda bootstraps are built for; curl, jq and ip from Debian.
 install_tools() {
   local venv=.venv requirements=scripts/requirements-test.txt want
   want=$(sha256sum "$requirements" | cut -d' ' -f1)
@@ -14,9 +15,26 @@ install_tools() {
     echo "$want" > "$venv/.requirements.sha256"
   fi
   export PATH="$PWD/$venv/bin:$PATH"
-  for tool in curl; do
-    command -v "$tool" >/dev/null || { step "installing $tool"; apt-get update -qq && apt-get install -y -qq "$tool"; }
+  if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    step "installing the Rust standard library for aarch64-unknown-linux-gnu (sam build, arm64)"
+    rustup target add aarch64-unknown-linux-gnu
+  fi
+  local tool package
+  for tool in curl:curl jq:jq ip:iproute2; do
+    package=${tool#*:} tool=${tool%%:*}
+    command -v "$tool" >/dev/null || { step "installing $package"; apt-get update -qq && apt-get install -y -qq "$package"; }
   done
+}
+
+# Runs a command with no network but its own loopback (a fresh network namespace), to prove it
+# needs nothing from outside this machine; where namespaces are not allowed it runs as it is.
+offline() {
+  if unshare -n true 2>/dev/null; then
+    unshare -n bash -c 'ip link set lo up && exec "$@"' offline "$@"
+  else
+    echo "(no network namespace here: running with the network)" >&2
+    "$@"
+  fi
 }
 
 # Starts moto on a free loopback port, exports its URL as AWS_EMULATOR, stops it on exit.

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # Runs every Herald check and test. Installs what the tests need first (a .venv with the pinned
-# AWS emulator, cfn-lint and cargo-lambda), so a fresh clone passes; .ci/run calls exactly this.
+# AWS emulator, cfn-lint, SAM CLI and cargo-lambda, the arm64 Rust target), so a fresh clone
+# passes; .ci/run calls exactly this.
 #
-#   scripts/test.sh              everything
-#   SKIP_LINT=1 scripts/test.sh  tests only
+#   scripts/test.sh               everything
+#   SKIP_LINT=1 scripts/test.sh   tests only
+#   scripts/test.sh --tools-only  install the tools and stop (about 2 min the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  "" | --tools-only) ;;
+  *) echo "usage: scripts/test.sh [--tools-only]" >&2; exit 2 ;;
+esac
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
+# SAM CLI would otherwise report usage to AWS, which is out of reach here.
+export SAM_CLI_TELEMETRY=0
+
 # ---------------------------------------------------------------- tools
 install_tools
+[ "${1:-}" = --tools-only ] && exit 0
 
 # ---------------------------------------------------------------- lint
 if [ -z "${SKIP_LINT:-}" ]; then
@@ -26,6 +37,8 @@ if [ -z "${SKIP_LINT:-}" ]; then
   fi
   step "cfn-lint template.yaml"
   cfn-lint template.yaml
+  step "sam validate --lint"
+  sam validate --lint
 fi
 
 # ---------------------------------------------------------------- the AWS emulator
@@ -35,3 +48,24 @@ export HERALD_TEST_AWS_ENDPOINT="$AWS_EMULATOR"
 # ---------------------------------------------------------------- tests
 step "cargo test: unit, contract (SQLite and AWS), API, handlers, batching, restart, README"
 cargo test --workspace --all-targets --locked --features herald-tests/aws-emulator
+
+# ---------------------------------------------------------------- the README's AWS commands
+step "README \"The functions on your machine\", run as written (offline)"
+# Every crate for every target, so the offline builds find them all.
+cargo fetch --locked
+offline .venv/bin/python scripts/test_local_functions.py
+
+# ---------------------------------------------------------------- the deploy build
+step "sam build: the README's deploy build, both arm64 bootstraps (offline)"
+# The deploy path as SAM drives it (template, CodeUri, cargo-lambda, zig, the aarch64 target), with
+# the release profile's optimisation turned down: optimised with thin LTO it costs about 1,460 CPU
+# seconds (12+ minutes on 2 cores), which would double this script. Into target/, so .aws-sam/
+# never holds these bootstraps for a later `sam deploy`.
+CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+  offline sam build --build-dir target/sam-build
+for f in target/sam-build/IngestFunction/bootstrap target/sam-build/SendFunction/bootstrap; do
+  # An ELF file whose e_machine (offset 18) is 0xb7, aarch64: what the template's arm64 runs.
+  [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = 177ELF ] && [ "$(od -An -tx2 -j18 -N2 "$f" | tr -d ' ')" = 00b7 ] \
+    || { echo "$f is not an arm64 Linux executable" >&2; exit 1; }
+  echo "$f: arm64 ELF, $(stat -c %s "$f") bytes"
+done
