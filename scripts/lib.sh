@@ -54,3 +54,9 @@ start_emulator() {
   curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" || { cat target/moto.log; echo "the AWS emulator did not answer" >&2; exit 1; }
   export AWS_EMULATOR="http://127.0.0.1:$port"
 }
+
+# Stops the emulator start_emulator started (the README's own emulator must find the host clear).
+stop_emulator() {
+  kill "$moto_pid" 2>/dev/null || true
+  wait "$moto_pid" 2>/dev/null || true
+}

@@ -49,6 +49,8 @@ export HERALD_TEST_AWS_ENDPOINT="$AWS_EMULATOR"
 step "cargo test: unit, contract (SQLite and AWS), API, handlers, batching, restart, README"
 cargo test --workspace --all-targets --locked --features herald-tests/aws-emulator
 
+stop_emulator
+
 # ---------------------------------------------------------------- the README's AWS commands
 step "README \"The functions on your machine\", run as written (offline)"
 # Every crate for every target, so the offline builds find them all.
