@@ -21,7 +21,10 @@ parts=("$@")
 install_tools
 
 step "building the release binaries"
-cargo build --release --locked -p herald-cli -p ingest -p send -p hello-lambda -p herald-bench
+# The functions on their own: built beside the bench driver they would get its features (SQLite
+# and all) and not be the binaries that are deployed.
+cargo build --release --locked -p ingest -p send -p hello-lambda
+cargo build --release --locked -p herald-cli -p herald-bench
 bench=target/release/herald-bench
 
 for part in "${parts[@]}"; do
