@@ -139,11 +139,6 @@ impl Attempts {
     pub fn tried(&self) -> u32 {
         self.tried
     }
-
-    /// When the run must stop.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
 }
 
 #[cfg(test)]

@@ -163,12 +163,8 @@ async fn store_and_queue(
 ) -> Result<(), ServiceError> {
     let tenant = request.tenant_id.as_str();
     // Writing the same request again changes nothing, so a write whose answer was lost is retried.
-    let stored = retry::within(
-        STORE_BUDGET,
-        super::retry_store("storing a send request", 5, || h.requests.insert_request(request, rows)),
-    )
-    .await
-    .unwrap_or_else(|| Err(StoreError::Unavailable("storing a send request did not finish in time".into())));
+    let stored =
+        store_within(STORE_BUDGET, "storing a send request", || h.requests.insert_request(request, rows)).await;
     if let Err(e) = stored {
         // A try may have landed although its answer was lost.
         if !keyed {
@@ -194,9 +190,7 @@ async fn store_and_queue(
     };
     let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
     // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
-    let queued = retry::within(STORE_BUDGET, super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)))
-        .await
-        .unwrap_or_else(|| Err(StoreError::Unavailable("queueing jobs did not finish in time".into())));
+    let queued = store_within(STORE_BUDGET, "queueing jobs", || h.queue.send_batch(&jobs)).await;
     if let Err(e) = queued {
         // Say so on every row rather than leave them `queued` with no job behind them.
         if !keyed {
@@ -206,6 +200,16 @@ async fn store_and_queue(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// [`super::retry_store`] (5 tries) with every retry inside it, however deep, bounded by `budget`.
+async fn store_within<T, F, Fut>(budget: Duration, what: &str, call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let run = retry::within(budget, super::retry_store(what, 5, call));
+    run.await.unwrap_or_else(|| Err(StoreError::Unavailable(format!("{what} did not finish in time"))))
 }
 
 /// Answers again a request that an earlier try under the same idempotency key stored, whatever
