@@ -2,6 +2,8 @@
 //! v2, SQS, EventBridge), on the embedded adapters: the handler code is the same on AWS.
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde_json::{json, Value};
 
 use herald::providers::sandbox::{FailKind, SandboxBehaviour};
@@ -105,6 +107,70 @@ async fn events_need_a_configured_tenant_and_unknown_events_are_errors() {
     assert!(err.to_string().contains("EVENTS_TENANT"), "{err}");
     let err = ingest.handle(json!({"hello": "world"})).await.unwrap_err();
     assert!(err.to_string().contains("neither an API Gateway HTTP API request nor an EventBridge event"), "{err}");
+}
+
+#[tokio::test]
+async fn a_base64_encoded_request_body_is_decoded_before_the_router_reads_it() {
+    let s = quiet_server().await;
+    let ingest = Ingest::new(s.herald(), None);
+    let mut event = fixture("apigw_v2_post_broadcast.json", &[("{{API_KEY}}", &s.key)]);
+    let body = event["body"].as_str().unwrap().to_string();
+    event["body"] = json!(BASE64.encode(body));
+    event["isBase64Encoded"] = json!(true);
+    let answer = ingest.handle(event).await.unwrap();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    assert_eq!(body_of(&answer)["metadata"], json!({"order": "1001"}));
+}
+
+#[tokio::test]
+async fn binary_bodies_and_repeated_headers_reach_api_gateway_whole() {
+    use axum::http::header::{CONTENT_TYPE, SET_COOKIE, VARY};
+    let s = quiet_server().await;
+    let png: &[u8] = &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0xfe];
+    let router = axum::Router::new()
+        .route("/logo.png", axum::routing::get(move || async move { ([(CONTENT_TYPE, "image/png")], png.to_vec()) }))
+        .route(
+            "/repeated",
+            axum::routing::get(|| async {
+                axum::http::Response::builder()
+                    .header(VARY, "accept")
+                    .header(VARY, "origin")
+                    .header(SET_COOKIE, "a=1")
+                    .header(SET_COOKIE, "b=2")
+                    .header(CONTENT_TYPE, "text/plain")
+                    .body(axum::body::Body::from("ok"))
+                    .unwrap()
+            }),
+        );
+    let ingest = Ingest::with_router(s.herald(), router, None);
+    let get = |path: &str| {
+        let mut e = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", &s.key), ("{{REQUEST_ID}}", "x")]);
+        e["rawPath"] = json!(path);
+        e["requestContext"]["http"]["path"] = json!(path);
+        e
+    };
+
+    let answer = ingest.handle(get("/logo.png")).await.unwrap();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert_eq!(answer["isBase64Encoded"], true, "{answer}");
+    assert_eq!(BASE64.decode(answer["body"].as_str().unwrap()).unwrap(), png);
+
+    let answer = ingest.handle(get("/repeated")).await.unwrap();
+    assert_eq!(answer["headers"]["vary"], "accept, origin", "{answer}");
+    assert_eq!(answer["cookies"], json!(["a=1", "b=2"]), "{answer}");
+    assert_eq!(answer["body"], "ok");
+}
+
+#[tokio::test]
+async fn ses_status_events_are_read_as_typed_events() {
+    let event = json!({"version": "0", "id": "e1", "detail-type": "Email Delivered", "source": "aws.ses",
+        "account": "1", "time": "2026-11-21T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
+    assert!(matches!(herald_ingest::Event::parse(event.clone()).unwrap(), herald_ingest::Event::SesStatus(_)));
+    let mut send = event;
+    send["source"] = json!("acme.orders");
+    assert!(matches!(herald_ingest::Event::parse(send).unwrap(), herald_ingest::Event::Send(_)));
+    let request = fixture("apigw_v2_get_broadcast.json", &[("{{API_KEY}}", "k"), ("{{REQUEST_ID}}", "x")]);
+    assert!(matches!(herald_ingest::Event::parse(request).unwrap(), herald_ingest::Event::Http(_)));
 }
 
 /// Stores a request of `n` recipients without delivering it; returns the jobs as SQS bodies.

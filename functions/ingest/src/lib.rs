@@ -1,16 +1,52 @@
-//! Herald's ingest Lambda: API Gateway HTTP API events go through the very router `herald serve`
-//! uses; EventBridge events whose `detail` is a native send request go through the same
-//! validation and idempotency (the event id is the idempotency key, since EventBridge may
-//! deliver an event twice).
+//! Herald's ingest Lambda. It is invoked with one of three typed events ([`Event`]): an API
+//! Gateway HTTP API request goes through the very router `herald serve` uses, adapted the way
+//! `lambda_http` adapts any axum app; an EventBridge event whose `detail` is a native send request
+//! goes through the same validation and idempotency (the event id is the idempotency key, since
+//! EventBridge may deliver an event twice); SES's status events update the rows they name.
 
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 use axum::http::{HeaderMap, HeaderValue};
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use axum::response::Response;
 use lambda_http::request::LambdaRequest;
+use lambda_http::Context;
+use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
 
 use herald::app::Herald;
+
+/// What the ingest function is invoked with.
+#[derive(Debug)]
+pub enum Event {
+    /// An API Gateway HTTP API (payload 2.0) request.
+    Http(Box<LambdaRequest>),
+    /// Delivery, bounce, complaint and open events SES publishes to EventBridge. Only AWS can put
+    /// them on the bus (IAM decides), so they carry no signature of their own.
+    SesStatus(Box<EventBridgeEvent>),
+    /// Any other EventBridge event: its `detail` is a native send request.
+    Send(Box<EventBridgeEvent>),
+}
+
+impl Event {
+    /// Reads an invocation payload as one of the events, or says why it is none of them.
+    pub fn parse(payload: Value) -> Result<Event, lambda_runtime::Error> {
+        // EventBridge's envelope has required fields (`detail-type`, `source`) that an HTTP
+        // request never has, so trying it first cannot mistake a request for an event.
+        if let Ok(event) = serde_json::from_value::<EventBridgeEvent>(payload.clone()) {
+            return Ok(match event.source.as_str() {
+                "aws.ses" => Event::SesStatus(Box::new(event)),
+                _ => Event::Send(Box::new(event)),
+            });
+        }
+        // A raw `"` in the query (SMAX's documented URL) would make lambda_http panic.
+        let payload = herald::http::request_target::encode_api_gateway_event(payload);
+        let request = serde_json::from_value::<LambdaRequest>(payload).map_err(|e| {
+            format!("the event is neither an API Gateway HTTP API request nor an EventBridge event: {e}")
+        })?;
+        Ok(Event::Http(Box::new(request)))
+    }
+}
 
 /// The tenant EventBridge events send for: `EVENTS_TENANT` (events carry no API key; who may put
 /// them on the bus is decided by IAM).
@@ -23,44 +59,50 @@ pub struct Ingest {
 impl Ingest {
     pub fn new(herald: Arc<Herald>, events_tenant: Option<String>) -> Ingest {
         let router = herald::http::router(herald.clone());
+        Ingest::with_router(herald, router, events_tenant)
+    }
+
+    /// An ingest function serving `router` for HTTP events.
+    pub fn with_router(herald: Arc<Herald>, router: axum::Router, events_tenant: Option<String>) -> Ingest {
+        let router = router.layer(axum::middleware::map_response(join_repeated_headers));
         Ingest { herald, router, events_tenant }
     }
 
-    /// One invocation: an HTTP API request or an EventBridge event.
-    pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
-        // SES publishes delivery, bounce, complaint and open events to EventBridge; only AWS
-        // (through IAM) can put them on the bus, so they need no signature of their own.
-        if event["source"] == "aws.ses" {
-            let reports: Vec<_> = herald::providers::email::parse_event(&event).into_iter().collect();
-            let applied = herald::service::callbacks::apply(&self.herald, "email", &reports, &[]).await?;
-            return Ok(serde_json::json!({"status": 200, "applied": applied}));
-        }
-        if event.get("detail-type").is_some() && event.get("detail").is_some() {
-            return self.handle_event(event).await;
-        }
-        // A raw `"` in the query (SMAX's documented URL) would make lambda_http panic.
-        let event = herald::http::request_target::encode_api_gateway_event(event);
-        let request: LambdaRequest = serde_json::from_value(event).map_err(|e| {
-            format!("the event is neither an API Gateway HTTP API request nor an EventBridge event: {e}")
-        })?;
-        let request: lambda_http::Request = request.into();
-        let response = self.router.clone().oneshot(request).await?;
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await?;
-        let mut out = ApiGatewayV2httpResponse::default();
-        out.status_code = i64::from(parts.status.as_u16());
-        out.headers = parts.headers;
-        out.body = (!bytes.is_empty()).then(|| lambda_http::Body::Text(String::from_utf8_lossy(&bytes).into_owned()));
-        out.is_base64_encoded = false;
-        Ok(serde_json::to_value(out)?)
+    /// One invocation, without a Lambda context (tests, local runs).
+    pub async fn handle(&self, payload: Value) -> Result<Value, lambda_runtime::Error> {
+        self.handle_in(payload, Context::default()).await
     }
 
-    async fn handle_event(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+    /// One invocation: an HTTP API request, an SES status event or a send event.
+    pub async fn handle_in(&self, payload: Value, context: Context) -> Result<Value, lambda_runtime::Error> {
+        match Event::parse(payload)? {
+            Event::Http(request) => self.http(*request, context).await,
+            Event::SesStatus(event) => self.ses_status(&event).await,
+            Event::Send(event) => self.send(&event).await,
+        }
+    }
+
+    /// Through `lambda_http`'s own adapter, which base64-encodes binary bodies and moves
+    /// `Set-Cookie` into the answer's `cookies`.
+    async fn http(&self, request: LambdaRequest, context: Context) -> Result<Value, lambda_runtime::Error> {
+        let adapter = lambda_http::Adapter::from(self.router.clone());
+        let response = adapter.oneshot(LambdaEvent::new(request, context)).await?;
+        Ok(serde_json::to_value(response)?)
+    }
+
+    async fn ses_status(&self, event: &EventBridgeEvent) -> Result<Value, lambda_runtime::Error> {
+        let event = serde_json::to_value(event)?;
+        let reports: Vec<_> = herald::providers::email::parse_event(&event).into_iter().collect();
+        let applied = herald::service::callbacks::apply(&self.herald, "email", &reports, &[]).await?;
+        Ok(json!({"status": 200, "applied": applied}))
+    }
+
+    async fn send(&self, event: &EventBridgeEvent) -> Result<Value, lambda_runtime::Error> {
         let Some(tenant) = &self.events_tenant else {
             return Err("EVENTS_TENANT is not set: it names the tenant EventBridge events send for".into());
         };
-        let id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-        let body = serde_json::to_vec(&event["detail"])?;
+        let id = event.id.clone().unwrap_or_default();
+        let body = serde_json::to_vec(&event.detail)?;
         let mut headers = HeaderMap::new();
         if let Ok(key) = HeaderValue::from_str(&format!("eventbridge:{id}")) {
             if !id.is_empty() {
@@ -76,4 +118,23 @@ impl Ingest {
         }
         Ok(json!({"status": status, "body": answer}))
     }
+}
+
+/// API Gateway's payload 2.0 has one value per header name and wants repeats joined with commas;
+/// serialising a header map as it is keeps only the first. `Set-Cookie` is left alone: the
+/// adapter moves every one of them into `cookies`.
+async fn join_repeated_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let repeated: Vec<_> = headers
+        .keys()
+        .filter(|k| *k != axum::http::header::SET_COOKIE && headers.get_all(*k).iter().nth(1).is_some())
+        .cloned()
+        .collect();
+    for name in repeated {
+        let joined: Vec<&[u8]> = headers.get_all(&name).iter().map(HeaderValue::as_bytes).collect();
+        if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b", "[..])) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }

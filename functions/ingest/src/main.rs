@@ -21,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Ok::<_, ConfigError>(Ingest::new(herald, events_tenant.clone()))
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        ingest.get_or_try_init(connect).await?.handle(event.payload).await
+        ingest.get_or_try_init(connect).await?.handle_in(event.payload, event.context).await
     }))
     .await
 }
