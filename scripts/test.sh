@@ -35,6 +35,8 @@ if [ -z "${SKIP_LINT:-}" ]; then
     echo "ingest or send depends on rusqlite: keep the embedded adapters behind herald's 'embedded' feature" >&2
     exit 1
   fi
+  step "every build this script makes shares the test build's dependency units"
+  scripts/check_features.sh
   step "the library's shape: no circle between top-level modules, no function over 80 lines"
   python3 scripts/check_shape.py --self-test
   python3 scripts/check_shape.py shared/src
