@@ -5,7 +5,7 @@
 #   scripts/bench.sh http e2e        only those parts; the report keeps the others' last figures
 #   scripts/bench.sh report          only rewrite BENCHMARKS.md
 #
-# Parts: plan (criterion, in process), http (load on `herald serve`), e2e (sandbox, provider
+# Parts: plan (criterion, in process), http (wrk on `herald serve` and on a hello-world axum server), e2e (sandbox, provider
 # sink, rate limiter), lambda (cold start and memory on a fake runtime API), cost (AWS requests
 # and capacity units on the emulator), size (arm64 Lambda bundles). Figures land in target/bench/.
 # COST_RECIPIENTS sets the cost broadcast's size (default 500: the emulator serves a few hundred requests/s
@@ -19,11 +19,13 @@ cd "$(dirname "$0")/.."
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(plan http e2e lambda cost size)
 install_tools
+# The HTTP load generator of part 2 (Debian package).
+command -v wrk >/dev/null || { step "installing wrk"; apt-get update -qq && apt-get install -y -qq wrk; }
 
 step "building the release binaries"
 # The functions on their own: built beside the bench driver they would get its features (SQLite
 # and all) and not be the binaries that are deployed.
-cargo build --release --locked -p ingest -p send -p hello-lambda
+cargo build --release --locked -p ingest -p send -p hello-lambda -p hello-http
 cargo build --release --locked -p herald-cli -p herald-bench
 bench=target/release/herald-bench
 

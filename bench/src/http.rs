@@ -1,15 +1,16 @@
-//! Part 2: ingest over HTTP. Single-recipient sends and 1,000-recipient sends against a release
+//! Part 2: ingest over HTTP. `wrk` posts single-recipient and 1,000-recipient sends to a release
 //! `herald serve` (embedded store and queue, sandbox provider, its workers delivering meanwhile),
-//! from this separate process; then serve's peak RSS (part 5).
+//! then the same single-recipient load to `hello-http`, a hello-world axum server that only
+//! parses the body: Herald's ceiling on this machine, measured in the same run. Then serve's peak
+//! RSS (part 5).
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::load::Load;
-use crate::proc::{quantile, Serve, KEY};
+use crate::proc::{free_port, Serve, KEY};
+use crate::wrk::Wrk;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,44 +26,39 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
+    let singles: Vec<String> = (0..10_000).map(|i| crate::broadcast_body(i, 1)).collect();
+    let bulks: Vec<String> = (0..10).map(|i| crate::broadcast_body(i * 1000, 1000)).collect();
+    let load = |addr, connections, bodies| Wrk {
+        addr,
+        path: "/v1/broadcasts",
+        key: KEY,
+        connections,
+        duration: Duration::from_secs(args.seconds),
+        bodies,
+    };
+
     let serve = Serve::start(bin_dir, &[], &[]).await?;
-    let single = Load {
-        addr: serve.addr,
-        path: "/v1/broadcasts",
-        key: KEY,
-        connections: args.connections,
-        warmup: Duration::from_secs(2),
-        duration: Duration::from_secs(args.seconds),
-        body: Arc::new(|n| Bytes::from(crate::broadcast_body(n as usize % 100_000, 1))),
-        expect: 202,
-    }
-    .run()
-    .await;
-    let single_figures = figures(&single, 1);
-    println!("http single: {single_figures}");
-    let bodies: Arc<Vec<Bytes>> =
-        Arc::new((0..10).map(|i| Bytes::from(crate::broadcast_body(i * 1000, 1000))).collect());
-    let bulk = Load {
-        addr: serve.addr,
-        path: "/v1/broadcasts",
-        key: KEY,
-        connections: args.bulk_connections,
-        warmup: Duration::from_secs(2),
-        duration: Duration::from_secs(args.seconds),
-        body: Arc::new(move |n| bodies[n as usize % bodies.len()].clone()),
-        expect: 202,
-    }
-    .run()
-    .await;
-    let bulk_figures = figures(&bulk, 1000);
-    println!("http bulk: {bulk_figures}");
+    let single = load(serve.addr, args.connections, &singles).run()?;
+    println!("http single: {single:?}");
+    let bulk = load(serve.addr, args.bulk_connections, &bulks).run()?;
+    println!("http bulk: {bulk:?}");
     let rss = serve.peak_rss_kib().ok_or("cannot read herald serve's peak RSS")?;
-    if single.ok == 0 || bulk.ok == 0 {
-        return Err(format!("no request succeeded: {:?}", single.first_error.or(bulk.first_error)));
+    drop(serve);
+
+    let hello = Hello::start(bin_dir).await?;
+    let ceiling = load(hello.addr, args.connections, &singles).run()?;
+    println!("http hello: {ceiling:?}");
+    drop(hello);
+
+    if single.requests == 0 || bulk.requests == 0 {
+        return Err("no request succeeded".into());
     }
     Ok(json!({
-        "single": single_figures,
-        "bulk": bulk_figures,
+        "generator": "wrk",
+        "single": single.to_json(1),
+        "bulk": bulk.to_json(1000),
+        "hello": ceiling.to_json(1),
+        "single_to_hello": single.requests_per_second / ceiling.requests_per_second,
         "serve_peak_rss_kib": rss,
         "connections": args.connections,
         "bulk_connections": args.bulk_connections,
@@ -70,15 +66,36 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     }))
 }
 
-fn figures(o: &crate::load::Outcome, recipients_per_request: u64) -> Value {
-    json!({
-        "requests": o.ok,
-        "errors": o.errors,
-        "first_error": o.first_error,
-        "requests_per_second": o.ok as f64 / o.seconds,
-        "recipients_per_second": (o.ok * recipients_per_request) as f64 / o.seconds,
-        "p50_ms": quantile(&o.latencies_ms, 0.5),
-        "p99_ms": quantile(&o.latencies_ms, 0.99),
-        "max_ms": o.latencies_ms.last().copied().unwrap_or(f64::NAN),
-    })
+/// A running `hello-http`; killed when dropped.
+struct Hello {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Hello {
+    async fn start(bin_dir: &Path) -> Result<Hello, String> {
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let exe = bin_dir.join("hello-http");
+        let child = Command::new(&exe)
+            .arg(addr.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e} (build it first)", exe.display()))?;
+        let hello = Hello { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::get(format!("http://{addr}/healthz")).await.is_err() {
+            if Instant::now() > deadline {
+                return Err("hello-http did not come up".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(hello)
+    }
+}
+
+impl Drop for Hello {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,9 +10,9 @@ mod cost;
 mod e2e;
 mod http;
 mod lambda;
-mod load;
 mod proc;
 mod report;
+mod wrk;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ struct Cli {
     /// Where each part writes its figures.
     #[arg(long, global = true, default_value = "target/bench")]
     out: PathBuf,
-    /// Where the release binaries are (`herald`, `ingest`, `send`, `hello-lambda`).
+    /// Where the release binaries are (`herald`, `ingest`, `send`, `hello-lambda`, `hello-http`).
     #[arg(long, global = true, default_value = "target/release")]
     bin_dir: PathBuf,
     #[command(subcommand)]
@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Part {
-    /// Ingest over HTTP: load from this process against `herald serve` (part 2, and serve's RSS).
+    /// Ingest over HTTP: wrk against `herald serve` and against hello-http (part 2, and serve's RSS).
     Http(http::Args),
     /// End to end: sandbox throughput, a loopback provider sink at set latencies, the rate limiter.
     E2e(e2e::Args),
