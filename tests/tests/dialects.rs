@@ -1376,6 +1376,60 @@ async fn every_dialect_honours_idempotency_keys() {
     }
 }
 
+/// One idempotency layer sits in front of every sending route, the native one included: a
+/// malformed key is refused in the route's own error shape, a caller the route cannot
+/// authenticate is refused by the route without taking the key, and an "Add API Campaign"
+/// answer is kept and replayed like a send's.
+#[tokio::test]
+async fn one_idempotency_layer_guards_every_sending_route() {
+    let s = TestServer::start().await;
+    seed_smax_block(&s).await;
+    seed_pabbly(&s).await;
+    let v1 = |token: &str| format!("/compat/smax/bots/default/users/77/send?bot_token={token}&block_id=blk-1");
+    let json_routes = ["/v1/broadcasts", CSML, SMAX_V2, INVENT, PABBLY_SEND, PABBLY_BROADCASTS, PABBLY_CAMPAIGNS];
+    let mut malformed: Vec<(&str, RequestBuilder)> = json_routes
+        .iter()
+        .map(|p| {
+            (*p, s.http.post(s.url(p)).bearer_auth(&s.key).header("idempotency-key", "has space").json(&json!({})))
+        })
+        .collect();
+    malformed.push(("smax v1", s.http.post(s.url(&v1(&s.key))).header("idempotency-key", "has space")));
+    for (route, request) in malformed {
+        let a = answer(request).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{route}: {}", a.body);
+        if route.contains("smax") {
+            assert_smax(&a, false);
+            assert!(a.body["result"].as_str().unwrap().contains("Idempotency-Key"), "{route}: {}", a.body);
+        } else {
+            assert_eq!(a.body["error"]["code"], "invalid_idempotency_key", "{route}");
+        }
+    }
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 0, "nothing was sent");
+
+    let refused = answer(s.http.post(s.url(&v1("not-a-token"))).header("idempotency-key", "k-v1")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_smax(&refused, false);
+    let sent = answer(s.http.post(s.url(&v1(&s.key))).header("idempotency-key", "k-v1")).await;
+    assert_eq!(sent.status, StatusCode::OK, "the key is still free: {}", sent.body);
+    assert!(!sent.replayed());
+
+    let add = |name: &str| {
+        s.http
+            .post(s.url(PABBLY_CAMPAIGNS))
+            .bearer_auth(&s.key)
+            .header("idempotency-key", "k-add")
+            .json(&json!({"campaignName": name, "templateNames": ["festival_offer_template"]}))
+    };
+    let first = answer(add("Diwali")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = answer(add("Diwali")).await;
+    assert!(again.replayed(), "without the key this would be campaign_exists: {}", again.body);
+    assert_eq!((again.status, &again.body), (first.status, &first.body));
+    let other = answer(add("Holi")).await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+    assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
+}
+
 #[tokio::test]
 async fn smax_v2_seed_body_unsplit_sends_the_block() {
     let s = TestServer::start().await;
