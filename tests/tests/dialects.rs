@@ -464,6 +464,24 @@ async fn smax_v1_allows_25_requests_per_second_per_bot() {
     assert_eq!(smax_v1(&s, &url).await.status, StatusCode::OK);
 }
 
+/// The rate is counted before the idempotency layer answers: calls under one key, replayed or
+/// not, each take one of the bot's 25 a second.
+#[tokio::test]
+async fn smax_v1_calls_under_one_key_count_against_the_rate() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
+    seed_smax_block(&s).await;
+    let url = format!("/compat/smax/bots/default/users/42/send?bot_token={}&block_id=blk-1&order_id=1&city=c", s.key);
+    let calls: Vec<_> =
+        (0..30).map(|_| tokio::spawn(answer(s.http.post(s.url(&url)).header("idempotency-key", "one")))).collect();
+    let mut burst = Vec::new();
+    for c in calls {
+        burst.push(c.await.unwrap());
+    }
+    let limited = burst.iter().filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(limited, 5, "{:?}", burst.iter().map(|a| a.status).collect::<Vec<_>>());
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1, "one send under the key");
+}
+
 // -------------------------------------------------------------------------------- SMAX V2
 
 const SMAX_V2: &str = "/compat/smax/public/bots/default/send";

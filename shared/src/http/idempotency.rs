@@ -11,7 +11,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -41,8 +41,8 @@ pub(crate) const NATIVE: Shape = IntoResponse::into_response;
 pub(crate) enum Input {
     /// An API key in the headers and a JSON body: every sending route but one.
     JsonBody,
-    /// SMAX V1: a `bot_token` and the other query parameters, no body. The token is left out of
-    /// what the key is bound to, so a rotated token still replays.
+    /// SMAX V1: the other query parameters than its `bot_token`, no body (so a rotated token
+    /// still replays). The tenant is the one the route's admission layer authenticated.
     SmaxQuery,
 }
 
@@ -62,7 +62,8 @@ pub(crate) fn sending(routes: Router<Arc<Herald>>, h: &Arc<Herald>, shape: Shape
 /// The route layer. A request without a key, or whose caller cannot be authenticated, goes to
 /// the handler untouched: it refuses an unknown caller in its own words, before any key is taken.
 async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    if !req.headers().contains_key("idempotency-key") {
+    // Only a POST sends; any other method is refused by the route, and takes no key.
+    if req.method() != Method::POST || !req.headers().contains_key("idempotency-key") {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
@@ -90,11 +91,7 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
 async fn caller(g: &Guard, parts: &mut Parts) -> Option<String> {
     match g.input {
         Input::JsonBody => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
-        Input::SmaxQuery => {
-            let query = crate::dialects::smax::V1Query::parse(parts.uri.query().unwrap_or_default());
-            let token = query.token.filter(|t| !t.is_empty())?;
-            crate::service::keys::authenticate(g.h.keys.as_ref(), &token).await.ok().flatten()
-        }
+        Input::SmaxQuery => parts.extensions.get::<Tenant>().map(|Tenant(t)| t.clone()),
     }
 }
 

@@ -2,8 +2,9 @@
 //! answer, errors included, is in SMAX's shape.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::post;
 use axum::{Extension, Router};
@@ -31,7 +32,41 @@ pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
     let limiter = Arc::new(RateLimiter::new(V1_PER_SECOND, Duration::from_secs(1)));
     let v1 = Router::new().route(V1_PATH, post(v1_send).fallback(wrong_method));
     let v2 = Router::new().route(V2_PATH, post(v2_send).fallback(wrong_method));
-    sending(v1, h, error, Input::SmaxQuery).merge(sending(v2, h, error, Input::JsonBody)).layer(Extension(limiter))
+    // Admission runs before the idempotency layer: a replayed V1 call counts against the bot's
+    // rate too, and a call for another bot is refused before it takes a key.
+    let admission = axum::middleware::from_fn_with_state(Admission { h: h.clone(), limiter }, admit_v1);
+    sending(v1, h, error, Input::SmaxQuery).route_layer(admission).merge(sending(v2, h, error, Input::JsonBody))
+}
+
+#[derive(Clone)]
+struct Admission {
+    h: Arc<Herald>,
+    limiter: Arc<RateLimiter>,
+}
+
+/// Admits a V1 call from its bot's own token within the bot's rate, and hands its tenant on. A
+/// call it cannot place (no such token, another bot's path) goes on without one, for the handler
+/// to refuse in SMAX's words.
+async fn admit_v1(State(a): State<Admission>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let bot = Path::<(String, String)>::from_request_parts(&mut parts, &()).await.ok().map(|Path((bot, _))| bot);
+    let token = V1Query::parse(parts.uri.query().unwrap_or_default()).token.filter(|t| !t.is_empty());
+    let tenant = match token {
+        Some(token) => authenticate(a.h.keys.as_ref(), &token).await.ok().flatten(),
+        None => None,
+    };
+    if let (Some(bot), Some(tenant)) = (bot, tenant) {
+        if bot == tenant {
+            if let Err(wait) = a.limiter.admit(&bot, Instant::now()) {
+                return too_many(wait);
+            }
+            parts.extensions.insert(Tenant(tenant));
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
 
 async fn wrong_method() -> Response {
@@ -40,30 +75,25 @@ async fn wrong_method() -> Response {
 
 // ------------------------------------------------------------------------------------------ V1
 
+/// A V1 call; [`admit_v1`] has admitted it (and named its tenant) unless it is to be refused.
 async fn v1_send(
     State(h): State<Arc<Herald>>,
-    Extension(limiter): Extension<Arc<RateLimiter>>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(query): RawQuery,
-    known: Option<Extension<Tenant>>,
+    admitted: Option<Extension<Tenant>>,
 ) -> Response {
     let Ok(Path((bot_id, user_id))) = path else {
         return answer(StatusCode::BAD_REQUEST, false, "the path must be /bots/<BOT_ID>/users/<USER_ID>/send");
     };
     let query = V1Query::parse(query.as_deref().unwrap_or_default());
-    let tenant = match known {
-        Some(Extension(Tenant(t))) => t,
-        None => match tenant_of_token(&h, query.token.as_deref()).await {
-            Ok(t) => t,
-            Err(r) => return r,
-        },
+    let Some(Extension(Tenant(tenant))) = admitted else {
+        return match tenant_of_token(&h, query.token.as_deref()).await {
+            Err(refused) => refused,
+            Ok(tenant) if tenant != bot_id => no_bot(&bot_id),
+            // The key store failed admission's read a moment ago: a blink, safe to retry.
+            Ok(_) => error(ApiError::Unavailable("the API key store failed a V1 admission".into())),
+        };
     };
-    if bot_id != tenant {
-        return no_bot(&bot_id);
-    }
-    if let Err(wait) = limiter.admit(&bot_id, Instant::now()) {
-        return too_many(wait);
-    }
     v1_run(&h, &tenant, &user_id, query).await.unwrap_or_else(error)
 }
 
