@@ -1396,8 +1396,8 @@ async fn every_dialect_honours_idempotency_keys() {
 
 /// One idempotency layer sits in front of every sending route, the native one included: a
 /// malformed key is refused in the route's own error shape, a caller the route cannot
-/// authenticate is refused by the route without taking the key, and an "Add API Campaign"
-/// answer is kept and replayed like a send's.
+/// authenticate (or one naming another tenant's org or bot) is refused by the route without
+/// taking the key, and an "Add API Campaign" answer is kept and replayed like a send's.
 #[tokio::test]
 async fn one_idempotency_layer_guards_every_sending_route() {
     let s = TestServer::start().await;
@@ -1423,6 +1423,14 @@ async fn one_idempotency_layer_guards_every_sending_route() {
         }
     }
     assert_eq!(s.local.store.counts().await.unwrap().requests, 0, "nothing was sent");
+    // A call for another tenant's org or bot is refused as such, before the key is looked at.
+    for path in ["/compat/invent/orgs/other/broadcasts/onboarding/send", "/compat/smax/public/bots/other/send"] {
+        let a = answer(
+            s.http.post(s.url(path)).bearer_auth(&s.key).header("idempotency-key", "has space").json(&json!({})),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}: {}", a.body);
+    }
 
     let refused = answer(s.http.post(s.url(&v1("not-a-token"))).header("idempotency-key", "k-v1")).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);

@@ -9,13 +9,14 @@
 //! that does not come over HTTP (an EventBridge event).
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +40,9 @@ pub(crate) const NATIVE: Shape = IntoResponse::into_response;
 /// Who sends a sending route's requests, and what a key is bound to besides the route.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Input {
-    /// An API key in the headers and a JSON body: every sending route but one.
-    JsonBody,
+    /// An API key in the headers and a JSON body: every sending route but one. `owner` names
+    /// the path parameter that must be the caller's tenant (Invent's org, SMAX's bot), if any.
+    JsonBody { owner: Option<&'static str> },
     /// SMAX V1: the other query parameters than its `bot_token`, no body (so a rotated token
     /// still replays). The tenant is the one the route's admission layer authenticated.
     SmaxQuery,
@@ -59,16 +61,18 @@ pub(crate) fn sending(routes: Router<Arc<Herald>>, h: &Arc<Herald>, shape: Shape
     routes.route_layer(axum::middleware::from_fn_with_state(guard, guard_request))
 }
 
-/// The route layer. A request without a key, or whose caller cannot be authenticated, goes to
-/// the handler untouched: it refuses an unknown caller in its own words, before any key is taken.
+/// The route layer. A request without a key, whose caller cannot be authenticated, or that
+/// names another tenant's org or bot, goes to the handler untouched: the route refuses it in its
+/// own words, before any key is taken, as it did before keys existed.
 async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Response {
     // Only a POST sends; any other method is refused by the route, and takes no key.
     if req.method() != Method::POST || !req.headers().contains_key("idempotency-key") {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let Some(tenant) = caller(&g, &mut parts).await else {
-        return next.run(Request::from_parts(parts, body)).await;
+    let tenant = match caller(&g, &mut parts).await {
+        Some(t) if owner_is(&g, &mut parts, &t).await => t,
+        _ => return next.run(Request::from_parts(parts, body)).await,
     };
     // The handler reads the tenant from here rather than authenticating a second time.
     parts.extensions.insert(Tenant(tenant.clone()));
@@ -77,7 +81,7 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
         Input::SmaxQuery => {
             (crate::dialects::smax::V1Query::parse(parts.uri.query().unwrap_or_default()).canonical(), body)
         }
-        Input::JsonBody => match json_body(&parts.headers, body).await {
+        Input::JsonBody { .. } => match json_body(&parts.headers, body).await {
             Ok(bytes) => (bytes.to_vec(), Body::from(bytes)),
             Err(e) => return (g.shape)(e),
         },
@@ -90,9 +94,17 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
 /// The caller's tenant, if its credentials name one.
 async fn caller(g: &Guard, parts: &mut Parts) -> Option<String> {
     match g.input {
-        Input::JsonBody => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
+        Input::JsonBody { .. } => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
         Input::SmaxQuery => parts.extensions.get::<Tenant>().map(|Tenant(t)| t.clone()),
     }
+}
+
+/// Whether the path names the caller's own org or bot, where the route names one: a call for
+/// another takes no key, and the route refuses it as it refuses any such call.
+async fn owner_is(g: &Guard, parts: &mut Parts, tenant: &str) -> bool {
+    let Input::JsonBody { owner: Some(name) } = g.input else { return true };
+    let params = Path::<HashMap<String, String>>::from_request_parts(parts, &()).await;
+    params.is_ok_and(|Path(p)| p.get(name).is_some_and(|v| v == tenant))
 }
 
 /// The fingerprint of a request: its route and its body, with JSON bodies canonicalised (key

@@ -33,7 +33,7 @@ pub fn router(h: Arc<Herald>) -> Router {
     let send = Router::new().route("/v1/broadcasts", axum::routing::post(broadcasts::create));
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody))
+        .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody { owner: None }))
         .route("/v1/broadcasts/{request_id}", get(broadcasts::get))
         .route("/v1/templates", get(catalog::list_templates))
         .route(

@@ -19,7 +19,7 @@ use crate::service::ingest::ingest;
 const PATH: &str = "/compat/csml/v1/api/broadcasts";
 
 pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody)
+    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody { owner: None })
 }
 
 async fn send(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {

@@ -23,7 +23,7 @@ use crate::service::ingest::{ingest, Accepted};
 const PATH: &str = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send";
 
 pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody)
+    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody { owner: Some("org_id") })
 }
 
 async fn send(

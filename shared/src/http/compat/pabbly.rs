@@ -31,7 +31,7 @@ pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
         .route(SEND, post(send))
         .route(BROADCASTS, post(broadcast))
         .route(API_CAMPAIGNS, post(add_campaign));
-    sending(routes, h, NATIVE, Input::JsonBody)
+    sending(routes, h, NATIVE, Input::JsonBody { owner: None })
 }
 
 async fn send(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {

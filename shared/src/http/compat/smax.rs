@@ -35,7 +35,12 @@ pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
     // Admission runs before the idempotency layer: a replayed V1 call counts against the bot's
     // rate too, and a call for another bot is refused before it takes a key.
     let admission = axum::middleware::from_fn_with_state(Admission { h: h.clone(), limiter }, admit_v1);
-    sending(v1, h, error, Input::SmaxQuery).route_layer(admission).merge(sending(v2, h, error, Input::JsonBody))
+    sending(v1, h, error, Input::SmaxQuery).route_layer(admission).merge(sending(
+        v2,
+        h,
+        error,
+        Input::JsonBody { owner: Some("bot_id") },
+    ))
 }
 
 #[derive(Clone)]
