@@ -76,7 +76,7 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
     };
     // The handler reads the tenant from here rather than authenticating a second time.
     parts.extensions.insert(Tenant(tenant.clone()));
-    let route = format!("{} {}", parts.method, parts.uri.path());
+    let route = route_of(&parts);
     let (bound, body) = match g.input {
         Input::SmaxQuery => {
             (crate::dialects::smax::V1Query::parse(parts.uri.query().unwrap_or_default()).canonical(), body)
@@ -97,6 +97,29 @@ async fn caller(g: &Guard, parts: &mut Parts) -> Option<String> {
         Input::JsonBody { .. } => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
         Input::SmaxQuery => parts.extensions.get::<Tenant>().map(|Tenant(t)| t.clone()),
     }
+}
+
+/// The route a key is bound to: the method and the path, percent-decoded as the handler reads
+/// its parameters (so `…/broadcasts/a%20b/send` and `…/broadcasts/a b/send` are one route).
+fn route_of(parts: &Parts) -> String {
+    let path = parts.uri.path();
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex =
+            path.get(i + 1..i + 3).filter(|h| path.as_bytes()[i] == b'%' && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(path.as_bytes()[i]);
+                i += 1;
+            }
+        }
+    }
+    format!("{} {}", parts.method, String::from_utf8_lossy(&out))
 }
 
 /// Whether the path names the caller's own org or bot, where the route names one: a call for
@@ -220,4 +243,22 @@ fn replay(stored: StoredResponse) -> Response {
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(uri: &str) -> String {
+        let (parts, _) = Request::post(uri).body(()).unwrap().into_parts();
+        route_of(&parts)
+    }
+
+    #[test]
+    fn a_route_names_its_parameters_as_the_handler_reads_them() {
+        assert_eq!(route("/orgs/acme/broadcasts/a%20b%2Fc/send?x=%20"), "POST /orgs/acme/broadcasts/a b/c/send");
+        assert_eq!(route("/v1/broadcasts"), "POST /v1/broadcasts");
+        assert_eq!(route("/x/100%25/%zz/%+f/%4"), "POST /x/100%/%zz/%+f/%4", "only a % with two hex digits is decoded");
+        assert_eq!(route("/x/%C3%A9"), "POST /x/é");
+    }
 }
