@@ -43,8 +43,8 @@ pub(crate) enum Input {
     /// An API key in the headers and a JSON body: every sending route but one. `owner` names
     /// the path parameter that must be the caller's tenant (Invent's org, SMAX's bot), if any.
     JsonBody { owner: Option<&'static str> },
-    /// SMAX V1: the other query parameters than its `bot_token`, no body (so a rotated token
-    /// still replays). The tenant is the one the route's admission layer authenticated.
+    /// SMAX V1: every query parameter but `bot_token`, no body (so a rotated token still
+    /// replays). The tenant is the one the route's admission layer authenticated.
     SmaxQuery,
 }
 
@@ -63,7 +63,7 @@ pub(crate) fn sending(routes: Router<Arc<Herald>>, h: &Arc<Herald>, shape: Shape
 
 /// The route layer. A request without a key, whose caller cannot be authenticated, or that
 /// names another tenant's org or bot, goes to the handler untouched: the route refuses it in its
-/// own words, before any key is taken, as it did before keys existed.
+/// own words, as it would without a key, and no key is taken.
 async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Response {
     // Only a POST sends; any other method is refused by the route, and takes no key.
     if req.method() != Method::POST || !req.headers().contains_key("idempotency-key") {
