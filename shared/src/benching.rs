@@ -97,15 +97,15 @@ impl Planner {
     }
 
     pub fn smax_v2(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::dialects::smax::v2_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
+        self.rt.block_on(crate::http::compat::smax::v2_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
     }
 
     pub fn invent(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::dialects::invent::plan(&self.local.herald, TENANT, "onboarding", body))
+        self.rt.block_on(crate::http::compat::invent::plan(&self.local.herald, TENANT, "onboarding", body))
     }
 
     pub fn pabbly(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::dialects::pabbly::send_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
+        self.rt.block_on(crate::http::compat::pabbly::send_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
     }
 }
 

@@ -5,9 +5,12 @@
 //! - [`service`]: the ingest and deliver use cases, generic over the ports.
 //! - [`adapters`]: implementations of the ports (`embedded` = SQLite).
 //! - [`providers`]: one module per channel provider.
+//! - [`dialects`]: the vendor APIs Herald stands in for, as pure translations.
+//! - [`api`]: the API error and strict JSON parsing, shared by `dialects` and `http`.
 //! - [`http`]: the single `axum::Router` for the whole API.
 
 pub mod adapters;
+pub mod api;
 pub mod app;
 #[cfg(feature = "benching")]
 #[doc(hidden)]

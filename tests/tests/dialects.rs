@@ -464,6 +464,24 @@ async fn smax_v1_allows_25_requests_per_second_per_bot() {
     assert_eq!(smax_v1(&s, &url).await.status, StatusCode::OK);
 }
 
+/// The rate is counted before the idempotency layer answers: calls under one key, replayed or
+/// not, each take one of the bot's 25 a second.
+#[tokio::test]
+async fn smax_v1_calls_under_one_key_count_against_the_rate() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 0).await;
+    seed_smax_block(&s).await;
+    let url = format!("/compat/smax/bots/default/users/42/send?bot_token={}&block_id=blk-1&order_id=1&city=c", s.key);
+    let calls: Vec<_> =
+        (0..30).map(|_| tokio::spawn(answer(s.http.post(s.url(&url)).header("idempotency-key", "one")))).collect();
+    let mut burst = Vec::new();
+    for c in calls {
+        burst.push(c.await.unwrap());
+    }
+    let limited = burst.iter().filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(limited, 5, "{:?}", burst.iter().map(|a| a.status).collect::<Vec<_>>());
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 1, "one send under the key");
+}
+
 // -------------------------------------------------------------------------------- SMAX V2
 
 const SMAX_V2: &str = "/compat/smax/public/bots/default/send";
@@ -1374,6 +1392,68 @@ async fn every_dialect_honours_idempotency_keys() {
         }
         assert_eq!(s.local.store.counts().await.unwrap().requests, before + 1, "{name} sent once");
     }
+}
+
+/// One idempotency layer sits in front of every sending route, the native one included: a
+/// malformed key is refused in the route's own error shape, a caller the route cannot
+/// authenticate (or one naming another tenant's org or bot) is refused by the route without
+/// taking the key, and an "Add API Campaign" answer is kept and replayed like a send's.
+#[tokio::test]
+async fn one_idempotency_layer_guards_every_sending_route() {
+    let s = TestServer::start().await;
+    seed_smax_block(&s).await;
+    seed_pabbly(&s).await;
+    let v1 = |token: &str| format!("/compat/smax/bots/default/users/77/send?bot_token={token}&block_id=blk-1");
+    let json_routes = ["/v1/broadcasts", CSML, SMAX_V2, INVENT, PABBLY_SEND, PABBLY_BROADCASTS, PABBLY_CAMPAIGNS];
+    let mut malformed: Vec<(&str, RequestBuilder)> = json_routes
+        .iter()
+        .map(|p| {
+            (*p, s.http.post(s.url(p)).bearer_auth(&s.key).header("idempotency-key", "has space").json(&json!({})))
+        })
+        .collect();
+    malformed.push(("smax v1", s.http.post(s.url(&v1(&s.key))).header("idempotency-key", "has space")));
+    for (route, request) in malformed {
+        let a = answer(request).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{route}: {}", a.body);
+        if route.contains("smax") {
+            assert_smax(&a, false);
+            assert!(a.body["result"].as_str().unwrap().contains("Idempotency-Key"), "{route}: {}", a.body);
+        } else {
+            assert_eq!(a.body["error"]["code"], "invalid_idempotency_key", "{route}");
+        }
+    }
+    assert_eq!(s.local.store.counts().await.unwrap().requests, 0, "nothing was sent");
+    // A call for another tenant's org or bot is refused as such, before the key is looked at.
+    for path in ["/compat/invent/orgs/other/broadcasts/onboarding/send", "/compat/smax/public/bots/other/send"] {
+        let a = answer(
+            s.http.post(s.url(path)).bearer_auth(&s.key).header("idempotency-key", "has space").json(&json!({})),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}: {}", a.body);
+    }
+
+    let refused = answer(s.http.post(s.url(&v1("not-a-token"))).header("idempotency-key", "k-v1")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_smax(&refused, false);
+    let sent = answer(s.http.post(s.url(&v1(&s.key))).header("idempotency-key", "k-v1")).await;
+    assert_eq!(sent.status, StatusCode::OK, "the key is still free: {}", sent.body);
+    assert!(!sent.replayed());
+
+    let add = |name: &str| {
+        s.http
+            .post(s.url(PABBLY_CAMPAIGNS))
+            .bearer_auth(&s.key)
+            .header("idempotency-key", "k-add")
+            .json(&json!({"campaignName": name, "templateNames": ["festival_offer_template"]}))
+    };
+    let first = answer(add("Diwali")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = answer(add("Diwali")).await;
+    assert!(again.replayed(), "without the key this would be campaign_exists: {}", again.body);
+    assert_eq!((again.status, &again.body), (first.status, &first.body));
+    let other = answer(add("Holi")).await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+    assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
 }
 
 #[tokio::test]

@@ -3,41 +3,27 @@
 //! `webhook_user_id` is `client.user_id`: the flow trigger reaches the bot backend through the
 //! webhook channel. Errors use Herald's native body (the page shows none of its own).
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
-use super::{parse_at, rename, required, validate, with_request_id, Renames};
-use crate::app::Herald;
+use super::{parse_at, required, validate, Renames};
+use crate::api::error::ApiError;
+use crate::api::parse_json;
 use crate::domain::ids::{name_uuid, IdStyle};
 use crate::domain::{BroadcastBody, Channel, FieldError, FieldErrors, FlowBody, RecipientBody};
-use crate::domain::{MessageSource, SendPlan};
-use crate::http::error::ApiError;
-use crate::http::extract::{parse_json, JsonBytes, Tenant};
-use crate::http::idempotent;
-use crate::service::ingest::ingest;
+use crate::domain::{MessageSource, SendPlan, SendRequest};
 
-const PATH: &str = "/compat/csml/v1/api/broadcasts";
 /// The only payload kind the Broadcasts API documents.
 const FLOW_TRIGGER: &str = "flow_trigger";
 /// The channel a flow trigger travels on; the answer's `client.channel_id` names it.
 const CHANNEL: Channel = Channel::Webhook;
 
-const RENAMES: Renames = &[
+pub(crate) const RENAMES: Renames = &[
     ("recipients[0].webhook_user_id", "client.user_id"),
     ("recipients", "client.user_id"),
     ("flow.flow_id", "payload.content.flow_id"),
     ("flow", "payload.content"),
 ];
-
-pub(super) fn routes() -> Router<Arc<Herald>> {
-    Router::new().route(PATH, post(send))
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,27 +55,18 @@ struct Client {
     user_id: Option<String>,
 }
 
-async fn send(
-    State(h): State<Arc<Herald>>,
-    Tenant(tenant): Tenant,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Response {
-    idempotent(&h, &tenant, &headers, &format!("POST {PATH}"), &body, || async {
-        run(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
-}
-
-async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let plan = plan_bytes(body)?;
-    let MessageSource::Flow(flow) = plan.source.clone() else {
+/// CSML's answer to a flow trigger Herald took (the plan's `source` and user, as they were before
+/// the plan was taken): the user, the tenant's bot and channel, and the flow.
+pub(crate) fn answer(
+    tenant: &str,
+    source: &MessageSource,
+    user_id: Option<&str>,
+    request: &SendRequest,
+) -> Result<Value, ApiError> {
+    let MessageSource::Flow(flow) = source else {
         return Err(ApiError::Internal("a CSML plan carries a flow".into()));
     };
-    let user_id = plan.recipients.first().and_then(|r| r.webhook_user_id.clone());
-    let accepted = ingest(h, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
-    let request = &accepted.request;
-    let answer = json!({
+    Ok(json!({
         "request_id": request.id,
         "client": {"user_id": user_id, "bot_id": bot_id(tenant), "channel_id": channel_id(tenant, CHANNEL)},
         "payload": {
@@ -97,8 +74,7 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
             "content": {"flow_id": flow.flow_id, "close_flows": flow.close_flows},
         },
         "metadata": request.metadata,
-    });
-    Ok(with_request_id((StatusCode::OK, Json(answer)).into_response(), &request.id))
+    }))
 }
 
 /// CSML names its bots by UUID: the tenant's, stable across calls.
@@ -156,6 +132,7 @@ fn content_type_error(given: Option<&str>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn plan_of(v: Value) -> Result<SendPlan, ApiError> {
         plan(parse_json(&serde_json::to_vec(&v).unwrap())?)

@@ -4,28 +4,16 @@
 //! templates; `background: false` (Invent's default) delivers inline and answers each row with
 //! its `external_message_id`. Errors use Herald's native body (the page shows none of its own).
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::{dialling_phone, rename, validate, with_request_id, Renames};
-use crate::app::Herald;
-use crate::domain::{BroadcastBody, Channel, Contact, ContactChannel, ContactKey, FieldErrors, Phone};
-use crate::domain::{RecipientBody, RecipientRow, RowView, SendPlan};
-use crate::http::error::ApiError;
-use crate::http::extract::{parse_json, JsonBytes, Tenant};
-use crate::http::idempotent;
-use crate::service::ingest::{ingest, Accepted};
+use super::{dialling_phone, validate, Renames};
+use crate::api::error::ApiError;
+use crate::api::parse_json;
+use crate::domain::{BroadcastBody, Channel, Contact, ContactChannel, FieldErrors, Phone};
+use crate::domain::{RecipientBody, RecipientRow, RowView, SendPlan, SendRequest};
 
-const PATH: &str = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send";
-
-const RENAMES: Renames = &[
+pub(crate) const RENAMES: Renames = &[
     ("recipients[0].contact_channel_id", "contact_channel_id"),
     ("recipients[0].contact_id", "contact_id"),
     ("recipients[0].phone", "phone"),
@@ -35,14 +23,10 @@ const RENAMES: Renames = &[
     ("campaign_id", "broadcast_id"),
 ];
 
-pub(super) fn routes() -> Router<Arc<Herald>> {
-    Router::new().route(PATH, post(send))
-}
-
 /// "Recipient identifier fields are at the root."
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Body {
+pub(crate) struct Body {
     contact_channel_id: Option<String>,
     contact_id: Option<String>,
     phone: Option<String>,
@@ -53,42 +37,13 @@ struct Body {
     background: Option<bool>,
 }
 
-async fn send(
-    State(h): State<Arc<Herald>>,
-    Tenant(tenant): Tenant,
-    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Response {
-    // A path axum cannot read (bad percent-encoding) is answered in JSON like every other error.
-    let Ok(Path((org_id, broadcast_id))) = path else {
-        return ApiError::NotFound("no such org or broadcast".into()).into_response();
-    };
-    if org_id != tenant {
-        // The same answer whether or not the org exists: a key cannot probe for other tenants.
-        return ApiError::NotFound(format!("no org \"{org_id}\"")).into_response();
-    }
-    let route = format!("POST /compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send");
-    idempotent(&h, &tenant, &headers, &route, &body, || async {
-        run(&h, &tenant, &broadcast_id, &body).await.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
+/// A request body, read strictly.
+pub(crate) fn read(body: &[u8]) -> Result<Body, ApiError> {
+    parse_json::<Body>(body)
 }
 
-async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let plan = plan(h, tenant, broadcast_id, body).await?;
-    let accepted = ingest(h, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
-    let recipients = broadcast_recipients(h, tenant, &accepted).await?;
-    let answer = (StatusCode::OK, Json(json!({ "recipients": recipients }))).into_response();
-    Ok(with_request_id(answer, &accepted.request.id))
-}
-
-/// The body as a native plan for the broadcast (campaign) `broadcast_id`.
-pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
-    let b = parse_json::<Body>(body)?;
-    let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
-        return Err(ApiError::NotFound(format!("no broadcast \"{broadcast_id}\"")));
-    };
+/// The body as a native plan for the campaign `campaign_id` (Invent's broadcast).
+pub(crate) fn plan(b: Body, campaign_id: String) -> Result<SendPlan, ApiError> {
     let mut errs = FieldErrors::new();
     if [&b.contact_channel_id, &b.contact_id, &b.phone, &b.email].iter().all(|v| v.is_none()) {
         errs.push("contact_id", "give contact_channel_id, contact_id, phone or email: who to send to");
@@ -108,7 +63,7 @@ pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u
             name: b.name,
             ..Default::default()
         }]),
-        campaign_id: Some(campaign.id),
+        campaign_id: Some(campaign_id),
         template_ids: b.template_ids,
         variables: b.variables,
         background: Some(b.background.unwrap_or(false)),
@@ -123,8 +78,6 @@ pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u
     Ok(plan)
 }
 
-/// Each row as Invent's `BroadcastRecipient`: the native row view (which already carries
-/// Invent's documented fields, `username` and the `contact` the row resolved to.
 /// The fields of seed 003's `BroadcastRecipient`, in its order.
 const DOCUMENTED: [&str; 32] = [
     "id",
@@ -161,63 +114,20 @@ const DOCUMENTED: [&str; 32] = [
     "contact",
 ];
 
-async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
-    let request = &accepted.request;
-    let mut contacts: HashMap<String, Option<Contact>> = HashMap::new();
-    let mut out = Vec::with_capacity(accepted.rows.len());
-    for row in &accepted.rows {
-        let view = RowView {
-            row,
-            broadcast_id: request.campaign_id.as_deref(),
-            broadcast_name: request.campaign_name.as_deref(),
-        };
-        let mut v = view.to_json();
-        let contact = match contact_id_of(h, tenant, row).await? {
-            Some(id) => match contacts.get(&id) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = h.contacts.get_contact(tenant, &id).await?;
-                    contacts.insert(id, c.clone());
-                    c
-                }
-            },
-            None => None,
-        };
-        // Herald keeps no user names: the row's `user_id` and the channels' `user_id` name people.
-        v["username"] = Value::Null;
-        v["contact"] = contact.as_ref().map(contact_json).unwrap_or(Value::Null);
-        // Exactly Invent's documented fields: Herald's own (status, request_id, …) stay native.
-        if let Value::Object(m) = &mut v {
-            m.retain(|k, _| DOCUMENTED.contains(&k.as_str()));
-        }
-        out.push(v);
+/// A row as Invent's `BroadcastRecipient`: the native row view (which already carries Invent's
+/// documented fields), `username`, and the `contact` the row resolved to (when known).
+pub(crate) fn recipient_json(request: &SendRequest, row: &RecipientRow, contact: Option<&Contact>) -> Value {
+    let view =
+        RowView { row, broadcast_id: request.campaign_id.as_deref(), broadcast_name: request.campaign_name.as_deref() };
+    let mut v = view.to_json();
+    // Herald keeps no user names: the row's `user_id` and the channels' `user_id` name people.
+    v["username"] = Value::Null;
+    v["contact"] = contact.map(contact_json).unwrap_or(Value::Null);
+    // Exactly Invent's documented fields: Herald's own (status, request_id, …) stay native.
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| DOCUMENTED.contains(&k.as_str()));
     }
-    Ok(out)
-}
-
-/// The contact a row is for. A queued row (`background: true`) may not have resolved a new
-/// phone or email yet; then an existing contact holding it is shown, else none.
-async fn contact_id_of(h: &Herald, tenant: &str, row: &RecipientRow) -> Result<Option<String>, ApiError> {
-    if row.contact_id.is_some() {
-        return Ok(row.contact_id.clone());
-    }
-    let spec = &row.recipient;
-    let named = spec.contact_id.clone().or_else(|| {
-        spec.contact_channel_id.as_deref().and_then(Contact::parse_channel_id).map(|(id, _)| id.to_string())
-    });
-    // A named contact that does not exist (yet) leaves the row to find-or-create by phone or email.
-    if let Some(id) = named {
-        if h.contacts.get_contact(tenant, &id).await?.is_some() {
-            return Ok(Some(id));
-        }
-    }
-    let keys = spec.phone.clone().map(ContactKey::Phone).into_iter().chain(spec.email.clone().map(ContactKey::Email));
-    for key in keys {
-        if let Some(c) = h.contacts.find_contact(tenant, &key).await? {
-            return Ok(Some(c.id));
-        }
-    }
-    Ok(None)
+    v
 }
 
 /// Invent's `Contact`: Herald's fields are its `properties`; Herald has no segments, admins, or

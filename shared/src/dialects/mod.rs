@@ -1,41 +1,28 @@
-//! Drop-in dialects: one module per seed API. Each parses its vendor's request into the native
-//! send request and shapes the native outcome into its vendor's response; no dialect logic
-//! leaks into the core. Mounted under `/compat/...` by [`routes`]. `docs/dialects.md` maps every
-//! field and says what Herald does where a vendor's page is silent.
+//! Drop-in dialects: one module per seed API, pure translation. Each reads its vendor's request
+//! into the native send request, shapes the native outcome into its vendor's answer, and renders
+//! errors in its vendor's shape; no dialect logic leaks into the core, and no dialect reads a
+//! store or serves a route (their handlers live in `http::compat`, under `/compat/...`).
+//! `docs/dialects.md` maps every field and says what Herald does where a vendor's page is silent.
 
 pub(crate) mod csml;
 pub(crate) mod invent;
 pub(crate) mod pabbly;
 pub(crate) mod smax;
 
-use axum::http::HeaderValue;
-use axum::response::Response;
-use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::sync::Arc;
 
-use crate::app::Herald;
+use crate::api::error::ApiError;
+use crate::api::parse_json;
 use crate::domain::limits::MAX_STRING;
-use crate::domain::{BroadcastBody, Campaign, FieldError, FieldErrors, Phone, SendPlan};
-use crate::http::error::ApiError;
-use crate::http::extract::parse_json;
-
-/// Every dialect's routes, merged into the main router.
-pub fn routes() -> Router<Arc<Herald>> {
-    Router::new().merge(csml::routes()).merge(smax::routes()).merge(invent::routes()).merge(pabbly::routes())
-}
-
-/// The header every dialect's send answer carries: the native request id, for
-/// `GET /v1/broadcasts/{request_id}`, whatever the vendor's body has room for.
-pub const REQUEST_ID_HEADER: &str = "herald-request-id";
+use crate::domain::{BroadcastBody, FieldError, FieldErrors, Phone, SendPlan};
 
 /// Native field paths and the names a dialect's caller knows them by, most specific first.
-type Renames = &'static [(&'static str, &'static str)];
+pub(crate) type Renames = &'static [(&'static str, &'static str)];
 
 /// Renames the fields of a validation error to the dialect's names, so an error names the field
 /// the caller sent (`recipients[0].phone` → `destination`).
-fn rename(e: ApiError, names: Renames) -> ApiError {
+pub(crate) fn rename(e: ApiError, names: Renames) -> ApiError {
     match e {
         ApiError::Validation(fields) => {
             ApiError::Validation(fields.into_iter().map(|f| rename_field(f, names)).collect())
@@ -72,7 +59,7 @@ fn rename_path(path: &str, names: Renames) -> String {
 /// `mine` holds the dialect's own findings (required fields, enums, formats); a native error on
 /// a field `mine` already names (or on its parent or child) is the same complaint in native
 /// words, so it is dropped and the caller reads each problem once.
-fn validate(native: BroadcastBody, mine: FieldErrors, names: Renames) -> Result<SendPlan, ApiError> {
+pub(crate) fn validate(native: BroadcastBody, mine: FieldErrors, names: Renames) -> Result<SendPlan, ApiError> {
     let mut errs = mine;
     match native.validate() {
         Ok(plan) if errs.is_empty() => return Ok(plan),
@@ -98,7 +85,7 @@ fn related(a: &str, b: &str) -> bool {
 }
 
 /// Keeps a required value, or records that it is missing.
-fn required<T>(errs: &mut FieldErrors, field: &str, value: Option<T>) -> Option<T> {
+pub(crate) fn required<T>(errs: &mut FieldErrors, field: &str, value: Option<T>) -> Option<T> {
     if value.is_none() {
         errs.push(field, "is required");
     }
@@ -128,7 +115,7 @@ fn parse_at<T: DeserializeOwned>(value: Value, at: &str) -> Result<T, ApiError> 
 /// A phone written with its dialling code, with or without the `+` (`917697812345`,
 /// `+1 415 555 0123`, `0044 7911 123456`), as E.164. Vendors that take "the number with its
 /// dialling code" mean this; a national number (`0912…`) cannot be placed and is refused.
-fn dialling_phone(raw: &str) -> Result<Phone, String> {
+pub(crate) fn dialling_phone(raw: &str) -> Result<Phone, String> {
     let t = raw.trim();
     if t.chars().count() > MAX_STRING {
         return Err(format!("must be at most {MAX_STRING} characters"));
@@ -141,20 +128,6 @@ fn dialling_phone(raw: &str) -> Result<Phone, String> {
     Phone::parse(&e164).map_err(|_| {
         format!("\"{t}\" is not a phone number with its dialling code (e.g. 917697812345 or +14155550123)")
     })
-}
-
-/// The tenant's campaigns with exactly this name (SMAX blocks and Pabbly API campaigns are
-/// named by the caller; Herald names are not unique, so the caller decides what several mean).
-async fn campaigns_named(h: &Herald, tenant: &str, name: &str) -> Result<Vec<Campaign>, ApiError> {
-    Ok(h.catalog.list_campaigns(tenant).await?.into_iter().filter(|c| c.name == name).collect())
-}
-
-/// Adds [`REQUEST_ID_HEADER`] to an answer.
-fn with_request_id(mut response: Response, request_id: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
-    response
 }
 
 #[cfg(test)]

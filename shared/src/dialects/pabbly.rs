@@ -12,36 +12,25 @@
 //! The page lists the last three without their bodies; theirs are Herald's design in the seed's
 //! camelCase (docs/dialects.md). Errors use Herald's native body (the page shows none).
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::{campaigns_named, dialling_phone, rename, required, validate, with_request_id, Renames};
-use crate::app::Herald;
+use super::{dialling_phone, required, validate, Renames};
+use crate::api::error::ApiError;
+use crate::api::parse_json;
 use crate::domain::limits::{MAX_RECIPIENTS, MAX_STRING};
-use crate::domain::{check_text, parse_variables, BroadcastBody, Campaign, CampaignBody, Channel, Contact, ContactKey};
+use crate::domain::{check_text, parse_variables, BroadcastBody, Campaign, CampaignBody, Channel, Contact};
 use crate::domain::{FieldErrors, HeaderKind, Media, MessageBody, Phone, RecipientBody, RecipientRow, Status};
 use crate::domain::{SendPlan, Template, TemplateRef};
-use crate::http::error::ApiError;
-use crate::http::extract::{parse_json, JsonBytes, Tenant};
-use crate::http::idempotent;
-use crate::service::catalog::create_campaign;
-use crate::service::ingest::{ingest, Accepted};
+use crate::service::ingest::Accepted;
 
-const SEND: &str = "/compat/pabbly/api/v1/broadcasts/send";
+/// Where an API campaign is added (the error for a send naming an unknown one points there).
 const BROADCASTS: &str = "/compat/pabbly/api/v1/broadcasts";
-const API_CAMPAIGNS: &str = "/compat/pabbly/api/v1/broadcasts/api-campaigns";
 /// "Its value must be one of the following: 'manual', 'csv', 'api', 'user', 'sync', or 'wa'."
 const SOURCES: [&str; 6] = ["manual", "csv", "api", "user", "sync", "wa"];
 
-const SEND_RENAMES: Renames = &[
+pub(crate) const SEND_RENAMES: Renames = &[
     ("recipients[0].phone", "destination"),
     ("recipients[0].name", "userName"),
     ("recipients[0].variables", "defaultContactFieldValues"),
@@ -56,7 +45,7 @@ const SEND_RENAMES: Renames = &[
     ("media", "link"),
     ("metadata", "source"),
 ];
-const BROADCAST_RENAMES: Renames = &[
+pub(crate) const BROADCAST_RENAMES: Renames = &[
     ("recipients", "destinations"),
     ("messages[0].text", "message"),
     ("messages", "message"),
@@ -69,68 +58,26 @@ const BROADCAST_RENAMES: Renames = &[
     ("media", "link"),
     ("metadata", "broadcastName"),
 ];
-const CAMPAIGN_RENAMES: Renames =
+pub(crate) const CAMPAIGN_RENAMES: Renames =
     &[("name", "campaignName"), ("template_ids", "templateNames"), ("defaults", "defaultContactFieldValues")];
-
-pub(super) fn routes() -> Router<Arc<Herald>> {
-    Router::new().route(SEND, post(send)).route(BROADCASTS, post(broadcast)).route(API_CAMPAIGNS, post(add_campaign))
-}
-
-async fn send(
-    State(h): State<Arc<Herald>>,
-    Tenant(t): Tenant,
-    headers: HeaderMap,
-    JsonBytes(b): JsonBytes,
-) -> Response {
-    idempotent(&h, &t, &headers, &format!("POST {SEND}"), &b, || async {
-        send_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
-}
-
-async fn broadcast(
-    State(h): State<Arc<Herald>>,
-    Tenant(t): Tenant,
-    headers: HeaderMap,
-    JsonBytes(b): JsonBytes,
-) -> Response {
-    idempotent(&h, &t, &headers, &format!("POST {BROADCASTS}"), &b, || async {
-        let run =
-            if adds_a_campaign(&b) { add_campaign_run(&h, &t, &b).await } else { broadcast_run(&h, &t, &b).await };
-        run.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
-}
 
 /// Whether a `POST /broadcasts` body is "Add API Campaign": it names `campaignName`, which no
 /// broadcast body has, and nothing only a broadcast has. Anything else is read (and refused, if
 /// need be) as a broadcast.
-fn adds_a_campaign(body: &[u8]) -> bool {
+pub(crate) fn adds_a_campaign(body: &[u8]) -> bool {
     const BROADCAST_ONLY: [&str; 4] = ["broadcastName", "destinations", "message", "templateName"];
     serde_json::from_slice::<Map<String, Value>>(body)
         .is_ok_and(|m| m.contains_key("campaignName") && !BROADCAST_ONLY.iter().any(|k| m.contains_key(*k)))
-}
-
-async fn add_campaign(
-    State(h): State<Arc<Herald>>,
-    Tenant(t): Tenant,
-    headers: HeaderMap,
-    JsonBytes(b): JsonBytes,
-) -> Response {
-    idempotent(&h, &t, &headers, &format!("POST {API_CAMPAIGNS}"), &b, || async {
-        add_campaign_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
 }
 
 // ---------------------------------------------------------------------------- send API campaign
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SendBody {
-    template_name: Option<String>,
-    campaign_name: Option<String>,
-    destination: Option<String>,
+pub(crate) struct SendBody {
+    pub(crate) template_name: Option<String>,
+    pub(crate) campaign_name: Option<String>,
+    pub(crate) destination: Option<String>,
     user_name: Option<String>,
     header_params: Option<Vec<String>>,
     body_params: Option<Vec<String>>,
@@ -140,15 +87,23 @@ struct SendBody {
     default_contact_field_values: Option<Map<String, Value>>,
 }
 
-async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let (plan, contacts) = send_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
-    Ok(whatsapp_answer(&accepted, contacts, Map::new()))
+/// A "send message" body, read strictly.
+pub(crate) fn read_send(body: &[u8]) -> Result<SendBody, ApiError> {
+    parse_json::<SendBody>(body)
+}
+
+/// What a "send message" body names, as the stores hold it.
+pub(crate) struct SendFound {
+    /// The tenant's campaigns named `campaignName`.
+    pub(crate) campaigns: Vec<Campaign>,
+    /// The template named `templateName`.
+    pub(crate) template: Option<Template>,
+    /// The contact holding `destination`.
+    pub(crate) contact: Option<Contact>,
 }
 
 /// A "send message" body as a native plan, with the `contacts` its answer lists.
-pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, Vec<Value>), ApiError> {
-    let b = parse_json::<SendBody>(body)?;
+pub(crate) fn send_plan(b: SendBody, found: SendFound) -> Result<(SendPlan, Vec<Value>), ApiError> {
     let mut errs = FieldErrors::new();
     let destination = required(&mut errs, "destination", b.destination);
     let phone = destination.as_deref().and_then(|d| errs.take("destination", dialling_phone(d)));
@@ -158,25 +113,17 @@ pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(
         errs.push("source", format!("must be one of {}", SOURCES.join(", ")));
     }
     let defaults = parse_variables(&mut errs, "defaultContactFieldValues", b.default_contact_field_values.as_ref());
-    let campaign = match required(&mut errs, "campaignName", b.campaign_name) {
-        Some(name) => api_campaign(h, tenant, &mut errs, &name).await?,
-        None => None,
-    };
+    let campaign = required(&mut errs, "campaignName", b.campaign_name)
+        .and_then(|name| api_campaign(&mut errs, &name, found.campaigns));
     let template_name = required(&mut errs, "templateName", b.template_name);
-    let template = match &template_name {
-        Some(name) => template_named(h, tenant, &mut errs, "templateName", name).await?,
-        None => None,
-    };
+    let template = template_name.as_deref().and_then(|name| known(&mut errs, "templateName", name, found.template));
     if let (Some(c), Some(t)) = (&campaign, &template) {
         if !c.template_ids.contains(&t.id) {
             errs.push("templateName", format!("\"{}\" is not a template of API campaign \"{}\"", t.id, c.name));
         }
     }
     let media = template.as_ref().and_then(|t| media_for(&mut errs, t, b.link, b.filename));
-    let recipient = match &phone {
-        Some(p) => Some(recipient_for(h, tenant, p, user_name, &defaults).await?),
-        None => None,
-    };
+    let recipient = phone.as_ref().map(|p| recipient_for(p, found.contact.as_ref(), user_name, &defaults));
     let contacts: Vec<Value> = destination.iter().zip(&phone).map(|(input, p)| contact_json(input, p)).collect();
     let native = BroadcastBody {
         recipients: recipient.map(|r| vec![r]),
@@ -197,34 +144,28 @@ pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(
     Ok((plan, contacts))
 }
 
-/// The API campaign named `name`: a campaign of the tenant with that name, exactly one.
-async fn api_campaign(
-    h: &Herald,
-    tenant: &str,
-    errs: &mut FieldErrors,
-    name: &str,
-) -> Result<Option<Campaign>, ApiError> {
-    let mut found = campaigns_named(h, tenant, name).await?;
+/// The API campaign named `name`, of the tenant's campaigns with that name: exactly one.
+fn api_campaign(errs: &mut FieldErrors, name: &str, mut found: Vec<Campaign>) -> Option<Campaign> {
     match found.len() {
         0 => errs.push(
             "campaignName",
             format!("no API campaign named \"{name}\"; add it with POST {BROADCASTS} and campaignName"),
         ),
-        1 => return Ok(found.pop()),
+        1 => return found.pop(),
         n => errs.push("campaignName", format!("{n} campaigns are named \"{name}\"; rename all but one")),
     }
-    Ok(None)
+    None
 }
 
 // -------------------------------------------------------------- broadcast (regular or template)
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Broadcast {
+pub(crate) struct Broadcast {
     broadcast_name: Option<String>,
     destinations: Option<Vec<String>>,
     message: Option<String>,
-    template_name: Option<String>,
+    pub(crate) template_name: Option<String>,
     header_params: Option<Vec<String>>,
     body_params: Option<Vec<String>>,
     link: Option<String>,
@@ -232,8 +173,24 @@ struct Broadcast {
     default_contact_field_values: Option<Map<String, Value>>,
 }
 
-async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let b = parse_json::<Broadcast>(body)?;
+/// A broadcast body, read strictly.
+pub(crate) fn read_broadcast(body: &[u8]) -> Result<Broadcast, ApiError> {
+    parse_json::<Broadcast>(body)
+}
+
+/// The numbers of a broadcast that can be placed, in order: the ones whose contacts to look up.
+pub(crate) fn broadcast_phones(b: &Broadcast) -> Vec<Phone> {
+    b.destinations.iter().flatten().filter_map(|d| dialling_phone(d).ok()).collect()
+}
+
+/// A broadcast as a native plan, given its template (when named and found) and the contact of
+/// each of [`broadcast_phones`] (when known); with the `contacts` its answer lists and the
+/// broadcast's name.
+pub(crate) fn broadcast_plan(
+    b: Broadcast,
+    template: Option<Template>,
+    contacts: Vec<Option<Contact>>,
+) -> Result<(SendPlan, Vec<Value>, Option<String>), ApiError> {
     let mut errs = FieldErrors::new();
     let name = required_text(&mut errs, "broadcastName", b.broadcast_name);
     let destinations = required(&mut errs, "destinations", b.destinations).unwrap_or_default();
@@ -252,20 +209,16 @@ async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response
         (Some(_), Some(_)) => errs.push("message", "give message or templateName, not both"),
         _ => {}
     }
-    let template = match &b.template_name {
-        Some(t) => template_named(h, tenant, &mut errs, "templateName", t).await?,
-        None => None,
-    };
+    let template = b.template_name.as_deref().and_then(|t| known(&mut errs, "templateName", t, template));
     let media = template.as_ref().and_then(|t| media_for(&mut errs, t, b.link, b.filename));
     let defaults = parse_variables(&mut errs, "defaultContactFieldValues", b.default_contact_field_values.as_ref());
-    // Known numbers are looked up a few at a time: a broadcast may name a thousand.
-    let fallbacks = &defaults;
-    let recipients: Vec<RecipientBody> = futures::stream::iter(phones.iter().flatten().cloned())
-        .map(|p| async move { recipient_for(h, tenant, &p, None, fallbacks).await })
-        .buffered(16)
-        .try_collect()
-        .await?;
-    let contacts: Vec<Value> =
+    let recipients: Vec<RecipientBody> = phones
+        .iter()
+        .flatten()
+        .zip(&contacts)
+        .map(|(p, contact)| recipient_for(p, contact.as_ref(), None, &defaults))
+        .collect();
+    let shown: Vec<Value> =
         destinations.iter().zip(&phones).filter_map(|(d, p)| p.as_ref().map(|p| contact_json(d, p))).collect();
     let native = BroadcastBody {
         recipients: (!recipients.is_empty()).then_some(recipients),
@@ -281,49 +234,49 @@ async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response
     };
     let mut plan = validate(native, errs, BROADCAST_RENAMES)?;
     plan.defaults = defaults;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
-    let extra = Map::from_iter([
+    Ok((plan, shown, name))
+}
+
+/// The extra `data` of a broadcast's answer.
+pub(crate) fn broadcast_data(accepted: &Accepted, name: Option<String>) -> Map<String, Value> {
+    Map::from_iter([
         ("broadcastId".to_string(), json!(accepted.request.id)),
         ("broadcastName".to_string(), json!(name)),
-    ]);
-    Ok(whatsapp_answer(&accepted, contacts, extra))
+    ])
 }
 
 // ------------------------------------------------------------------------------ add API campaign
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ApiCampaign {
-    campaign_name: Option<String>,
+pub(crate) struct ApiCampaign {
+    pub(crate) campaign_name: Option<String>,
     template_names: Option<Vec<String>>,
     default_contact_field_values: Option<Map<String, Value>>,
 }
 
+/// An "Add API Campaign" body, read strictly.
+pub(crate) fn read_campaign(body: &[u8]) -> Result<ApiCampaign, ApiError> {
+    parse_json::<ApiCampaign>(body)
+}
+
 /// An API campaign is a Herald campaign: the templates `broadcasts/send` may fire under its
-/// name, and the fallbacks they render with. Its name must be unique, since sends find it by name:
-/// its id is derived from the name and created only if free, so of racing adds of one name
-/// exactly one creates it.
-async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let b = parse_json::<ApiCampaign>(body)?;
-    let exists = |name: &str| ApiError::Conflict {
+/// name, and the fallbacks they render with.
+pub(crate) fn campaign_body(b: ApiCampaign) -> CampaignBody {
+    CampaignBody { name: b.campaign_name, template_ids: b.template_names, defaults: b.default_contact_field_values }
+}
+
+/// The refusal of a second API campaign of one name: sends find it by name.
+pub(crate) fn campaign_exists(name: &str) -> ApiError {
+    ApiError::Conflict {
         code: "campaign_exists",
         message: format!("an API campaign named \"{name}\" already exists"),
         retry_after: None,
-    };
-    let name = b.campaign_name.clone().unwrap_or_default();
-    if b.campaign_name.is_some() && !campaigns_named(h, tenant, &name).await?.is_empty() {
-        return Err(exists(&name));
     }
-    let native = CampaignBody {
-        name: b.campaign_name,
-        template_ids: b.template_names,
-        defaults: b.default_contact_field_values,
-    };
-    let id = api_campaign_id(&name);
-    let created = create_campaign(h.catalog.as_ref(), tenant, &id, native)
-        .await
-        .map_err(|e| rename(e.into(), CAMPAIGN_RENAMES))?;
-    let Some(c) = created else { return Err(exists(&name)) };
+}
+
+/// The answer's body for an API campaign added.
+pub(crate) fn campaign_answer(c: &Campaign) -> Value {
     let data = json!({
         "id": c.id,
         "campaignName": c.name,
@@ -331,11 +284,11 @@ async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Respo
         "defaultContactFieldValues": c.defaults,
         "createdAt": c.created_at,
     });
-    Ok((StatusCode::CREATED, Json(json!({"success": "true", "data": data}))).into_response())
+    json!({"success": "true", "data": data})
 }
 
 /// The id of the API campaign named `name`: the same name always gives the same id.
-fn api_campaign_id(name: &str) -> String {
+pub(crate) fn api_campaign_id(name: &str) -> String {
     use sha2::{Digest, Sha256};
     format!("cmp_{}", hex::encode(&Sha256::digest(name.as_bytes())[..16]))
 }
@@ -354,18 +307,12 @@ fn required_text(errs: &mut FieldErrors, field: &str, value: Option<String>) -> 
     (errs.0.len() == before).then_some(value)
 }
 
-async fn template_named(
-    h: &Herald,
-    tenant: &str,
-    errs: &mut FieldErrors,
-    field: &str,
-    name: &str,
-) -> Result<Option<Template>, ApiError> {
-    let found = h.catalog.get_template(tenant, name).await?;
+/// A template the body names, or an error naming the field when there is none.
+fn known(errs: &mut FieldErrors, field: &str, name: &str, found: Option<Template>) -> Option<Template> {
     if found.is_none() {
         errs.push(field, format!("no template named \"{name}\""));
     }
-    Ok(found)
+    found
 }
 
 /// The media for a template's file header: `link` (and `filename`, for a document) from the
@@ -387,26 +334,26 @@ fn media_for(errs: &mut FieldErrors, t: &Template, link: Option<String>, filenam
     Some(Media { link, filename: filename.filter(|_| header.kind == HeaderKind::Document) })
 }
 
-/// The native recipient for a number. A number Herald knows names its contact by id, so its
-/// stored name stands (`userName` only names a contact being created) and a stored field left
-/// empty still takes its fallback; a new number carries `userName` for the contact to create.
-async fn recipient_for(
-    h: &Herald,
-    tenant: &str,
+/// The native recipient for a number, with its contact when Herald knows one. A known number
+/// names its contact by id, so its stored name stands (`userName` only names a contact being
+/// created) and a stored field left empty still takes its fallback; a new number carries
+/// `userName` for the contact to create.
+fn recipient_for(
     phone: &Phone,
+    contact: Option<&Contact>,
     user_name: Option<String>,
     defaults: &BTreeMap<String, String>,
-) -> Result<RecipientBody, ApiError> {
+) -> RecipientBody {
     let phone_text = Some(phone.to_string());
-    Ok(match h.contacts.find_contact(tenant, &ContactKey::Phone(phone.clone())).await? {
+    match contact {
         Some(c) => RecipientBody {
             contact_id: Some(c.id.clone()),
             phone: phone_text,
-            variables: empty_field_fallbacks(&c, defaults),
+            variables: empty_field_fallbacks(c, defaults),
             ..Default::default()
         },
         None => RecipientBody { phone: phone_text, name: user_name, ..Default::default() },
-    })
+    }
 }
 
 /// `defaultContactFieldValues` apply "when a contact's attribute is missing or empty". The
@@ -441,7 +388,7 @@ fn reached_provider(s: Status) -> bool {
 
 /// The seed's answer. `success` is `"false"` when a message ended without reaching WhatsApp
 /// (skipped or failed), with the reason in `message`.
-fn whatsapp_answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String, Value>) -> Response {
+pub(crate) fn whatsapp_answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String, Value>) -> Value {
     let refused = accepted.rows.iter().find(|r| r.status.is_terminal() && !reached_provider(r.status));
     let mut data = extra;
     data.insert("messaging_product".into(), json!("whatsapp"));
@@ -452,7 +399,7 @@ fn whatsapp_answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String,
     if let Some(row) = refused {
         body["message"] = json!(row.error_message);
     }
-    with_request_id((StatusCode::OK, Json(body)).into_response(), &accepted.request.id)
+    body
 }
 
 #[cfg(test)]

@@ -8,37 +8,24 @@
 //! - V2 `POST /compat/smax/public/bots/{bot_id}/send` with `Authorization: Bearer`: a JSON body
 //!   naming the customer by any of four identifiers; extra ones update the contact.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::{campaigns_named, dialling_phone, rename, validate, with_request_id, Renames};
-use crate::app::Herald;
+use super::{dialling_phone, validate, Renames};
+use crate::api::error::ApiError;
+use crate::api::parse_json;
 use crate::domain::ids::check_field_name;
 use crate::domain::limits::{MAX_VARIABLES, MAX_VARIABLE_VALUE};
-use crate::domain::{
-    check_message_chars, check_text, check_user_id, BroadcastBody, Campaign, Channel, ContactDraft, FieldErrors,
-};
+use crate::domain::{check_message_chars, check_text, check_user_id, BroadcastBody, Channel, FieldErrors};
 use crate::domain::{MessageBody, RecipientBody, SendPlan};
-use crate::http::error::ApiError;
-use crate::http::extract::{parse_json, JsonBytes, Tenant};
-use crate::http::idempotent_with;
-use crate::service::ingest::ingest;
-use crate::service::keys::authenticate;
-use crate::service::ServiceError;
 
-const V1_PATH: &str = "/compat/smax/bots/{bot_id}/users/{user_id}/send";
-const V2_PATH: &str = "/compat/smax/public/bots/{bot_id}/send";
 /// SMAX's ceiling for V1: "up to 25 RPS per bot".
-const V1_PER_SECOND: usize = 25;
+pub(crate) const V1_PER_SECOND: usize = 25;
 /// The tags V1 lists (V2 adds `HUMAN_AGENT`, which the native validation accepts).
 const V1_TAGS: [&str; 3] = ["CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE"];
 /// "All parameters starting with chatfuel_ are reserved and should not be used."
@@ -46,8 +33,8 @@ const RESERVED_PREFIX: &str = "chatfuel_";
 /// V2's channel order when the body gives no `priority`: the seed's own example, fbid first.
 const DEFAULT_PRIORITY: [Channel; 4] = [Channel::Messenger, Channel::Whatsapp, Channel::Sms, Channel::Email];
 
-const V1_RENAMES: Renames = &[("recipients[0].messenger_psid", "user_id"), ("campaign_id", "block_id")];
-const V2_RENAMES: Renames = &[
+pub(crate) const V1_RENAMES: Renames = &[("recipients[0].messenger_psid", "user_id"), ("campaign_id", "block_id")];
+pub(crate) const V2_RENAMES: Renames = &[
     ("recipients[0].contact_id", "customer_id"),
     ("recipients[0].email", "customer_email"),
     ("recipients[0].phone", "customer_phone"),
@@ -56,21 +43,13 @@ const V2_RENAMES: Renames = &[
     ("campaign_id", "block_id"),
 ];
 
-pub(super) fn routes() -> Router<Arc<Herald>> {
-    let limiter = Arc::new(RateLimiter::new(V1_PER_SECOND, Duration::from_secs(1)));
-    Router::new()
-        .route(V1_PATH, post(v1_send).fallback(wrong_method))
-        .route(V2_PATH, post(v2_send).fallback(wrong_method))
-        .layer(Extension(limiter))
-}
-
 /// SMAX's one answer shape.
-fn answer(status: StatusCode, success: bool, result: impl Into<String>) -> Response {
+pub(crate) fn answer(status: StatusCode, success: bool, result: impl Into<String>) -> Response {
     (status, Json(json!({"success": success, "result": result.into()}))).into_response()
 }
 
 /// Any Herald error in SMAX's shape. A broken rule is a `400` (SMAX has no `422`).
-fn error(e: ApiError) -> Response {
+pub(crate) fn error(e: ApiError) -> Response {
     let status = match e.status() {
         StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
         s => s,
@@ -93,59 +72,14 @@ fn error(e: ApiError) -> Response {
     r
 }
 
-async fn wrong_method() -> Response {
-    answer(StatusCode::METHOD_NOT_ALLOWED, false, "the Broadcasting API takes POST")
-}
-
-fn no_bot(bot_id: &str) -> Response {
+pub(crate) fn no_bot(bot_id: &str) -> Response {
     // The same answer whether or not such a tenant exists: a token cannot probe for others.
     answer(StatusCode::NOT_FOUND, false, format!("no bot \"{bot_id}\" for this token"))
 }
 
 // ------------------------------------------------------------------------------------------ V1
 
-async fn v1_send(
-    State(h): State<Arc<Herald>>,
-    Extension(limiter): Extension<Arc<RateLimiter>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let Ok(Path((bot_id, user_id))) = path else {
-        return answer(StatusCode::BAD_REQUEST, false, "the path must be /bots/<BOT_ID>/users/<USER_ID>/send");
-    };
-    let query = V1Query::parse(query.as_deref().unwrap_or_default());
-    let tenant = match tenant_of_token(&h, query.token.as_deref()).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if bot_id != tenant {
-        return no_bot(&bot_id);
-    }
-    if let Err(wait) = limiter.admit(&bot_id, Instant::now()) {
-        return too_many(wait);
-    }
-    let (h, tenant, user_id) = (&h, &tenant, &user_id);
-    let route = format!("POST /compat/smax/bots/{bot_id}/users/{user_id}/send");
-    let fingerprint = query.canonical();
-    idempotent_with(h, tenant, &headers, &route, &fingerprint, error, || async move {
-        v1_run(h, tenant, user_id, query).await.unwrap_or_else(error)
-    })
-    .await
-}
-
-async fn tenant_of_token(h: &Herald, token: Option<&str>) -> Result<String, Response> {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(answer(StatusCode::UNAUTHORIZED, false, "bot_token is required"));
-    };
-    match authenticate(h.keys.as_ref(), token).await {
-        Ok(Some(tenant)) => Ok(tenant),
-        Ok(None) => Err(answer(StatusCode::UNAUTHORIZED, false, "bot_token is not valid")),
-        Err(e) => Err(error(e.into())),
-    }
-}
-
-fn too_many(wait: Duration) -> Response {
+pub(crate) fn too_many(wait: Duration) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut r = answer(
         StatusCode::TOO_MANY_REQUESTS,
@@ -158,7 +92,7 @@ fn too_many(wait: Duration) -> Response {
 
 /// Which block (campaign) V1 sends.
 #[derive(Debug, Clone, PartialEq)]
-enum Block {
+pub(crate) enum Block {
     Name(String),
     Id(String),
 }
@@ -166,18 +100,18 @@ enum Block {
 /// V1's query string, read in one pass; its problems wait in `errors` until the caller is
 /// authenticated (a bad token answers `401` whatever else is wrong).
 #[derive(Debug, Default)]
-struct V1Query {
-    token: Option<String>,
-    block: Option<Block>,
+pub(crate) struct V1Query {
+    pub(crate) token: Option<String>,
+    pub(crate) block: Option<Block>,
     messaging_tag: Option<String>,
-    attributes: BTreeMap<String, String>,
+    pub(crate) attributes: BTreeMap<String, String>,
     /// Every parameter but the token, for the idempotency fingerprint.
     others: BTreeMap<String, String>,
     errors: FieldErrors,
 }
 
 impl V1Query {
-    fn parse(raw: &str) -> V1Query {
+    pub(crate) fn parse(raw: &str) -> V1Query {
         let mut q = V1Query::default();
         let (mut block_name, mut block_id) = (None, None);
         let mut seen = std::collections::BTreeSet::new();
@@ -229,7 +163,7 @@ impl V1Query {
     }
 
     /// The request without its token, canonically: what an Idempotency-Key is bound to.
-    fn canonical(&self) -> Vec<u8> {
+    pub(crate) fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(&self.others).unwrap_or_default()
     }
 }
@@ -245,18 +179,25 @@ fn parse_v1_tag(raw: &str) -> Result<String, String> {
     }
 }
 
-async fn v1_run(h: &Herald, tenant: &str, user_id: &str, q: V1Query) -> Result<Response, ApiError> {
-    let mut errs = q.errors;
+/// The V1 user as a Messenger PSID, once neither the query nor the user id holds an error.
+pub(crate) fn v1_user(user_id: &str, q: &mut V1Query) -> Result<String, ApiError> {
+    let mut errs = std::mem::take(&mut q.errors);
     let psid = errs.take("user_id", check_user_id(user_id));
     if q.block.is_none() && q.attributes.is_empty() {
         errs.push("block_name", "give block_name or block_id to send a block, or user attributes to set");
     }
-    let (Some(psid), true) = (psid, errs.is_empty()) else { return Err(errs.into()) };
-    let Some(block) = q.block else { return set_attributes(h, tenant, psid, q.attributes).await };
-    let campaign = find_block(h, tenant, &block).await?;
+    match (psid, errs.is_empty()) {
+        (Some(psid), true) => Ok(psid),
+        _ => Err(errs.into()),
+    }
+}
+
+/// V1's send of the block `campaign_id` to the Messenger user `psid`, as a native plan: the
+/// query's attributes are set on the contact before rendering.
+pub(crate) fn v1_plan(psid: &str, campaign_id: &str, q: V1Query) -> Result<SendPlan, ApiError> {
     let native = BroadcastBody {
-        recipients: Some(vec![RecipientBody { messenger_psid: Some(psid.clone()), ..Default::default() }]),
-        campaign_id: Some(campaign.id.clone()),
+        recipients: Some(vec![RecipientBody { messenger_psid: Some(psid.to_string()), ..Default::default() }]),
+        campaign_id: Some(campaign_id.to_string()),
         // The user is a Messenger user; a block whose templates name a channel keeps it.
         priority: Some(vec![Channel::Messenger.to_string()]),
         messaging_tag: q.messaging_tag,
@@ -266,40 +207,17 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, q: V1Query) -> Result<R
     for r in &mut plan.recipients {
         r.set_fields = q.attributes.clone();
     }
-    let accepted = ingest(h, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
-    let id = &accepted.request.id;
-    let result = format!("block \"{}\" queued for user {psid} (request {id})", campaign.name);
-    Ok(with_request_id(answer(StatusCode::OK, true, result), id))
+    Ok(plan)
 }
 
-/// V1 without a block: "set user attributes via an API call". No message, so no send request.
-async fn set_attributes(
-    h: &Herald,
-    tenant: &str,
-    psid: String,
-    fields: BTreeMap<String, String>,
-) -> Result<Response, ApiError> {
-    let draft = ContactDraft { messenger_psid: Some(psid.clone()), fields, ..Default::default() };
-    let (contact, _) = h.contacts.upsert_contact(tenant, &draft, true).await.map_err(ServiceError::from)?;
-    Ok(answer(StatusCode::OK, true, format!("attributes set for user {psid} (contact {})", contact.id)))
+/// V1's answer for a block Herald queued for `psid` as the request `id`.
+pub(crate) fn v1_sent(block_name: &str, psid: &str, id: &str) -> Response {
+    answer(StatusCode::OK, true, format!("block \"{block_name}\" queued for user {psid} (request {id})"))
 }
 
-async fn find_block(h: &Herald, tenant: &str, block: &Block) -> Result<Campaign, ApiError> {
-    match block {
-        Block::Id(id) => h
-            .catalog
-            .get_campaign(tenant, id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no block with id \"{id}\""))),
-        Block::Name(name) => {
-            let mut found = campaigns_named(h, tenant, name).await?;
-            match found.len() {
-                0 => Err(ApiError::NotFound(format!("no block named \"{name}\""))),
-                1 => Ok(found.remove(0)),
-                n => Err(ApiError::field("block_name", format!("names {n} blocks; send by block_id instead"))),
-            }
-        }
-    }
+/// V1's answer for attributes set on the contact `contact_id`.
+pub(crate) fn v1_attributes_set(psid: &str, contact_id: &str) -> Response {
+    answer(StatusCode::OK, true, format!("attributes set for user {psid} (contact {contact_id})"))
 }
 
 // ------------------------------------------------------------------------------------------ V2
@@ -319,51 +237,21 @@ struct V2Body {
     priority: Option<Vec<String>>,
 }
 
-async fn v2_send(
-    State(h): State<Arc<Herald>>,
-    path: Result<Path<String>, PathRejection>,
-    tenant: Result<Tenant, ApiError>,
-    headers: HeaderMap,
-    body: Result<JsonBytes, ApiError>,
-) -> Response {
-    let Ok(Path(bot_id)) = path else {
-        return answer(StatusCode::BAD_REQUEST, false, "the path must be /public/bots/<botID>/send");
-    };
-    let Tenant(tenant) = match tenant {
-        Ok(t) => t,
-        Err(e) => return error(e),
-    };
-    if bot_id != tenant {
-        return no_bot(&bot_id);
-    }
-    let JsonBytes(body) = match body {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    let (h, tenant, body) = (&h, &tenant, &body);
-    let route = format!("POST /compat/smax/public/bots/{bot_id}/send");
-    idempotent_with(h, tenant, &headers, &route, body, error, || async move {
-        v2_run(h, tenant, body).await.unwrap_or_else(error)
-    })
-    .await
+/// A V2 body as a native plan, with what must exist for it to be sent.
+pub(crate) struct V2Plan {
+    pub(crate) plan: SendPlan,
+    /// Its `messages` were dropped for its `block_id`.
+    pub(crate) dropped_messages: bool,
+    /// The `customer_id` that must name a contact: the only identifier given.
+    pub(crate) customer: Option<String>,
+    /// The `block_id` that must name a campaign.
+    pub(crate) block: Option<String>,
 }
 
-async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
-    let id = &accepted.request.id;
-    let what = match &accepted.request.campaign_name {
-        Some(name) => format!("block \"{name}\""),
-        None => "message".to_string(),
-    };
-    let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
-    Ok(with_request_id(answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}")), id))
-}
-
-/// A V2 body as a native plan, and whether its `messages` were dropped for its `block_id`.
-pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
+/// A V2 body as a native plan.
+pub(crate) fn v2_plan(body: &[u8]) -> Result<V2Plan, ApiError> {
     let b = parse_json::<V2Body>(body)?;
-    let (customer_id, block_id) = (b.customer_id.clone(), b.block_id.clone());
+    let (customer_id, block) = (b.customer_id.clone(), b.block_id.clone());
     let other_ids = b.customer_email.is_some() || b.customer_phone.is_some() || b.customer_fbid.is_some();
     let dropped_messages = b.block_id.is_some() && b.messages.is_some();
     let mut plan = v2_native(b)?;
@@ -373,17 +261,18 @@ pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(Se
         r.update_contact = true;
         r.fall_back_to_keys = true;
     }
-    if let Some(id) = customer_id.as_ref().filter(|_| !other_ids) {
-        if h.contacts.get_contact(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no customer with id \"{id}\"")));
-        }
-    }
-    if let Some(id) = &block_id {
-        if h.catalog.get_campaign(tenant, id).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no block with id \"{id}\"")));
-        }
-    }
-    Ok((plan, dropped_messages))
+    let customer = customer_id.filter(|_| !other_ids);
+    Ok(V2Plan { plan, dropped_messages, customer, block })
+}
+
+/// V2's answer for the request `id` Herald took.
+pub(crate) fn v2_answer(campaign_name: Option<&str>, id: &str, dropped_messages: bool) -> Response {
+    let what = match campaign_name {
+        Some(name) => format!("block \"{name}\""),
+        None => "message".to_string(),
+    };
+    let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
+    answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}"))
 }
 
 /// V2's body as a native plan: the customer's identifiers as one recipient, the block or the
@@ -464,60 +353,9 @@ fn priority_channels(errs: &mut FieldErrors, list: Option<Vec<String>>) -> Vec<C
     out
 }
 
-// ------------------------------------------------------------------------------- rate limiting
-
-/// At most `limit` admissions per `window` for each key: a sliding log of recent admissions.
-/// It lives in the process, so each `herald serve` (or warm Lambda instance) counts its own.
-/// The clock is the caller's, so tests can step through time.
-struct RateLimiter {
-    limit: usize,
-    window: Duration,
-    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl RateLimiter {
-    fn new(limit: usize, window: Duration) -> RateLimiter {
-        RateLimiter { limit, window, recent: Mutex::new(HashMap::new()) }
-    }
-
-    /// Admits one request for `key` at `now`, or says how long until one would be admitted.
-    fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() > 10_000 {
-            // Forget keys that have been quiet for a window, so the map stays small.
-            recent.retain(|_, log| log.back().is_some_and(|t| now.duration_since(*t) < self.window));
-        }
-        let log = recent.entry(key.to_string()).or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            log.pop_front();
-        }
-        match log.front() {
-            Some(oldest) if log.len() >= self.limit => Err(self.window - now.duration_since(*oldest)),
-            _ => {
-                log.push_back(now);
-                Ok(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_limiter_admits_25_per_second_per_bot() {
-        let l = RateLimiter::new(25, Duration::from_secs(1));
-        let t0 = Instant::now();
-        for i in 0..25 {
-            assert!(l.admit("bot-a", t0 + Duration::from_millis(i * 10)).is_ok(), "request {i}");
-        }
-        let wait = l.admit("bot-a", t0 + Duration::from_millis(500)).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500), "until the first admission leaves the window");
-        assert!(l.admit("bot-b", t0 + Duration::from_millis(500)).is_ok(), "bots are counted apart");
-        assert!(l.admit("bot-a", t0 + Duration::from_millis(1000)).is_ok(), "the window slid");
-        assert!(l.admit("bot-a", t0 + Duration::from_millis(1005)).is_err());
-    }
 
     #[test]
     fn the_v1_query_splits_into_token_block_tag_and_attributes() {

@@ -10,28 +10,23 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
-use super::idempotency::idempotent;
+use super::idempotency::{guarded, NATIVE};
 use super::limit_param;
 use crate::app::Herald;
 use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
 use crate::service::ingest::ingest;
 
-pub async fn create(
-    State(h): State<Arc<Herald>>,
-    Tenant(tenant): Tenant,
-    headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
-) -> Response {
-    submit(&h, &tenant, &headers, &body, "native").await
+pub async fn create(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {
+    // The router's idempotency layer has taken the key, if any.
+    run_create(&h, &tenant, &body, "native").await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Takes a native send request for `tenant` (HTTP, or an event from another system): the same
-/// parsing, validation and idempotency either way. `source` names where it came from.
+/// Takes a native send request for `tenant` that did not come over HTTP (an event from another
+/// system): the same parsing, validation and idempotency as `POST /v1/broadcasts`. `source`
+/// names where it came from.
 pub async fn submit(h: &Herald, tenant: &str, headers: &HeaderMap, body: &[u8], source: &str) -> Response {
-    idempotent(h, tenant, headers, "POST /v1/broadcasts", body, || async {
-        run_create(h, tenant, body, source).await.unwrap_or_else(IntoResponse::into_response)
-    })
-    .await
+    let run = async { run_create(h, tenant, body, source).await.unwrap_or_else(IntoResponse::into_response) };
+    guarded(h, tenant, headers, "POST /v1/broadcasts", body, NATIVE, run).await
 }
 
 async fn run_create(h: &Herald, tenant: &str, body: &[u8], source: &str) -> Result<Response, ApiError> {

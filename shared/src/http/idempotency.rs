@@ -3,21 +3,132 @@
 //! Only a successful answer is kept: a refusal stored nothing, and leaves the key free. A send
 //! request stored under a key has an id derived from the key, so a retry after a crash answers
 //! the stored request (`Idempotent-Replayed: true`) instead of storing a second one.
+//!
+//! Every sending route goes through [`sending`], a route layer the router puts in front of the
+//! handler, so a new sending route cannot forget it; [`guarded`] is the same guard for a send
+//! that does not come over HTTP (an EventBridge event).
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ApiError;
+use super::extract::{json_body, Tenant};
 use crate::app::Herald;
 use crate::domain::limits::MAX_IDEMPOTENCY_KEY;
 use crate::ports::{Begin, StoredResponse};
 
 /// How long a key stays locked by a request that never finished (its process died).
 const LOCK: Duration = Duration::from_secs(60);
+
+/// How an API renders an error: Herald's native body, or a dialect's own shape. The key's own
+/// errors (malformed, reused, in progress) answer the way that API answers every other error.
+pub(crate) type Shape = fn(ApiError) -> Response;
+
+/// Herald's native error body.
+pub(crate) const NATIVE: Shape = IntoResponse::into_response;
+
+/// Who sends a sending route's requests, and what a key is bound to besides the route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input {
+    /// An API key in the headers and a JSON body: every sending route but one. `owner` names
+    /// the path parameter that must be the caller's tenant (Invent's org, SMAX's bot), if any.
+    JsonBody { owner: Option<&'static str> },
+    /// SMAX V1: every query parameter but `bot_token`, no body (so a rotated token still
+    /// replays). The tenant is the one the route's admission layer authenticated.
+    SmaxQuery,
+}
+
+#[derive(Clone)]
+struct Guard {
+    h: Arc<Herald>,
+    shape: Shape,
+    input: Input,
+}
+
+/// Puts every route of `routes` behind the idempotency guard.
+pub(crate) fn sending(routes: Router<Arc<Herald>>, h: &Arc<Herald>, shape: Shape, input: Input) -> Router<Arc<Herald>> {
+    let guard = Guard { h: h.clone(), shape, input };
+    routes.route_layer(axum::middleware::from_fn_with_state(guard, guard_request))
+}
+
+/// The route layer. A request without a key, whose caller cannot be authenticated, or that
+/// names another tenant's org or bot, goes to the handler untouched: the route refuses it in its
+/// own words, as it would without a key, and no key is taken.
+async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    // Only a POST sends; any other method is refused by the route, and takes no key.
+    if req.method() != Method::POST || !req.headers().contains_key("idempotency-key") {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let tenant = match caller(&g, &mut parts).await {
+        Some(t) if owner_is(&g, &mut parts, &t).await => t,
+        _ => return next.run(Request::from_parts(parts, body)).await,
+    };
+    // The handler reads the tenant from here rather than authenticating a second time.
+    parts.extensions.insert(Tenant(tenant.clone()));
+    let route = route_of(&parts);
+    let (bound, body) = match g.input {
+        Input::SmaxQuery => {
+            (crate::dialects::smax::V1Query::parse(parts.uri.query().unwrap_or_default()).canonical(), body)
+        }
+        Input::JsonBody { .. } => match json_body(&parts.headers, body).await {
+            Ok(bytes) => (bytes.to_vec(), Body::from(bytes)),
+            Err(e) => return (g.shape)(e),
+        },
+    };
+    let headers = parts.headers.clone();
+    let handler = next.run(Request::from_parts(parts, body));
+    guarded(&g.h, &tenant, &headers, &route, &bound, g.shape, handler).await
+}
+
+/// The caller's tenant, if its credentials name one.
+async fn caller(g: &Guard, parts: &mut Parts) -> Option<String> {
+    match g.input {
+        Input::JsonBody { .. } => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
+        Input::SmaxQuery => parts.extensions.get::<Tenant>().map(|Tenant(t)| t.clone()),
+    }
+}
+
+/// The route a key is bound to: the method and the path, percent-decoded as the handler reads
+/// its parameters (so `…/broadcasts/a%20b/send` and `…/broadcasts/a b/send` are one route).
+fn route_of(parts: &Parts) -> String {
+    let path = parts.uri.path();
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex =
+            path.get(i + 1..i + 3).filter(|h| path.as_bytes()[i] == b'%' && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(path.as_bytes()[i]);
+                i += 1;
+            }
+        }
+    }
+    format!("{} {}", parts.method, String::from_utf8_lossy(&out))
+}
+
+/// Whether the path names the caller's own org or bot, where the route names one: a call for
+/// another takes no key, and the route refuses it as it refuses any such call.
+async fn owner_is(g: &Guard, parts: &mut Parts, tenant: &str) -> bool {
+    let Input::JsonBody { owner: Some(name) } = g.input else { return true };
+    let params = Path::<HashMap<String, String>>::from_request_parts(parts, &()).await;
+    params.is_ok_and(|Path(p)| p.get(name).is_some_and(|v| v == tenant))
+}
 
 /// The fingerprint of a request: its route and its body, with JSON bodies canonicalised (key
 /// order and whitespace do not matter).
@@ -30,83 +141,28 @@ pub fn fingerprint(route: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Runs `handler` at most once per (tenant, key); without a key it just runs it.
-pub async fn idempotent<F, Fut>(
+/// Runs `handler` at most once per (tenant, key) when `headers` carry a key; without one it
+/// just runs it. `bound` is what the key is bound to besides `route` (the body, as a rule).
+pub(crate) async fn guarded(
     h: &Herald,
     tenant: &str,
     headers: &HeaderMap,
     route: &str,
-    body: &[u8],
-    handler: F,
-) -> Response
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    idempotent_with(h, tenant, headers, route, body, IntoResponse::into_response, handler).await
-}
-
-/// [`idempotent`] for an API whose errors have their own shape: `shape` renders the key's own
-/// errors (malformed, reused, in progress) the way that API renders every other error.
-pub async fn idempotent_with<F, Fut>(
-    h: &Herald,
-    tenant: &str,
-    headers: &HeaderMap,
-    route: &str,
-    body: &[u8],
-    shape: fn(ApiError) -> Response,
-    handler: F,
-) -> Response
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let Some(raw) = headers.get("idempotency-key") else { return handler().await };
+    bound: &[u8],
+    shape: Shape,
+    handler: impl Future<Output = Response>,
+) -> Response {
+    let Some(raw) = headers.get("idempotency-key") else { return handler.await };
     let key = match raw.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.chars().all(|c| c.is_ascii_graphic()) => k,
-        _ => {
-            return shape(ApiError::BadRequest {
-                code: "invalid_idempotency_key",
-                message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-                fields: vec![crate::domain::FieldError {
-                    field: "Idempotency-Key".into(),
-                    message: "is malformed".into(),
-                }],
-            })
-        }
+        _ => return shape(malformed()),
     };
-    let fp = fingerprint(route, body);
-    // A begin that failed before its write is simply retried; one whose write landed although
-    // its answer was lost finds the key in progress, and the caller is told to retry shortly
-    // (the lock it left runs out after `LOCK`).
-    let now = crate::domain::now();
-    let begun = crate::service::retry_store("taking an idempotency key", 3, || {
-        h.idempotency.begin(tenant, key, &fp, now, LOCK)
-    });
-    match begun.await {
-        Err(e) => return shape(ApiError::from(e)),
-        Ok(Begin::Replay(stored)) => return replay(stored),
-        Ok(Begin::Mismatch) => {
-            return shape(ApiError::Conflict {
-                code: "idempotency_key_reused",
-                message: "this Idempotency-Key was used with a different request body".into(),
-                retry_after: None,
-            })
-        }
-        Ok(Begin::InProgress) => {
-            let mut r = shape(ApiError::Conflict {
-                code: "idempotency_key_in_progress",
-                message: "a request with this Idempotency-Key is still being handled; retry shortly".into(),
-                retry_after: Some(1),
-            });
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-            return r;
-        }
-        Ok(Begin::New) => {}
+    let fp = fingerprint(route, bound);
+    if let Err(answer) = take(h, tenant, key, &fp, shape).await {
+        return answer;
     }
-    let (response, resumed) = crate::service::ingest::with_idempotency_key(tenant, key, &fp, handler()).await;
-    let status = response.status();
-    if !status.is_success() {
+    let (response, resumed) = crate::service::ingest::with_idempotency_key(tenant, key, &fp, handler).await;
+    if !response.status().is_success() {
         // Only an answer that created something is kept under the key. A refusal (429, 422, …)
         // or a 5xx stored nothing, so the caller may retry with the same key; left locked, the
         // key would answer `409` to those retries until the lock expires.
@@ -117,6 +173,50 @@ where
         }
         return response;
     }
+    keep(h, tenant, key, response, resumed, shape).await
+}
+
+fn malformed() -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_idempotency_key",
+        message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        fields: vec![crate::domain::FieldError { field: "Idempotency-Key".into(), message: "is malformed".into() }],
+    }
+}
+
+/// Takes the key for this request, or answers instead of the handler: the stored answer, or
+/// `409` for a key bound to another request or still being handled.
+async fn take(h: &Herald, tenant: &str, key: &str, fp: &str, shape: Shape) -> Result<(), Response> {
+    // A begin that failed before its write is simply retried; one whose write landed although
+    // its answer was lost finds the key in progress, and the caller is told to retry shortly
+    // (the lock it left runs out after `LOCK`).
+    let now = crate::domain::now();
+    let begun =
+        crate::service::retry_store("taking an idempotency key", 3, || h.idempotency.begin(tenant, key, fp, now, LOCK));
+    match begun.await {
+        Ok(Begin::New) => Ok(()),
+        Err(e) => Err(shape(ApiError::from(e))),
+        Ok(Begin::Replay(stored)) => Err(replay(stored)),
+        Ok(Begin::Mismatch) => Err(shape(ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used with a different request body".into(),
+            retry_after: None,
+        })),
+        Ok(Begin::InProgress) => {
+            let mut r = shape(ApiError::Conflict {
+                code: "idempotency_key_in_progress",
+                message: "a request with this Idempotency-Key is still being handled; retry shortly".into(),
+                retry_after: Some(1),
+            });
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            Err(r)
+        }
+    }
+}
+
+/// Stores a successful answer under the key and hands it on.
+async fn keep(h: &Herald, tenant: &str, key: &str, response: Response, resumed: bool, shape: Shape) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
@@ -143,4 +243,22 @@ fn replay(stored: StoredResponse) -> Response {
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(uri: &str) -> String {
+        let (parts, _) = Request::post(uri).body(()).unwrap().into_parts();
+        route_of(&parts)
+    }
+
+    #[test]
+    fn a_route_names_its_parameters_as_the_handler_reads_them() {
+        assert_eq!(route("/orgs/acme/broadcasts/a%20b%2Fc/send?x=%20"), "POST /orgs/acme/broadcasts/a b/c/send");
+        assert_eq!(route("/v1/broadcasts"), "POST /v1/broadcasts");
+        assert_eq!(route("/x/100%25/%zz/%+f/%4"), "POST /x/100%/%zz/%+f/%4", "only a % with two hex digits is decoded");
+        assert_eq!(route("/x/%C3%A9"), "POST /x/é");
+    }
 }

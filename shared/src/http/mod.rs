@@ -3,7 +3,8 @@
 
 mod broadcasts;
 mod catalog;
-pub mod error;
+pub(crate) mod compat;
+pub use crate::api::error;
 mod events;
 pub mod extract;
 mod idempotency;
@@ -24,14 +25,15 @@ use error::ApiError;
 use extract::Tenant;
 
 pub use broadcasts::submit;
+pub use compat::REQUEST_ID_HEADER;
 pub use idempotency::fingerprint;
-pub(crate) use idempotency::{idempotent, idempotent_with};
 
 /// Builds the router over a wired [`Herald`].
 pub fn router(h: Arc<Herald>) -> Router {
+    let send = Router::new().route("/v1/broadcasts", axum::routing::post(broadcasts::create));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/broadcasts", axum::routing::post(broadcasts::create))
+        .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody { owner: None }))
         .route("/v1/broadcasts/{request_id}", get(broadcasts::get))
         .route("/v1/templates", get(catalog::list_templates))
         .route(
@@ -48,7 +50,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/outbox", get(outbox))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
-        .merge(crate::dialects::routes())
+        .merge(compat::routes(&h))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::map_response(error_as_json))

@@ -1,0 +1,107 @@
+//! Invent's "Send a Transactional Broadcast" over HTTP; the translation is `dialects::invent`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::with_request_id;
+use crate::app::Herald;
+use crate::dialects::invent::{self, recipient_json, RENAMES};
+use crate::dialects::rename;
+use crate::domain::{Contact, ContactKey, RecipientRow, SendPlan};
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBytes, Tenant};
+use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::service::ingest::{ingest, Accepted};
+
+const PATH: &str = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send";
+
+pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
+    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody { owner: Some("org_id") })
+}
+
+async fn send(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    path: Result<Path<(String, String)>, PathRejection>,
+    JsonBytes(body): JsonBytes,
+) -> Response {
+    // A path axum cannot read (bad percent-encoding) is answered in JSON like every other error.
+    let Ok(Path((org_id, broadcast_id))) = path else {
+        return ApiError::NotFound("no such org or broadcast".into()).into_response();
+    };
+    if org_id != tenant {
+        // The same answer whether or not the org exists: a key cannot probe for other tenants.
+        return ApiError::NotFound(format!("no org \"{org_id}\"")).into_response();
+    }
+    run(&h, &tenant, &broadcast_id, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let plan = plan(h, tenant, broadcast_id, body).await?;
+    let accepted = ingest(h, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let recipients = broadcast_recipients(h, tenant, &accepted).await?;
+    let answer = (StatusCode::OK, Json(json!({ "recipients": recipients }))).into_response();
+    Ok(with_request_id(answer, &accepted.request.id))
+}
+
+/// The body as a native plan for the broadcast (campaign) `broadcast_id`.
+pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
+    let b = invent::read(body)?;
+    let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
+        return Err(ApiError::NotFound(format!("no broadcast \"{broadcast_id}\"")));
+    };
+    invent::plan(b, campaign.id)
+}
+
+/// Each row as Invent's `BroadcastRecipient`, each contact read once.
+async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
+    let mut contacts: HashMap<String, Option<Contact>> = HashMap::new();
+    let mut out = Vec::with_capacity(accepted.rows.len());
+    for row in &accepted.rows {
+        let contact = match contact_id_of(h, tenant, row).await? {
+            Some(id) => match contacts.get(&id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = h.contacts.get_contact(tenant, &id).await?;
+                    contacts.insert(id, c.clone());
+                    c
+                }
+            },
+            None => None,
+        };
+        out.push(recipient_json(&accepted.request, row, contact.as_ref()));
+    }
+    Ok(out)
+}
+
+/// The contact a row is for. A queued row (`background: true`) may not have resolved a new
+/// phone or email yet; then an existing contact holding it is shown, else none.
+async fn contact_id_of(h: &Herald, tenant: &str, row: &RecipientRow) -> Result<Option<String>, ApiError> {
+    if row.contact_id.is_some() {
+        return Ok(row.contact_id.clone());
+    }
+    let spec = &row.recipient;
+    let named = spec.contact_id.clone().or_else(|| {
+        spec.contact_channel_id.as_deref().and_then(Contact::parse_channel_id).map(|(id, _)| id.to_string())
+    });
+    // A named contact that does not exist (yet) leaves the row to find-or-create by phone or email.
+    if let Some(id) = named {
+        if h.contacts.get_contact(tenant, &id).await?.is_some() {
+            return Ok(Some(id));
+        }
+    }
+    let keys = spec.phone.clone().map(ContactKey::Phone).into_iter().chain(spec.email.clone().map(ContactKey::Email));
+    for key in keys {
+        if let Some(c) = h.contacts.find_contact(tenant, &key).await? {
+            return Ok(Some(c.id));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,41 @@
+//! The drop-in dialects over HTTP: each vendor's routes under `/compat/...` and their handlers,
+//! which read the stores and call the use cases; `crate::dialects` translates requests, answers
+//! and errors. Every sending route goes through the idempotency layer with its vendor's error
+//! shape.
+
+pub(crate) mod csml;
+pub(crate) mod invent;
+pub(crate) mod pabbly;
+pub(crate) mod smax;
+
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::Router;
+use std::sync::Arc;
+
+use crate::app::Herald;
+use crate::domain::Campaign;
+use crate::http::error::ApiError;
+
+/// Every dialect's routes, merged into the main router.
+pub(crate) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
+    Router::new().merge(csml::routes(h)).merge(smax::routes(h)).merge(invent::routes(h)).merge(pabbly::routes(h))
+}
+
+/// The header every dialect's send answer carries: the native request id, for
+/// `GET /v1/broadcasts/{request_id}`, whatever the vendor's body has room for.
+pub const REQUEST_ID_HEADER: &str = "herald-request-id";
+
+/// Adds [`REQUEST_ID_HEADER`] to an answer.
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// The tenant's campaigns with exactly this name (SMAX blocks and Pabbly API campaigns are
+/// named by the caller; Herald names are not unique, so the caller decides what several mean).
+async fn campaigns_named(h: &Herald, tenant: &str, name: &str) -> Result<Vec<Campaign>, ApiError> {
+    Ok(h.catalog.list_campaigns(tenant).await?.into_iter().filter(|c| c.name == name).collect())
+}

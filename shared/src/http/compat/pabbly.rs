@@ -1,0 +1,113 @@
+//! Pabbly Chatflow's Broadcasts API over HTTP; the translation is `dialects::pabbly`. Each
+//! handler looks up what the body names, then lets the dialect build the plan from it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use super::{campaigns_named, with_request_id};
+use crate::app::Herald;
+use crate::dialects::pabbly::{self, adds_a_campaign, whatsapp_answer, SendFound};
+use crate::dialects::pabbly::{BROADCAST_RENAMES, CAMPAIGN_RENAMES, SEND_RENAMES};
+use crate::dialects::{dialling_phone, rename};
+use crate::domain::{ContactKey, SendPlan};
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBytes, Tenant};
+use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::service::catalog::create_campaign;
+use crate::service::ingest::{ingest, Accepted};
+
+const SEND: &str = "/compat/pabbly/api/v1/broadcasts/send";
+const BROADCASTS: &str = "/compat/pabbly/api/v1/broadcasts";
+const API_CAMPAIGNS: &str = "/compat/pabbly/api/v1/broadcasts/api-campaigns";
+
+pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
+    let routes = Router::new()
+        .route(SEND, post(send))
+        .route(BROADCASTS, post(broadcast))
+        .route(API_CAMPAIGNS, post(add_campaign));
+    sending(routes, h, NATIVE, Input::JsonBody { owner: None })
+}
+
+async fn send(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
+    send_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn broadcast(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
+    let run = if adds_a_campaign(&b) { add_campaign_run(&h, &t, &b).await } else { broadcast_run(&h, &t, &b).await };
+    run.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn add_campaign(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
+    add_campaign_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The seed's answer, with the native request id.
+fn answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String, Value>) -> Response {
+    let body = whatsapp_answer(accepted, contacts, extra);
+    with_request_id((StatusCode::OK, Json(body)).into_response(), &accepted.request.id)
+}
+
+async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let (plan, contacts) = send_plan(h, tenant, body).await?;
+    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
+    Ok(answer(&accepted, contacts, Map::new()))
+}
+
+/// A "send message" body as a native plan, with the `contacts` its answer lists.
+pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, Vec<Value>), ApiError> {
+    let b = pabbly::read_send(body)?;
+    let campaigns = match &b.campaign_name {
+        Some(name) => campaigns_named(h, tenant, name).await?,
+        None => Vec::new(),
+    };
+    let template = match &b.template_name {
+        Some(name) => h.catalog.get_template(tenant, name).await?,
+        None => None,
+    };
+    let contact = match b.destination.as_deref().and_then(|d| dialling_phone(d).ok()) {
+        Some(phone) => h.contacts.find_contact(tenant, &ContactKey::Phone(phone)).await?,
+        None => None,
+    };
+    pabbly::send_plan(b, SendFound { campaigns, template, contact })
+}
+
+async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let b = pabbly::read_broadcast(body)?;
+    let template = match &b.template_name {
+        Some(name) => h.catalog.get_template(tenant, name).await?,
+        None => None,
+    };
+    // Known numbers are looked up a few at a time: a broadcast may name a thousand.
+    let contacts: Vec<_> = futures::stream::iter(pabbly::broadcast_phones(&b))
+        .map(|p| async move { h.contacts.find_contact(tenant, &ContactKey::Phone(p)).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let (plan, shown, name) = pabbly::broadcast_plan(b, template, contacts)?;
+    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
+    let extra = pabbly::broadcast_data(&accepted, name);
+    Ok(answer(&accepted, shown, extra))
+}
+
+/// Adds an API campaign. Its name must be unique, since sends find it by name: its id is
+/// derived from the name and created only if free, so of racing adds of one name exactly one
+/// creates it.
+async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let b = pabbly::read_campaign(body)?;
+    let name = b.campaign_name.clone().unwrap_or_default();
+    if b.campaign_name.is_some() && !campaigns_named(h, tenant, &name).await?.is_empty() {
+        return Err(pabbly::campaign_exists(&name));
+    }
+    let id = pabbly::api_campaign_id(&name);
+    let created = create_campaign(h.catalog.as_ref(), tenant, &id, pabbly::campaign_body(b))
+        .await
+        .map_err(|e| rename(e.into(), CAMPAIGN_RENAMES))?;
+    let Some(c) = created else { return Err(pabbly::campaign_exists(&name)) };
+    Ok((StatusCode::CREATED, Json(pabbly::campaign_answer(&c))).into_response())
+}
