@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use herald::net::signatures::{hub_signature, twilio_signature};
 use herald::providers::config::ProviderConfig;
-use herald::providers::signatures::{hub_signature, twilio_signature};
 use herald_tests::fake::{FakeProvider, Reply};
 use herald_tests::{fast_settings, TestServer};
 

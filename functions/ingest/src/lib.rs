@@ -32,7 +32,7 @@ impl Ingest {
         // (through IAM) can put them on the bus, so they need no signature of their own.
         if event["source"] == "aws.ses" {
             let reports: Vec<_> = herald::providers::email::parse_event(&event).into_iter().collect();
-            let applied = herald::service::callbacks::apply(&self.herald, "email", &reports, &[]).await?;
+            let applied = herald::service::callbacks::apply(&self.herald.callbacks, "email", &reports, &[]).await?;
             return Ok(serde_json::json!({"status": 200, "applied": applied}));
         }
         if event.get("detail-type").is_some() && event.get("detail").is_some() {

@@ -87,7 +87,7 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
         return Err(ApiError::Internal("a CSML plan carries a flow".into()));
     };
     let user_id = plan.recipients.first().and_then(|r| r.webhook_user_id.clone());
-    let accepted = ingest(h, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
     let request = &accepted.request;
     let answer = json!({
         "request_id": request.id,

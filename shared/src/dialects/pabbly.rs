@@ -142,7 +142,7 @@ struct SendBody {
 
 async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, contacts) = send_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
     Ok(whatsapp_answer(&accepted, contacts, Map::new()))
 }
 
@@ -281,7 +281,7 @@ async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response
     };
     let mut plan = validate(native, errs, BROADCAST_RENAMES)?;
     plan.defaults = defaults;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
     let extra = Map::from_iter([
         ("broadcastId".to_string(), json!(accepted.request.id)),
         ("broadcastName".to_string(), json!(name)),

@@ -266,7 +266,7 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, q: V1Query) -> Result<R
     for r in &mut plan.recipients {
         r.set_fields = q.attributes.clone();
     }
-    let accepted = ingest(h, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
     let id = &accepted.request.id;
     let result = format!("block \"{}\" queued for user {psid} (request {id})", campaign.name);
     Ok(with_request_id(answer(StatusCode::OK, true, result), id))
@@ -350,7 +350,7 @@ async fn v2_send(
 
 async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
     let id = &accepted.request.id;
     let what = match &accepted.request.campaign_name {
         Some(name) => format!("block \"{name}\""),
