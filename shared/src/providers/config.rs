@@ -255,4 +255,63 @@ mod tests {
             "HERALD_TWILIO_AUTH_TOKEN must be set: it is required when HERALD_TWILIO_ACCOUNT_SID is set"
         );
     }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn each_provider_turns_on_with_its_first_key_and_takes_the_published_defaults() {
+        let c = ProviderConfig::from_map(&map(&[
+            ("PUBLIC_URL", "https://herald.example/"),
+            ("MESSENGER_PAGE_TOKEN", "p"),
+            ("TELEGRAM_BOT_TOKEN", "t"),
+            ("SLACK_BOT_TOKEN", "s"),
+            ("SLACK_BASE_URL", "http://127.0.0.1:9"),
+            ("WEBHOOK_URL", "https://bot.example/hook"),
+            ("WEBHOOK_SECRET", "whsec_x"),
+            ("EMAIL_FROM", ""),
+        ]))
+        .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://herald.example"));
+        assert_eq!(c.inbound_tenant, "default");
+        assert!(c.whatsapp.is_none() && c.sms.is_none(), "no first key, no provider");
+        let m = c.messenger.unwrap();
+        assert_eq!((m.base_url.as_str(), m.api_version.as_str()), ("https://graph.facebook.com", "v23.0"));
+        assert_eq!(c.telegram.unwrap().base_url, "https://api.telegram.org");
+        assert_eq!(c.slack.unwrap().base_url, "http://127.0.0.1:9");
+        assert_eq!(c.webhook.unwrap().url, "https://bot.example/hook");
+        assert_eq!(c.email_from, None, "an empty value is no value");
+        assert!(c.paces.is_empty());
+    }
+
+    #[test]
+    fn the_first_provider_missing_a_key_is_named_and_paces_must_be_positive() {
+        let err = ProviderConfig::from_map(&map(&[("WHATSAPP_TOKEN", "w"), ("WEBHOOK_URL", "https://b.example")]));
+        assert_eq!(err.unwrap_err().0, "HERALD_WHATSAPP_PHONE_NUMBER_ID");
+        let err = ProviderConfig::from_map(&map(&[("WEBHOOK_URL", "https://b.example")])).unwrap_err();
+        assert_eq!(err.to_string(), "HERALD_WEBHOOK_SECRET must be set: it is required when HERALD_WEBHOOK_URL is set");
+        let err = ProviderConfig::from_map(&map(&[("SMS_RATE", "0")])).unwrap_err();
+        assert_eq!(err.to_string(), "HERALD_SMS_RATE must be set: a positive number");
+        let err = ProviderConfig::from_map(&map(&[("EMAIL_BURST", "many")])).unwrap_err();
+        assert_eq!(err.0, "HERALD_EMAIL_BURST");
+    }
+
+    #[test]
+    fn a_burst_left_unset_follows_the_rate() {
+        let c =
+            ProviderConfig::from_map(&map(&[("TELEGRAM_RATE", "3"), ("SLACK_RECIPIENT_SPACING_MS", "250")])).unwrap();
+        let t = c.pace("telegram");
+        assert_eq!((t.rate, t.burst), (3.0, 3.0));
+        let s = c.pace("slack");
+        assert_eq!(s.per_recipient, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            (s.rate, s.burst),
+            (
+                super::super::pacing::Pace::default_for("slack").rate,
+                super::super::pacing::Pace::default_for("slack").burst
+            )
+        );
+        assert_eq!(c.pace("whatsapp"), super::super::pacing::Pace::default_for("whatsapp"));
+    }
 }
