@@ -12,7 +12,7 @@ use std::sync::Arc;
 use herald::adapters::aws::meter::{Meter, MeterCounts};
 use herald::adapters::aws::{DynamoStore, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
-use herald::ports::Requests;
+use herald::ports::RequestLog;
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_tests::aws::{create_resources, reset_emulator, sdk_config, EventSource};
 

@@ -217,7 +217,7 @@ fn chrono_now() -> herald::domain::DateTimeUtc {
 }
 
 async fn dlq_list(dir: &std::path::Path, limit: u32) -> Result<(), String> {
-    use herald::ports::Requests;
+    use herald::ports::StatusLookup;
     let (store, queue) = herald::adapters::embedded::open(dir, 10).map_err(|e| e.to_string())?;
     let dead = queue.dead_letters(limit).await.map_err(|e| e.to_string())?;
     if dead.is_empty() {

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use herald::ports::{JobQueue, OutgoingJob, Requests};
+use herald::ports::{JobQueue, OutgoingJob, RequestLog};
 
 #[tokio::test]
 async fn dead_letters_are_listed_with_their_rows_and_redriven() {

@@ -1,60 +1,19 @@
-//! [`Herald`]: the ports wired together, shared by the HTTP router, the worker pool and the
-//! Lambda handlers. Built once at start-up and borrowed by every request.
+//! Wiring only: [`Herald`] builds one context per use case (`service::ingest::Ingest`,
+//! `service::deliver::Deliver`, `service::callbacks::Callbacks`) from the stores, the queue and
+//! the providers, and is the HTTP router's state. Built once at start-up.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use crate::domain::SendRequest;
-use crate::ports::{
-    ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, StoreResult, WebhookEndpoints,
-};
+use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
+use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
+use crate::service::admission::Admission;
+use crate::service::callbacks::Callbacks;
+use crate::service::deliver::Deliver;
+use crate::service::ingest::Ingest;
+pub use crate::service::Settings;
 
-/// Tunables of the send pipeline.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Provider attempts per row before it is `failed`.
-    pub max_attempts: u32,
-    /// How long a claimed row belongs to its worker. Longer than `provider_timeout`.
-    pub lease: Duration,
-    /// Longest wait for one provider call.
-    pub provider_timeout: Duration,
-    /// Backoff between attempts: full jitter over `base * 2^(attempt-1)`, capped.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    /// How long a received job stays hidden; longer than `lease`.
-    pub visibility: Duration,
-    /// Receives after which the queue dead-letters a job (SQS `maxReceiveCount`).
-    pub max_receives: u32,
-    /// How long an idempotency key and its answer are kept.
-    pub idempotency_ttl: Duration,
-    /// Whether tenant URLs (webhook endpoints, media links) may point at this machine, over
-    /// http too. Only for an operator developing a bot locally: any tenant could otherwise make
-    /// Herald post to any local port. Off unless `herald serve --allow-loopback-urls`.
-    pub allow_loopback_urls: bool,
-    /// What each tenant may send (requests per second, recipients per minute).
-    pub tenant_limits: crate::service::admission::Limits,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_attempts: 5,
-            lease: Duration::from_secs(60),
-            provider_timeout: Duration::from_secs(15),
-            backoff_base: Duration::from_secs(2),
-            backoff_cap: Duration::from_secs(300),
-            visibility: Duration::from_secs(90),
-            max_receives: 10,
-            idempotency_ttl: Duration::from_secs(24 * 3600),
-            allow_loopback_urls: false,
-            tenant_limits: Default::default(),
-        }
-    }
-}
-
-/// Everything a use case needs.
+/// The router's state: the stores its own endpoints read, and one context per use case.
 pub struct Herald {
     pub keys: Arc<dyn ApiKeys>,
     pub catalog: Arc<dyn Catalog>,
@@ -65,17 +24,16 @@ pub struct Herald {
     pub queue: Arc<dyn JobQueue>,
     /// Present when the sandbox provider is in use (`GET /v1/outbox`).
     pub outbox: Option<Arc<dyn Outbox>>,
-    pub providers: Providers,
     /// What status callbacks are verified with (app secrets, auth tokens, the public URL).
-    pub provider_config: crate::providers::config::ProviderConfig,
+    pub provider_config: ProviderConfig,
     pub settings: Settings,
-    /// Per-tenant sending allowance.
-    pub admission: crate::service::admission::Admission,
-    /// Send requests are immutable once stored, so delivery caches them.
-    request_cache: Mutex<HashMap<(String, String), Arc<SendRequest>>>,
+    /// Send plans in: `service::ingest::ingest`.
+    pub ingest: Ingest,
+    /// Jobs out: `service::deliver::deliver` and the workers; shared with `ingest`.
+    pub deliver: Arc<Deliver>,
+    /// Provider callbacks: `service::callbacks::apply`.
+    pub callbacks: Callbacks,
 }
-
-const REQUEST_CACHE_MAX: usize = 512;
 
 /// The stores behind a [`Herald`]; one adapter usually implements them all.
 pub struct Stores {
@@ -107,7 +65,34 @@ impl Stores {
 }
 
 impl Herald {
+    /// Wires the use cases: each context gets the capabilities it needs, from the same stores.
     pub fn new(stores: Stores, queue: Arc<dyn JobQueue>, providers: Providers, settings: Settings) -> Herald {
+        let deliver = Arc::new(Deliver {
+            requests: stores.requests.clone(),
+            lookup: stores.requests.clone(),
+            log: stores.requests.clone(),
+            contacts: stores.contacts.clone(),
+            queue: queue.clone(),
+            providers,
+            settings: settings.clone(),
+            cache: Default::default(),
+        });
+        let ingest = Ingest {
+            requests: stores.requests.clone(),
+            rows: stores.requests.clone(),
+            catalog: stores.catalog.clone(),
+            queue: queue.clone(),
+            admission: Admission::new(settings.tenant_limits),
+            settings: settings.clone(),
+            deliver: deliver.clone(),
+        };
+        let provider_config = ProviderConfig::default();
+        let callbacks = Callbacks {
+            lookup: stores.requests.clone(),
+            rows: stores.requests.clone(),
+            contacts: stores.contacts.clone(),
+            inbound_tenant: provider_config.inbound_tenant.clone(),
+        };
         Herald {
             keys: stores.keys,
             catalog: stores.catalog,
@@ -117,33 +102,18 @@ impl Herald {
             webhooks: stores.webhooks,
             outbox: stores.outbox,
             queue,
-            providers,
-            provider_config: Default::default(),
-            admission: crate::service::admission::Admission::new(settings.tenant_limits),
+            provider_config,
             settings,
-            request_cache: Mutex::new(HashMap::new()),
+            ingest,
+            deliver,
+            callbacks,
         }
     }
 
     /// Sets the configuration status callbacks are verified with.
-    pub fn with_provider_config(mut self, c: crate::providers::config::ProviderConfig) -> Herald {
+    pub fn with_provider_config(mut self, c: ProviderConfig) -> Herald {
+        self.callbacks.inbound_tenant = c.inbound_tenant.clone();
         self.provider_config = c;
         self
-    }
-
-    /// A send request by id, from the cache when possible.
-    pub async fn request(&self, tenant: &str, id: &str) -> StoreResult<Option<Arc<SendRequest>>> {
-        let key = (tenant.to_string(), id.to_string());
-        if let Some(r) = self.request_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(Some(r.clone()));
-        }
-        let Some(r) = self.requests.get_request(tenant, id).await? else { return Ok(None) };
-        let r = Arc::new(r);
-        let mut cache = self.request_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= REQUEST_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, r.clone());
-        Ok(Some(r))
     }
 }

@@ -107,7 +107,7 @@ pub fn parsers(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::domain::Phone::parse(text);
         let _ = crate::domain::Email::parse(text);
-        let _ = crate::providers::ssrf::check_url(text, false);
+        let _ = crate::net::ssrf::check_url(text, false);
         let (template, values) = text.split_once('\0').unwrap_or((text, ""));
         let positional: Vec<String> = values.split('\u{1}').map(String::from).collect();
         let _ = crate::service::render::render(template, |n| (n.len() % 2 == 0).then(|| n.to_string()), &positional);
@@ -126,7 +126,7 @@ pub fn parsers(data: &[u8]) {
             body: v,
             text: String::from_utf8_lossy(data).into_owned(),
         };
-        let _ = crate::providers::whatsapp::classify_graph_error("fuzz", &answer, &[4], &[131047]);
+        let _ = crate::providers::graph::classify_graph_error("fuzz", &answer, &[4], &[131047]);
         let _ = answer.unreadable("fuzz");
     }
 }

@@ -1,12 +1,18 @@
-//! Herald's library: everything both shapes (AWS Lambda and `herald serve`) share.
+//! Herald's library: everything both shapes (AWS Lambda and `herald serve`) share. Every import
+//! points down the layers, `domain` → `ports` → `service` → {`providers`, `adapters`} →
+//! `dialects` → `http`; `app` only wires, and `net`, `retry` and `logging` serve every layer.
 //!
-//! - [`domain`]: validated newtypes, statuses, the native send request.
-//! - [`ports`]: the small traits the use cases need (queue, stores, providers).
-//! - [`service`]: the ingest and deliver use cases, generic over the ports.
+//! - [`domain`]: validated newtypes, statuses, the native send request, status reports.
+//! - [`ports`]: the small traits the use cases need (queue, stores split by capability, the
+//!   provider port in [`ports::provider`]).
+//! - [`service`]: the use cases, each over a context of only the ports it needs
+//!   ([`service::ingest::Ingest`], [`service::deliver::Deliver`], [`service::callbacks::Callbacks`]).
 //! - [`adapters`]: implementations of the ports (`embedded` = SQLite).
-//! - [`providers`]: one module per channel provider.
+//! - [`providers`]: one module per channel provider, implementing the provider port.
+//! - [`net`]: the SSRF guard and the signatures, shared by providers, service and http.
 //! - [`dialects`]: the vendor APIs Herald stands in for, as pure translations.
 //! - [`api`]: the API error and strict JSON parsing, shared by `dialects` and `http`.
+//! - [`app`]: wiring: builds the contexts from the adapters; the router's state.
 //! - [`http`]: the single `axum::Router` for the whole API.
 
 pub mod adapters;
@@ -23,6 +29,7 @@ pub mod http;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod logging;
+pub mod net;
 pub mod ports;
 pub mod providers;
 pub mod retry;

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Faults};
 use crate::app::{Herald, Settings, Stores};
-use crate::ports::{JobQueue, OutgoingJob, Requests, StoreError, StoreResult};
+use crate::ports::{JobQueue, OutgoingJob, RowLeases, StoreError, StoreResult};
 use crate::providers::config::ProviderConfig;
 use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
 use crate::providers::Providers;
@@ -102,7 +102,7 @@ impl Local {
     /// Starts `workers` delivery workers and the sweeper; they stop when `shutdown` turns true.
     pub fn spawn_workers(&self, workers: usize, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let wake = self.queue.wake_handle();
-        let pool = crate::service::worker::run_pool(self.herald.clone(), workers, Some(wake), shutdown.clone());
+        let pool = crate::service::worker::run_pool(self.herald.deliver.clone(), workers, Some(wake), shutdown.clone());
         let grace = self.herald.settings.visibility;
         let every = (grace / 3).clamp(Duration::from_millis(100), Duration::from_secs(30));
         let sweeper = sweep_until(self.store.clone(), self.queue.clone(), grace, every, shutdown);

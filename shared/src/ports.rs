@@ -1,6 +1,10 @@
 //! The small traits the use cases depend on. Each has an embedded (SQLite) adapter, and the AWS
 //! adapters implement the same traits; the contract suites in `tests/` run against every one.
 
+pub mod provider;
+
+pub use provider::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers, RenderedHeader};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -97,8 +101,9 @@ pub struct Outcome {
     pub refund_attempt: bool,
 }
 
+/// The request log: send requests and their rows as ingest wrote them, and what status pages read.
 #[async_trait]
-pub trait Requests: Send + Sync {
+pub trait RequestLog: Send + Sync {
     /// Stores a send request and all its rows, `queued`. Storing the same request again (a retry
     /// whose first try's answer was lost) changes nothing and succeeds.
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()>;
@@ -113,7 +118,11 @@ pub trait Requests: Send + Sync {
     ) -> StoreResult<Vec<RecipientRow>>;
     /// Rows per status for a request.
     async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>>;
+}
+
+/// Row leases: who may send a row now, and what its attempts came to. Deliver's side of the rows.
+#[async_trait]
+pub trait RowLeases: Send + Sync {
     /// Conditionally moves a row to `sending` (attempts + 1, leased until `lease_until`).
     async fn claim_row(
         &self,
@@ -128,9 +137,6 @@ pub trait Requests: Send + Sync {
     /// Marks a row `failed` with `message` if it is still pending (queued, retrying or sending),
     /// whoever holds it: for jobs that can never be delivered. `false` if it was not pending.
     async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool>;
-    /// The row a provider's message id belongs to, as (tenant, row id): status callbacks name
-    /// only the provider's id.
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>>;
     /// Moves a row to `status` if that is forward (a late `sent` never overwrites `delivered`);
     /// `Ok(false)` when the row is already at or past it.
     async fn advance_row(
@@ -142,6 +148,21 @@ pub trait Requests: Send + Sync {
         error: Option<String>,
     ) -> StoreResult<bool>;
 }
+
+/// Status lookup: one row by id, or by the provider's message id (status callbacks name only that).
+#[async_trait]
+pub trait StatusLookup: Send + Sync {
+    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>>;
+    /// The row a provider's message id belongs to, as (tenant, row id): status callbacks name
+    /// only the provider's id.
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>>;
+}
+
+/// Every capability over requests and rows; each store adapter has all of them. Use cases take
+/// only the capability they need (`RequestLog`, `RowLeases`, `StatusLookup`).
+pub trait Requests: RequestLog + RowLeases + StatusLookup {}
+
+impl<T: RequestLog + RowLeases + StatusLookup + ?Sized> Requests for T {}
 
 // ---------------------------------------------------------------- contacts
 

@@ -240,7 +240,7 @@ pub async fn a_lost_answer_is_answered_again(h: &herald::Herald, base: &str, key
         tenant,
         "k-lost",
         &fingerprint,
-        herald::service::ingest::ingest(h, tenant, plan, "native"),
+        herald::service::ingest::ingest(&h.ingest, tenant, plan, "native"),
     )
     .await;
     let stored_id = stored.0.expect("the first try stores its request").request.id.clone();

@@ -377,7 +377,7 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (h, job) = (h.clone(), row.job());
-        tasks.push(tokio::spawn(async move { herald::service::deliver::deliver(&h, &job).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { herald::service::deliver::deliver(&h.deliver, &job).await.unwrap() }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -385,7 +385,7 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     assert_eq!(s.outbox(&id).await.len(), 1);
     // And once more after it was sent: nothing to do.
     assert_eq!(
-        herald::service::deliver::deliver(&h, &row.job()).await.unwrap(),
+        herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap(),
         herald::service::deliver::Delivery::Done
     );
     assert_eq!(s.outbox(&id).await.len(), 1);
@@ -449,7 +449,7 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     let h = s.herald();
     let row = h.requests.list_rows("default", id, None, 1).await.unwrap().remove(0);
     // A queue that cannot delay that long (SQS: 15 minutes) hands the job over early.
-    let delivery = herald::service::deliver::deliver(&h, &row.job()).await.unwrap();
+    let delivery = herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap();
     let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
     assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
     assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");
@@ -592,12 +592,14 @@ async fn outside_the_local_shape_media_links_must_be_https_and_public() {
         "https://10.0.0.5/a.png",
         "https://localhost/a.png",
     ] {
-        match herald::service::ingest::ingest(&h, "t", plan(bad), "native").await {
+        match herald::service::ingest::ingest(&h.ingest, "t", plan(bad), "native").await {
             Err(herald::service::ServiceError::Invalid(e)) => assert_eq!(e.0[0].field, "media.link", "{bad}"),
             other => panic!("{bad} accepted: {other:?}"),
         }
     }
-    assert!(herald::service::ingest::ingest(&h, "t", plan("https://93.184.216.34/a.png"), "native").await.is_ok());
+    assert!(herald::service::ingest::ingest(&h.ingest, "t", plan("https://93.184.216.34/a.png"), "native")
+        .await
+        .is_ok());
 }
 
 /// `{"n": {"n": … "leaf"}}`, `levels` objects deep.

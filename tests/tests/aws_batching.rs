@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald::adapters::aws::{DynamoStore, SqsQueue};
 use herald::domain::Job;
-use herald::ports::{JobQueue, OutgoingJob, Requests};
+use herald::ports::{JobQueue, OutgoingJob, RequestLog};
 use herald_tests::aws::sdk_config;
 use herald_tests::contract::sample_request;
 

@@ -262,7 +262,7 @@ async fn queue_rows(h: &Herald, n: usize) -> String {
     .unwrap()
     .validate()
     .unwrap();
-    herald::service::ingest::ingest(h, "acme", plan, "native").await.unwrap().request.id.clone()
+    herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap().request.id.clone()
 }
 
 #[tokio::test]
@@ -377,7 +377,7 @@ async fn email_goes_through_ses_and_its_events_move_the_row() {
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h, "acme", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap();
     let row = &accepted.rows[0];
     assert_eq!(row.status, herald::domain::Status::Sent, "{:?}", row.error_message);
     assert_eq!(row.provider.as_deref(), Some("email"));
@@ -429,7 +429,7 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h, "acme", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap();
     assert_eq!(accepted.rows[0].status, herald::domain::Status::Sent, "{:?}", accepted.rows[0].error_message);
     assert_eq!(fake.requests()[0].path, "/bot777:from-the-secret/sendMessage");
 

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use herald::net::signatures::{hub_signature, twilio_signature};
 use herald::providers::config::ProviderConfig;
-use herald::providers::signatures::{hub_signature, twilio_signature};
 use herald_tests::fake::{FakeProvider, Reply};
 use herald_tests::{fast_settings, TestServer};
 
@@ -16,6 +16,11 @@ const TWILIO_TOKEN: &str = "tw-secret";
 const PUBLIC: &str = "https://herald.example.com";
 
 async fn server(fake: &FakeProvider) -> TestServer {
+    server_with(fake, &[]).await
+}
+
+/// As [`server`], with more `HERALD_*` settings (named without the prefix).
+async fn server_with(fake: &FakeProvider, more: &[(&str, &str)]) -> TestServer {
     let m: HashMap<String, String> = [
         ("WHATSAPP_TOKEN", "wa-token"),
         ("WHATSAPP_PHONE_NUMBER_ID", "1055"),
@@ -29,6 +34,7 @@ async fn server(fake: &FakeProvider) -> TestServer {
         ("PUBLIC_URL", PUBLIC),
     ]
     .iter()
+    .chain(more)
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     TestServer::start_with_providers(fast_settings(), Default::default(), 4, &ProviderConfig::from_map(&m).unwrap())
@@ -191,6 +197,27 @@ async fn twilio_status_callbacks_and_inbound_stop() {
             .await;
     assert_eq!(next["status"], "skipped");
     assert_eq!(next["error_message"], "contact has unsubscribed");
+}
+
+#[tokio::test]
+async fn an_inbound_stop_unsubscribes_the_contact_of_the_inbound_tenant_only() {
+    let fake = FakeProvider::start(Reply::json(201, json!({"sid": "SMacme"}))).await;
+    let s = server_with(&fake, &[("INBOUND_TENANT", "acme")]).await;
+    let acme = s.key_for("acme").await;
+    let stop = [("MessageSid", "SMin2"), ("From", "+14155550123"), ("To", "+15005550006"), ("Body", "STOP")];
+    assert_eq!(post_twilio(&s, &stop, Some(TWILIO_TOKEN)).await, StatusCode::OK);
+
+    let body = json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}], "channel": "sms"});
+    let mut inline = body.clone();
+    inline["background"] = json!(false);
+    let (status, answer) = s.call_as(&acme, reqwest::Method::POST, "/v1/broadcasts", Some(inline)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let row = &answer["recipients"][0];
+    assert_eq!(
+        (row["status"].clone(), row["error_message"].clone()),
+        (json!("skipped"), json!("contact has unsubscribed"))
+    );
+    assert_eq!(sent_row(&s, body).await["status"], "sent", "another tenant's contact is not touched");
 }
 
 #[tokio::test]

@@ -116,11 +116,11 @@ async fn data_survives_reopening() {
     let (req, rows) = contract::sample_request("t1", "req_keep", 3);
     {
         let (s, _) = embedded::open(dir.path(), 10).unwrap();
-        use herald::ports::Requests;
+        use herald::ports::RequestLog;
         s.insert_request(&req, &rows).await.unwrap();
     }
     let (s, _) = embedded::open(dir.path(), 10).unwrap();
-    use herald::ports::Requests;
+    use herald::ports::RequestLog;
     assert_eq!(s.get_request("t1", "req_keep").await.unwrap(), Some(req));
     assert_eq!(s.list_rows("t1", "req_keep", None, 10).await.unwrap(), rows);
 }

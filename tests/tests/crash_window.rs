@@ -53,14 +53,14 @@ async fn deliveries_after_a_crash(
     };
     let h = Arc::new(Herald::new(Stores::from_one(store.clone()), queue.clone(), Providers::all(crashing), settings));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(herald::service::worker::run_pool(h.clone(), 2, Some(queue.wake_handle()), stop_rx));
+    tokio::spawn(herald::service::worker::run_pool(h.deliver.clone(), 2, Some(queue.wake_handle()), stop_rx));
     let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
         json!({"recipients": [recipient], "messages": [{"text": "once"}]}),
     )
     .unwrap()
     .validate()
     .unwrap();
-    let id = herald::service::ingest::ingest(&h, "t", plan, "native").await.unwrap().request.id.clone();
+    let id = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.unwrap().request.id.clone();
     let row_id = herald::domain::RecipientRow::id_for(&id, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let row = loop {
@@ -125,7 +125,7 @@ struct FlakyFinish {
 }
 
 #[async_trait]
-impl herald::ports::Requests for FlakyFinish {
+impl herald::ports::RequestLog for FlakyFinish {
     async fn insert_request(
         &self,
         r: &herald::domain::SendRequest,
@@ -133,9 +133,11 @@ impl herald::ports::Requests for FlakyFinish {
     ) -> herald::ports::StoreResult<()> {
         self.inner.insert_request(r, rows).await
     }
+
     async fn get_request(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::SendRequest>> {
         self.inner.get_request(t, id).await
     }
+
     async fn list_rows(
         &self,
         t: &str,
@@ -145,6 +147,7 @@ impl herald::ports::Requests for FlakyFinish {
     ) -> herald::ports::StoreResult<Vec<herald::domain::RecipientRow>> {
         self.inner.list_rows(t, id, after, limit).await
     }
+
     async fn count_rows(
         &self,
         t: &str,
@@ -152,9 +155,10 @@ impl herald::ports::Requests for FlakyFinish {
     ) -> herald::ports::StoreResult<std::collections::BTreeMap<herald::domain::Status, u64>> {
         self.inner.count_rows(t, id).await
     }
-    async fn get_row(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::RecipientRow>> {
-        self.inner.get_row(t, id).await
-    }
+}
+
+#[async_trait]
+impl herald::ports::RowLeases for FlakyFinish {
     async fn claim_row(
         &self,
         t: &str,
@@ -164,6 +168,7 @@ impl herald::ports::Requests for FlakyFinish {
     ) -> herald::ports::StoreResult<herald::ports::Claim> {
         self.inner.claim_row(t, id, now, lease).await
     }
+
     async fn finish_row(
         &self,
         t: &str,
@@ -178,12 +183,11 @@ impl herald::ports::Requests for FlakyFinish {
         }
         self.inner.finish_row(t, id, attempt, o).await
     }
+
     async fn fail_pending(&self, t: &str, id: &str, m: &str) -> herald::ports::StoreResult<bool> {
         self.inner.fail_pending(t, id, m).await
     }
-    async fn find_by_external_id(&self, p: &str, e: &str) -> herald::ports::StoreResult<Option<(String, String)>> {
-        self.inner.find_by_external_id(p, e).await
-    }
+
     async fn advance_row(
         &self,
         t: &str,
@@ -193,6 +197,17 @@ impl herald::ports::Requests for FlakyFinish {
         e: Option<String>,
     ) -> herald::ports::StoreResult<bool> {
         self.inner.advance_row(t, id, s, at, e).await
+    }
+}
+
+#[async_trait]
+impl herald::ports::StatusLookup for FlakyFinish {
+    async fn get_row(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::RecipientRow>> {
+        self.inner.get_row(t, id).await
+    }
+
+    async fn find_by_external_id(&self, p: &str, e: &str) -> herald::ports::StoreResult<Option<(String, String)>> {
+        self.inner.find_by_external_id(p, e).await
     }
 }
 
@@ -217,7 +232,7 @@ async fn a_store_that_blinks_after_the_provider_accepted_does_not_cause_a_resend
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h, "t", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.unwrap();
     assert_eq!(
         accepted.rows[0].status,
         herald::domain::Status::Sent,

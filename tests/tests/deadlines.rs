@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use herald::app::{Herald, Stores};
 use herald::domain::{RecipientRow, SendRequest, Status};
-use herald::ports::{Claim, JobQueue, Outcome, OutgoingJob, ReceivedJob, Requests, StoreResult};
+use herald::ports::{
+    Claim, JobQueue, Outcome, OutgoingJob, ReceivedJob, RequestLog, RowLeases, StatusLookup, StoreResult,
+};
 use herald::providers::Providers;
 
 /// A request log and a queue whose every call hangs for ever.
@@ -21,35 +23,50 @@ async fn hang<T>() -> StoreResult<T> {
 }
 
 #[async_trait]
-impl Requests for Stalled {
+impl RequestLog for Stalled {
     async fn insert_request(&self, _: &SendRequest, _: &[RecipientRow]) -> StoreResult<()> {
         hang().await
     }
+
     async fn get_request(&self, _: &str, _: &str) -> StoreResult<Option<SendRequest>> {
         hang().await
     }
+
     async fn list_rows(&self, _: &str, _: &str, _: Option<u32>, _: u32) -> StoreResult<Vec<RecipientRow>> {
         hang().await
     }
+
     async fn count_rows(&self, _: &str, _: &str) -> StoreResult<BTreeMap<Status, u64>> {
         hang().await
     }
-    async fn get_row(&self, _: &str, _: &str) -> StoreResult<Option<RecipientRow>> {
-        hang().await
-    }
+}
+
+#[async_trait]
+impl RowLeases for Stalled {
     async fn claim_row(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> StoreResult<Claim> {
         hang().await
     }
+
     async fn finish_row(&self, _: &str, _: &str, _: u32, _: Outcome) -> StoreResult<bool> {
         hang().await
     }
+
     async fn fail_pending(&self, _: &str, _: &str, _: &str) -> StoreResult<bool> {
         hang().await
     }
-    async fn find_by_external_id(&self, _: &str, _: &str) -> StoreResult<Option<(String, String)>> {
+
+    async fn advance_row(&self, _: &str, _: &str, _: Status, _: DateTime<Utc>, _: Option<String>) -> StoreResult<bool> {
         hang().await
     }
-    async fn advance_row(&self, _: &str, _: &str, _: Status, _: DateTime<Utc>, _: Option<String>) -> StoreResult<bool> {
+}
+
+#[async_trait]
+impl StatusLookup for Stalled {
+    async fn get_row(&self, _: &str, _: &str) -> StoreResult<Option<RecipientRow>> {
+        hang().await
+    }
+
+    async fn find_by_external_id(&self, _: &str, _: &str) -> StoreResult<Option<(String, String)>> {
         hang().await
     }
 }

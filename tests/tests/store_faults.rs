@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Fault, Faults};
 use herald::app::{Herald, Settings, Stores};
 use herald::domain::{RecipientRow, Status};
-use herald::ports::{JobQueue, Outbox, OutboxEntry, ReceivedJob, Requests};
+use herald::ports::{JobQueue, Outbox, OutboxEntry, ReceivedJob, RowLeases, StatusLookup};
 use herald::providers::sandbox::{Sandbox, SandboxBehaviour};
 use herald::providers::Providers;
 use herald::service::worker::{handle_job, JobResult};
@@ -43,7 +43,7 @@ async fn ingest_one(h: &Herald) -> String {
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(h, "t", plan, "native").await.expect("ingest");
+    let accepted = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.expect("ingest");
     accepted.rows[0].id.clone()
 }
 
@@ -63,7 +63,7 @@ async fn drain(r: &Rig) {
             return;
         }
         for job in jobs {
-            match handle_job(r.h.clone(), &job).await {
+            match handle_job(r.h.deliver.clone(), &job).await {
                 JobResult::Delete => r.queue.delete(&job.receipt).await.unwrap(),
                 JobResult::Retry(_) => r.queue.change_visibility(&job.receipt, Duration::ZERO).await.unwrap(),
                 JobResult::Leave => {}
@@ -87,7 +87,7 @@ async fn the_last_receive_marks_the_row_failed_even_when_the_store_blinks() {
     let last = ReceivedJob { receive_count: r.h.settings.max_receives, ..job };
     // The claim fails three times (delivery gives up), then marking the row failed fails twice.
     r.store_faults.fail_next(5);
-    assert_eq!(handle_job(r.h.clone(), &last).await, JobResult::Leave);
+    assert_eq!(handle_job(r.h.deliver.clone(), &last).await, JobResult::Leave);
     let row = row(&r, &id).await;
     assert_eq!(row.status, Status::Failed, "the dead-lettered job's row must not stay pending");
     assert!(row.error_message.unwrap().contains("could not be delivered after 10 tries"));
@@ -100,7 +100,7 @@ async fn a_store_error_brings_the_job_back_soon_not_after_the_visibility_timeout
     ingest_one(&r.h).await;
     let job = receive_one(&r).await;
     r.store_faults.fail_next(3);
-    match handle_job(r.h.clone(), &job).await {
+    match handle_job(r.h.deliver.clone(), &job).await {
         JobResult::Retry(d) => assert!(d < r.h.settings.visibility, "{d:?}"),
         other => panic!("a transient store error should retry the job, got {other:?}"),
     }
@@ -113,7 +113,7 @@ async fn a_row_whose_dead_letter_mark_never_took_is_failed_by_the_sweeper() {
     let job = receive_one(&r).await;
     // Delivery fails and so does every try at marking the row: it is left pending.
     r.store_faults.fail_next(3 + 5);
-    assert_eq!(handle_job(r.h.clone(), &job).await, JobResult::Leave);
+    assert_eq!(handle_job(r.h.deliver.clone(), &job).await, JobResult::Leave);
     assert!(row(&r, &id).await.status.is_pending());
     // The next receive dead-letters the job.
     assert!(r.queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
@@ -194,7 +194,7 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
     let job: herald::domain::Job = serde_json::from_str(&receive_one(&r).await.body).unwrap();
     r.store_faults.fail_next_after_commit(1);
     let started = std::time::Instant::now();
-    let d = herald::service::deliver::deliver(&r.h, &job).await.expect("delivered");
+    let d = herald::service::deliver::deliver(&r.h.deliver, &job).await.expect("delivered");
     assert_eq!(d, herald::service::deliver::Delivery::Done);
     assert!(started.elapsed() < r.h.settings.lease, "no wait for the lease");
     assert_eq!(row(&r, &id).await.status, Status::Sent);
@@ -217,7 +217,7 @@ async fn an_outcome_whose_answer_was_lost_keeps_the_retry_job() {
     // The attempt's store calls: claim, the request, the contact, then the outcome, which commits
     // but is reported failed.
     r.store_faults.script([None, None, None, Some(Fault::After)]);
-    let result = handle_job(h, &job).await;
+    let result = handle_job(h.deliver.clone(), &job).await;
     assert!(matches!(result, JobResult::Retry(_)), "the retry job must be kept, got {result:?}");
     assert_eq!(row(&r, &id).await.status, Status::Retrying);
     assert_eq!(r.store_faults.counts(), (0, 1));

@@ -93,7 +93,7 @@ impl Ingest {
     async fn ses_status(&self, event: &EventBridgeEvent) -> Result<Value, lambda_runtime::Error> {
         let event = serde_json::to_value(event)?;
         let reports: Vec<_> = herald::providers::email::parse_event(&event).into_iter().collect();
-        let applied = herald::service::callbacks::apply(&self.herald, "email", &reports, &[]).await?;
+        let applied = herald::service::callbacks::apply(&self.herald.callbacks, "email", &reports, &[]).await?;
         Ok(json!({"status": 200, "applied": applied}))
     }
 

@@ -43,7 +43,7 @@ async fn handle_record(h: Arc<Herald>, m: SqsMessage) -> Option<String> {
             body: m.body.clone().unwrap_or_default(),
             receive_count: m.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1),
         };
-        match handle_job(h.clone(), &received).await {
+        match handle_job(h.deliver.clone(), &received).await {
             JobResult::Delete => None,
             JobResult::Retry(after) => match h.queue.defer(&received, after).await {
                 // The wait travels as a fresh message, so it uses up none of this one's receives.

@@ -7,6 +7,7 @@ mod error;
 pub mod ids;
 pub mod json;
 pub mod limits;
+mod report;
 mod request;
 mod row;
 mod status;
@@ -19,6 +20,7 @@ pub use catalog::{
 };
 pub use contact::{Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
 pub use error::{FieldError, FieldErrors};
+pub use report::{Inbound, StatusReport};
 pub use request::{
     validate_metadata, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource, PlannedMessage, RecipientBody,
     RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,

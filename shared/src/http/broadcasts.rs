@@ -32,7 +32,7 @@ pub async fn submit(h: &Herald, tenant: &str, headers: &HeaderMap, body: &[u8], 
 async fn run_create(h: &Herald, tenant: &str, body: &[u8], source: &str) -> Result<Response, ApiError> {
     let plan = parse_json::<BroadcastBody>(body)?.validate()?;
     let background = plan.background;
-    let accepted = ingest(h, tenant, plan, source).await?;
+    let accepted = ingest(&h.ingest, tenant, plan, source).await?;
     let mut counts = BTreeMap::new();
     for r in &accepted.rows {
         *counts.entry(r.status).or_insert(0u64) += 1;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::read_body;
 use crate::app::Herald;
-use crate::providers::signatures::{hub_signature, same, twilio_signature};
+use crate::net::signatures::{hub_signature, same, twilio_signature};
 use crate::providers::{messenger, twilio, whatsapp};
 use crate::service::callbacks::apply;
 
@@ -94,7 +94,7 @@ async fn handle(h: &Herald, provider: &str, uri: &Uri, headers: &HeaderMap, body
         }
         _ => return Err(ApiError::NotFound(format!("Herald takes no callbacks from \"{provider}\""))),
     };
-    let applied = apply(h, provider, &reports, &inbound).await?;
+    let applied = apply(&h.callbacks, provider, &reports, &inbound).await?;
     tracing::info!(provider, ?applied, "callback applied");
     if provider == "sms" {
         // Twilio expects TwiML; an empty response sends no reply to an inbound message.

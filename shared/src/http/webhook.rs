@@ -12,8 +12,9 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
 use crate::app::Herald;
+use crate::net::ssrf;
 use crate::ports::WebhookEndpoint;
-use crate::providers::{ssrf, webhook::new_secret};
+use crate::providers::webhook::new_secret;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -115,88 +115,124 @@ impl ProviderConfig {
         ProviderConfig::from_map(&env_settings())
     }
 
-    /// From a map of settings named without the `HERALD_` prefix (`WHATSAPP_TOKEN`, …).
+    /// From a map of settings named without the `HERALD_` prefix (`WHATSAPP_TOKEN`, …). A
+    /// provider is on once its first key is set; its other required keys must then be set too.
     pub fn from_map(m: &HashMap<String, String>) -> Result<ProviderConfig, MissingSetting> {
-        let get = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
-        let need = |k: &str, trigger: &str| {
-            get(k).ok_or_else(|| {
-                MissingSetting(format!("HERALD_{k}"), format!("it is required when HERALD_{trigger} is set"))
-            })
-        };
-        let mut c = ProviderConfig {
-            public_url: get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
-            inbound_tenant: get("INBOUND_TENANT").unwrap_or_else(|| "default".into()),
-            ..Default::default()
-        };
-        if let Some(token) = get("WHATSAPP_TOKEN") {
-            c.whatsapp = Some(WhatsappConfig {
-                base_url: get("WHATSAPP_BASE_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
-                api_version: get("WHATSAPP_API_VERSION").unwrap_or_else(|| "v23.0".into()),
-                phone_number_id: need("WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_TOKEN")?,
-                token: Secret::new(token),
-                app_secret: get("WHATSAPP_APP_SECRET").map(Secret::new),
-                verify_token: get("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
-            });
-        }
-        if let Some(sid) = get("TWILIO_ACCOUNT_SID") {
-            c.sms = Some(TwilioConfig {
-                base_url: get("TWILIO_BASE_URL").unwrap_or_else(|| "https://api.twilio.com".into()),
-                account_sid: sid,
-                auth_token: Secret::new(need("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")?),
-                from: need("TWILIO_FROM", "TWILIO_ACCOUNT_SID")?,
-            });
-        }
-        if let Some(token) = get("MESSENGER_PAGE_TOKEN") {
-            c.messenger = Some(MessengerConfig {
-                base_url: get("MESSENGER_BASE_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
-                api_version: get("MESSENGER_API_VERSION").unwrap_or_else(|| "v23.0".into()),
-                page_token: Secret::new(token),
-                app_secret: get("MESSENGER_APP_SECRET").map(Secret::new),
-                verify_token: get("MESSENGER_VERIFY_TOKEN").map(Secret::new),
-            });
-        }
-        if let Some(token) = get("TELEGRAM_BOT_TOKEN") {
-            c.telegram = Some(TelegramConfig {
-                base_url: get("TELEGRAM_BASE_URL").unwrap_or_else(|| "https://api.telegram.org".into()),
-                bot_token: Secret::new(token),
-            });
-        }
-        if let Some(token) = get("SLACK_BOT_TOKEN") {
-            c.slack = Some(SlackConfig {
-                base_url: get("SLACK_BASE_URL").unwrap_or_else(|| "https://slack.com".into()),
-                bot_token: Secret::new(token),
-            });
-        }
-        c.email_from = get("EMAIL_FROM");
-        if let Some(url) = get("WEBHOOK_URL") {
-            c.webhook = Some(WebhookConfig { url, secret: Secret::new(need("WEBHOOK_SECRET", "WEBHOOK_URL")?) });
-        }
-        for provider in ["whatsapp", "sms", "messenger", "telegram", "slack", "email"] {
-            let up = provider.to_ascii_uppercase();
-            let num = |k: &str| -> Result<Option<f64>, MissingSetting> {
-                match get(&format!("{up}_{k}")) {
-                    None => Ok(None),
-                    Some(v) => v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|n| *n > 0.0)
-                        .map(Some)
-                        .ok_or_else(|| MissingSetting(format!("HERALD_{up}_{k}"), "a positive number".into())),
-                }
-            };
-            let (rate, burst, spacing) = (num("RATE")?, num("BURST")?, num("RECIPIENT_SPACING_MS")?);
-            if rate.is_some() || burst.is_some() || spacing.is_some() {
-                let mut pace = super::pacing::Pace::default_for(provider);
-                pace.rate = rate.unwrap_or(pace.rate);
-                pace.burst = burst.or(rate).unwrap_or(pace.burst);
-                if let Some(ms) = spacing {
-                    pace.per_recipient = Some(std::time::Duration::from_millis(ms as u64));
-                }
-                c.paces.insert(provider, pace);
-            }
-        }
-        Ok(c)
+        let k = Keys(m);
+        Ok(ProviderConfig {
+            public_url: k.get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
+            inbound_tenant: k.or("INBOUND_TENANT", "default"),
+            whatsapp: whatsapp(&k)?,
+            sms: twilio(&k)?,
+            messenger: messenger(&k),
+            telegram: telegram(&k),
+            slack: slack(&k),
+            webhook: webhook(&k)?,
+            email_from: k.get("EMAIL_FROM"),
+            paces: paces(&k)?,
+        })
     }
+}
+
+/// The settings map, read with the rules every key shares: an empty value is no value.
+struct Keys<'a>(&'a HashMap<String, String>);
+
+impl Keys<'_> {
+    fn get(&self, k: &str) -> Option<String> {
+        self.0.get(k).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn or(&self, k: &str, default: &str) -> String {
+        self.get(k).unwrap_or_else(|| default.into())
+    }
+
+    /// A key its provider cannot do without, once `trigger` turned the provider on.
+    fn need(&self, k: &str, trigger: &str) -> Result<String, MissingSetting> {
+        self.get(k).ok_or_else(|| {
+            MissingSetting(format!("HERALD_{k}"), format!("it is required when HERALD_{trigger} is set"))
+        })
+    }
+
+    /// A positive number, if set at all.
+    fn positive(&self, k: &str) -> Result<Option<f64>, MissingSetting> {
+        let Some(v) = self.get(k) else { return Ok(None) };
+        let n = v.parse::<f64>().ok().filter(|n| *n > 0.0);
+        n.map(Some).ok_or_else(|| MissingSetting(format!("HERALD_{k}"), "a positive number".into()))
+    }
+}
+
+fn whatsapp(k: &Keys) -> Result<Option<WhatsappConfig>, MissingSetting> {
+    let Some(token) = k.get("WHATSAPP_TOKEN") else { return Ok(None) };
+    Ok(Some(WhatsappConfig {
+        base_url: k.or("WHATSAPP_BASE_URL", "https://graph.facebook.com"),
+        api_version: k.or("WHATSAPP_API_VERSION", "v23.0"),
+        phone_number_id: k.need("WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_TOKEN")?,
+        token: Secret::new(token),
+        app_secret: k.get("WHATSAPP_APP_SECRET").map(Secret::new),
+        verify_token: k.get("WHATSAPP_VERIFY_TOKEN").map(Secret::new),
+    }))
+}
+
+fn twilio(k: &Keys) -> Result<Option<TwilioConfig>, MissingSetting> {
+    let Some(sid) = k.get("TWILIO_ACCOUNT_SID") else { return Ok(None) };
+    Ok(Some(TwilioConfig {
+        base_url: k.or("TWILIO_BASE_URL", "https://api.twilio.com"),
+        account_sid: sid,
+        auth_token: Secret::new(k.need("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")?),
+        from: k.need("TWILIO_FROM", "TWILIO_ACCOUNT_SID")?,
+    }))
+}
+
+fn messenger(k: &Keys) -> Option<MessengerConfig> {
+    Some(MessengerConfig {
+        page_token: Secret::new(k.get("MESSENGER_PAGE_TOKEN")?),
+        base_url: k.or("MESSENGER_BASE_URL", "https://graph.facebook.com"),
+        api_version: k.or("MESSENGER_API_VERSION", "v23.0"),
+        app_secret: k.get("MESSENGER_APP_SECRET").map(Secret::new),
+        verify_token: k.get("MESSENGER_VERIFY_TOKEN").map(Secret::new),
+    })
+}
+
+fn telegram(k: &Keys) -> Option<TelegramConfig> {
+    Some(TelegramConfig {
+        bot_token: Secret::new(k.get("TELEGRAM_BOT_TOKEN")?),
+        base_url: k.or("TELEGRAM_BASE_URL", "https://api.telegram.org"),
+    })
+}
+
+fn slack(k: &Keys) -> Option<SlackConfig> {
+    Some(SlackConfig {
+        bot_token: Secret::new(k.get("SLACK_BOT_TOKEN")?),
+        base_url: k.or("SLACK_BASE_URL", "https://slack.com"),
+    })
+}
+
+fn webhook(k: &Keys) -> Result<Option<WebhookConfig>, MissingSetting> {
+    let Some(url) = k.get("WEBHOOK_URL") else { return Ok(None) };
+    Ok(Some(WebhookConfig { url, secret: Secret::new(k.need("WEBHOOK_SECRET", "WEBHOOK_URL")?) }))
+}
+
+/// `<PROVIDER>_RATE`, `_BURST` and `_RECIPIENT_SPACING_MS` over each provider's default pace; a
+/// burst left unset follows the rate.
+fn paces(k: &Keys) -> Result<HashMap<&'static str, super::pacing::Pace>, MissingSetting> {
+    let mut paces = HashMap::new();
+    for provider in ["whatsapp", "sms", "messenger", "telegram", "slack", "email"] {
+        let up = provider.to_ascii_uppercase();
+        let rate = k.positive(&format!("{up}_RATE"))?;
+        let burst = k.positive(&format!("{up}_BURST"))?;
+        let spacing = k.positive(&format!("{up}_RECIPIENT_SPACING_MS"))?;
+        if rate.is_none() && burst.is_none() && spacing.is_none() {
+            continue;
+        }
+        let mut pace = super::pacing::Pace::default_for(provider);
+        pace.rate = rate.unwrap_or(pace.rate);
+        pace.burst = burst.or(rate).unwrap_or(pace.burst);
+        if let Some(ms) = spacing {
+            pace.per_recipient = Some(std::time::Duration::from_millis(ms as u64));
+        }
+        paces.insert(provider, pace);
+    }
+    Ok(paces)
 }
 
 #[cfg(test)]
@@ -218,5 +254,64 @@ mod tests {
             err.to_string(),
             "HERALD_TWILIO_AUTH_TOKEN must be set: it is required when HERALD_TWILIO_ACCOUNT_SID is set"
         );
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn each_provider_turns_on_with_its_first_key_and_takes_the_published_defaults() {
+        let c = ProviderConfig::from_map(&map(&[
+            ("PUBLIC_URL", "https://herald.example/"),
+            ("MESSENGER_PAGE_TOKEN", "p"),
+            ("TELEGRAM_BOT_TOKEN", "t"),
+            ("SLACK_BOT_TOKEN", "s"),
+            ("SLACK_BASE_URL", "http://127.0.0.1:9"),
+            ("WEBHOOK_URL", "https://bot.example/hook"),
+            ("WEBHOOK_SECRET", "whsec_x"),
+            ("EMAIL_FROM", ""),
+        ]))
+        .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://herald.example"));
+        assert_eq!(c.inbound_tenant, "default");
+        assert!(c.whatsapp.is_none() && c.sms.is_none(), "no first key, no provider");
+        let m = c.messenger.unwrap();
+        assert_eq!((m.base_url.as_str(), m.api_version.as_str()), ("https://graph.facebook.com", "v23.0"));
+        assert_eq!(c.telegram.unwrap().base_url, "https://api.telegram.org");
+        assert_eq!(c.slack.unwrap().base_url, "http://127.0.0.1:9");
+        assert_eq!(c.webhook.unwrap().url, "https://bot.example/hook");
+        assert_eq!(c.email_from, None, "an empty value is no value");
+        assert!(c.paces.is_empty());
+    }
+
+    #[test]
+    fn the_first_provider_missing_a_key_is_named_and_paces_must_be_positive() {
+        let err = ProviderConfig::from_map(&map(&[("WHATSAPP_TOKEN", "w"), ("WEBHOOK_URL", "https://b.example")]));
+        assert_eq!(err.unwrap_err().0, "HERALD_WHATSAPP_PHONE_NUMBER_ID");
+        let err = ProviderConfig::from_map(&map(&[("WEBHOOK_URL", "https://b.example")])).unwrap_err();
+        assert_eq!(err.to_string(), "HERALD_WEBHOOK_SECRET must be set: it is required when HERALD_WEBHOOK_URL is set");
+        let err = ProviderConfig::from_map(&map(&[("SMS_RATE", "0")])).unwrap_err();
+        assert_eq!(err.to_string(), "HERALD_SMS_RATE must be set: a positive number");
+        let err = ProviderConfig::from_map(&map(&[("EMAIL_BURST", "many")])).unwrap_err();
+        assert_eq!(err.0, "HERALD_EMAIL_BURST");
+    }
+
+    #[test]
+    fn a_burst_left_unset_follows_the_rate() {
+        let c =
+            ProviderConfig::from_map(&map(&[("TELEGRAM_RATE", "3"), ("SLACK_RECIPIENT_SPACING_MS", "250")])).unwrap();
+        let t = c.pace("telegram");
+        assert_eq!((t.rate, t.burst), (3.0, 3.0));
+        let s = c.pace("slack");
+        assert_eq!(s.per_recipient, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            (s.rate, s.burst),
+            (
+                super::super::pacing::Pace::default_for("slack").rate,
+                super::super::pacing::Pace::default_for("slack").burst
+            )
+        );
+        assert_eq!(c.pace("whatsapp"), super::super::pacing::Pace::default_for("whatsapp"));
     }
 }

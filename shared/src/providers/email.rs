@@ -84,7 +84,7 @@ fn classify(e: aws_sdk_sesv2::error::SdkError<aws_sdk_sesv2::operation::send_ema
 }
 
 /// Reads an SES event delivered by EventBridge (`source: aws.ses`).
-pub fn parse_event(event: &serde_json::Value) -> Option<crate::service::callbacks::StatusReport> {
+pub fn parse_event(event: &serde_json::Value) -> Option<crate::domain::StatusReport> {
     use crate::domain::Status;
     let d = &event["detail"];
     let status = match d["eventType"].as_str()? {
@@ -106,12 +106,7 @@ pub fn parse_event(event: &serde_json::Value) -> Option<crate::service::callback
         Status::Failed => d["reject"]["reason"].as_str().map(|r| format!("rejected: {r}")),
         _ => None,
     };
-    Some(crate::service::callbacks::StatusReport {
-        external_id: d["mail"]["messageId"].as_str()?.to_string(),
-        status,
-        at,
-        error,
-    })
+    Some(crate::domain::StatusReport { external_id: d["mail"]["messageId"].as_str()?.to_string(), status, at, error })
 }
 
 #[cfg(test)]

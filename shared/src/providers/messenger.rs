@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::config::MessengerConfig;
+use super::graph::classify_graph_error;
 use super::http;
-use super::whatsapp::classify_graph_error;
 use super::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
+pub use crate::ports::provider::notification_token;
 
 pub struct Messenger {
     http: reqwest::Client,
@@ -18,14 +19,6 @@ impl Messenger {
     pub fn new(http: reqwest::Client, config: MessengerConfig) -> Messenger {
         Messenger { http, config }
     }
-}
-
-/// A notification token the person granted (recurring or one-time notifications), if the send
-/// carries one in its metadata: it addresses the message instead of the PSID.
-pub fn notification_token(metadata: &serde_json::Map<String, Value>) -> Option<(&'static str, &str)> {
-    ["notification_messages_token", "one_time_notif_token"]
-        .into_iter()
-        .find_map(|k| metadata.get(k).and_then(Value::as_str).filter(|t| !t.is_empty()).map(|t| (k, t)))
 }
 
 pub fn request_body(m: &OutboundMessage) -> Value {
@@ -68,11 +61,8 @@ impl Provider for Messenger {
 
 /// Reads a Messenger webhook: deliveries (by message id) and inbound messages. Read receipts name
 /// only a watermark time, not message ids, so they are not mapped to rows.
-pub fn parse_webhook(
-    v: &Value,
-) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
-    use crate::domain::{Channel, ContactKey, Status};
-    use crate::service::callbacks::{Inbound, StatusReport};
+pub fn parse_webhook(v: &Value) -> (Vec<crate::domain::StatusReport>, Vec<crate::domain::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Inbound, Status, StatusReport};
     let at =
         |ms: &Value| ms.as_i64().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_else(crate::domain::now);
     let (mut reports, mut inbound) = (Vec::new(), Vec::new());

@@ -75,11 +75,8 @@ impl Provider for Twilio {
 }
 
 /// Reads a Twilio callback (form fields): a message status, or an inbound SMS.
-pub fn parse_callback(
-    params: &[(String, String)],
-) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
-    use crate::domain::{Channel, ContactKey, Phone, Status};
-    use crate::service::callbacks::{Inbound, StatusReport};
+pub fn parse_callback(params: &[(String, String)]) -> (Vec<crate::domain::StatusReport>, Vec<crate::domain::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Inbound, Phone, Status, StatusReport};
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let now = crate::domain::now();
     if let (Some(sid), Some(status)) = (get("MessageSid"), get("MessageStatus")) {

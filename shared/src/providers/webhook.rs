@@ -50,7 +50,7 @@ impl Webhook {
     ) -> Result<Webhook, String> {
         let default = match default {
             Some(c) => Some((
-                super::ssrf::check_url(&c.url, allow_loopback).map_err(|e| format!("HERALD_WEBHOOK_URL: {e}"))?,
+                crate::net::ssrf::check_url(&c.url, allow_loopback).map_err(|e| format!("HERALD_WEBHOOK_URL: {e}"))?,
                 signing_key(c.secret.expose())?,
             )),
             None => None,
@@ -59,7 +59,7 @@ impl Webhook {
             .timeout(timeout)
             .connect_timeout(std::time::Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(super::ssrf::PublicResolver { allow_loopback }))
+            .dns_resolver(Arc::new(crate::net::ssrf::PublicResolver { allow_loopback }))
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
@@ -78,7 +78,7 @@ impl Webhook {
             code: Some("ssrf".into()),
             message: format!("webhook URL refused: {m}"),
         };
-        let url = super::ssrf::check_url(&e.url, self.allow_loopback).map_err(|r| refused(r.0))?;
+        let url = crate::net::ssrf::check_url(&e.url, self.allow_loopback).map_err(|r| refused(r.0))?;
         let key = signing_key(&e.secret).map_err(|m| ProviderError::Permanent { code: None, message: m })?;
         Ok(Some((url, key)))
     }
@@ -118,7 +118,7 @@ impl Provider for Webhook {
         let Some((url, key)) = self.endpoint(&m.tenant_id).await? else { return self.fallback.send(m).await };
         // DNS can change: check where the host points now (the client's resolver checks the
         // connection again).
-        super::ssrf::check_resolved(&url, self.allow_loopback).await.map_err(|e| ProviderError::Permanent {
+        crate::net::ssrf::check_resolved(&url, self.allow_loopback).await.map_err(|e| ProviderError::Permanent {
             code: Some("ssrf".into()),
             message: format!("webhook URL refused: {e}"),
         })?;

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::config::WhatsappConfig;
-use super::http::{self, Answer};
+use super::graph::classify_graph_error;
+use super::http;
 use super::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
 use crate::domain::HeaderKind;
 
@@ -67,28 +68,6 @@ pub fn request_body(m: &OutboundMessage) -> Value {
     json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "template", "template": template})
 }
 
-/// Meta's error codes: throttling is retried, a closed window needs a template, the rest is final.
-pub fn classify_graph_error(provider: &str, answer: &Answer, throttle: &[i64], window: &[i64]) -> ProviderError {
-    let err = &answer.body["error"];
-    let Some(code) = err["code"].as_i64() else { return answer.unreadable(provider) };
-    let message = err["message"].as_str().unwrap_or("no message").to_string();
-    let details = err["error_data"]["details"].as_str().map(|d| format!(" ({d})")).unwrap_or_default();
-    if throttle.contains(&code) || answer.transient_status() {
-        return ProviderError::Transient {
-            code: Some(code.to_string()),
-            message: format!("{message}{details}"),
-            retry_after: answer.retry_after,
-        };
-    }
-    if window.contains(&code) {
-        return ProviderError::Permanent {
-            code: Some(code.to_string()),
-            message: format!("template required: the 24 h window is closed ({message})"),
-        };
-    }
-    ProviderError::Permanent { code: Some(code.to_string()), message: format!("{message}{details}") }
-}
-
 #[async_trait]
 impl Provider for WhatsApp {
     fn name(&self) -> &'static str {
@@ -113,11 +92,8 @@ impl Provider for WhatsApp {
 }
 
 /// Reads a WhatsApp Cloud API webhook: message statuses and inbound messages.
-pub fn parse_webhook(
-    v: &Value,
-) -> (Vec<crate::service::callbacks::StatusReport>, Vec<crate::service::callbacks::Inbound>) {
-    use crate::domain::{Channel, ContactKey, Phone, Status};
-    use crate::service::callbacks::{Inbound, StatusReport};
+pub fn parse_webhook(v: &Value) -> (Vec<crate::domain::StatusReport>, Vec<crate::domain::Inbound>) {
+    use crate::domain::{Channel, ContactKey, Inbound, Phone, Status, StatusReport};
     let at = |ts: &Value| {
         ts.as_str()
             .and_then(|s| s.parse::<i64>().ok())

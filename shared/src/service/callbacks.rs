@@ -1,28 +1,21 @@
 //! Provider callbacks, after their signature was verified: status reports move rows forward,
 //! inbound messages open the messaging window, an inbound STOP unsubscribes.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
-use crate::app::Herald;
-use crate::domain::{Channel, ContactDraft, ContactKey, Status};
-use crate::ports::StoreError;
+use crate::domain::{Channel, ContactDraft, ContactKey};
+pub use crate::domain::{Inbound, StatusReport};
+use crate::ports::{Contacts, RowLeases, StatusLookup, StoreError};
 
-/// A provider's word on one message it took.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusReport {
-    pub external_id: String,
-    pub status: Status,
-    pub at: DateTime<Utc>,
-    pub error: Option<String>,
-}
-
-/// A message a contact sent in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
-    pub channel: Channel,
-    pub from: ContactKey,
-    pub at: DateTime<Utc>,
-    pub text: Option<String>,
+/// What applying callbacks needs, and nothing more. Built by `app`.
+pub struct Callbacks {
+    /// Finds the row a provider's message id belongs to.
+    pub lookup: Arc<dyn StatusLookup>,
+    /// Moves rows forward.
+    pub rows: Arc<dyn RowLeases>,
+    pub contacts: Arc<dyn Contacts>,
+    /// The tenant inbound messages belong to (`HERALD_INBOUND_TENANT`).
+    pub inbound_tenant: String,
 }
 
 /// What the callback changed, for the answer and the logs.
@@ -41,20 +34,20 @@ pub struct Applied {
 const STOP_WORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
 
 pub async fn apply(
-    h: &Herald,
+    h: &Callbacks,
     provider: &str,
     reports: &[StatusReport],
     inbound: &[Inbound],
 ) -> Result<Applied, StoreError> {
     let mut out = Applied::default();
     for r in reports {
-        match h.requests.find_by_external_id(provider, &r.external_id).await? {
+        match h.lookup.find_by_external_id(provider, &r.external_id).await? {
             None => {
                 tracing::info!(provider, external_id = %r.external_id, status = %r.status, "status for an unknown message; acknowledged");
                 out.unknown += 1;
             }
             Some((tenant, row_id)) => {
-                if h.requests.advance_row(&tenant, &row_id, r.status, r.at, r.error.clone()).await? {
+                if h.rows.advance_row(&tenant, &row_id, r.status, r.at, r.error.clone()).await? {
                     out.moved += 1;
                 } else {
                     out.ignored += 1;
@@ -62,7 +55,7 @@ pub async fn apply(
             }
         }
     }
-    let tenant = h.provider_config.inbound_tenant.clone();
+    let tenant = h.inbound_tenant.clone();
     for m in inbound {
         let draft = match &m.from {
             ContactKey::Phone(p) => ContactDraft { phone: Some(p.clone()), ..Default::default() },

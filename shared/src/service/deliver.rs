@@ -2,16 +2,59 @@
 //! outcome. The send Lambda and `herald serve`'s workers both call [`deliver`].
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::{Herald, Settings};
 use crate::domain::{Channel, Contact, ContactDraft, Job, RecipientRow, SendRequest, Status};
 use crate::logging::mask_address;
-use crate::ports::{Claim, Outcome, StoreError};
-use crate::providers::{OutboundMessage, ProviderError, RenderedHeader};
+use crate::ports::provider::{notification_token, OutboundMessage, ProviderError, RenderedHeader};
+use crate::ports::{
+    Claim, Contacts, JobQueue, Outcome, Providers, RequestLog, RowLeases, StatusLookup, StoreError, StoreResult,
+};
 use crate::retry::Policy;
 
 use super::render::{render, Missing};
+use super::Settings;
+
+/// What delivering a job needs, and nothing more. Built once by `app`, shared by every worker.
+pub struct Deliver {
+    /// Claims and outcomes of rows.
+    pub requests: Arc<dyn RowLeases>,
+    pub lookup: Arc<dyn StatusLookup>,
+    /// Where the send requests come from (through [`Deliver::request`]'s cache).
+    pub log: Arc<dyn RequestLog>,
+    pub contacts: Arc<dyn Contacts>,
+    /// The jobs the workers receive and settle.
+    pub queue: Arc<dyn JobQueue>,
+    pub providers: Providers,
+    pub settings: Settings,
+    pub cache: RequestCache,
+}
+
+/// Send requests are immutable once stored, so delivery caches them.
+#[derive(Default)]
+pub struct RequestCache(Mutex<HashMap<(String, String), Arc<SendRequest>>>);
+
+const REQUEST_CACHE_MAX: usize = 512;
+
+impl Deliver {
+    /// A send request by id, from the cache when possible.
+    pub async fn request(&self, tenant: &str, id: &str) -> StoreResult<Option<Arc<SendRequest>>> {
+        let key = (tenant.to_string(), id.to_string());
+        if let Some(r) = self.cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(r) = self.log.get_request(tenant, id).await? else { return Ok(None) };
+        let r = Arc::new(r);
+        let mut cache = self.cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= REQUEST_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, r.clone());
+        Ok(Some(r))
+    }
+}
 
 /// What the queue should do with the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +66,7 @@ pub enum Delivery {
 }
 
 /// Delivers one job. `Err` only when a store failed: the job should stay on the queue.
-pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
+pub async fn deliver(h: &Deliver, job: &Job) -> Result<Delivery, StoreError> {
     let now = crate::domain::now();
     let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
     let (row, reclaimed) = match claim(h, job, now, lease_until).await? {
@@ -70,7 +113,7 @@ pub async fn deliver(h: &Herald, job: &Job) -> Result<Delivery, StoreError> {
 
 /// Claims the job's row. A claim that failed may have committed before the error reached us: a
 /// second claim then finds the row busy under our own lease, and the row is ours after all.
-async fn claim(h: &Herald, job: &Job, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Claim, StoreError> {
+async fn claim(h: &Deliver, job: &Job, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Claim, StoreError> {
     let mut uncertain = None;
     for _ in 0..3 {
         let claimed = match h.requests.claim_row(&job.tenant_id, &job.row_id, now, lease_until).await {
@@ -83,7 +126,7 @@ async fn claim(h: &Herald, job: &Job, now: DateTime<Utc>, lease_until: DateTime<
         };
         return match claimed {
             Claim::Busy(until) if until == lease_until && uncertain.is_some() => {
-                match h.requests.get_row(&job.tenant_id, &job.row_id).await? {
+                match h.lookup.get_row(&job.tenant_id, &job.row_id).await? {
                     Some(row) if row.status == Status::Sending && row.lease_until == Some(lease_until) => {
                         Ok(Claim::Claimed(row))
                     }
@@ -101,7 +144,7 @@ async fn claim(h: &Herald, job: &Job, now: DateTime<Utc>, lease_until: DateTime<
 /// cannot be asked, sent again. A write that failed may still have landed: if a later try finds
 /// the row no longer ours, the earlier write is taken to have landed, and the job is kept or
 /// deleted as planned (an extra job is harmless; a missing one would strand the row).
-async fn finish_with_retries(h: &Herald, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
+async fn finish_with_retries(h: &Deliver, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
     let calls = std::sync::atomic::AtomicU32::new(0);
     let owned = super::retry_store("recording the outcome", 7, || {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -130,7 +173,7 @@ fn skipped(message: String) -> Outcome {
 
 /// One attempt at one claimed row. Returns the outcome to record and what the queue should do.
 async fn attempt_row(
-    h: &Herald,
+    h: &Deliver,
     request: &SendRequest,
     row: &RecipientRow,
     reclaimed: bool,
@@ -330,7 +373,7 @@ fn channel_rules(
         Channel::Messenger
             if !open
                 && request.messaging_tag.is_none()
-                && crate::providers::messenger::notification_token(&request.metadata).is_none() =>
+                && notification_token(&request.metadata).is_none() =>
         {
             Err(
             "outside Messenger's 24 h window a message needs a messaging_tag (CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, ACCOUNT_UPDATE or HUMAN_AGENT) or a notification token"
@@ -347,7 +390,7 @@ fn channel_rules(
 /// recipient asks for it and carries other identifiers (Invent, SMAX V2). `Ok(Err(reason))` when
 /// the contact cannot be found or updated.
 async fn resolve_contact(
-    h: &Herald,
+    h: &Deliver,
     row: &RecipientRow,
 ) -> Result<Result<(Contact, Option<Channel>), String>, StoreError> {
     let spec = &row.recipient;

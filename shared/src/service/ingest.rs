@@ -5,17 +5,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::Herald;
 use crate::domain::ids::IdStyle;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
     FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
 };
-use crate::ports::{OutgoingJob, StoreError};
+use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, StoreError};
 use crate::retry;
 
+use super::admission::Admission;
+use super::deliver::Deliver;
 use super::render::positional_needed;
-use super::{deliver, ServiceError};
+use super::{deliver, ServiceError, Settings};
+
+/// What ingesting a send plan needs, and nothing more. Built once by `app`.
+pub struct Ingest {
+    /// Where send requests and their rows are stored.
+    pub requests: Arc<dyn RequestLog>,
+    /// Fails rows that were stored but could not be queued.
+    pub rows: Arc<dyn RowLeases>,
+    pub catalog: Arc<dyn Catalog>,
+    pub queue: Arc<dyn JobQueue>,
+    /// Per-tenant sending allowance.
+    pub admission: Admission,
+    pub settings: Settings,
+    /// Delivers `background: false` requests inline, as the workers would.
+    pub deliver: Arc<Deliver>,
+}
 
 /// A stored and queued send request with its rows (as they stand when the call answers).
 #[derive(Debug, Clone)]
@@ -78,7 +94,7 @@ fn new_request_id(style: IdStyle) -> (String, bool) {
 }
 
 /// Runs ingest for one plan. `source` names the API that took it (`native`, `invent`, …).
-pub async fn ingest(h: &Herald, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
+pub async fn ingest(h: &Ingest, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
     let (request_id, keyed) = new_request_id(plan.id_style);
     if keyed {
         let found = super::retry_store("looking up a keyed request", 3, || h.requests.get_request(tenant, &request_id));
@@ -155,7 +171,7 @@ const FAIL_BUDGET: Duration = Duration::from_secs(5);
 /// so nothing sends them behind the back of a caller told to send again — unless the call has an
 /// idempotency key, whose retry finds the stored request and queues it instead.
 async fn store_and_queue(
-    h: &Herald,
+    h: &Ingest,
     request: &SendRequest,
     rows: &[RecipientRow],
     keyed: bool,
@@ -215,7 +231,7 @@ where
 /// Answers again a request that an earlier try under the same idempotency key stored, whatever
 /// became of that try (its process may have died before queueing or answering): every row still
 /// pending gets a job again. A second job for a row is harmless, since a row is claimed once.
-async fn resume(h: &Herald, request: SendRequest) -> Result<Accepted, ServiceError> {
+async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceError> {
     let _ = KEYED.try_with(|k| k.replayed.store(true, Ordering::Relaxed));
     let tenant = request.tenant_id.clone();
     let listed = super::retry_store("reading a stored request's rows", 3, || {
@@ -239,9 +255,9 @@ async fn resume(h: &Herald, request: SendRequest) -> Result<Accepted, ServiceErr
 }
 
 /// Fails rows that were stored but will not be sent (each only while it is still pending).
-async fn fail_rows(h: &Herald, tenant: &str, rows: &[RecipientRow], message: &str) {
+async fn fail_rows(h: &Ingest, tenant: &str, rows: &[RecipientRow], message: &str) {
     for row in rows {
-        let r = super::retry_store("failing an unqueued row", 5, || h.requests.fail_pending(tenant, &row.id, message));
+        let r = super::retry_store("failing an unqueued row", 5, || h.rows.fail_pending(tenant, &row.id, message));
         if let Err(e) = r.await {
             tracing::error!(row_id = %row.id, error = %e, "could not fail a row that will not be sent");
         }
@@ -249,12 +265,12 @@ async fn fail_rows(h: &Herald, tenant: &str, rows: &[RecipientRow], message: &st
 }
 
 /// Delivers rows now, a few at a time, through the same code path as the workers.
-async fn deliver_inline(h: &Herald, rows: &[RecipientRow]) -> Result<(), ServiceError> {
+async fn deliver_inline(h: &Ingest, rows: &[RecipientRow]) -> Result<(), ServiceError> {
     const CONCURRENCY: usize = 8;
     for chunk in rows.chunks(CONCURRENCY) {
         let results = futures::future::join_all(chunk.iter().map(|r| {
             let job = r.job();
-            async move { deliver::deliver(h, &job).await }
+            async move { deliver::deliver(&h.deliver, &job).await }
         }))
         .await;
         for r in results {
@@ -266,7 +282,7 @@ async fn deliver_inline(h: &Herald, rows: &[RecipientRow]) -> Result<(), Service
 
 /// Media links go to providers, which fetch them: https to a public address, so a tenant cannot
 /// aim a provider at internal hosts. Loopback (http too) only where the operator allows it.
-async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
+async fn check_media_links(h: &Ingest, plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), ServiceError> {
     let header_links = messages.iter().filter_map(|m| m.template.as_ref()?.header.as_ref()?.link.as_deref());
     let links = plan
         .media
@@ -275,7 +291,7 @@ async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessa
         .chain(header_links.map(|l| ("template.header.link", l)));
     let mut errs = FieldErrors::new();
     for (field, link) in links {
-        if let Err(e) = crate::providers::ssrf::check_fetch_url(link, h.settings.allow_loopback_urls).await {
+        if let Err(e) = crate::net::ssrf::check_fetch_url(link, h.settings.allow_loopback_urls).await {
             errs.push(field, e.0);
         }
     }
@@ -284,7 +300,7 @@ async fn check_media_links(h: &Herald, plan: &SendPlan, messages: &[PlannedMessa
 
 /// The messages a plan fires, snapshotted from the catalog, and the campaign if one was named.
 async fn resolve_messages(
-    h: &Herald,
+    h: &Ingest,
     tenant: &str,
     source: &MessageSource,
 ) -> Result<(Vec<PlannedMessage>, Option<crate::domain::Campaign>), ServiceError> {

@@ -7,7 +7,10 @@ pub mod deliver;
 pub mod ingest;
 pub mod keys;
 pub mod render;
+mod settings;
 pub mod worker;
+
+pub use settings::Settings;
 
 use crate::domain::FieldErrors;
 use crate::ports::{ContactWriteError, StoreError};

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::app::Herald;
 use crate::domain::Job;
 use crate::ports::{ReceivedJob, StoreError};
 use crate::retry::Policy;
 
-use super::deliver::{backoff, deliver, Delivery};
+use super::deliver::{backoff, deliver, Deliver, Delivery};
 
 /// What the queue should do with one received job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +24,7 @@ pub enum JobResult {
 }
 
 /// Handles one received job end to end, panics included. Shared with the send Lambda.
-pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
+pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
     let job: Job = match serde_json::from_str(&received.body) {
         Ok(j) => j,
         Err(e) => {
@@ -70,7 +69,7 @@ pub async fn handle_job(h: Arc<Herald>, received: &ReceivedJob) -> JobResult {
 
 /// Runs workers until `shutdown` turns true, then waits for the jobs in hand to finish.
 /// `wake` is notified by the queue when jobs arrive, so idle workers need not poll often.
-pub async fn run_pool(h: Arc<Herald>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut idle = Duration::from_millis(5);
     let mut receive_failures = 0;

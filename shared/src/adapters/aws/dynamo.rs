@@ -585,7 +585,7 @@ impl Contacts for DynamoStore {
 // ---------------------------------------------------------------- requests and rows
 
 #[async_trait]
-impl Requests for DynamoStore {
+impl RequestLog for DynamoStore {
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
         // Rows first: a request item is only ever visible with all its rows behind it.
         let items = rows.iter().map(|r| Self::row_item(r, 0)).collect::<StoreResult<Vec<_>>>()?;
@@ -627,11 +627,10 @@ impl Requests for DynamoStore {
         }
         Ok(counts)
     }
+}
 
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
-        Ok(self.read_row(tenant, row_id).await?.map(|(r, _)| r))
-    }
-
+#[async_trait]
+impl RowLeases for DynamoStore {
     async fn claim_row(
         &self,
         tenant: &str,
@@ -678,11 +677,6 @@ impl Requests for DynamoStore {
         Ok(done)
     }
 
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
-        let item = self.get(format!("EXT#{provider}#{external_id}"), "EXT", true).await?;
-        Ok(item.and_then(|i| Some((text(&i, "tenant")?, text(&i, "row_id")?))))
-    }
-
     async fn advance_row(
         &self,
         tenant: &str,
@@ -714,6 +708,18 @@ impl Requests for DynamoStore {
             false,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl StatusLookup for DynamoStore {
+    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
+        Ok(self.read_row(tenant, row_id).await?.map(|(r, _)| r))
+    }
+
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+        let item = self.get(format!("EXT#{provider}#{external_id}"), "EXT", true).await?;
+        Ok(item.and_then(|i| Some((text(&i, "tenant")?, text(&i, "row_id")?))))
     }
 }
 

@@ -480,7 +480,7 @@ impl Contacts for EmbeddedStore {
 // ---------------------------------------------------------------- requests and rows
 
 #[async_trait]
-impl Requests for EmbeddedStore {
+impl RequestLog for EmbeddedStore {
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
         let req = serde_json::to_string(request)?;
         let (tenant, id) = (request.tenant_id.clone(), request.id.clone());
@@ -558,12 +558,10 @@ impl Requests for EmbeddedStore {
             })
             .await
     }
+}
 
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
-        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
-        self.db.call(move |c| load_row(c, &tenant, &row_id)).await
-    }
-
+#[async_trait]
+impl RowLeases for EmbeddedStore {
     async fn claim_row(
         &self,
         tenant: &str,
@@ -598,23 +596,6 @@ impl Requests for EmbeddedStore {
                 save_row(&tx, &row)?;
                 tx.commit()?;
                 Ok(true)
-            })
-            .await
-    }
-
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
-        let (provider, external_id) = (provider.to_string(), external_id.to_string());
-        self.db
-            .call(move |c| {
-                let mut st = c.prepare_cached("SELECT data FROM recipient_rows WHERE external_message_id = ?1")?;
-                let docs = st.query_map(params![external_id], |r| r.get::<_, String>(0))?;
-                for d in docs {
-                    let row: RecipientRow = serde_json::from_str(&d?)?;
-                    if row.provider.as_deref() == Some(provider.as_str()) {
-                        return Ok(Some((row.tenant_id, row.id)));
-                    }
-                }
-                Ok(None)
             })
             .await
     }
@@ -654,6 +635,31 @@ impl Requests for EmbeddedStore {
                 save_row(&tx, &row)?;
                 tx.commit()?;
                 Ok(true)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl StatusLookup for EmbeddedStore {
+    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
+        let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
+        self.db.call(move |c| load_row(c, &tenant, &row_id)).await
+    }
+
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+        let (provider, external_id) = (provider.to_string(), external_id.to_string());
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached("SELECT data FROM recipient_rows WHERE external_message_id = ?1")?;
+                let docs = st.query_map(params![external_id], |r| r.get::<_, String>(0))?;
+                for d in docs {
+                    let row: RecipientRow = serde_json::from_str(&d?)?;
+                    if row.provider.as_deref() == Some(provider.as_str()) {
+                        return Ok(Some((row.tenant_id, row.id)));
+                    }
+                }
+                Ok(None)
             })
             .await
     }

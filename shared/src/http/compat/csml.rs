@@ -30,7 +30,7 @@ async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError
     let plan = plan_bytes(body)?;
     let source = plan.source.clone();
     let user_id = plan.recipients.first().and_then(|r| r.webhook_user_id.clone());
-    let accepted = ingest(h, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "csml").await.map_err(|e| rename(e.into(), RENAMES))?;
     let answer = answer(tenant, &source, user_id.as_deref(), &accepted.request)?;
     Ok(with_request_id((StatusCode::OK, Json(answer)).into_response(), &accepted.request.id))
 }

@@ -45,7 +45,7 @@ async fn send(
 
 async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let plan = plan(h, tenant, broadcast_id, body).await?;
-    let accepted = ingest(h, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
     let recipients = broadcast_recipients(h, tenant, &accepted).await?;
     let answer = (StatusCode::OK, Json(json!({ "recipients": recipients }))).into_response();
     Ok(with_request_id(answer, &accepted.request.id))

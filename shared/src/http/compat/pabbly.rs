@@ -55,7 +55,7 @@ fn answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String, Value>) 
 
 async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, contacts) = send_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
     Ok(answer(&accepted, contacts, Map::new()))
 }
 
@@ -90,7 +90,7 @@ async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response
         .try_collect()
         .await?;
     let (plan, shown, name) = pabbly::broadcast_plan(b, template, contacts)?;
-    let accepted = ingest(h, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
     let extra = pabbly::broadcast_data(&accepted, name);
     Ok(answer(&accepted, shown, extra))
 }

@@ -118,7 +118,7 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, mut q: V1Query) -> Resu
     let Some(block) = q.block.take() else { return set_attributes(h, tenant, psid, q.attributes).await };
     let campaign = find_block(h, tenant, &block).await?;
     let plan = v1_plan(&psid, &campaign.id, q)?;
-    let accepted = ingest(h, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "smax_v1").await.map_err(|e| rename(e.into(), V1_RENAMES))?;
     let id = &accepted.request.id;
     Ok(with_request_id(v1_sent(&campaign.name, &psid, id), id))
 }
@@ -180,7 +180,7 @@ async fn v2_send(
 
 async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
-    let accepted = ingest(h, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
+    let accepted = ingest(&h.ingest, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
     let id = &accepted.request.id;
     Ok(with_request_id(v2_answer(accepted.request.campaign_name.as_deref(), id, dropped_messages), id))
 }

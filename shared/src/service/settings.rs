@@ -1,0 +1,46 @@
+//! The tunables every use case reads: attempts, leases, timeouts, backoff, the tenant allowance.
+
+use std::time::Duration;
+
+/// Tunables of the send pipeline.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Provider attempts per row before it is `failed`.
+    pub max_attempts: u32,
+    /// How long a claimed row belongs to its worker. Longer than `provider_timeout`.
+    pub lease: Duration,
+    /// Longest wait for one provider call.
+    pub provider_timeout: Duration,
+    /// Backoff between attempts: full jitter over `base * 2^(attempt-1)`, capped.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How long a received job stays hidden; longer than `lease`.
+    pub visibility: Duration,
+    /// Receives after which the queue dead-letters a job (SQS `maxReceiveCount`).
+    pub max_receives: u32,
+    /// How long an idempotency key and its answer are kept.
+    pub idempotency_ttl: Duration,
+    /// Whether tenant URLs (webhook endpoints, media links) may point at this machine, over
+    /// http too. Only for an operator developing a bot locally: any tenant could otherwise make
+    /// Herald post to any local port. Off unless `herald serve --allow-loopback-urls`.
+    pub allow_loopback_urls: bool,
+    /// What each tenant may send (requests per second, recipients per minute).
+    pub tenant_limits: super::admission::Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_attempts: 5,
+            lease: Duration::from_secs(60),
+            provider_timeout: Duration::from_secs(15),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            visibility: Duration::from_secs(90),
+            max_receives: 10,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            allow_loopback_urls: false,
+            tenant_limits: Default::default(),
+        }
+    }
+}
