@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ms, Db};
-use crate::adapters::rows;
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
 };
@@ -576,8 +575,8 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
-                let claim = rows::claim(&mut row, now, lease_until);
-                if matches!(claim, Claim::Claimed(_) | Claim::Reclaimed(_)) {
+                let claim = row.claim(now, lease_until);
+                if claim.took_lease() {
                     save_row(&tx, &row)?;
                     tx.commit()?;
                 }
@@ -592,7 +591,7 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::finish(&mut row, attempt, outcome, now()) {
+                if !row.finish(attempt, outcome, now()) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
@@ -632,7 +631,7 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::advance(&mut row, status, at, error) {
+                if !row.advance(status, at, error) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
@@ -648,7 +647,7 @@ impl Requests for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::fail_pending(&mut row, &message, now()) {
+                if !row.fail_pending(&message, now()) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
