@@ -209,6 +209,16 @@ impl RecipientRow {
         true
     }
 
+    /// Ends a `sending` row's lease just before `at`, so that the next claim reclaims it (after a
+    /// restart nobody holds a lease); `false` if the row was not sending.
+    pub fn expire_lease(&mut self, at: DateTime<Utc>) -> bool {
+        if self.status != Status::Sending {
+            return false;
+        }
+        self.lease_until = Some(at - chrono::Duration::milliseconds(1));
+        true
+    }
+
     /// Fails a pending row, whoever holds it; `false` if it was no longer pending.
     pub fn fail_pending(&mut self, message: &str, at: DateTime<Utc>) -> bool {
         if !self.status.is_pending() {
@@ -366,6 +376,17 @@ mod tests {
         let Claim::Reclaimed(answer) = row.claim(at(30), at(60)) else { panic!("not reclaimed") };
         assert_eq!(answer, row);
         assert_eq!((row.status, row.attempts, row.lease_until), (Status::Sending, 2, Some(at(60))));
+    }
+
+    #[test]
+    fn an_expired_lease_is_reclaimed_at_once() {
+        let mut row = sending();
+        assert!(row.expire_lease(at(1)));
+        assert!(matches!(row.claim(at(1), at(31)), Claim::Reclaimed(_)));
+        let mut queued = row_in(Status::Queued);
+        let before = queued.clone();
+        assert!(!queued.expire_lease(at(1)), "only a sending row holds a lease");
+        assert_eq!(queued, before);
     }
 
     #[test]

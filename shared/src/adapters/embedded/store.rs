@@ -81,11 +81,12 @@ impl EmbeddedStore {
                     let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect::<Result<_, _>>()?
                 };
-                let past = now() - chrono::Duration::milliseconds(1);
+                let at = now();
                 for (tenant, id) in &ids {
                     if let Some(mut row) = load_row(&tx, tenant, id)? {
-                        row.lease_until = Some(past);
-                        save_row(&tx, &row)?;
+                        if row.expire_lease(at) {
+                            save_row(&tx, &row)?;
+                        }
                     }
                 }
                 tx.commit()?;
