@@ -67,39 +67,8 @@ pub trait JobQueue: Send + Sync {
 
 // ---------------------------------------------------------------- requests and rows
 
-/// The outcome of trying to claim a row for sending.
-#[derive(Debug, Clone)]
-pub enum Claim {
-    /// The row was `queued` or `retrying` and is now `sending`, owned by the caller.
-    Claimed(RecipientRow),
-    /// The row was `sending` under an expired lease: a worker died mid-send, so the provider may
-    /// or may not have the message. The caller owns it now and must reconcile before sending.
-    Reclaimed(RecipientRow),
-    /// Another worker holds the row's lease until the given time.
-    Busy(DateTime<Utc>),
-    /// The row is `retrying` and its next attempt is not due yet.
-    NotDue(DateTime<Utc>),
-    /// The row is already past sending: nothing to do.
-    Done(RecipientRow),
-    /// No such row.
-    Missing,
-}
-
-/// The final word of one attempt, written only if the writer still owns the row.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub status: Option<Status>,
-    pub error_message: Option<String>,
-    pub external_message_id: Option<String>,
-    pub channel: Option<Channel>,
-    pub provider: Option<String>,
-    pub contact_id: Option<String>,
-    pub name: Option<String>,
-    pub address: Option<String>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// The attempt did not reach the provider (Herald's own pacing held it): do not count it.
-    pub refund_attempt: bool,
-}
+// Claims and outcomes belong to the row's state machine (`domain::row`); the row ports speak them.
+pub use crate::domain::{Claim, Outcome};
 
 /// The request log: send requests and their rows as ingest wrote them, and what status pages read.
 #[async_trait]

@@ -248,6 +248,38 @@ async fn suppression_and_channel_choice() {
 }
 
 #[tokio::test]
+async fn a_row_records_how_far_its_attempt_got() {
+    let s = TestServer::start().await;
+    s.put("/v1/contacts/bob", json!({"phone": "+14155550114", "name": "Bob Jones", "blocked": true})).await;
+    let (_, done) = send(&s, json!({"recipients": [{"phone": "+14155550114"}], "messages": [{"text": "hi"}]})).await;
+    let row = &rows_of(&done)[0];
+    assert_eq!(
+        (&row["status"], &row["contact_id"], &row["name"]),
+        (&json!("skipped"), &json!("bob"), &json!("Bob Jones"))
+    );
+    assert_eq!((&row["channel"], &row["provider"]), (&Value::Null, &Value::Null), "stopped before a channel: {row}");
+
+    let template = json!({"body": "See you in {{city}}"});
+    let (_, done) = send(
+        &s,
+        json!({"recipients": [{"phone": "+14155550115", "name": "Ada"}], "template": template, "channel": "sms"}),
+    )
+    .await;
+    let row = &rows_of(&done)[0];
+    assert_eq!(row["status"], "failed");
+    assert!(row["contact_id"].is_string(), "the contact found or created: {row}");
+    assert_eq!((&row["name"], &row["channel"]), (&json!("Ada"), &json!("sms")));
+    assert_eq!(row["provider"], Value::Null, "stopped before a provider: {row}");
+
+    let (_, done) =
+        send(&s, json!({"recipients": [{"phone": "+14155550115"}], "messages": [{"text": "hi"}], "channel": "sms"}))
+            .await;
+    let row = &rows_of(&done)[0];
+    assert_eq!((&row["status"], &row["channel"], &row["provider"]), (&json!("sent"), &json!("sms"), &json!("sandbox")));
+    assert_eq!(row["phone"], "+14155550115");
+}
+
+#[tokio::test]
 async fn a_missing_placeholder_fails_the_row_with_a_reason() {
     let s = TestServer::start().await;
     let (_, done) =

@@ -5,5 +5,3 @@
 pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;
-#[cfg(any(feature = "aws", feature = "embedded"))]
-mod rows;

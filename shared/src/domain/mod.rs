@@ -25,7 +25,7 @@ pub use request::{
     validate_metadata, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource, PlannedMessage, RecipientBody,
     RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
 };
-pub use row::{Job, RecipientRow, RowView};
+pub use row::{Claim, Job, Outcome, RecipientRow, RowView};
 pub use status::Status;
 
 /// A point in time, as Herald stores them (UTC, millisecond precision).

@@ -103,6 +103,149 @@ impl RecipientRow {
     }
 }
 
+// The row's state machine. Every store applies these, so SQLite and DynamoDB cannot disagree:
+// a store only has to make each read-decide-write atomic.
+
+/// The outcome of trying to claim a row for sending.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The row was `queued` or `retrying` and is now `sending`, owned by the caller.
+    Claimed(RecipientRow),
+    /// The row was `sending` under an expired lease: a worker died mid-send, so the provider may
+    /// or may not have the message. The caller owns it now and must reconcile before sending.
+    Reclaimed(RecipientRow),
+    /// Another worker holds the row's lease until the given time.
+    Busy(DateTime<Utc>),
+    /// The row is `retrying` and its next attempt is not due yet.
+    NotDue(DateTime<Utc>),
+    /// The row is already past sending: nothing to do.
+    Done(RecipientRow),
+    /// No such row.
+    Missing,
+}
+
+impl Claim {
+    /// The caller now holds the row's lease, so the changed row must be written back.
+    pub fn took_lease(&self) -> bool {
+        matches!(self, Claim::Claimed(_) | Claim::Reclaimed(_))
+    }
+}
+
+/// The final word of one attempt, written only if the writer still owns the row.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub status: Option<Status>,
+    pub error_message: Option<String>,
+    pub external_message_id: Option<String>,
+    pub channel: Option<Channel>,
+    pub provider: Option<String>,
+    pub contact_id: Option<String>,
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The attempt did not reach the provider (Herald's own pacing held it): do not count it.
+    pub refund_attempt: bool,
+}
+
+impl RecipientRow {
+    /// Whether the row may be claimed at `now`, and how, without changing it.
+    fn claim_decision(&self, now: DateTime<Utc>) -> Claim {
+        match self.status {
+            // A queued row's next_attempt_at is its send_at: a job that arrives early waits.
+            Status::Queued | Status::Retrying => match self.next_attempt_at {
+                Some(t) if t > now => Claim::NotDue(t),
+                _ => Claim::Claimed(self.clone()),
+            },
+            Status::Sending => match self.lease_until {
+                Some(t) if t > now => Claim::Busy(t),
+                _ => Claim::Reclaimed(self.clone()),
+            },
+            _ => Claim::Done(self.clone()),
+        }
+    }
+
+    /// Claims the row in place (`sending`, one more attempt, leased until `lease_until`) if the
+    /// rules allow; returns the claim to answer, which carries the row as changed.
+    pub fn claim(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Claim {
+        let decision = self.claim_decision(now);
+        if !decision.took_lease() {
+            return decision;
+        }
+        self.attempts += 1;
+        self.set_status(Status::Sending, now);
+        self.lease_until = Some(lease_until);
+        self.next_attempt_at = None;
+        match decision {
+            Claim::Reclaimed(_) => Claim::Reclaimed(self.clone()),
+            _ => Claim::Claimed(self.clone()),
+        }
+    }
+
+    /// Applies an attempt's outcome if the writer still owns the row (`sending` at `attempt`);
+    /// `false`, and the row untouched, if it does not.
+    pub fn finish(&mut self, attempt: u32, o: Outcome, at: DateTime<Utc>) -> bool {
+        if self.status != Status::Sending || self.attempts != attempt {
+            return false;
+        }
+        if let Some(s) = o.status {
+            self.set_status(s, at);
+        }
+        if o.refund_attempt {
+            self.attempts = self.attempts.saturating_sub(1);
+        }
+        self.error_message = match o.status {
+            Some(Status::Sent) => None,
+            _ => o.error_message,
+        };
+        self.external_message_id = o.external_message_id.or(self.external_message_id.take());
+        self.channel = o.channel.or(self.channel);
+        self.provider = o.provider.or(self.provider.take());
+        self.contact_id = o.contact_id.or(self.contact_id.take());
+        self.name = o.name.or(self.name.take());
+        self.address = o.address.or(self.address.take());
+        self.next_attempt_at = o.next_attempt_at;
+        self.lease_until = None;
+        self.updated_at = at;
+        true
+    }
+
+    /// Ends a `sending` row's lease just before `at`, so that the next claim reclaims it (after a
+    /// restart nobody holds a lease); `false` if the row was not sending.
+    pub fn expire_lease(&mut self, at: DateTime<Utc>) -> bool {
+        if self.status != Status::Sending {
+            return false;
+        }
+        self.lease_until = Some(at - chrono::Duration::milliseconds(1));
+        true
+    }
+
+    /// Fails a pending row, whoever holds it; `false` if it was no longer pending.
+    pub fn fail_pending(&mut self, message: &str, at: DateTime<Utc>) -> bool {
+        if !self.status.is_pending() {
+            return false;
+        }
+        self.set_status(Status::Failed, at);
+        self.error_message = Some(message.to_string());
+        self.lease_until = None;
+        self.next_attempt_at = None;
+        true
+    }
+
+    /// A provider's report moves the row forward only; `false` if `status` would not.
+    pub fn advance(&mut self, status: Status, at: DateTime<Utc>, error: Option<String>) -> bool {
+        if !self.status.can_advance_to(status) {
+            return false;
+        }
+        self.set_status(status, at);
+        if error.is_some() {
+            self.error_message = error;
+        }
+        self.lease_until = None;
+        self.next_attempt_at = None;
+        true
+    }
+}
+
 /// The API view of a row: Invent's `BroadcastRecipient` shape plus Herald's own fields.
 #[derive(Debug, Clone)]
 pub struct RowView<'a> {
@@ -178,5 +321,186 @@ mod tests {
         assert_eq!(v["is_failed"], json!(false));
         assert_eq!(v["is_failed_at"], Value::Null);
         assert_eq!(v["status"], json!("delivered"));
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn row_in(status: Status) -> RecipientRow {
+        let mut row = RecipientRow::new("t", "req_1", 0, 0, 0);
+        row.set_status(status, at(0));
+        row
+    }
+
+    /// A row claimed at `at(0)`, leased until `at(30)`.
+    fn sending() -> RecipientRow {
+        let mut row = row_in(Status::Queued);
+        assert!(matches!(row.claim(at(0), at(30)), Claim::Claimed(_)));
+        row
+    }
+
+    #[test]
+    fn claiming_a_queued_row_leases_it_for_one_more_attempt() {
+        let mut row = row_in(Status::Queued);
+        row.next_attempt_at = Some(at(-1));
+        let Claim::Claimed(answer) = row.claim(at(0), at(30)) else { panic!("not claimed") };
+        assert_eq!(answer, row, "the claim carries the row as written");
+        assert_eq!(
+            (row.status, row.attempts, row.lease_until, row.next_attempt_at),
+            (Status::Sending, 1, Some(at(30)), None)
+        );
+        assert_eq!(row.times.get(&Status::Sending), Some(&at(0)));
+    }
+
+    #[test]
+    fn a_row_not_yet_due_is_left_alone() {
+        for status in [Status::Queued, Status::Retrying] {
+            let mut row = row_in(status);
+            row.next_attempt_at = Some(at(10));
+            let before = row.clone();
+            assert!(matches!(row.claim(at(0), at(30)), Claim::NotDue(t) if t == at(10)));
+            assert_eq!(row, before);
+        }
+        let mut due = row_in(Status::Retrying);
+        due.next_attempt_at = Some(at(10));
+        assert!(matches!(due.claim(at(10), at(40)), Claim::Claimed(_)), "due at its own time");
+    }
+
+    #[test]
+    fn a_leased_row_is_busy_until_the_lease_runs_out_then_reclaimed() {
+        let mut row = sending();
+        let before = row.clone();
+        assert!(matches!(row.claim(at(29), at(59)), Claim::Busy(t) if t == at(30)));
+        assert_eq!(row, before);
+        let Claim::Reclaimed(answer) = row.claim(at(30), at(60)) else { panic!("not reclaimed") };
+        assert_eq!(answer, row);
+        assert_eq!((row.status, row.attempts, row.lease_until), (Status::Sending, 2, Some(at(60))));
+    }
+
+    #[test]
+    fn an_expired_lease_is_reclaimed_at_once() {
+        let mut row = sending();
+        assert!(row.expire_lease(at(1)));
+        assert!(matches!(row.claim(at(1), at(31)), Claim::Reclaimed(_)));
+        let mut queued = row_in(Status::Queued);
+        let before = queued.clone();
+        assert!(!queued.expire_lease(at(1)), "only a sending row holds a lease");
+        assert_eq!(queued, before);
+    }
+
+    #[test]
+    fn a_row_past_sending_is_done() {
+        for status in [Status::Sent, Status::Delivered, Status::Failed, Status::Skipped, Status::Unsubscribed] {
+            let mut row = row_in(status);
+            let before = row.clone();
+            assert!(matches!(row.claim(at(0), at(30)), Claim::Done(r) if r == before));
+            assert_eq!(row, before);
+        }
+        assert!(!Claim::Missing.took_lease());
+    }
+
+    #[test]
+    fn finishing_records_the_outcome_and_ends_the_lease() {
+        let mut row = sending();
+        row.error_message = Some("an earlier try failed".into());
+        let o = Outcome {
+            status: Some(Status::Sent),
+            error_message: Some("ignored on a send".into()),
+            external_message_id: Some("wamid.1".into()),
+            channel: Some(Channel::Whatsapp),
+            provider: Some("whatsapp".into()),
+            contact_id: Some("c1".into()),
+            name: Some("Ada".into()),
+            address: Some("+15550100".into()),
+            ..Default::default()
+        };
+        assert!(row.finish(1, o, at(5)));
+        assert_eq!((row.status, row.attempts, row.lease_until, row.updated_at), (Status::Sent, 1, None, at(5)));
+        assert_eq!(row.error_message, None, "a sent row carries no error");
+        assert_eq!(row.external_message_id.as_deref(), Some("wamid.1"));
+        assert_eq!(row.channel, Some(Channel::Whatsapp));
+        assert_eq!(
+            (row.provider.as_deref(), row.contact_id.as_deref(), row.name.as_deref(), row.address.as_deref()),
+            (Some("whatsapp"), Some("c1"), Some("Ada"), Some("+15550100"))
+        );
+    }
+
+    #[test]
+    fn finishing_keeps_what_the_outcome_does_not_say() {
+        let mut row = sending();
+        row.external_message_id = Some("wamid.0".into());
+        row.provider = Some("whatsapp".into());
+        let retry = Outcome {
+            status: Some(Status::Retrying),
+            error_message: Some("503".into()),
+            next_attempt_at: Some(at(20)),
+            ..Default::default()
+        };
+        assert!(row.finish(1, retry, at(5)));
+        assert_eq!((row.status, row.next_attempt_at), (Status::Retrying, Some(at(20))));
+        assert_eq!(row.error_message.as_deref(), Some("503"));
+        assert_eq!((row.external_message_id.as_deref(), row.provider.as_deref()), (Some("wamid.0"), Some("whatsapp")));
+    }
+
+    #[test]
+    fn a_refunded_attempt_is_not_counted() {
+        let mut row = sending();
+        let paced = Outcome { status: Some(Status::Retrying), refund_attempt: true, ..Default::default() };
+        assert!(row.finish(1, paced, at(5)));
+        assert_eq!((row.status, row.attempts), (Status::Retrying, 0));
+    }
+
+    #[test]
+    fn only_the_lease_holder_may_finish() {
+        let mut row = sending();
+        let sent = || Outcome { status: Some(Status::Sent), ..Default::default() };
+        let before = row.clone();
+        assert!(!row.finish(2, sent(), at(5)), "another attempt's outcome");
+        assert_eq!(row, before);
+        let mut reclaimed = sending();
+        assert!(matches!(reclaimed.claim(at(31), at(61)), Claim::Reclaimed(_)));
+        assert!(!reclaimed.finish(1, sent(), at(40)), "the first worker lost the row");
+        assert!(reclaimed.finish(2, sent(), at(40)));
+        let mut done = row_in(Status::Failed);
+        assert!(!done.finish(0, sent(), at(5)), "not sending");
+        assert_eq!(done.status, Status::Failed);
+    }
+
+    #[test]
+    fn failing_a_pending_row_takes_it_from_whoever_holds_it() {
+        for mut row in [row_in(Status::Queued), row_in(Status::Retrying), sending()] {
+            row.next_attempt_at = Some(at(9));
+            assert!(row.fail_pending("poison job", at(5)));
+            assert_eq!((row.status, row.error_message.as_deref()), (Status::Failed, Some("poison job")));
+            assert_eq!((row.lease_until, row.next_attempt_at), (None, None));
+        }
+        let mut sent = row_in(Status::Sent);
+        let before = sent.clone();
+        assert!(!sent.fail_pending("poison job", at(5)));
+        assert_eq!(sent, before);
+    }
+
+    #[test]
+    fn reports_move_a_row_forward_only() {
+        let mut row = row_in(Status::Sent);
+        row.error_message = Some("kept".into());
+        assert!(row.advance(Status::Delivered, at(5), None));
+        assert_eq!((row.status, row.error_message.as_deref()), (Status::Delivered, Some("kept")));
+        let before = row.clone();
+        assert!(!row.advance(Status::Sent, at(6), None), "a late sent");
+        assert!(!row.advance(Status::Failed, at(6), Some("bounced".into())), "a failure after delivery");
+        assert_eq!(row, before);
+        assert!(row.advance(Status::Read, at(7), None));
+        assert_eq!(row.times.get(&Status::Delivered), Some(&at(5)));
+        assert_eq!(row.times.get(&Status::Read), Some(&at(7)));
+    }
+
+    #[test]
+    fn a_report_on_a_sending_row_ends_the_lease_and_keeps_its_error() {
+        let mut row = sending();
+        assert!(row.advance(Status::Failed, at(5), Some("undeliverable".into())));
+        assert_eq!((row.status, row.lease_until), (Status::Failed, None));
+        assert_eq!(row.error_message.as_deref(), Some("undeliverable"));
     }
 }

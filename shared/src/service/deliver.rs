@@ -6,9 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::domain::{Channel, Contact, ContactDraft, Job, RecipientRow, SendRequest, Status};
+use crate::domain::{
+    Channel, Contact, ContactDraft, Job, PlannedMessage, RecipientRow, SendRequest, Status, Template, TemplateHeader,
+};
 use crate::logging::mask_address;
-use crate::ports::provider::{notification_token, OutboundMessage, ProviderError, RenderedHeader};
+use crate::ports::provider::{
+    notification_token, OutboundMessage, Provider, ProviderError, ProviderReceipt, RenderedHeader,
+};
 use crate::ports::{
     Claim, Contacts, JobQueue, Outcome, Providers, RequestLog, RowLeases, StatusLookup, StoreError, StoreResult,
 };
@@ -171,7 +175,55 @@ fn skipped(message: String) -> Outcome {
     Outcome { status: Some(Status::Skipped), error_message: Some(message), ..Default::default() }
 }
 
-/// One attempt at one claimed row. Returns the outcome to record and what the queue should do.
+fn sent(receipt: ProviderReceipt) -> Outcome {
+    Outcome { status: Some(Status::Sent), external_message_id: Some(receipt.external_message_id), ..Default::default() }
+}
+
+/// A step's verdict: go on with what it found, or stop with the outcome to record and what the
+/// queue should do.
+enum Step<T> {
+    Go(T),
+    Stop(Outcome, Delivery),
+}
+
+impl<T> Step<T> {
+    /// Stops with `outcome`; the job is done.
+    fn done(outcome: Outcome) -> Self {
+        Step::Stop(outcome, Delivery::Done)
+    }
+
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Go(value) => Step::Go(f(value)),
+            Step::Stop(outcome, delivery) => Step::Stop(outcome, delivery),
+        }
+    }
+}
+
+/// Stamps an outcome with what the attempt had learnt by the time it ended (contact, channel,
+/// address, provider), so the row shows how far the attempt got.
+fn learnt(known: &Outcome, o: Outcome) -> Outcome {
+    Outcome {
+        status: o.status,
+        error_message: o.error_message,
+        external_message_id: o.external_message_id,
+        next_attempt_at: o.next_attempt_at,
+        refund_attempt: o.refund_attempt,
+        ..known.clone()
+    }
+}
+
+/// A message ready for its provider, and what the attempt has learnt on the way.
+struct Ready<'h> {
+    contact: Contact,
+    outbound: OutboundMessage,
+    provider: &'h dyn Provider,
+    known: Outcome,
+}
+
+/// One attempt at one claimed row: get it ready (suppression, channel, rendering), reconcile an
+/// earlier attempt, call the provider, and map its answer to an outcome. Returns the outcome to
+/// record and what the queue should do.
 async fn attempt_row(
     h: &Deliver,
     request: &SendRequest,
@@ -179,175 +231,225 @@ async fn attempt_row(
     reclaimed: bool,
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Delivery), StoreError> {
-    let done = |o: Outcome| Ok((o, Delivery::Done));
+    let ready = match prepare(h, request, row, now).await? {
+        Step::Go(ready) => ready,
+        Step::Stop(outcome, delivery) => return Ok((outcome, delivery)),
+    };
+    // An earlier attempt may have reached the provider before its worker died or timed out.
+    if reclaimed || row.attempts > 1 {
+        if let Step::Stop(outcome, delivery) = reconcile(h, row, &ready, now).await {
+            return Ok((learnt(&ready.known, outcome), delivery));
+        }
+    }
+    let answer = call_provider(h, row, &ready).await;
+    let (outcome, delivery) = to_outcome(h, row, &ready, answer, now).await;
+    Ok((learnt(&ready.known, outcome), delivery))
+}
+
+/// Everything before the provider is called: the row's message and contact, suppression, the
+/// channel and address, the rendering, the provider. Each stop carries what was learnt by then.
+async fn prepare<'h>(
+    h: &'h Deliver,
+    request: &SendRequest,
+    row: &RecipientRow,
+    now: DateTime<Utc>,
+) -> Result<Step<Ready<'h>>, StoreError> {
     if row.attempts > h.settings.max_attempts {
-        return done(failed(format!(
-            "gave up after {} attempts{}",
-            h.settings.max_attempts,
-            row.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
-        )));
+        let last = row.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        return Ok(Step::done(failed(format!("gave up after {} attempts{last}", h.settings.max_attempts))));
     }
     let Some(message) = request.messages.get(row.message_index as usize) else {
-        return done(failed("the request has no message for this row".into()));
+        return Ok(Step::done(failed("the request has no message for this row".into())));
     };
-
-    let spec = &row.recipient;
     let (contact, fixed_channel) = match resolve_contact(h, row).await? {
-        Ok(found) => found,
-        Err(reason) => return done(failed(reason)),
+        Step::Go(found) => found,
+        Step::Stop(outcome, delivery) => return Ok(Step::Stop(outcome, delivery)),
     };
-    let base = Outcome {
+    let mut known = Outcome {
         contact_id: Some(contact.id.clone()),
-        name: spec.name.clone().or(contact.name.clone()),
+        name: row.recipient.name.clone().or(contact.name.clone()),
         ..Default::default()
     };
-    let with = |o: Outcome| Outcome { contact_id: base.contact_id.clone(), name: base.name.clone(), ..o };
-
-    // Suppression.
-    if contact.blocked {
-        return done(with(skipped("contact is blocked".into())));
+    if let Some(reason) = suppressed(&contact) {
+        return Ok(Step::done(learnt(&known, skipped(reason.into()))));
     }
-    if contact.unsubscribed {
-        return done(with(skipped("contact has unsubscribed".into())));
-    }
+    let (channel, address) = match choose_channel(request, message, row, &contact, fixed_channel, now) {
+        Step::Go(chosen) => chosen,
+        Step::Stop(outcome, delivery) => return Ok(Step::Stop(learnt(&known, outcome), delivery)),
+    };
+    known.channel = Some(channel);
+    known.address = Some(address.clone());
+    let outbound = match build_message(request, row, &contact, channel, &address).and_then(within_limits) {
+        Ok(m) => m,
+        Err(reason) => return Ok(Step::done(learnt(&known, failed(reason)))),
+    };
+    let Some(provider) = h.providers.get(channel) else {
+        return Ok(Step::done(learnt(&known, failed(format!("no provider is configured for {channel}")))));
+    };
+    known.provider = Some(provider.name().to_string());
+    Ok(Step::Go(Ready { contact, outbound, provider: provider.as_ref(), known }))
+}
 
-    // Channel and address.
+/// Why the contact may not be sent anything, if it may not.
+fn suppressed(contact: &Contact) -> Option<&'static str> {
+    match (contact.blocked, contact.unsubscribed) {
+        (true, _) => Some("contact is blocked"),
+        (_, true) => Some("contact has unsubscribed"),
+        _ => None,
+    }
+}
+
+/// The channel and address to send on: the one the recipient, the request or the template names
+/// (if the template and the channel agree and the channel's rules allow the message); else the
+/// bot's webhook for a flow trigger; else the first usable channel in the request's priority.
+fn choose_channel(
+    request: &SendRequest,
+    message: &PlannedMessage,
+    row: &RecipientRow,
+    contact: &Contact,
+    fixed_channel: Option<Channel>,
+    now: DateTime<Utc>,
+) -> Step<(Channel, String)> {
     let template = message.template.as_ref();
     let wanted = fixed_channel.or(request.channel).or(template.and_then(|t| t.channel));
-    if let (Some(w), Some(tc)) = (wanted, template.and_then(|t| t.channel)) {
-        if w != tc {
-            return done(with(failed(format!(
-                "template \"{}\" is for {tc}, but the send asked for {w}",
-                template.map(|t| t.id.as_str()).unwrap_or_default()
-            ))));
+    if let (Some(w), Some(t)) = (wanted, template) {
+        if let Some(tc) = t.channel.filter(|tc| *tc != w) {
+            return Step::done(failed(format!("template \"{}\" is for {tc}, but the send asked for {w}", t.id)));
         }
     }
-    let address_of = |c: Channel| -> Option<String> {
-        match c {
-            Channel::Whatsapp | Channel::Sms => spec.phone.as_ref().map(|p| p.to_string()),
-            Channel::Email => spec.email.as_ref().map(|e| e.to_string()),
-            _ => None,
-        }
-        .or_else(|| contact.address(c))
-    };
+    let address_of = |c: Channel| address_for(row, contact, c);
     // The channel's own rules (messaging windows) make a channel unusable for this message.
-    let rules = |c: Channel| channel_rules(c, &contact, template.is_some_and(|t| t.whatsapp.is_some()), request, now);
-    let choice = match (wanted, message.flow.is_some()) {
+    let is_whatsapp_template = template.is_some_and(|t| t.whatsapp.is_some());
+    let rules = |c: Channel| channel_rules(c, contact, is_whatsapp_template, request, now);
+    let found = match (wanted, message.flow.is_some()) {
         (Some(c), _) => match address_of(c) {
             None => Err(format!("contact has no {c} address")),
             Some(a) => match rules(c) {
                 Ok(()) => Ok((c, a)),
-                Err(reason) => return done(with(failed(reason))),
+                Err(reason) => return Step::done(failed(reason)),
             },
         },
         (None, true) => address_of(Channel::Webhook).map(|a| (Channel::Webhook, a)).ok_or_else(|| {
             "a flow trigger goes to the bot's webhook, and the contact has no webhook_user_id".to_string()
         }),
-        (None, false) => {
-            let order: Vec<Channel> =
-                if request.priority.is_empty() { Channel::ALL.to_vec() } else { request.priority.clone() };
-            let mut refused = Vec::new();
-            let found = order.into_iter().find_map(|c| {
-                let a = address_of(c)?;
-                match rules(c) {
-                    Ok(()) => Some((c, a)),
-                    Err(reason) => {
-                        refused.push(reason);
-                        None
-                    }
-                }
-            });
-            found.ok_or_else(|| match refused.is_empty() {
-                true => "contact has no usable channel".to_string(),
-                false => format!("contact has no usable channel: {}", refused.join("; ")),
-            })
-        }
+        (None, false) => first_usable(request, address_of, rules),
     };
-    let (channel, address) = match choice {
-        Ok(x) => x,
-        Err(reason) => return done(with(skipped(reason))),
-    };
-    let with = |o: Outcome| Outcome { channel: Some(channel), address: Some(address.clone()), ..with(o) };
+    match found {
+        Ok(chosen) => Step::Go(chosen),
+        Err(reason) => Step::done(skipped(reason)),
+    }
+}
 
-    // Render.
-    let outbound = match build_message(request, row, &contact, channel, &address).and_then(within_limits) {
-        Ok(m) => m,
-        Err(reason) => return done(with(failed(reason))),
-    };
-    let Some(provider) = h.providers.get(channel) else {
-        return done(with(failed(format!("no provider is configured for {channel}"))));
-    };
-    let with = |o: Outcome| Outcome { provider: Some(provider.name().to_string()), ..with(o) };
+/// The recipient's own phone or email for `channel`, else the contact's address on it.
+fn address_for(row: &RecipientRow, contact: &Contact, channel: Channel) -> Option<String> {
+    let spec = &row.recipient;
+    match channel {
+        Channel::Whatsapp | Channel::Sms => spec.phone.as_ref().map(|p| p.to_string()),
+        Channel::Email => spec.email.as_ref().map(|e| e.to_string()),
+        _ => None,
+    }
+    .or_else(|| contact.address(channel))
+}
 
-    // An earlier attempt may have reached the provider before its worker died or timed out:
-    // ask the provider before sending again.
-    if reclaimed || row.attempts > 1 {
-        match provider.lookup(&outbound).await {
-            Ok(Some(receipt)) => {
-                tracing::info!(row_id = %row.id, "an earlier attempt had reached the provider; not sending again");
-                let o = Outcome {
-                    status: Some(Status::Sent),
-                    external_message_id: Some(receipt.external_message_id),
-                    ..Default::default()
-                };
-                return done(with(o));
-            }
-            Ok(None) => {}
-            Err(e) => return Ok(retry_or_fail(&h.settings, row, e, now, with)),
+/// The first channel in the request's priority (every channel if it names none) that the contact
+/// has an address on and whose rules take the message; else why none would do.
+fn first_usable(
+    request: &SendRequest,
+    address_of: impl Fn(Channel) -> Option<String>,
+    rules: impl Fn(Channel) -> Result<(), String>,
+) -> Result<(Channel, String), String> {
+    let order = if request.priority.is_empty() { Channel::ALL.to_vec() } else { request.priority.clone() };
+    let mut refused = Vec::new();
+    for c in order {
+        let Some(a) = address_of(c) else { continue };
+        match rules(c) {
+            Ok(()) => return Ok((c, a)),
+            Err(reason) => refused.push(reason),
         }
     }
+    Err(match refused.is_empty() {
+        true => "contact has no usable channel".to_string(),
+        false => format!("contact has no usable channel: {}", refused.join("; ")),
+    })
+}
 
+/// Asks the provider whether an earlier attempt reached it; stops if it did (the row is sent) or
+/// if it could not be asked (retry later).
+async fn reconcile(h: &Deliver, row: &RecipientRow, ready: &Ready<'_>, now: DateTime<Utc>) -> Step<()> {
+    match ready.provider.lookup(&ready.outbound).await {
+        Ok(Some(receipt)) => {
+            tracing::info!(row_id = %row.id, "an earlier attempt had reached the provider; not sending again");
+            Step::done(sent(receipt))
+        }
+        Ok(None) => Step::Go(()),
+        Err(e) => {
+            let (outcome, delivery) = retry_or_fail(&h.settings, row, e, now);
+            Step::Stop(outcome, delivery)
+        }
+    }
+}
+
+/// Sends the message; a provider that does not answer within the timeout failed transiently.
+async fn call_provider(h: &Deliver, row: &RecipientRow, ready: &Ready<'_>) -> Result<ProviderReceipt, ProviderError> {
+    let (m, provider, timeout) = (&ready.outbound, ready.provider, h.settings.provider_timeout);
     tracing::info!(
-        row_id = %row.id, %channel, provider = provider.name(), to = %mask_address(Some(channel), &address),
-        attempt = row.attempts, "sending"
+        row_id = %row.id, channel = %m.channel, provider = provider.name(),
+        to = %mask_address(Some(m.channel), &m.to), attempt = row.attempts, "sending"
     );
-    let result = match tokio::time::timeout(h.settings.provider_timeout, provider.send(&outbound)).await {
-        Ok(r) => r,
+    match tokio::time::timeout(timeout, provider.send(m)).await {
+        Ok(answer) => answer,
         Err(_) => Err(ProviderError::Transient {
             code: Some("timeout".into()),
-            message: format!(
-                "{} did not answer within {} s",
-                provider.name(),
-                h.settings.provider_timeout.as_secs_f64()
-            ),
+            message: format!("{} did not answer within {} s", provider.name(), timeout.as_secs_f64()),
             retry_after: None,
         }),
-    };
-    match result {
-        Ok(receipt) => done(with(Outcome {
-            status: Some(Status::Sent),
-            external_message_id: Some(receipt.external_message_id),
-            ..Default::default()
-        })),
-        Err(e @ ProviderError::Permanent { .. }) => done(with(failed(format!("{}: {e}", provider.name())))),
+    }
+}
+
+/// What the provider's answer means for the row, and for the job.
+async fn to_outcome(
+    h: &Deliver,
+    row: &RecipientRow,
+    ready: &Ready<'_>,
+    answer: Result<ProviderReceipt, ProviderError>,
+    now: DateTime<Utc>,
+) -> (Outcome, Delivery) {
+    let provider = ready.provider.name();
+    match answer {
+        Ok(receipt) => (sent(receipt), Delivery::Done),
+        Err(e @ ProviderError::Permanent { .. }) => (failed(format!("{provider}: {e}")), Delivery::Done),
         Err(e @ ProviderError::Unsubscribed { .. }) => {
-            // The recipient opted out with the provider: no channel of this tenant may reach them.
-            let mut c = contact.clone();
-            c.unsubscribed = true;
-            c.updated_at = crate::domain::now();
-            if let Err(err) = h.contacts.put_contact(&row.tenant_id, &c).await {
-                tracing::error!(contact_id = %c.id, error = %err, "could not mark an opted-out contact unsubscribed");
-            }
+            mark_unsubscribed(h, row, &ready.contact).await;
             let o = Outcome {
                 status: Some(Status::Unsubscribed),
-                error_message: Some(format!("{}: recipient has opted out: {e}", provider.name())),
+                error_message: Some(format!("{provider}: recipient has opted out: {e}")),
                 ..Default::default()
             };
-            done(with(o))
+            (o, Delivery::Done)
         }
         Err(ProviderError::Throttled { message, retry_after }) => {
             // Herald's own pacing: the row waits its turn; the attempt is given back.
-            let next = now + chrono::Duration::from_std(retry_after).unwrap_or_default();
             let o = Outcome {
                 status: Some(Status::Retrying),
                 error_message: Some(message),
-                next_attempt_at: Some(next),
+                next_attempt_at: Some(now + chrono::Duration::from_std(retry_after).unwrap_or_default()),
                 refund_attempt: true,
                 ..Default::default()
             };
-            Ok((with(o), Delivery::RetryAfter(retry_after)))
+            (o, Delivery::RetryAfter(retry_after))
         }
-        Err(e) => Ok(retry_or_fail(&h.settings, row, e, now, with)),
+        Err(e) => retry_or_fail(&h.settings, row, e, now),
+    }
+}
+
+/// The recipient opted out with the provider: no channel of this tenant may reach them. A failed
+/// write is logged, not retried: the row's outcome is recorded either way.
+async fn mark_unsubscribed(h: &Deliver, row: &RecipientRow, contact: &Contact) {
+    let mut c = contact.clone();
+    c.unsubscribed = true;
+    c.updated_at = crate::domain::now();
+    if let Err(err) = h.contacts.put_contact(&row.tenant_id, &c).await {
+        tracing::error!(contact_id = %c.id, error = %err, "could not mark an opted-out contact unsubscribed");
     }
 }
 
@@ -387,14 +489,10 @@ fn channel_rules(
 /// The row's contact, named by the first tier present (`contact_channel_id` > `contact_id` >
 /// phone / email / channel ids, found or created), with the updates the recipient asks for
 /// applied. A named contact that does not exist falls through to find-or-create when the
-/// recipient asks for it and carries other identifiers (Invent, SMAX V2). `Ok(Err(reason))` when
-/// the contact cannot be found or updated.
-async fn resolve_contact(
-    h: &Deliver,
-    row: &RecipientRow,
-) -> Result<Result<(Contact, Option<Channel>), String>, StoreError> {
+/// recipient asks for it and carries other identifiers (Invent, SMAX V2). Stops (the row fails)
+/// when the contact cannot be found or updated.
+async fn resolve_contact(h: &Deliver, row: &RecipientRow) -> Result<Step<(Contact, Option<Channel>)>, StoreError> {
     let spec = &row.recipient;
-    let tenant = &row.tenant_id;
     // The recipient's own identifiers, as a draft; applied to the contact only when asked.
     let keys = ContactDraft {
         name: spec.name.clone(),
@@ -409,55 +507,59 @@ async fn resolve_contact(
     let can_fall_back = spec.fall_back_to_keys && keys.has_key();
     let (named, channel, missing) = if let Some(cc) = &spec.contact_channel_id {
         let Some((contact_id, channel)) = Contact::parse_channel_id(cc) else {
-            return Ok(Err(format!("\"{cc}\" is not a contact channel id")));
+            return Ok(Step::done(failed(format!("\"{cc}\" is not a contact channel id"))));
         };
         (Some(contact_id), Some(channel), format!("contact channel {cc} not found"))
     } else {
         (spec.contact_id.as_deref(), None, format!("contact {} not found", spec.contact_id.as_deref().unwrap_or("")))
     };
     let found = match named {
-        Some(id) => h.contacts.get_contact(tenant, id).await?,
+        Some(id) => h.contacts.get_contact(&row.tenant_id, id).await?,
         None => None,
     };
-    let (mut contact, mut changed) = match found {
-        Some(c) => (c, false),
-        None if named.is_some() && !can_fall_back => return Ok(Err(missing)),
-        None => match h.contacts.upsert_contact(tenant, &keys, spec.update_contact).await {
-            Ok((c, _)) => (c, false),
+    let contact = match found {
+        Some(c) => c,
+        None if named.is_some() && !can_fall_back => return Ok(Step::done(failed(missing))),
+        None => match h.contacts.upsert_contact(&row.tenant_id, &keys, spec.update_contact).await {
+            Ok((c, _)) => c,
             Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Step::done(failed(e.to_string()))),
         },
     };
-    if spec.update_contact && named.is_some_and(|id| id == contact.id) {
-        contact.apply(&keys);
-        changed = true;
+    let own_keys = (spec.update_contact && named.is_some_and(|id| id == contact.id)).then_some(&keys);
+    Ok(update_contact(h, row, contact, own_keys).await?.map(|contact| (contact, channel)))
+}
+
+/// Applies the updates the recipient asks for and saves the contact if anything changed:
+/// `own_keys` (the recipient's identifiers, when it named this contact and asked to update it)
+/// and its `set_fields`.
+async fn update_contact(
+    h: &Deliver,
+    row: &RecipientRow,
+    mut contact: Contact,
+    own_keys: Option<&ContactDraft>,
+) -> Result<Step<Contact>, StoreError> {
+    let set_fields = &row.recipient.set_fields;
+    if own_keys.is_none() && set_fields.is_empty() {
+        return Ok(Step::Go(contact));
     }
-    if !spec.set_fields.is_empty() {
-        contact.fields.extend(spec.set_fields.clone());
-        changed = true;
+    if let Some(keys) = own_keys {
+        contact.apply(keys);
     }
-    if changed {
-        contact.updated_at = crate::domain::now();
-        match h.contacts.put_contact(tenant, &contact).await {
-            Ok(()) => {}
-            Err(crate::ports::ContactWriteError::Store(e)) => return Err(e),
-            Err(e) => return Ok(Err(format!("could not update the contact: {e}"))),
-        }
+    contact.fields.extend(set_fields.clone());
+    contact.updated_at = crate::domain::now();
+    match h.contacts.put_contact(&row.tenant_id, &contact).await {
+        Ok(()) => Ok(Step::Go(contact)),
+        Err(crate::ports::ContactWriteError::Store(e)) => Err(e),
+        Err(e) => Ok(Step::done(failed(format!("could not update the contact: {e}")))),
     }
-    Ok(Ok((contact, channel)))
 }
 
 /// A transient failure: back off and retry, or fail once the attempts are used up.
-fn retry_or_fail(
-    settings: &Settings,
-    row: &RecipientRow,
-    e: ProviderError,
-    now: DateTime<Utc>,
-    with: impl Fn(Outcome) -> Outcome,
-) -> (Outcome, Delivery) {
+fn retry_or_fail(settings: &Settings, row: &RecipientRow, e: ProviderError, now: DateTime<Utc>) -> (Outcome, Delivery) {
     if row.attempts >= settings.max_attempts {
         let o = failed(format!("gave up after {} attempts: {e}", row.attempts));
-        return (with(o), Delivery::Done);
+        return (o, Delivery::Done);
     }
     let retry_after = match &e {
         ProviderError::Transient { retry_after, .. } => *retry_after,
@@ -474,7 +576,7 @@ fn retry_or_fail(
         next_attempt_at: Some(next),
         ..Default::default()
     };
-    (with(o), Delivery::RetryAfter(wait))
+    (o, Delivery::RetryAfter(wait))
 }
 
 /// The wait before a row's next attempt: the one retry policy over the settings' base and cap,
@@ -529,28 +631,7 @@ fn build_message(
 ) -> Result<OutboundMessage, String> {
     let message = &request.messages[row.message_index as usize];
     let name = row.recipient.name.clone().or_else(|| contact.name.clone());
-    let lookup = |field: &str| -> Option<String> {
-        row.recipient
-            .variables
-            .get(field)
-            .or_else(|| request.variables.get(field))
-            .or_else(|| contact.fields.get(field))
-            .cloned()
-            .or_else(|| match field {
-                "name" => name.clone(),
-                "first_name" => name.as_deref().and_then(|n| n.split_whitespace().next()).map(String::from),
-                "phone" => contact.phone.as_ref().map(|p| p.to_string()),
-                "email" => contact.email.as_ref().map(|e| e.to_string()),
-                _ => None,
-            })
-            .or_else(|| request.defaults.get(field).cloned())
-    };
-    let explain = |m: Missing, part: &str| match m {
-        Missing::Named(n) => {
-            format!("{part} needs {{{{{n}}}}}: give it in variables, the contact's fields or the campaign defaults")
-        }
-        Missing::Positional(i) => format!("{part} needs {{{{{i}}}}}: give more positional params"),
-    };
+    let lookup = |field: &str| value_of(field, request, row, contact, name.as_deref());
     // A positional value may name fields itself (`"{{first_name}}"`), rendered per recipient.
     let body_params = render_all(&request.body_params, &lookup, &[]).map_err(|m| explain(m, "body_params"))?;
     let header_params = render_all(&request.header_params, &lookup, &[]).map_err(|m| explain(m, "header_params"))?;
@@ -572,37 +653,86 @@ fn build_message(
         metadata: request.metadata.clone(),
     };
     if let Some(t) = &message.template {
-        out.text = render(&t.body, lookup, &body_params).map_err(|m| explain(m, "the body"))?;
-        out.subject = t
-            .subject
-            .as_deref()
-            .map(|s| render(s, lookup, &body_params))
-            .transpose()
-            .map_err(|m| explain(m, "the subject"))?;
-        out.whatsapp_template = t.whatsapp.clone();
-        // A template that binds Meta's parameters sends those, rendered for this recipient.
-        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.body_params.is_empty()) {
-            let bound = render_all(&w.body_params, &lookup, &body_params);
-            out.body_params = bound.map_err(|m| explain(m, "the template's whatsapp.body_params"))?;
-        }
-        if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.header_params.is_empty()) {
-            let bound = render_all(&w.header_params, &lookup, &header_params);
-            out.header_params = bound.map_err(|m| explain(m, "the template's whatsapp.header_params"))?;
-        }
-        out.header = match &t.header {
-            None => None,
-            Some(hd) => Some(RenderedHeader {
-                kind: hd.kind,
-                text: hd
-                    .text
-                    .as_deref()
-                    .map(|x| render(x, lookup, &header_params))
-                    .transpose()
-                    .map_err(|m| explain(m, "the header"))?,
-                link: hd.link.clone().or_else(|| request.media.as_ref().map(|m| m.link.clone())),
-                filename: hd.filename.clone().or_else(|| request.media.as_ref().and_then(|m| m.filename.clone())),
-            }),
-        };
+        fill_template(&mut out, t, request, &lookup, &body_params, &header_params)?;
     }
     Ok(out)
+}
+
+/// A placeholder's value for this recipient: its own variables, the request's, the contact's
+/// fields, the contact's name, phone and email, and last the campaign's defaults.
+fn value_of(
+    field: &str,
+    request: &SendRequest,
+    row: &RecipientRow,
+    contact: &Contact,
+    name: Option<&str>,
+) -> Option<String> {
+    row.recipient
+        .variables
+        .get(field)
+        .or_else(|| request.variables.get(field))
+        .or_else(|| contact.fields.get(field))
+        .cloned()
+        .or_else(|| match field {
+            "name" => name.map(String::from),
+            "first_name" => name.and_then(|n| n.split_whitespace().next()).map(String::from),
+            "phone" => contact.phone.as_ref().map(|p| p.to_string()),
+            "email" => contact.email.as_ref().map(|e| e.to_string()),
+            _ => None,
+        })
+        .or_else(|| request.defaults.get(field).cloned())
+}
+
+/// Says which placeholder `part` lacks, and where to give it.
+fn explain(m: Missing, part: &str) -> String {
+    match m {
+        Missing::Named(n) => {
+            format!("{part} needs {{{{{n}}}}}: give it in variables, the contact's fields or the campaign defaults")
+        }
+        Missing::Positional(i) => format!("{part} needs {{{{{i}}}}}: give more positional params"),
+    }
+}
+
+/// Fills in the template's parts for this recipient: body, subject, header, and Meta's parameters
+/// where the template binds them. `body_params` and `header_params` are the request's, rendered.
+fn fill_template(
+    out: &mut OutboundMessage,
+    t: &Template,
+    request: &SendRequest,
+    lookup: &impl Fn(&str) -> Option<String>,
+    body_params: &[String],
+    header_params: &[String],
+) -> Result<(), String> {
+    out.text = render(&t.body, lookup, body_params).map_err(|m| explain(m, "the body"))?;
+    let subject = t.subject.as_deref().map(|s| render(s, lookup, body_params)).transpose();
+    out.subject = subject.map_err(|m| explain(m, "the subject"))?;
+    out.whatsapp_template = t.whatsapp.clone();
+    // A template that binds Meta's parameters sends those, rendered for this recipient.
+    if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.body_params.is_empty()) {
+        let bound = render_all(&w.body_params, lookup, body_params);
+        out.body_params = bound.map_err(|m| explain(m, "the template's whatsapp.body_params"))?;
+    }
+    if let Some(w) = t.whatsapp.as_ref().filter(|w| !w.header_params.is_empty()) {
+        let bound = render_all(&w.header_params, lookup, header_params);
+        out.header_params = bound.map_err(|m| explain(m, "the template's whatsapp.header_params"))?;
+    }
+    out.header = t.header.as_ref().map(|hd| render_header(hd, request, lookup, header_params)).transpose()?;
+    Ok(())
+}
+
+/// The template's header for this recipient; a media header without a link or filename of its
+/// own takes the request's media.
+fn render_header(
+    hd: &TemplateHeader,
+    request: &SendRequest,
+    lookup: &impl Fn(&str) -> Option<String>,
+    header_params: &[String],
+) -> Result<RenderedHeader, String> {
+    let text = hd.text.as_deref().map(|x| render(x, lookup, header_params)).transpose();
+    Ok(RenderedHeader {
+        kind: hd.kind,
+        text: text.map_err(|m| explain(m, "the header"))?,
+        link: hd.link.clone().or_else(|| request.media.as_ref().map(|m| m.link.clone())),
+        filename: hd.filename.clone().or_else(|| request.media.as_ref().and_then(|m| m.filename.clone())),
+    })
 }

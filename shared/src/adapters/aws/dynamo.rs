@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::sdk_text;
-use crate::adapters::rows;
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
 };
@@ -642,8 +641,8 @@ impl RowLeases for DynamoStore {
             tenant,
             row_id,
             |row| {
-                let c = rows::claim(row, at, lease_until);
-                let write = matches!(c, Claim::Claimed(_) | Claim::Reclaimed(_));
+                let c = row.claim(at, lease_until);
+                let write = c.took_lease();
                 (c, write)
             },
             Claim::Missing,
@@ -662,7 +661,7 @@ impl RowLeases for DynamoStore {
                 tenant,
                 row_id,
                 |row| {
-                    let ok = rows::finish(row, attempt, outcome.clone(), now());
+                    let ok = row.finish(attempt, outcome.clone(), now());
                     (ok, ok)
                 },
                 false,
@@ -689,7 +688,7 @@ impl RowLeases for DynamoStore {
             tenant,
             row_id,
             |row| {
-                let ok = rows::advance(row, status, at, error.clone());
+                let ok = row.advance(status, at, error.clone());
                 (ok, ok)
             },
             false,
@@ -702,7 +701,7 @@ impl RowLeases for DynamoStore {
             tenant,
             row_id,
             |row| {
-                let ok = rows::fail_pending(row, message, now());
+                let ok = row.fail_pending(message, now());
                 (ok, ok)
             },
             false,

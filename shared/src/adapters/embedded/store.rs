@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ms, Db};
-use crate::adapters::rows;
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
 };
@@ -82,11 +81,12 @@ impl EmbeddedStore {
                     let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect::<Result<_, _>>()?
                 };
-                let past = now() - chrono::Duration::milliseconds(1);
+                let at = now();
                 for (tenant, id) in &ids {
                     if let Some(mut row) = load_row(&tx, tenant, id)? {
-                        row.lease_until = Some(past);
-                        save_row(&tx, &row)?;
+                        if row.expire_lease(at) {
+                            save_row(&tx, &row)?;
+                        }
                     }
                 }
                 tx.commit()?;
@@ -574,8 +574,8 @@ impl RowLeases for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
-                let claim = rows::claim(&mut row, now, lease_until);
-                if matches!(claim, Claim::Claimed(_) | Claim::Reclaimed(_)) {
+                let claim = row.claim(now, lease_until);
+                if claim.took_lease() {
                     save_row(&tx, &row)?;
                     tx.commit()?;
                 }
@@ -590,7 +590,7 @@ impl RowLeases for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::finish(&mut row, attempt, outcome, now()) {
+                if !row.finish(attempt, outcome, now()) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
@@ -613,7 +613,7 @@ impl RowLeases for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::advance(&mut row, status, at, error) {
+                if !row.advance(status, at, error) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
@@ -629,7 +629,7 @@ impl RowLeases for EmbeddedStore {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
-                if !rows::fail_pending(&mut row, &message, now()) {
+                if !row.fail_pending(&message, now()) {
                     return Ok(false);
                 }
                 save_row(&tx, &row)?;
