@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod cached_keys;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 #[cfg(any(feature = "aws", feature = "embedded"))]
