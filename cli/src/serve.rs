@@ -136,6 +136,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = local.spawn_workers(args.workers, stop_rx);
+    // One INFO line a second while there is traffic; each message is a DEBUG line of its own.
+    let summary = tokio::spawn(herald::logging::summarise(std::time::Duration::from_secs(1)));
     tracing::info!(addr = %args.addr, data_dir = %args.data_dir.display(), workers = args.workers, "Herald is serving");
 
     let app = herald::http::router(local.herald.clone());
@@ -147,6 +149,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("server error: {e}"))?;
     let _ = stop_tx.send(true);
     let _ = workers.await;
+    summary.abort();
     if let Some((store, queue)) = faults {
         let ((sb, sa), (qb, qa)) = (store.counts(), queue.counts());
         tracing::warn!(

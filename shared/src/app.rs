@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::service::key_cache::CachedKeys;
+
 use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
 use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
@@ -94,7 +96,8 @@ impl Herald {
             inbound_tenant: provider_config.inbound_tenant.clone(),
         };
         Herald {
-            keys: stores.keys,
+            // Every authenticated call reads its key; found keys are trusted for a second.
+            keys: Arc::new(CachedKeys::new(stores.keys)),
             catalog: stores.catalog,
             contacts: stores.contacts,
             requests: stores.requests,

@@ -666,3 +666,33 @@ async fn metadata_nesting_is_limited_at_the_edge_and_every_stored_value_reads_ba
     let (status, again) = herald_tests::read(resp.send().await.unwrap()).await;
     assert_eq!((status, again["request_id"].as_str()), (StatusCode::ACCEPTED, Some(id)), "{again}");
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_within_a_second_even_when_revoked_by_another_process() {
+    use herald::ports::ApiKeys;
+    let s = TestServer::start().await;
+    let key = herald::service::keys::create_key(s.herald().keys.as_ref(), "acme", None).await.unwrap();
+    let (_, lookup) = herald::service::keys::digest(&key);
+    let get = |key: String| {
+        let s = &s;
+        async move { s.http.get(s.url("/v1/templates")).bearer_auth(key).send().await.unwrap().status() }
+    };
+    assert_eq!(get(key.clone()).await, StatusCode::OK);
+
+    // `herald keys revoke` writes to the store from another process: the server learns of it
+    // when its cached copy of the key runs out.
+    s.local.store.revoke_key("acme", &lookup, herald::domain::now()).await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    while get(key.clone()).await == StatusCode::OK {
+        assert!(revoked_at.elapsed() < Duration::from_secs(3), "the revoked key still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(key.clone()).await, StatusCode::UNAUTHORIZED);
+
+    // Revoked through the server's own port, a key stops at once.
+    let second = herald::service::keys::create_key(s.herald().keys.as_ref(), "acme", None).await.unwrap();
+    assert_eq!(get(second.clone()).await, StatusCode::OK);
+    let (_, lookup) = herald::service::keys::digest(&second);
+    s.herald().keys.revoke_key("acme", &lookup, herald::domain::now()).await.unwrap();
+    assert_eq!(get(second).await, StatusCode::UNAUTHORIZED);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::domain::{
     Channel, Contact, ContactDraft, Job, PlannedMessage, RecipientRow, SendRequest, Status, Template, TemplateHeader,
 };
-use crate::logging::mask_address;
+use crate::logging::{mask_address, Attempt, ACTIVITY};
 use crate::ports::provider::{
     notification_token, OutboundMessage, Provider, ProviderError, ProviderReceipt, RenderedHeader,
 };
@@ -112,7 +112,21 @@ pub async fn deliver(h: &Deliver, job: &Job) -> Result<Delivery, StoreError> {
         return Ok(Delivery::Done);
     }
     tracing::debug!(row_id = %row.id, attempt, status = ?status, "attempt recorded");
+    if let Some(end) = status.and_then(attempt_end) {
+        ACTIVITY.attempt(end);
+    }
     Ok(delivery)
+}
+
+/// How the activity summary counts an attempt that ended in `status`.
+fn attempt_end(status: Status) -> Option<Attempt> {
+    match status {
+        Status::Queued | Status::Sending => None,
+        Status::Retrying => Some(Attempt::Retrying),
+        Status::Failed | Status::Bounced | Status::Complained => Some(Attempt::Failed),
+        Status::Skipped | Status::Unsubscribed => Some(Attempt::Skipped),
+        Status::Sent | Status::Delivered | Status::Read | Status::Opened | Status::Played => Some(Attempt::Sent),
+    }
 }
 
 /// Claims the job's row. A claim that failed may have committed before the error reached us: a
@@ -392,7 +406,7 @@ async fn reconcile(h: &Deliver, row: &RecipientRow, ready: &Ready<'_>, now: Date
 /// Sends the message; a provider that does not answer within the timeout failed transiently.
 async fn call_provider(h: &Deliver, row: &RecipientRow, ready: &Ready<'_>) -> Result<ProviderReceipt, ProviderError> {
     let (m, provider, timeout) = (&ready.outbound, ready.provider, h.settings.provider_timeout);
-    tracing::info!(
+    tracing::debug!(
         row_id = %row.id, channel = %m.channel, provider = provider.name(),
         to = %mask_address(Some(m.channel), &m.to), attempt = row.attempts, "sending"
     );
@@ -569,7 +583,7 @@ fn retry_or_fail(settings: &Settings, row: &RecipientRow, e: ProviderError, now:
     let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
     // A provider's message may quote the recipient's number or address.
     let error = crate::logging::mask_text(&e.to_string());
-    tracing::info!(row_id = %row.id, attempt = row.attempts, wait_ms = wait.as_millis() as u64, %error, "will retry");
+    tracing::debug!(row_id = %row.id, attempt = row.attempts, wait_ms = wait.as_millis() as u64, %error, "will retry");
     let o = Outcome {
         status: Some(Status::Retrying),
         error_message: Some(e.to_string()),

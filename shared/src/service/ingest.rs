@@ -10,6 +10,7 @@ use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
     FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
 };
+use crate::logging::ACTIVITY;
 use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, StoreError};
 use crate::retry;
 
@@ -151,7 +152,8 @@ pub async fn ingest(h: &Ingest, tenant: &str, plan: SendPlan, source: &str) -> R
         }
     }
     store_and_queue(h, &request, &rows, keyed, now).await?;
-    tracing::info!(request_id = %request.id, rows = rows.len(), source, "send request queued");
+    tracing::debug!(request_id = %request.id, rows = rows.len(), source, "send request queued");
+    ACTIVITY.accepted(rows.len());
 
     if !request.background {
         deliver_inline(h, &rows).await?;

@@ -5,6 +5,7 @@ pub mod callbacks;
 pub mod catalog;
 pub mod deliver;
 pub mod ingest;
+pub mod key_cache;
 pub mod keys;
 pub mod render;
 mod settings;

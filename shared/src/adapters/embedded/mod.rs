@@ -1,7 +1,10 @@
-//! The local shape's adapters: a durable store and a durable queue, each a SQLite database in WAL
-//! mode inside the data directory (`.herald/` by default).
+//! The local shape's adapters: a durable store and a durable queue on one SQLite database in WAL
+//! mode inside the data directory (`.herald/herald.db` by default), written through one group
+//! commit writer and read through a pool ([`engine`]).
 
+mod engine;
 mod faults;
+mod migrate;
 mod queue;
 mod store;
 
@@ -11,7 +14,9 @@ pub use store::{EmbeddedStore, StoreCounts};
 
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use engine::Engine;
 
 use crate::ports::{StoreError, StoreResult};
 
@@ -27,24 +32,18 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// One SQLite connection, used from blocking threads so the async runtime never waits on disk.
+/// An adapter's handle on the shared [`Engine`], with its own fault switch (the soak tests fail
+/// the store's and the queue's calls apart).
 #[derive(Clone)]
 pub(crate) struct Db {
-    conn: Arc<Mutex<Connection>>,
+    engine: Arc<Engine>,
     /// Armed only by soak tests; unset, a call pays one atomic load.
     faults: Arc<OnceLock<Arc<Faults>>>,
 }
 
 impl Db {
-    pub(crate) fn open(path: &Path, schema: &str) -> StoreResult<Db> {
-        let conn = Connection::open(path)?;
-        // WAL + synchronous=NORMAL: a committed transaction survives a killed process; only a
-        // power loss can take the last few back.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(schema)?;
-        Ok(Db { conn: Arc::new(Mutex::new(conn)), faults: Arc::new(OnceLock::new()) })
+    fn new(engine: Arc<Engine>) -> Db {
+        Db { engine, faults: Arc::new(OnceLock::new()) }
     }
 
     /// Arms fault injection; `false` if it was armed already.
@@ -56,7 +55,8 @@ impl Db {
         self.faults.get()
     }
 
-    pub(crate) async fn call<R, F>(&self, f: F) -> StoreResult<R>
+    /// A write, committed with whatever other writes are waiting (group commit).
+    pub(crate) async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
@@ -65,27 +65,46 @@ impl Db {
         if let Some((faults, Fault::Before)) = fault {
             return Err(faults.strike(Fault::Before));
         }
-        let conn = self.conn.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?;
-        match (result, fault) {
-            // The work is done (and committed, if it wrote); the caller is told it failed.
+        match (self.engine.write(f).await, fault) {
+            // The work is done and committed; the caller is told it failed.
+            (Ok(_), Some((faults, Fault::After))) => Err(faults.strike(Fault::After)),
+            (result, _) => result,
+        }
+    }
+
+    /// A read, on a connection of the read pool.
+    pub(crate) async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let fault = self.faults.get().and_then(|f| Some((f, f.draw()?)));
+        if let Some((faults, Fault::Before)) = fault {
+            return Err(faults.strike(Fault::Before));
+        }
+        match (self.engine.read(f).await, fault) {
             (Ok(_), Some((faults, Fault::After))) => Err(faults.strike(Fault::After)),
             (result, _) => result,
         }
     }
 }
 
-/// Opens (creating if needed) the store and queue in `dir`.
+/// The database file in a data directory: the store's tables and the queue's, so a request and
+/// its jobs can share a transaction.
+pub const DATABASE: &str = "herald.db";
+
+/// Opens (creating if needed) the store and queue in `dir`, one database shared by both. A data
+/// directory from before they shared one (`store.db` and `queue.db`) is carried over: the store
+/// file becomes the database and the queue's jobs move into it.
 pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, Arc<EmbeddedQueue>)> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
-    let store = EmbeddedStore::open(&dir.join("store.db"))?;
-    let queue = EmbeddedQueue::open(&dir.join("queue.db"), max_receives)?;
+    let path = dir.join(DATABASE);
+    migrate::rename_store_file(dir, &path)?;
+    let schema = format!("{}\n{}", store::SCHEMA, queue::SCHEMA);
+    let engine = Arc::new(Engine::open_with(&path, &schema, |c| migrate::take_old_queue(dir, c))?);
+    let store = EmbeddedStore::new(Db::new(engine.clone()));
+    let queue = EmbeddedQueue::new(Db::new(engine), max_receives);
     Ok((Arc::new(store), Arc::new(queue)))
 }
 

@@ -2,9 +2,8 @@
 //! visibility timeout, receive count, and a dead-letter table after `max_receives` receives.
 
 use async_trait::async_trait;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::params;
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -13,7 +12,7 @@ use super::{ms, Db};
 use crate::domain::now;
 use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreResult};
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,
@@ -52,12 +51,8 @@ pub struct EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    pub fn open(path: &Path, max_receives: u32) -> StoreResult<EmbeddedQueue> {
-        Ok(EmbeddedQueue {
-            db: Db::open(path, SCHEMA)?,
-            max_receives: max_receives.max(1),
-            wake: Arc::new(Notify::new()),
-        })
+    pub(super) fn new(db: Db, max_receives: u32) -> EmbeddedQueue {
+        EmbeddedQueue { db, max_receives: max_receives.max(1), wake: Arc::new(Notify::new()) }
     }
 
     /// Makes a share of this queue's calls fail (soak tests only); `false` if already armed.
@@ -80,7 +75,7 @@ impl EmbeddedQueue {
     pub async fn recover_in_flight(&self) -> StoreResult<u64> {
         let t = ms(now());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 Ok(c.execute(
                     "UPDATE jobs SET visible_at = MIN(visible_at, ?1), receipt = NULL, in_flight = 0 WHERE in_flight = 1",
                     params![t],
@@ -94,7 +89,7 @@ impl EmbeddedQueue {
     /// table is seen on one side or the other.
     pub async fn rows_with_jobs(&self) -> StoreResult<(HashSet<(String, String)>, HashSet<(String, String)>)> {
         self.db
-            .call(|c| {
+            .read(|c| {
                 let tx = c.transaction()?;
                 let read = |table: &str| -> StoreResult<HashSet<(String, String)>> {
                     let mut st = tx.prepare(&format!(
@@ -119,7 +114,7 @@ impl EmbeddedQueue {
     /// Jobs waiting (visible or delayed), in flight, and dead-lettered.
     pub async fn depth(&self) -> StoreResult<(u64, u64, u64)> {
         self.db
-            .call(|c| {
+            .read(|c| {
                 let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64);
                 Ok((
                     q("SELECT COUNT(*) FROM jobs WHERE in_flight = 0")?,
@@ -132,7 +127,7 @@ impl EmbeddedQueue {
 
     pub async fn dead_letters(&self, limit: u32) -> StoreResult<Vec<DeadJob>> {
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st =
                     c.prepare("SELECT message_id, body, receive_count, dead_at FROM dead_jobs ORDER BY seq LIMIT ?1")?;
                 let rows = st.query_map(params![limit], |r| {
@@ -153,8 +148,8 @@ impl EmbeddedQueue {
         let t = ms(now());
         let n = self
             .db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let n = tx.execute(
                     "INSERT INTO jobs (message_id, body, visible_at, receive_count, enqueued_at)
                      SELECT message_id, body, ?1, 0, enqueued_at FROM dead_jobs ORDER BY seq",
@@ -182,8 +177,8 @@ impl JobQueue for EmbeddedQueue {
             })
             .collect::<StoreResult<_>>()?;
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 {
                     let mut st = tx.prepare_cached(
                         "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
@@ -205,8 +200,8 @@ impl JobQueue for EmbeddedQueue {
         let hidden_until = t + visibility.as_millis() as i64;
         let max_receives = self.max_receives;
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let mut out = Vec::new();
                 {
                     let mut pick = tx.prepare_cached(
@@ -257,7 +252,7 @@ impl JobQueue for EmbeddedQueue {
     async fn delete(&self, receipt: &str) -> StoreResult<()> {
         let receipt = receipt.to_string();
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute("DELETE FROM jobs WHERE receipt = ?1", params![receipt])?;
                 Ok(())
             })
@@ -270,8 +265,8 @@ impl JobQueue for EmbeddedQueue {
         let t = ms(now());
         let visible_at = t + delay.as_millis() as i64;
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 tx.execute("DELETE FROM jobs WHERE receipt = ?1", params![receipt])?;
                 tx.execute(
                     "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
@@ -289,7 +284,7 @@ impl JobQueue for EmbeddedQueue {
         let receipt = receipt.to_string();
         let visible_at = ms(now()) + timeout.as_millis() as i64;
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 // A deliberate delay, not an in-flight job: a restart must not cut it short.
                 c.execute(
                     "UPDATE jobs SET visible_at = ?2, in_flight = 0 WHERE receipt = ?1",

@@ -1,11 +1,11 @@
-//! Every store port on one SQLite database. Records are JSON documents with the columns their
-//! queries need beside them; every conditional write is one IMMEDIATE transaction.
+//! Every store port on the local database. Records are JSON documents with the columns their
+//! queries need beside them; every conditional write is one savepoint of the writer's group
+//! commit, every read runs on the read pool.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use super::{ms, Db};
@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::ports::*;
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     lookup TEXT PRIMARY KEY, hash BLOB NOT NULL, display_prefix TEXT NOT NULL,
@@ -56,8 +56,8 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    pub fn open(path: &Path) -> StoreResult<EmbeddedStore> {
-        Ok(EmbeddedStore { db: Db::open(path, SCHEMA)? })
+    pub(super) fn new(db: Db) -> EmbeddedStore {
+        EmbeddedStore { db }
     }
 
     /// Makes a share of this store's calls fail (soak tests only); `false` if already armed.
@@ -74,8 +74,8 @@ impl EmbeddedStore {
     /// Only the process that owns the data directory may call this.
     pub async fn expire_leases(&self) -> StoreResult<u64> {
         self.db
-            .call(|c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(|c| {
+                let tx = c.savepoint()?;
                 let ids: Vec<(String, String)> = {
                     let mut st = tx.prepare("SELECT tenant_id, id FROM recipient_rows WHERE status = 'sending'")?;
                     let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -99,7 +99,7 @@ impl EmbeddedStore {
     /// changed, due and leased all at or before it. At most `limit`, oldest first.
     pub async fn stale_pending(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<RecipientRow>> {
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT data FROM recipient_rows WHERE status IN ('queued', 'retrying', 'sending')",
                 )?;
@@ -124,13 +124,13 @@ impl EmbeddedStore {
     /// them. A retry then runs again and finds the request its first try stored, if any (its id
     /// derives from the key). Only the process that owns the data directory may call this.
     pub async fn release_idempotency_locks(&self) -> StoreResult<u64> {
-        self.db.call(|c| Ok(c.execute("DELETE FROM idempotency WHERE done = 0", [])? as u64)).await
+        self.db.write(|c| Ok(c.execute("DELETE FROM idempotency WHERE done = 0", [])? as u64)).await
     }
 
     /// Deletes answered idempotency records past their expiry.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
         let t = ms(now());
-        self.db.call(move |c| Ok(c.execute("DELETE FROM idempotency WHERE expires_at < ?1", params![t])? as u64)).await
+        self.db.write(move |c| Ok(c.execute("DELETE FROM idempotency WHERE expires_at < ?1", params![t])? as u64)).await
     }
 
     async fn put_doc<T: serde::Serialize>(
@@ -142,7 +142,7 @@ impl EmbeddedStore {
     ) -> StoreResult<()> {
         let (tenant, id, data) = (tenant.to_string(), id.to_string(), serde_json::to_string(doc)?);
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     &format!("INSERT INTO {table} (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO UPDATE SET data = excluded.data"),
                     params![tenant, id, data],
@@ -160,7 +160,7 @@ impl EmbeddedStore {
     ) -> StoreResult<Option<T>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let data: Option<String> = c
                     .query_row(
                         &format!("SELECT data FROM {table} WHERE tenant_id = ?1 AND id = ?2"),
@@ -176,7 +176,7 @@ impl EmbeddedStore {
     async fn delete_doc(&self, table: &'static str, tenant: &str, id: &str) -> StoreResult<bool> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 Ok(c.execute(&format!("DELETE FROM {table} WHERE tenant_id = ?1 AND id = ?2"), params![tenant, id])?
                     > 0)
             })
@@ -190,7 +190,7 @@ impl EmbeddedStore {
     ) -> StoreResult<Vec<T>> {
         let tenant = tenant.to_string();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare(&format!("SELECT data FROM {table} WHERE tenant_id = ?1 ORDER BY id"))?;
                 let docs = st.query_map(params![tenant], |r| r.get::<_, String>(0))?;
                 let mut out = Vec::new();
@@ -232,7 +232,7 @@ impl ApiKeys for EmbeddedStore {
     async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool> {
         let (tenant, t) = (tenant.to_string(), ms(now()));
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 Ok(c.execute("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)", params![tenant, t])?
                     == 1)
             })
@@ -240,13 +240,13 @@ impl ApiKeys for EmbeddedStore {
     }
 
     async fn count_tenants(&self) -> StoreResult<u64> {
-        self.db.call(|c| Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64)).await
+        self.db.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64)).await
     }
 
     async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
         let k = key.clone();
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "INSERT INTO api_keys (lookup, hash, display_prefix, tenant_id, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![k.lookup, k.hash.to_vec(), k.display_prefix, k.tenant_id, ms(k.created_at), k.revoked_at.map(ms)],
@@ -259,7 +259,7 @@ impl ApiKeys for EmbeddedStore {
     async fn find_key(&self, lookup: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let lookup = lookup.to_string();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 Ok(c.prepare_cached(
                     "SELECT lookup, hash, display_prefix, tenant_id, created_at, revoked_at FROM api_keys WHERE lookup = ?1",
                 )?
@@ -276,7 +276,7 @@ impl ApiKeys for EmbeddedStore {
     async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.to_string();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare(
                     "SELECT lookup, hash, display_prefix, tenant_id, created_at, revoked_at FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at",
                 )?;
@@ -304,7 +304,7 @@ impl EmbeddedStore {
     async fn revoke(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         let (tenant, lookup) = (tenant.to_string(), lookup.to_string());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 Ok(c.execute(
                     "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND lookup = ?2 AND revoked_at IS NULL",
                     params![tenant, lookup, ms(at)],
@@ -336,7 +336,7 @@ impl Catalog for EmbeddedStore {
     async fn create_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<bool> {
         let (tenant, id, data) = (tenant.to_string(), c.id.clone(), serde_json::to_string(c)?);
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 let inserted = conn.execute(
                     "INSERT INTO campaigns (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO NOTHING",
                     params![tenant, id, data],
@@ -359,7 +359,7 @@ impl Catalog for EmbeddedStore {
 // ---------------------------------------------------------------- contacts
 
 /// Writes a contact and its keys inside `tx`; refuses a key another contact holds.
-fn write_contact(tx: &Transaction<'_>, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
+fn write_contact(tx: &Connection, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
     let mut owner = tx
         .prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")
         .map_err(StoreError::from)?;
@@ -405,13 +405,13 @@ fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Optio
 impl Contacts for EmbeddedStore {
     async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
-        self.db.call(move |c| read_contact(c, &tenant, &id)).await
+        self.db.read(move |c| read_contact(c, &tenant, &id)).await
     }
 
     async fn find_contact(&self, tenant: &str, key: &ContactKey) -> StoreResult<Option<Contact>> {
         let (tenant, key) = (tenant.to_string(), key.clone());
         self.db
-            .call(move |c| match owner_of(c, &tenant, &key)? {
+            .read(move |c| match owner_of(c, &tenant, &key)? {
                 Some(id) => read_contact(c, &tenant, &id),
                 None => Ok(None),
             })
@@ -422,8 +422,8 @@ impl Contacts for EmbeddedStore {
         let (tenant, contact) = (tenant.to_string(), contact.clone());
         let r = self
             .db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let r = write_contact(&tx, &tenant, &contact);
                 if r.is_ok() {
                     tx.commit()?;
@@ -443,8 +443,8 @@ impl Contacts for EmbeddedStore {
         let (tenant, draft) = (tenant.to_string(), draft.clone());
         let r = self
             .db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let mut probe = Contact::new(String::new());
                 probe.apply(&draft);
                 let mut found = None;
@@ -487,8 +487,8 @@ impl RequestLog for EmbeddedStore {
         let rows: Vec<(String, u32, String)> =
             rows.iter().map(|r| Ok((r.id.clone(), r.seq, serde_json::to_string(r)?))).collect::<StoreResult<_>>()?;
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 // Request ids are fresh, so a request already present is this one, written by a
                 // try whose answer was lost: writing it again changes nothing.
                 let inserted = tx.execute(
@@ -526,7 +526,7 @@ impl RequestLog for EmbeddedStore {
         let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
         let after = after.map(i64::from).unwrap_or(-1);
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT data FROM recipient_rows WHERE tenant_id = ?1 AND request_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
                 )?;
@@ -543,7 +543,7 @@ impl RequestLog for EmbeddedStore {
     async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
         let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT status, COUNT(*) FROM recipient_rows WHERE tenant_id = ?1 AND request_id = ?2 GROUP BY status",
                 )?;
@@ -571,8 +571,8 @@ impl RowLeases for EmbeddedStore {
     ) -> StoreResult<Claim> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
                 let claim = row.claim(now, lease_until);
                 if claim.took_lease() {
@@ -587,8 +587,8 @@ impl RowLeases for EmbeddedStore {
     async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
                 if !row.finish(attempt, outcome, now()) {
                     return Ok(false);
@@ -610,8 +610,8 @@ impl RowLeases for EmbeddedStore {
     ) -> StoreResult<bool> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
                 if !row.advance(status, at, error) {
                     return Ok(false);
@@ -626,8 +626,8 @@ impl RowLeases for EmbeddedStore {
     async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool> {
         let (tenant, row_id, message) = (tenant.to_string(), row_id.to_string(), message.to_string());
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
                 if !row.fail_pending(&message, now()) {
                     return Ok(false);
@@ -644,13 +644,13 @@ impl RowLeases for EmbeddedStore {
 impl StatusLookup for EmbeddedStore {
     async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
-        self.db.call(move |c| load_row(c, &tenant, &row_id)).await
+        self.db.read(move |c| load_row(c, &tenant, &row_id)).await
     }
 
     async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
         let (provider, external_id) = (provider.to_string(), external_id.to_string());
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached("SELECT data FROM recipient_rows WHERE external_message_id = ?1")?;
                 let docs = st.query_map(params![external_id], |r| r.get::<_, String>(0))?;
                 for d in docs {
@@ -681,8 +681,8 @@ impl Idempotency for EmbeddedStore {
         let t = ms(now);
         let stale_before = t - lock.as_millis() as i64;
         self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write(move |c| {
+                let tx = c.savepoint()?;
                 let existing: Option<(String, bool, Option<i64>, Option<String>, i64, i64)> = tx
                     .query_row(
                         "SELECT fingerprint, done, status, body, locked_at, expires_at FROM idempotency WHERE tenant_id = ?1 AND key = ?2",
@@ -720,7 +720,7 @@ impl Idempotency for EmbeddedStore {
     ) -> StoreResult<()> {
         let (tenant, key, r) = (tenant.to_string(), key.to_string(), response.clone());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "UPDATE idempotency SET done = 1, status = ?3, body = ?4, expires_at = ?5 WHERE tenant_id = ?1 AND key = ?2",
                     params![tenant, key, r.status, r.body, ms(expires_at)],
@@ -733,7 +733,7 @@ impl Idempotency for EmbeddedStore {
     async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()> {
         let (tenant, key) = (tenant.to_string(), key.to_string());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "DELETE FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND done = 0",
                     params![tenant, key],
@@ -751,7 +751,7 @@ impl WebhookEndpoints for EmbeddedStore {
     async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>> {
         let tenant = tenant.to_string();
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let data: Option<String> = c
                     .query_row("SELECT data FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant], |r| r.get(0))
                     .optional()?;
@@ -763,7 +763,7 @@ impl WebhookEndpoints for EmbeddedStore {
     async fn put_webhook(&self, tenant: &str, e: &WebhookEndpoint) -> StoreResult<()> {
         let (tenant, data) = (tenant.to_string(), serde_json::to_string(e)?);
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.execute(
                     "INSERT INTO tenant_webhooks (tenant_id, data) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET data = excluded.data",
                     params![tenant, data],
@@ -776,7 +776,7 @@ impl WebhookEndpoints for EmbeddedStore {
     async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool> {
         let tenant = tenant.to_string();
         self.db
-            .call(move |c| Ok(c.execute("DELETE FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant])? > 0))
+            .write(move |c| Ok(c.execute("DELETE FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant])? > 0))
             .await
     }
 }
@@ -790,7 +790,7 @@ impl Outbox for EmbeddedStore {
         let (id, tenant, request_id, row_id) =
             (e.id.clone(), e.tenant_id.clone(), e.request_id.clone(), e.row_id.clone());
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 c.prepare_cached(
                     "INSERT INTO outbox (id, tenant_id, request_id, row_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
@@ -803,7 +803,7 @@ impl Outbox for EmbeddedStore {
     async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let data: Option<String> = c
                     .prepare_cached(
                         "SELECT data FROM outbox WHERE tenant_id = ?1 AND row_id = ?2 ORDER BY seq LIMIT 1",
@@ -824,7 +824,7 @@ impl Outbox for EmbeddedStore {
     ) -> StoreResult<Vec<OutboxEntry>> {
         let (tenant, request_id, after) = (tenant.to_string(), request_id.map(String::from), after.map(String::from));
         self.db
-            .call(move |c| {
+            .read(move |c| {
                 let after_seq: i64 = match &after {
                     Some(id) => c
                         .query_row("SELECT seq FROM outbox WHERE tenant_id = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
@@ -860,7 +860,7 @@ pub struct StoreCounts {
 impl EmbeddedStore {
     pub async fn counts(&self) -> StoreResult<StoreCounts> {
         self.db
-            .call(|c| {
+            .read(|c| {
                 let q = |t: &str| {
                     c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
                 };

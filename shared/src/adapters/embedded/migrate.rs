@@ -1,0 +1,112 @@
+//! Data directories from before the store and the queue shared one database (`store.db` and
+//! `queue.db`): the store file becomes `herald.db`, and the queue's jobs and dead letters move
+//! into it, once. Nothing is lost: the old queue file is renamed aside, not deleted, after its
+//! rows are copied in the same transaction that records them.
+
+use rusqlite::Connection;
+use std::path::Path;
+
+use crate::ports::{StoreError, StoreResult};
+
+const OLD_STORE: &str = "store.db";
+const OLD_QUEUE: &str = "queue.db";
+/// What the old queue file is renamed to once its jobs are in `herald.db`.
+pub const MERGED_QUEUE: &str = "queue.db.merged";
+
+/// The old store file (and its WAL) becomes the database, if there is no database yet.
+pub(super) fn rename_store_file(dir: &Path, database: &Path) -> StoreResult<()> {
+    let old = dir.join(OLD_STORE);
+    if database.exists() || !old.exists() {
+        return Ok(());
+    }
+    let name = database.file_name().and_then(|n| n.to_str()).unwrap_or("herald.db");
+    for suffix in ["-wal", "-shm", ""] {
+        let from = dir.join(format!("{OLD_STORE}{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, dir.join(format!("{name}{suffix}"))).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the old queue file's jobs and dead letters into the database, then renames it aside.
+pub(super) fn take_old_queue(dir: &Path, conn: &Connection) -> StoreResult<()> {
+    let old = dir.join(OLD_QUEUE);
+    if !old.exists() {
+        return Ok(());
+    }
+    conn.execute("ATTACH DATABASE ?1 AS old_queue", [old.to_string_lossy()])?;
+    let copied = conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         INSERT OR IGNORE INTO jobs (message_id, body, visible_at, receive_count, receipt, in_flight, enqueued_at)
+             SELECT message_id, body, visible_at, receive_count, receipt, in_flight, enqueued_at
+             FROM old_queue.jobs ORDER BY seq;
+         INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at)
+             SELECT message_id, body, receive_count, enqueued_at, dead_at FROM old_queue.dead_jobs ORDER BY seq;
+         COMMIT;",
+    );
+    if copied.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    conn.execute_batch("DETACH DATABASE old_queue")?;
+    copied?;
+    for suffix in ["-wal", "-shm", ""] {
+        let from = dir.join(format!("{OLD_QUEUE}{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, dir.join(format!("{MERGED_QUEUE}{suffix}"))).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot move an old data file: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::open;
+    use crate::ports::JobQueue;
+    use rusqlite::Connection;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_old_data_directory_keeps_its_records_and_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        // The old layout: the store's tables in store.db, the queue's in queue.db.
+        let store = Connection::open(dir.path().join("store.db")).unwrap();
+        store.execute_batch(super::super::store::SCHEMA).unwrap();
+        store.execute("INSERT INTO tenants (id, created_at) VALUES ('acme', 1)", []).unwrap();
+        drop(store);
+        let queue = Connection::open(dir.path().join("queue.db")).unwrap();
+        queue.execute_batch(super::super::queue::SCHEMA).unwrap();
+        queue
+            .execute(
+                "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES ('m1', '{\"x\":1}', 0, 0)",
+                [],
+            )
+            .unwrap();
+        queue
+            .execute(
+                "INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at)
+                 VALUES ('m0', 'poison', 10, 0, 0)",
+                [],
+            )
+            .unwrap();
+        drop(queue);
+
+        let (store, queue) = open(dir.path(), 10).unwrap();
+        assert_eq!(crate::ports::ApiKeys::count_tenants(&*store).await.unwrap(), 1);
+        let jobs = queue.receive(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(jobs.iter().map(|j| j.body.as_str()).collect::<Vec<_>>(), ["{\"x\":1}"]);
+        assert_eq!(queue.dead_letters(10).await.unwrap().len(), 1);
+        assert!(dir.path().join("herald.db").exists());
+        assert!(!dir.path().join("store.db").exists() && !dir.path().join("queue.db").exists());
+        assert!(dir.path().join(super::MERGED_QUEUE).exists(), "the old queue file is kept aside");
+        drop((store, queue));
+
+        // Opening again changes nothing.
+        let (_, queue) = open(dir.path(), 10).unwrap();
+        assert_eq!(queue.dead_letters(10).await.unwrap().len(), 1);
+    }
+}
