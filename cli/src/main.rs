@@ -125,7 +125,7 @@ impl StoreArgs {
             }
             #[cfg(feature = "aws")]
             StoreKind::Dynamodb => {
-                Ok(std::sync::Arc::new(herald::adapters::aws::store_from_env().await.map_err(|e| e.to_string())?))
+                Ok(std::sync::Arc::new(herald::app::aws::store_from_env().await.map_err(|e| e.to_string())?))
             }
             #[cfg(not(feature = "aws"))]
             StoreKind::Dynamodb => Err(

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::adapters::aws::{AwsConfig, DynamoStore, SqsQueue};
+use herald::adapters::aws::{DynamoStore, SqsQueue};
+use herald::app::aws::AwsConfig;
 use herald::app::{Herald, Settings, Stores};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;

@@ -5,7 +5,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-use herald::adapters::aws::{AwsConfig, ConfigError};
+use herald::app::aws::{AwsConfig, ConfigError};
 use herald_ingest::Ingest;
 
 #[tokio::main(flavor = "current_thread")]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use herald::adapters::aws::{AwsConfig, ConfigError};
+use herald::app::aws::{AwsConfig, ConfigError};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -2,6 +2,9 @@
 //! `service::deliver::Deliver`, `service::callbacks::Callbacks`) from the stores, the queue and
 //! the providers, and is the HTTP router's state. Built once at start-up.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 use std::sync::Arc;
 
 use crate::service::key_cache::CachedKeys;
