@@ -110,7 +110,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
         }
         let mut sent = 0;
         for id in &ids {
-            let counts = check.count_rows("acme", id).await.map_err(|e| e.to_string())?;
+            let counts = check.count_rows(&"acme".into(), id).await.map_err(|e| e.to_string())?;
             sent += counts.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
         }
         if sent != args.recipients as u64 {

@@ -155,7 +155,7 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     );
     let body = crate::broadcast_body(0, args.runs + 10);
     let plan = herald::benching::native(body.as_bytes()).map_err(|e| format!("{e:?}"))?;
-    herald::service::ingest::ingest(&h.ingest, TENANT, plan, "native").await.map_err(|e| format!("{e:?}"))?;
+    herald::service::ingest::ingest(&h.ingest, &TENANT.into(), plan, "native").await.map_err(|e| format!("{e:?}"))?;
     let source = EventSource::new(sqs.clone(), &resources.queue_url);
     let mut records = Vec::new();
     while records.len() < args.runs + 10 {

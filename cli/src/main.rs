@@ -181,8 +181,9 @@ async fn keys_create(tenant: &str, store: &StoreArgs) -> Result<(), String> {
 }
 
 async fn keys_list(tenant: &str, store: &StoreArgs) -> Result<(), String> {
+    let tenant = parse_tenant(tenant)?;
     let store = store.open().await?;
-    let keys = store.list_keys(tenant).await.map_err(|e| e.to_string())?;
+    let keys = store.list_keys(&tenant).await.map_err(|e| e.to_string())?;
     if keys.is_empty() {
         return Err(format!("tenant {tenant:?} has no keys"));
     }
@@ -195,9 +196,10 @@ async fn keys_list(tenant: &str, store: &StoreArgs) -> Result<(), String> {
 }
 
 async fn keys_revoke(tenant: &str, prefix: &str, store: &StoreArgs) -> Result<(), String> {
+    let tenant = parse_tenant(tenant)?;
     let store = store.open().await?;
     let prefix = prefix.trim_end_matches('…');
-    let keys = store.list_keys(tenant).await.map_err(|e| e.to_string())?;
+    let keys = store.list_keys(&tenant).await.map_err(|e| e.to_string())?;
     let matching: Vec<_> = keys.iter().filter(|k| k.display_prefix.starts_with(prefix) && prefix.len() >= 6).collect();
     let key = match matching.as_slice() {
         [one] => one,
@@ -207,9 +209,14 @@ async fn keys_revoke(tenant: &str, prefix: &str, store: &StoreArgs) -> Result<()
     if key.revoked_at.is_some() {
         return Err(format!("key {}… is already revoked", key.display_prefix));
     }
-    store.revoke_key(tenant, &key.lookup, chrono_now()).await.map_err(|e| e.to_string())?;
+    store.revoke_key(&tenant, &key.lookup, chrono_now()).await.map_err(|e| e.to_string())?;
     eprintln!("revoked key {}… of tenant {tenant:?}", key.display_prefix);
     Ok(())
+}
+
+/// A `--tenant` argument, under the rules every tenant id was created with.
+fn parse_tenant(tenant: &str) -> Result<herald::domain::TenantId, String> {
+    herald::domain::TenantId::parse(tenant).map_err(|m| format!("tenant {m}"))
 }
 
 fn chrono_now() -> herald::domain::DateTimeUtc {

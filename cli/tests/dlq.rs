@@ -17,7 +17,7 @@ async fn dead_letters_are_listed_with_their_rows_and_redriven() {
             "messages": [], "background": true, "recipient_count": 1, "row_count": 1
         }))
         .unwrap();
-        let row = herald::domain::RecipientRow::new("acme", req_id, 0, 0, 0);
+        let row = herald::domain::RecipientRow::new(&"acme".into(), req_id, 0, 0, 0);
         row_id = row.id.clone();
         store.insert_request(&request, std::slice::from_ref(&row)).await.unwrap();
         queue.send_batch(&[OutgoingJob { job: row.job(), delay: Duration::ZERO }]).await.unwrap();

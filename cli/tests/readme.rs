@@ -106,3 +106,24 @@ fn keys_are_created_listed_and_revoked_from_the_cli() {
     let (_, listed, _) = herald(&["keys", "list", "--tenant", "acme"]);
     assert!(listed.contains("revoked"), "{listed}");
 }
+
+#[test]
+fn a_malformed_tenant_is_refused_by_every_keys_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let herald = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_herald")).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let rule = "tenant may contain only letters, digits, '_', '-', '.' and ':'";
+    for args in [
+        &["keys", "create", "--tenant", "has space"][..],
+        &["keys", "list", "--tenant", "has space"][..],
+        &["keys", "revoke", "--tenant", "has space", "--prefix", "hk_123456"][..],
+    ] {
+        let (ok, err) = herald(args);
+        assert!(!ok && err.contains(rule), "{args:?}: {err}");
+    }
+    let (ok, err) = herald(&["keys", "list", "--tenant", ""]);
+    assert!(!ok && err.contains("tenant must not be empty"), "{err}");
+}

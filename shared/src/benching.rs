@@ -8,11 +8,15 @@ use axum::http::Request;
 use std::path::Path;
 use tower::ServiceExt;
 
-use crate::domain::SendPlan;
+use crate::domain::{SendPlan, TenantId};
 use crate::http::error::ApiError;
 use crate::local::Local;
 
 const TENANT: &str = "default";
+
+fn tenant() -> TenantId {
+    TenantId::new(TENANT)
+}
 const KEY: &str = "hk_benching_key_0123456789abcdef0123";
 
 /// A single-recipient native request, as a newcomer's first call sends it.
@@ -97,15 +101,17 @@ impl Planner {
     }
 
     pub fn smax_v2(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::http::compat::smax::v2_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
+        self.rt.block_on(crate::http::compat::smax::v2_plan(&self.local.herald, &tenant(), body)).map(|(plan, _)| plan)
     }
 
     pub fn invent(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::http::compat::invent::plan(&self.local.herald, TENANT, "onboarding", body))
+        self.rt.block_on(crate::http::compat::invent::plan(&self.local.herald, &tenant(), "onboarding", body))
     }
 
     pub fn pabbly(&self, body: &[u8]) -> Result<SendPlan, ApiError> {
-        self.rt.block_on(crate::http::compat::pabbly::send_plan(&self.local.herald, TENANT, body)).map(|(plan, _)| plan)
+        self.rt
+            .block_on(crate::http::compat::pabbly::send_plan(&self.local.herald, &tenant(), body))
+            .map(|(plan, _)| plan)
     }
 }
 

@@ -148,7 +148,7 @@ pub async fn sweep(store: &EmbeddedStore, queue: &EmbeddedQueue, grace: Duration
     let mut swept = Swept::default();
     let mut jobs = Vec::new();
     for row in stale {
-        let key = (row.tenant_id.clone(), row.id.clone());
+        let key = (row.tenant_id.to_string(), row.id.clone());
         if live.contains(&key) {
             continue;
         }

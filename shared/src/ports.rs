@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::domain::{
-    Campaign, Channel, Contact, ContactDraft, ContactKey, Job, RecipientRow, SendRequest, Status, Template,
+    Campaign, Channel, Contact, ContactDraft, ContactKey, Job, RecipientRow, SendRequest, Status, Template, TenantId,
 };
 
 /// A store or queue failed. Never shown to API callers (they get an opaque 500).
@@ -76,17 +76,17 @@ pub trait RequestLog: Send + Sync {
     /// Stores a send request and all its rows, `queued`. Storing the same request again (a retry
     /// whose first try's answer was lost) changes nothing and succeeds.
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()>;
-    async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>>;
+    async fn get_request(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SendRequest>>;
     /// Rows of a request in `seq` order, starting after `after` (a `seq`), at most `limit`.
     async fn list_rows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: &str,
         after: Option<u32>,
         limit: u32,
     ) -> StoreResult<Vec<RecipientRow>>;
     /// Rows per status for a request.
-    async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
+    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
 }
 
 /// Row leases: who may send a row now, and what its attempts came to. Deliver's side of the rows.
@@ -95,22 +95,22 @@ pub trait RowLeases: Send + Sync {
     /// Conditionally moves a row to `sending` (attempts + 1, leased until `lease_until`).
     async fn claim_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim>;
     /// Writes an attempt's outcome if the row is still `sending` at `attempt`; `false` if not
     /// (the lease was lost to another worker).
-    async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool>;
+    async fn finish_row(&self, tenant: &TenantId, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool>;
     /// Marks a row `failed` with `message` if it is still pending (queued, retrying or sending),
     /// whoever holds it: for jobs that can never be delivered. `false` if it was not pending.
-    async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool>;
+    async fn fail_pending(&self, tenant: &TenantId, row_id: &str, message: &str) -> StoreResult<bool>;
     /// Moves a row to `status` if that is forward (a late `sent` never overwrites `delivered`);
     /// `Ok(false)` when the row is already at or past it.
     async fn advance_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         status: Status,
         at: DateTime<Utc>,
@@ -121,10 +121,10 @@ pub trait RowLeases: Send + Sync {
 /// Status lookup: one row by id, or by the provider's message id (status callbacks name only that).
 #[async_trait]
 pub trait StatusLookup: Send + Sync {
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>>;
+    async fn get_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<RecipientRow>>;
     /// The row a provider's message id belongs to, as (tenant, row id): status callbacks name
     /// only the provider's id.
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>>;
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(TenantId, String)>>;
 }
 
 /// Every capability over requests and rows; each store adapter has all of them. Use cases take
@@ -147,16 +147,16 @@ pub enum ContactWriteError {
 
 #[async_trait]
 pub trait Contacts: Send + Sync {
-    async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>>;
-    async fn find_contact(&self, tenant: &str, key: &ContactKey) -> StoreResult<Option<Contact>>;
+    async fn get_contact(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Contact>>;
+    async fn find_contact(&self, tenant: &TenantId, key: &ContactKey) -> StoreResult<Option<Contact>>;
     /// Creates or replaces the contact, keeping its keys unique within the tenant.
-    async fn put_contact(&self, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError>;
+    async fn put_contact(&self, tenant: &TenantId, contact: &Contact) -> Result<(), ContactWriteError>;
     /// Finds the contact holding any of the draft's keys (phone first, then email, then channel
     /// ids), applies the draft to it, or creates one; race-free. Returns it and whether it is new.
     /// With `merge: false` an existing contact is returned unchanged (find-or-create).
     async fn upsert_contact(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         draft: &ContactDraft,
         merge: bool,
     ) -> Result<(Contact, bool), ContactWriteError>;
@@ -166,17 +166,17 @@ pub trait Contacts: Send + Sync {
 
 #[async_trait]
 pub trait Catalog: Send + Sync {
-    async fn put_template(&self, tenant: &str, template: &Template) -> StoreResult<()>;
-    async fn get_template(&self, tenant: &str, id: &str) -> StoreResult<Option<Template>>;
-    async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool>;
-    async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>>;
-    async fn put_campaign(&self, tenant: &str, campaign: &Campaign) -> StoreResult<()>;
+    async fn put_template(&self, tenant: &TenantId, template: &Template) -> StoreResult<()>;
+    async fn get_template(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Template>>;
+    async fn delete_template(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
+    async fn list_templates(&self, tenant: &TenantId) -> StoreResult<Vec<Template>>;
+    async fn put_campaign(&self, tenant: &TenantId, campaign: &Campaign) -> StoreResult<()>;
     /// Stores `campaign` only if no campaign has its id: `false` when one had (it is unchanged).
     /// Of racing creators of one id, exactly one gets `true`.
-    async fn create_campaign(&self, tenant: &str, campaign: &Campaign) -> StoreResult<bool>;
-    async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>>;
-    async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool>;
-    async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>>;
+    async fn create_campaign(&self, tenant: &TenantId, campaign: &Campaign) -> StoreResult<bool>;
+    async fn get_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Campaign>>;
+    async fn delete_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
+    async fn list_campaigns(&self, tenant: &TenantId) -> StoreResult<Vec<Campaign>>;
 }
 
 // ---------------------------------------------------------------- tenants and keys
@@ -190,7 +190,7 @@ pub struct ApiKeyRecord {
     pub hash: [u8; 32],
     /// The key's first characters, for `herald keys list`.
     pub display_prefix: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -198,14 +198,14 @@ pub struct ApiKeyRecord {
 #[async_trait]
 pub trait ApiKeys: Send + Sync {
     /// Creates the tenant if it does not exist; `true` if it was created.
-    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool>;
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;
     async fn count_tenants(&self) -> StoreResult<u64>;
     async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn find_key(&self, lookup: &str) -> StoreResult<Option<ApiKeyRecord>>;
-    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes the tenant's key with this lookup id; `false` if it has none such or it was
     /// revoked already. A revoked key authenticates nothing.
-    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 // ---------------------------------------------------------------- idempotency
@@ -235,7 +235,7 @@ pub trait Idempotency: Send + Sync {
     /// than `lock` is taken over (its request died).
     async fn begin(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
         fingerprint: &str,
         now: DateTime<Utc>,
@@ -243,12 +243,12 @@ pub trait Idempotency: Send + Sync {
     ) -> StoreResult<Begin>;
     async fn complete(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
         response: &StoredResponse,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()>;
+    async fn abandon(&self, tenant: &TenantId, key: &str) -> StoreResult<()>;
 }
 
 // ---------------------------------------------------------------- tenant webhook endpoints
@@ -265,9 +265,9 @@ pub struct WebhookEndpoint {
 
 #[async_trait]
 pub trait WebhookEndpoints: Send + Sync {
-    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>>;
-    async fn put_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()>;
-    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool>;
+    async fn get_webhook(&self, tenant: &TenantId) -> StoreResult<Option<WebhookEndpoint>>;
+    async fn put_webhook(&self, tenant: &TenantId, endpoint: &WebhookEndpoint) -> StoreResult<()>;
+    async fn delete_webhook(&self, tenant: &TenantId) -> StoreResult<bool>;
 }
 
 // ---------------------------------------------------------------- outbox (sandbox provider)
@@ -276,7 +276,7 @@ pub trait WebhookEndpoints: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEntry {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub request_id: String,
     pub row_id: String,
     pub channel: Channel,
@@ -289,10 +289,10 @@ pub struct OutboxEntry {
 pub trait Outbox: Send + Sync {
     async fn record(&self, entry: &OutboxEntry) -> StoreResult<()>;
     /// The entry recorded for a row, if any (the sandbox's answer to "did you get this?").
-    async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>>;
+    async fn find_by_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<OutboxEntry>>;
     async fn list_outbox(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: Option<&str>,
         after: Option<&str>,
         limit: u32,

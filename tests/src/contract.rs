@@ -12,6 +12,8 @@ use herald::domain::{
 };
 use herald::ports::*;
 
+use crate::tenant;
+
 fn job(n: usize) -> OutgoingJob {
     OutgoingJob {
         job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_id: format!("rcp_{n}") },
@@ -128,7 +130,7 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
         recipient_count: rows,
         row_count: rows,
     };
-    let rows = (0..rows).map(|i| RecipientRow::new(tenant, id, i, i, 0)).collect();
+    let rows = (0..rows).map(|i| RecipientRow::new(&tenant.into(), id, i, i, 0)).collect();
     (req, rows)
 }
 
@@ -136,60 +138,63 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
 pub async fn requests_contract(r: &dyn Requests) {
     let (req, rows) = sample_request("t1", "req_a", 5);
     r.insert_request(&req, &rows).await.expect("insert");
-    assert_eq!(r.get_request("t1", "req_a").await.unwrap().as_ref(), Some(&req));
-    assert_eq!(r.get_request("t2", "req_a").await.unwrap(), None, "another tenant sees nothing");
-    assert_eq!(r.get_row("t2", &rows[0].id).await.unwrap(), None);
+    assert_eq!(r.get_request(&tenant("t1"), "req_a").await.unwrap().as_ref(), Some(&req));
+    assert_eq!(r.get_request(&tenant("t2"), "req_a").await.unwrap(), None, "another tenant sees nothing");
+    assert_eq!(r.get_row(&tenant("t2"), &rows[0].id).await.unwrap(), None);
 
-    let page1 = r.list_rows("t1", "req_a", None, 2).await.unwrap();
-    let page2 = r.list_rows("t1", "req_a", Some(page1[1].seq), 10).await.unwrap();
+    let page1 = r.list_rows(&tenant("t1"), "req_a", None, 2).await.unwrap();
+    let page2 = r.list_rows(&tenant("t1"), "req_a", Some(page1[1].seq), 10).await.unwrap();
     let seqs: Vec<u32> = page1.iter().chain(&page2).map(|r| r.seq).collect();
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-    assert_eq!(r.count_rows("t1", "req_a").await.unwrap().get(&Status::Queued), Some(&5));
+    assert_eq!(r.count_rows(&tenant("t1"), "req_a").await.unwrap().get(&Status::Queued), Some(&5));
 
     let t = now();
     let lease = t + Span::seconds(30);
     let id = &rows[0].id;
-    let Claim::Claimed(claimed) = r.claim_row("t1", id, t, lease).await.unwrap() else {
+    let Claim::Claimed(claimed) = r.claim_row(&tenant("t1"), id, t, lease).await.unwrap() else {
         panic!("queued rows are claimable")
     };
     assert_eq!((claimed.status, claimed.attempts), (Status::Sending, 1));
-    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Busy(_)), "a leased row is busy");
-    assert!(matches!(r.claim_row("t2", id, t, lease).await.unwrap(), Claim::Missing), "tenants are isolated");
-    assert!(!r.finish_row("t1", id, 2, Outcome::default()).await.unwrap(), "a stale attempt cannot write");
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, lease).await.unwrap(), Claim::Busy(_)), "a leased row is busy");
+    assert!(matches!(r.claim_row(&tenant("t2"), id, t, lease).await.unwrap(), Claim::Missing), "tenants are isolated");
+    assert!(!r.finish_row(&tenant("t1"), id, 2, Outcome::default()).await.unwrap(), "a stale attempt cannot write");
     let sent = Outcome { status: Some(Status::Sent), external_message_id: Some("ext-1".into()), ..Default::default() };
-    assert!(r.finish_row("t1", id, 1, sent.clone()).await.unwrap());
-    assert!(!r.finish_row("t1", id, 1, sent).await.unwrap(), "an outcome is written once");
-    let row = r.get_row("t1", id).await.unwrap().unwrap();
+    assert!(r.finish_row(&tenant("t1"), id, 1, sent.clone()).await.unwrap());
+    assert!(!r.finish_row(&tenant("t1"), id, 1, sent).await.unwrap(), "an outcome is written once");
+    let row = r.get_row(&tenant("t1"), id).await.unwrap().unwrap();
     assert_eq!((row.status, row.external_message_id.as_deref()), (Status::Sent, Some("ext-1")));
     assert!(row.times.contains_key(&Status::Sent) && row.lease_until.is_none());
-    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Done(_)));
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, lease).await.unwrap(), Claim::Done(_)));
 
     // Retrying rows wait for their next attempt.
     let id = &rows[1].id;
-    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, lease).await.unwrap(), Claim::Claimed(_)));
     let retry =
         Outcome { status: Some(Status::Retrying), next_attempt_at: Some(t + Span::seconds(60)), ..Default::default() };
-    assert!(r.finish_row("t1", id, 1, retry).await.unwrap());
-    assert!(matches!(r.claim_row("t1", id, t, lease).await.unwrap(), Claim::NotDue(_)));
+    assert!(r.finish_row(&tenant("t1"), id, 1, retry).await.unwrap());
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, lease).await.unwrap(), Claim::NotDue(_)));
     let later = t + Span::seconds(61);
-    let Claim::Claimed(again) = r.claim_row("t1", id, later, later + Span::seconds(30)).await.unwrap() else {
+    let Claim::Claimed(again) = r.claim_row(&tenant("t1"), id, later, later + Span::seconds(30)).await.unwrap() else {
         panic!("due")
     };
     assert_eq!(again.attempts, 2);
 
     // An expired lease means the previous worker died: the row is reclaimed.
     let id = &rows[2].id;
-    assert!(matches!(r.claim_row("t1", id, t, t + Span::seconds(1)).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, t + Span::seconds(1)).await.unwrap(), Claim::Claimed(_)));
     let past = t + Span::seconds(2);
-    assert!(matches!(r.claim_row("t1", id, past, past + Span::seconds(30)).await.unwrap(), Claim::Reclaimed(_)));
+    assert!(matches!(
+        r.claim_row(&tenant("t1"), id, past, past + Span::seconds(30)).await.unwrap(),
+        Claim::Reclaimed(_)
+    ));
 
     // fail_pending ends pending rows only.
-    assert!(r.fail_pending("t1", &rows[3].id, "could not queue").await.unwrap());
-    assert!(!r.fail_pending("t1", &rows[0].id, "too late").await.unwrap(), "a sent row stays sent");
-    let failed = r.get_row("t1", &rows[3].id).await.unwrap().unwrap();
+    assert!(r.fail_pending(&tenant("t1"), &rows[3].id, "could not queue").await.unwrap());
+    assert!(!r.fail_pending(&tenant("t1"), &rows[0].id, "too late").await.unwrap(), "a sent row stays sent");
+    let failed = r.get_row(&tenant("t1"), &rows[3].id).await.unwrap().unwrap();
     assert_eq!((failed.status, failed.error_message.as_deref()), (Status::Failed, Some("could not queue")));
 
-    let counts = r.count_rows("t1", "req_a").await.unwrap();
+    let counts = r.count_rows(&tenant("t1"), "req_a").await.unwrap();
     assert_eq!(counts.values().sum::<u64>(), 5);
     assert_eq!(counts.get(&Status::Failed), Some(&1));
 }
@@ -205,7 +210,7 @@ pub async fn claim_race_contract(r: Arc<dyn Requests>) {
         tasks.push(tokio::spawn(async move {
             let t = now();
             matches!(
-                r.claim_row("t1", &id, t, t + Span::seconds(30)).await.unwrap(),
+                r.claim_row(&tenant("t1"), &id, t, t + Span::seconds(30)).await.unwrap(),
                 Claim::Claimed(_) | Claim::Reclaimed(_)
             )
         }));
@@ -224,40 +229,40 @@ fn phone(s: &str) -> Phone {
 /// Contacts: find-or-create without duplicates, unique keys, merge or keep.
 pub async fn contacts_contract(c: Arc<dyn Contacts>) {
     let draft = ContactDraft { phone: Some(phone("+14155550100")), name: Some("Ada".into()), ..Default::default() };
-    let (a, created) = c.upsert_contact("t1", &draft, false).await.unwrap();
+    let (a, created) = c.upsert_contact(&tenant("t1"), &draft, false).await.unwrap();
     assert!(created);
     assert_eq!(a.name.as_deref(), Some("Ada"));
     let renamed = ContactDraft { name: Some("Grace".into()), ..draft.clone() };
-    let (same, created) = c.upsert_contact("t1", &renamed, false).await.unwrap();
+    let (same, created) = c.upsert_contact(&tenant("t1"), &renamed, false).await.unwrap();
     assert_eq!(
         (same.id.as_str(), created, same.name.as_deref()),
         (a.id.as_str(), false, Some("Ada")),
         "find-or-create keeps"
     );
-    let (merged, _) = c.upsert_contact("t1", &renamed, true).await.unwrap();
+    let (merged, _) = c.upsert_contact(&tenant("t1"), &renamed, true).await.unwrap();
     assert_eq!(merged.name.as_deref(), Some("Grace"), "merge applies the draft");
-    assert_eq!(c.get_contact("t1", &a.id).await.unwrap().unwrap().name.as_deref(), Some("Grace"));
+    assert_eq!(c.get_contact(&tenant("t1"), &a.id).await.unwrap().unwrap().name.as_deref(), Some("Grace"));
 
     let key = ContactKey::Phone(phone("+14155550100"));
-    assert_eq!(c.find_contact("t1", &key).await.unwrap().map(|x| x.id), Some(a.id.clone()));
-    assert_eq!(c.find_contact("t2", &key).await.unwrap(), None, "tenants are isolated");
-    assert_eq!(c.get_contact("t2", &a.id).await.unwrap(), None);
-    let (other_tenant, created) = c.upsert_contact("t2", &draft, false).await.unwrap();
+    assert_eq!(c.find_contact(&tenant("t1"), &key).await.unwrap().map(|x| x.id), Some(a.id.clone()));
+    assert_eq!(c.find_contact(&tenant("t2"), &key).await.unwrap(), None, "tenants are isolated");
+    assert_eq!(c.get_contact(&tenant("t2"), &a.id).await.unwrap(), None);
+    let (other_tenant, created) = c.upsert_contact(&tenant("t2"), &draft, false).await.unwrap();
     assert!(created && other_tenant.id != a.id, "the same phone is a new contact in another tenant");
 
     let mut b = Contact::new("ct_b".into());
     b.email = Some(Email::parse("b@example.com").unwrap());
-    c.put_contact("t1", &b).await.unwrap();
+    c.put_contact(&tenant("t1"), &b).await.unwrap();
     b.phone = Some(phone("+14155550100"));
-    match c.put_contact("t1", &b).await {
+    match c.put_contact(&tenant("t1"), &b).await {
         Err(ContactWriteError::KeyTaken { field: "phone", other }) => assert_eq!(other, a.id),
         other => panic!("a taken phone must be refused, got {other:?}"),
     }
     b.phone = None;
     b.email = Some(Email::parse("b2@example.com").unwrap());
-    c.put_contact("t1", &b).await.unwrap();
+    c.put_contact(&tenant("t1"), &b).await.unwrap();
     let old = ContactKey::Email(Email::parse("b@example.com").unwrap());
-    assert_eq!(c.find_contact("t1", &old).await.unwrap(), None, "a replaced email frees its key");
+    assert_eq!(c.find_contact(&tenant("t1"), &old).await.unwrap(), None, "a replaced email frees its key");
 
     // Concurrent find-or-create by one phone makes one contact.
     let mut tasks = Vec::new();
@@ -265,7 +270,7 @@ pub async fn contacts_contract(c: Arc<dyn Contacts>) {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             let d = ContactDraft { phone: Some(phone("+14155550199")), ..Default::default() };
-            c.upsert_contact("t1", &d, false).await.unwrap().0.id
+            c.upsert_contact(&tenant("t1"), &d, false).await.unwrap().0.id
         }));
     }
     let mut ids = Vec::new();
@@ -291,19 +296,19 @@ fn template(id: &str) -> Template {
 }
 
 pub async fn catalog_contract(c: &dyn Catalog) {
-    c.put_template("t1", &template("b")).await.unwrap();
-    c.put_template("t1", &template("a")).await.unwrap();
+    c.put_template(&tenant("t1"), &template("b")).await.unwrap();
+    c.put_template(&tenant("t1"), &template("a")).await.unwrap();
     let mut changed = template("a");
     changed.body = "Changed".into();
-    c.put_template("t1", &changed).await.unwrap();
-    assert_eq!(c.get_template("t1", "a").await.unwrap().unwrap().body, "Changed");
-    assert_eq!(c.get_template("t2", "a").await.unwrap(), None);
-    let ids: Vec<String> = c.list_templates("t1").await.unwrap().into_iter().map(|t| t.id).collect();
+    c.put_template(&tenant("t1"), &changed).await.unwrap();
+    assert_eq!(c.get_template(&tenant("t1"), "a").await.unwrap().unwrap().body, "Changed");
+    assert_eq!(c.get_template(&tenant("t2"), "a").await.unwrap(), None);
+    let ids: Vec<String> = c.list_templates(&tenant("t1")).await.unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(ids, vec!["a", "b"]);
-    assert!(c.list_templates("t2").await.unwrap().is_empty());
-    assert!(!c.delete_template("t2", "a").await.unwrap(), "another tenant cannot delete");
-    assert!(c.delete_template("t1", "a").await.unwrap());
-    assert!(!c.delete_template("t1", "a").await.unwrap());
+    assert!(c.list_templates(&tenant("t2")).await.unwrap().is_empty());
+    assert!(!c.delete_template(&tenant("t2"), "a").await.unwrap(), "another tenant cannot delete");
+    assert!(c.delete_template(&tenant("t1"), "a").await.unwrap());
+    assert!(!c.delete_template(&tenant("t1"), "a").await.unwrap());
 
     let camp = Campaign {
         id: "welcome".into(),
@@ -313,69 +318,73 @@ pub async fn catalog_contract(c: &dyn Catalog) {
         created_at: now(),
         updated_at: now(),
     };
-    c.put_campaign("t1", &camp).await.unwrap();
-    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp.clone()));
-    assert_eq!(c.get_campaign("t2", "welcome").await.unwrap(), None);
-    assert_eq!(c.list_campaigns("t1").await.unwrap().len(), 1);
+    c.put_campaign(&tenant("t1"), &camp).await.unwrap();
+    assert_eq!(c.get_campaign(&tenant("t1"), "welcome").await.unwrap(), Some(camp.clone()));
+    assert_eq!(c.get_campaign(&tenant("t2"), "welcome").await.unwrap(), None);
+    assert_eq!(c.list_campaigns(&tenant("t1")).await.unwrap().len(), 1);
     let other = Campaign { name: "Other".into(), ..camp.clone() };
-    assert!(!c.create_campaign("t1", &other).await.unwrap(), "the id is taken");
-    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), Some(camp.clone()), "and stays as it was");
-    assert!(c.create_campaign("t2", &other).await.unwrap(), "another tenant's id space");
-    assert_eq!(c.get_campaign("t2", "welcome").await.unwrap(), Some(other));
-    assert!(c.delete_campaign("t1", "welcome").await.unwrap());
-    assert_eq!(c.get_campaign("t1", "welcome").await.unwrap(), None);
+    assert!(!c.create_campaign(&tenant("t1"), &other).await.unwrap(), "the id is taken");
+    assert_eq!(c.get_campaign(&tenant("t1"), "welcome").await.unwrap(), Some(camp.clone()), "and stays as it was");
+    assert!(c.create_campaign(&tenant("t2"), &other).await.unwrap(), "another tenant's id space");
+    assert_eq!(c.get_campaign(&tenant("t2"), "welcome").await.unwrap(), Some(other));
+    assert!(c.delete_campaign(&tenant("t1"), "welcome").await.unwrap());
+    assert_eq!(c.get_campaign(&tenant("t1"), "welcome").await.unwrap(), None);
 }
 
 pub async fn keys_contract(k: &dyn ApiKeys) {
     assert_eq!(k.count_tenants().await.unwrap(), 0);
-    assert!(k.ensure_tenant("acme").await.unwrap());
-    assert!(!k.ensure_tenant("acme").await.unwrap());
+    assert!(k.ensure_tenant(&tenant("acme")).await.unwrap());
+    assert!(!k.ensure_tenant(&tenant("acme")).await.unwrap());
     let key = herald::service::keys::create_key(k, "acme", None).await.unwrap();
     assert_eq!(herald::service::keys::authenticate(k, &key).await.unwrap().as_deref(), Some("acme"));
     assert_eq!(herald::service::keys::authenticate(k, &format!("{key}x")).await.unwrap(), None);
     assert_eq!(herald::service::keys::authenticate(k, "").await.unwrap(), None);
-    let listed = k.list_keys("acme").await.unwrap();
+    let listed = k.list_keys(&tenant("acme")).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(key.starts_with(&listed[0].display_prefix) && listed[0].display_prefix.len() < key.len());
-    assert!(k.list_keys("other").await.unwrap().is_empty());
+    assert!(k.list_keys(&tenant("other")).await.unwrap().is_empty());
     assert_eq!(k.count_tenants().await.unwrap(), 1);
 
     // Revocation: only by the owning tenant, once, and the key stops working at once.
     let lookup = listed[0].lookup.clone();
-    assert!(!k.revoke_key("other", &lookup, now()).await.unwrap(), "another tenant cannot revoke it");
-    assert!(k.revoke_key("acme", &lookup, now()).await.unwrap());
-    assert!(!k.revoke_key("acme", &lookup, now()).await.unwrap(), "revoked once");
+    assert!(!k.revoke_key(&tenant("other"), &lookup, now()).await.unwrap(), "another tenant cannot revoke it");
+    assert!(k.revoke_key(&tenant("acme"), &lookup, now()).await.unwrap());
+    assert!(!k.revoke_key(&tenant("acme"), &lookup, now()).await.unwrap(), "revoked once");
     assert_eq!(
         herald::service::keys::authenticate(k, &key).await.unwrap(),
         None,
         "a revoked key authenticates nothing"
     );
-    assert!(k.list_keys("acme").await.unwrap()[0].revoked_at.is_some());
+    assert!(k.list_keys(&tenant("acme")).await.unwrap()[0].revoked_at.is_some());
 }
 
 pub async fn idempotency_contract(i: &dyn Idempotency) {
     let t = now();
     let lock = Duration::from_secs(60);
-    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::New);
-    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::InProgress);
-    assert_eq!(i.begin("t1", "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
-    assert_eq!(i.begin("t2", "k1", "fp-b", t, lock).await.unwrap(), Begin::New, "keys are per tenant");
+    assert_eq!(i.begin(&tenant("t1"), "k1", "fp-a", t, lock).await.unwrap(), Begin::New);
+    assert_eq!(i.begin(&tenant("t1"), "k1", "fp-a", t, lock).await.unwrap(), Begin::InProgress);
+    assert_eq!(i.begin(&tenant("t1"), "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
+    assert_eq!(i.begin(&tenant("t2"), "k1", "fp-b", t, lock).await.unwrap(), Begin::New, "keys are per tenant");
     let answer = StoredResponse { status: 202, body: "{\"request_id\":\"req_1\"}".into() };
-    i.complete("t1", "k1", &answer, t + Span::hours(24)).await.unwrap();
-    assert_eq!(i.begin("t1", "k1", "fp-a", t, lock).await.unwrap(), Begin::Replay(answer));
-    assert_eq!(i.begin("t1", "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
+    i.complete(&tenant("t1"), "k1", &answer, t + Span::hours(24)).await.unwrap();
+    assert_eq!(i.begin(&tenant("t1"), "k1", "fp-a", t, lock).await.unwrap(), Begin::Replay(answer));
+    assert_eq!(i.begin(&tenant("t1"), "k1", "fp-b", t, lock).await.unwrap(), Begin::Mismatch);
 
     // An abandoned key can be used again; a stale lock is taken over.
-    assert_eq!(i.begin("t1", "k2", "fp", t, lock).await.unwrap(), Begin::New);
-    i.abandon("t1", "k2").await.unwrap();
-    assert_eq!(i.begin("t1", "k2", "fp", t, lock).await.unwrap(), Begin::New);
-    assert_eq!(i.begin("t1", "k2", "fp", t + Span::seconds(61), lock).await.unwrap(), Begin::New);
+    assert_eq!(i.begin(&tenant("t1"), "k2", "fp", t, lock).await.unwrap(), Begin::New);
+    i.abandon(&tenant("t1"), "k2").await.unwrap();
+    assert_eq!(i.begin(&tenant("t1"), "k2", "fp", t, lock).await.unwrap(), Begin::New);
+    assert_eq!(i.begin(&tenant("t1"), "k2", "fp", t + Span::seconds(61), lock).await.unwrap(), Begin::New);
 
     // An expired answer is forgotten.
-    i.complete("t1", "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1)).await.unwrap();
-    assert_eq!(i.begin("t1", "k3", "fp", t, lock).await.unwrap(), Begin::New);
-    i.complete("t1", "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1)).await.unwrap();
-    assert_eq!(i.begin("t1", "k3", "other", t, lock).await.unwrap(), Begin::New);
+    i.complete(&tenant("t1"), "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(i.begin(&tenant("t1"), "k3", "fp", t, lock).await.unwrap(), Begin::New);
+    i.complete(&tenant("t1"), "k3", &StoredResponse { status: 200, body: "{}".into() }, t - Span::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(i.begin(&tenant("t1"), "k3", "other", t, lock).await.unwrap(), Begin::New);
 }
 
 pub async fn outbox_contract(o: &dyn Outbox) {
@@ -393,15 +402,15 @@ pub async fn outbox_contract(o: &dyn Outbox) {
         o.record(&entry(n, "t1", if n < 3 { "req_1" } else { "req_2" })).await.unwrap();
     }
     o.record(&entry(9, "t2", "req_1")).await.unwrap();
-    assert_eq!(o.find_by_row("t1", "rcp_1").await.unwrap().map(|e| e.id), Some("sbx_0001".into()));
-    assert_eq!(o.find_by_row("t2", "rcp_1").await.unwrap(), None);
-    assert_eq!(o.list_outbox("t1", None, None, 100).await.unwrap().len(), 5);
-    assert_eq!(o.list_outbox("t1", Some("req_1"), None, 100).await.unwrap().len(), 3);
-    let page = o.list_outbox("t1", None, None, 2).await.unwrap();
-    let rest = o.list_outbox("t1", None, Some(&page[1].id), 100).await.unwrap();
+    assert_eq!(o.find_by_row(&tenant("t1"), "rcp_1").await.unwrap().map(|e| e.id), Some("sbx_0001".into()));
+    assert_eq!(o.find_by_row(&tenant("t2"), "rcp_1").await.unwrap(), None);
+    assert_eq!(o.list_outbox(&tenant("t1"), None, None, 100).await.unwrap().len(), 5);
+    assert_eq!(o.list_outbox(&tenant("t1"), Some("req_1"), None, 100).await.unwrap().len(), 3);
+    let page = o.list_outbox(&tenant("t1"), None, None, 2).await.unwrap();
+    let rest = o.list_outbox(&tenant("t1"), None, Some(&page[1].id), 100).await.unwrap();
     assert_eq!(page.len() + rest.len(), 5);
     assert_eq!(rest[0].id, "sbx_0002");
-    assert_eq!(o.list_outbox("t2", None, None, 100).await.unwrap().len(), 1);
+    assert_eq!(o.list_outbox(&tenant("t2"), None, None, 100).await.unwrap().len(), 1);
 }
 
 /// Status callbacks: a provider's message id finds its row, and reports only move it forward.
@@ -410,47 +419,47 @@ pub async fn callbacks_contract(r: &dyn Requests) {
     r.insert_request(&req, &rows).await.unwrap();
     let id = &rows[0].id;
     let t = now();
-    assert!(matches!(r.claim_row("t1", id, t, t + Span::seconds(30)).await.unwrap(), Claim::Claimed(_)));
+    assert!(matches!(r.claim_row(&tenant("t1"), id, t, t + Span::seconds(30)).await.unwrap(), Claim::Claimed(_)));
     let sent = Outcome {
         status: Some(Status::Sent),
         external_message_id: Some("wamid.CB1".into()),
         provider: Some("whatsapp".into()),
         ..Default::default()
     };
-    assert!(r.finish_row("t1", id, 1, sent).await.unwrap());
+    assert!(r.finish_row(&tenant("t1"), id, 1, sent).await.unwrap());
     assert_eq!(r.find_by_external_id("whatsapp", "wamid.CB1").await.unwrap(), Some(("t1".into(), id.clone())));
     assert_eq!(r.find_by_external_id("sms", "wamid.CB1").await.unwrap(), None, "ids are per provider");
     assert_eq!(r.find_by_external_id("whatsapp", "wamid.nope").await.unwrap(), None);
 
-    assert!(r.advance_row("t1", id, Status::Delivered, t + Span::seconds(1), None).await.unwrap());
+    assert!(r.advance_row(&tenant("t1"), id, Status::Delivered, t + Span::seconds(1), None).await.unwrap());
     assert!(
-        !r.advance_row("t1", id, Status::Sent, t + Span::seconds(2), None).await.unwrap(),
+        !r.advance_row(&tenant("t1"), id, Status::Sent, t + Span::seconds(2), None).await.unwrap(),
         "a late sent never overwrites delivered"
     );
-    assert!(r.advance_row("t1", id, Status::Read, t + Span::seconds(3), None).await.unwrap());
-    assert!(!r.advance_row("t1", id, Status::Failed, t + Span::seconds(4), Some("x".into())).await.unwrap());
-    assert!(!r.advance_row("t2", id, Status::Read, t, None).await.unwrap(), "tenants are isolated");
-    let row = r.get_row("t1", id).await.unwrap().unwrap();
+    assert!(r.advance_row(&tenant("t1"), id, Status::Read, t + Span::seconds(3), None).await.unwrap());
+    assert!(!r.advance_row(&tenant("t1"), id, Status::Failed, t + Span::seconds(4), Some("x".into())).await.unwrap());
+    assert!(!r.advance_row(&tenant("t2"), id, Status::Read, t, None).await.unwrap(), "tenants are isolated");
+    let row = r.get_row(&tenant("t1"), id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Read);
     assert!(row.times.contains_key(&Status::Delivered) && row.error_message.is_none());
 }
 
 /// Tenant webhook endpoints: one per tenant, replaced whole, isolated.
 pub async fn webhook_endpoints_contract(w: &dyn WebhookEndpoints) {
-    assert_eq!(w.get_webhook("t1").await.unwrap(), None);
+    assert_eq!(w.get_webhook(&tenant("t1")).await.unwrap(), None);
     let e = WebhookEndpoint {
         url: "https://bot.example.com/hook".into(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         created_at: now(),
         updated_at: now(),
     };
-    w.put_webhook("t1", &e).await.unwrap();
-    assert_eq!(w.get_webhook("t1").await.unwrap(), Some(e.clone()));
-    assert_eq!(w.get_webhook("t2").await.unwrap(), None, "tenants are isolated");
+    w.put_webhook(&tenant("t1"), &e).await.unwrap();
+    assert_eq!(w.get_webhook(&tenant("t1")).await.unwrap(), Some(e.clone()));
+    assert_eq!(w.get_webhook(&tenant("t2")).await.unwrap(), None, "tenants are isolated");
     let moved = WebhookEndpoint { url: "https://bot.example.com/v2".into(), ..e };
-    w.put_webhook("t1", &moved).await.unwrap();
-    assert_eq!(w.get_webhook("t1").await.unwrap().unwrap().url, "https://bot.example.com/v2");
-    assert!(!w.delete_webhook("t2").await.unwrap());
-    assert!(w.delete_webhook("t1").await.unwrap());
-    assert_eq!(w.get_webhook("t1").await.unwrap(), None);
+    w.put_webhook(&tenant("t1"), &moved).await.unwrap();
+    assert_eq!(w.get_webhook(&tenant("t1")).await.unwrap().unwrap().url, "https://bot.example.com/v2");
+    assert!(!w.delete_webhook(&tenant("t2")).await.unwrap());
+    assert!(w.delete_webhook(&tenant("t1")).await.unwrap());
+    assert_eq!(w.get_webhook(&tenant("t1")).await.unwrap(), None);
 }

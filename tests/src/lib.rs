@@ -15,6 +15,11 @@ use herald::local::Local;
 use herald::providers::sandbox::SandboxBehaviour;
 use herald::Settings;
 
+/// A tenant id as tests write them.
+pub fn tenant(id: &str) -> herald::domain::TenantId {
+    herald::domain::TenantId::new(id)
+}
+
 /// A running Herald with a fresh data directory and one key for tenant `default`.
 pub struct TestServer {
     pub local: Local,
@@ -225,6 +230,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// of `tenant`. Run on every store, so the rule holds in both shapes.
 pub async fn a_lost_answer_is_answered_again(h: &herald::Herald, base: &str, key: &str, tenant: &str) {
     use herald::ports::Begin;
+    let tenant = &herald::domain::TenantId::new(tenant);
     let body = json!({
         "recipients": [{"phone": "+14155550101"}, {"phone": "+14155550102"}],
         "messages": [{"text": "hello"}],

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use herald::providers::sandbox::{FailKind, SandboxBehaviour};
-use herald_tests::{error_fields, fast_settings, TestServer};
+use herald_tests::{error_fields, fast_settings, tenant, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -404,7 +404,7 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
         s.post("/v1/broadcasts", json!({"recipients": [{"phone": "+14155550123"}], "messages": [{"text": "x"}]})).await;
     let id = answer["request_id"].as_str().unwrap().to_string();
     let h = s.herald();
-    let row = h.requests.list_rows("default", &id, None, 1).await.unwrap().remove(0);
+    let row = h.requests.list_rows(&tenant("default"), &id, None, 1).await.unwrap().remove(0);
     // The same job delivered to eight workers at once, as duplicate SQS deliveries would.
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -479,7 +479,7 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     let id = answer["request_id"].as_str().unwrap();
     assert!(answer["recipients"][0]["next_attempt_at"].is_string(), "the row shows when it will be sent");
     let h = s.herald();
-    let row = h.requests.list_rows("default", id, None, 1).await.unwrap().remove(0);
+    let row = h.requests.list_rows(&tenant("default"), id, None, 1).await.unwrap().remove(0);
     // A queue that cannot delay that long (SQS: 15 minutes) hands the job over early.
     let delivery = herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap();
     let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
@@ -624,12 +624,12 @@ async fn outside_the_local_shape_media_links_must_be_https_and_public() {
         "https://10.0.0.5/a.png",
         "https://localhost/a.png",
     ] {
-        match herald::service::ingest::ingest(&h.ingest, "t", plan(bad), "native").await {
+        match herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan(bad), "native").await {
             Err(herald::service::ServiceError::Invalid(e)) => assert_eq!(e.0[0].field, "media.link", "{bad}"),
             other => panic!("{bad} accepted: {other:?}"),
         }
     }
-    assert!(herald::service::ingest::ingest(&h.ingest, "t", plan("https://93.184.216.34/a.png"), "native")
+    assert!(herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan("https://93.184.216.34/a.png"), "native")
         .await
         .is_ok());
 }
@@ -681,7 +681,7 @@ async fn a_revoked_key_stops_working_within_a_second_even_when_revoked_by_anothe
 
     // `herald keys revoke` writes to the store from another process: the server learns of it
     // when its cached copy of the key runs out.
-    s.local.store.revoke_key("acme", &lookup, herald::domain::now()).await.unwrap();
+    s.local.store.revoke_key(&tenant("acme"), &lookup, herald::domain::now()).await.unwrap();
     let revoked_at = std::time::Instant::now();
     while get(key.clone()).await == StatusCode::OK {
         assert!(revoked_at.elapsed() < Duration::from_secs(3), "the revoked key still works");
@@ -693,6 +693,6 @@ async fn a_revoked_key_stops_working_within_a_second_even_when_revoked_by_anothe
     let second = herald::service::keys::create_key(s.herald().keys.as_ref(), "acme", None).await.unwrap();
     assert_eq!(get(second.clone()).await, StatusCode::OK);
     let (_, lookup) = herald::service::keys::digest(&second);
-    s.herald().keys.revoke_key("acme", &lookup, herald::domain::now()).await.unwrap();
+    s.herald().keys.revoke_key(&tenant("acme"), &lookup, herald::domain::now()).await.unwrap();
     assert_eq!(get(second).await, StatusCode::UNAUTHORIZED);
 }

@@ -16,7 +16,7 @@ use herald::app::{Herald, Settings, Stores};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;
 use herald_tests::aws::{create_resources, emulator_endpoint, reset_emulator, sdk_config, EventSource, Resources};
-use herald_tests::contract;
+use herald_tests::{contract, tenant};
 
 /// The emulator is shared state: one test at a time, each on a freshly reset emulator.
 static EMULATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -238,7 +238,8 @@ async fn a_request_travels_from_the_ingest_handler_through_sqs_and_the_send_hand
     let row = &state["recipients"][0];
     assert_eq!(row["status"], "sent");
     assert!(row["external_message_id"].as_str().unwrap().starts_with("sbx_"));
-    let (_, outbox) = (0, herald.outbox.as_ref().unwrap().list_outbox("acme", Some(&id), None, 10).await.unwrap());
+    let (_, outbox) =
+        (0, herald.outbox.as_ref().unwrap().list_outbox(&tenant("acme"), Some(&id), None, 10).await.unwrap());
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].message["text"], "Your order 1001 has shipped, Ada.");
 
@@ -263,7 +264,7 @@ async fn queue_rows(h: &Herald, n: usize) -> String {
     .unwrap()
     .validate()
     .unwrap();
-    herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap().request.id.clone()
+    herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "native").await.unwrap().request.id.clone()
 }
 
 #[tokio::test]
@@ -295,7 +296,7 @@ async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three()
     b.sort();
     assert_eq!(a, b, "exactly the poison messages are reported");
     aws.settle(&event, &failed).await;
-    let counts = h.requests.count_rows("acme", &id).await.unwrap();
+    let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap();
     assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&7));
 }
 
@@ -350,7 +351,7 @@ async fn a_poison_job_reaches_the_dead_letter_queue_and_its_row_says_failed() {
     assert_eq!(receives, max_receives, "received maxReceiveCount times, then dead-lettered");
     assert_eq!(aws.depth(&aws.queue_url).await, 0);
     assert_eq!(aws.depth(&aws.dlq_url).await, 1, "the poison job is in the dead-letter queue");
-    let row = h.requests.get_row("acme", &row_id).await.unwrap().unwrap();
+    let row = h.requests.get_row(&tenant("acme"), &row_id).await.unwrap().unwrap();
     assert_eq!(row.status, herald::domain::Status::Failed);
     let msg = row.error_message.unwrap();
     assert!(msg.contains("could not be delivered after 5 tries") && msg.contains("crashed"), "{msg}");
@@ -378,7 +379,7 @@ async fn email_goes_through_ses_and_its_events_move_the_row() {
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "native").await.unwrap();
     let row = &accepted.rows[0];
     assert_eq!(row.status, herald::domain::Status::Sent, "{:?}", row.error_message);
     assert_eq!(row.provider.as_deref(), Some("email"));
@@ -394,7 +395,7 @@ async fn email_goes_through_ses_and_its_events_move_the_row() {
     });
     let answer = ingest.handle(event).await.unwrap();
     assert_eq!(answer["applied"]["moved"], 1, "{answer}");
-    let row = h.requests.get_row("acme", &row.id).await.unwrap().unwrap();
+    let row = h.requests.get_row(&tenant("acme"), &row.id).await.unwrap().unwrap();
     assert_eq!(row.status, herald::domain::Status::Delivered);
 }
 
@@ -430,7 +431,7 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h.ingest, "acme", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "native").await.unwrap();
     assert_eq!(accepted.rows[0].status, herald::domain::Status::Sent, "{:?}", accepted.rows[0].error_message);
     assert_eq!(fake.requests()[0].path, "/bot777:from-the-secret/sendMessage");
 
@@ -479,7 +480,7 @@ async fn provider_retries_on_the_send_lambda_never_use_up_the_jobs_receives() {
     let row_id = herald::domain::RecipientRow::id_for(&id, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let row = h.requests.get_row("acme", &row_id).await.unwrap().unwrap();
+        let row = h.requests.get_row(&tenant("acme"), &row_id).await.unwrap().unwrap();
         if row.status.is_terminal() {
             assert_eq!(row.status, herald::domain::Status::Failed);
             let msg = row.error_message.unwrap();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use herald::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore};
-use herald_tests::contract;
+use herald_tests::{contract, tenant};
 
 fn open(max_receives: u32) -> (tempfile::TempDir, Arc<EmbeddedStore>, Arc<EmbeddedQueue>) {
     let dir = tempfile::tempdir().unwrap();
@@ -121,6 +121,6 @@ async fn data_survives_reopening() {
     }
     let (s, _) = embedded::open(dir.path(), 10).unwrap();
     use herald::ports::RequestLog;
-    assert_eq!(s.get_request("t1", "req_keep").await.unwrap(), Some(req));
-    assert_eq!(s.list_rows("t1", "req_keep", None, 10).await.unwrap(), rows);
+    assert_eq!(s.get_request(&tenant("t1"), "req_keep").await.unwrap(), Some(req));
+    assert_eq!(s.list_rows(&tenant("t1"), "req_keep", None, 10).await.unwrap(), rows);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use herald::app::{Herald, Settings, Stores};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_tests::fake::{FakeProvider, Reply};
+use herald_tests::tenant;
 
 /// Sends through `inner`, then crashes the worker once, before the outcome is recorded.
 struct CrashAfterSend {
@@ -60,11 +61,11 @@ async fn deliveries_after_a_crash(
     .unwrap()
     .validate()
     .unwrap();
-    let id = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.unwrap().request.id.clone();
+    let id = herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan, "native").await.unwrap().request.id.clone();
     let row_id = herald::domain::RecipientRow::id_for(&id, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let row = loop {
-        let row = h.requests.get_row("t", &row_id).await.unwrap().unwrap();
+        let row = h.requests.get_row(&tenant("t"), &row_id).await.unwrap().unwrap();
         if row.status.is_terminal() {
             break row;
         }
@@ -134,13 +135,17 @@ impl herald::ports::RequestLog for FlakyFinish {
         self.inner.insert_request(r, rows).await
     }
 
-    async fn get_request(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::SendRequest>> {
+    async fn get_request(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+    ) -> herald::ports::StoreResult<Option<herald::domain::SendRequest>> {
         self.inner.get_request(t, id).await
     }
 
     async fn list_rows(
         &self,
-        t: &str,
+        t: &herald::domain::TenantId,
         id: &str,
         after: Option<u32>,
         limit: u32,
@@ -150,7 +155,7 @@ impl herald::ports::RequestLog for FlakyFinish {
 
     async fn count_rows(
         &self,
-        t: &str,
+        t: &herald::domain::TenantId,
         id: &str,
     ) -> herald::ports::StoreResult<std::collections::BTreeMap<herald::domain::Status, u64>> {
         self.inner.count_rows(t, id).await
@@ -161,7 +166,7 @@ impl herald::ports::RequestLog for FlakyFinish {
 impl herald::ports::RowLeases for FlakyFinish {
     async fn claim_row(
         &self,
-        t: &str,
+        t: &herald::domain::TenantId,
         id: &str,
         now: herald::domain::DateTimeUtc,
         lease: herald::domain::DateTimeUtc,
@@ -171,7 +176,7 @@ impl herald::ports::RowLeases for FlakyFinish {
 
     async fn finish_row(
         &self,
-        t: &str,
+        t: &herald::domain::TenantId,
         id: &str,
         attempt: u32,
         o: herald::ports::Outcome,
@@ -184,13 +189,13 @@ impl herald::ports::RowLeases for FlakyFinish {
         self.inner.finish_row(t, id, attempt, o).await
     }
 
-    async fn fail_pending(&self, t: &str, id: &str, m: &str) -> herald::ports::StoreResult<bool> {
+    async fn fail_pending(&self, t: &herald::domain::TenantId, id: &str, m: &str) -> herald::ports::StoreResult<bool> {
         self.inner.fail_pending(t, id, m).await
     }
 
     async fn advance_row(
         &self,
-        t: &str,
+        t: &herald::domain::TenantId,
         id: &str,
         s: herald::domain::Status,
         at: herald::domain::DateTimeUtc,
@@ -202,11 +207,19 @@ impl herald::ports::RowLeases for FlakyFinish {
 
 #[async_trait]
 impl herald::ports::StatusLookup for FlakyFinish {
-    async fn get_row(&self, t: &str, id: &str) -> herald::ports::StoreResult<Option<herald::domain::RecipientRow>> {
+    async fn get_row(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+    ) -> herald::ports::StoreResult<Option<herald::domain::RecipientRow>> {
         self.inner.get_row(t, id).await
     }
 
-    async fn find_by_external_id(&self, p: &str, e: &str) -> herald::ports::StoreResult<Option<(String, String)>> {
+    async fn find_by_external_id(
+        &self,
+        p: &str,
+        e: &str,
+    ) -> herald::ports::StoreResult<Option<(herald::domain::TenantId, String)>> {
         self.inner.find_by_external_id(p, e).await
     }
 }
@@ -232,7 +245,7 @@ async fn a_store_that_blinks_after_the_provider_accepted_does_not_cause_a_resend
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan, "native").await.unwrap();
     assert_eq!(
         accepted.rows[0].status,
         herald::domain::Status::Sent,

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::app::{Herald, Stores};
-use herald::domain::{RecipientRow, SendRequest, Status};
+use herald::domain::{RecipientRow, SendRequest, Status, TenantId};
 use herald::ports::{
     Claim, JobQueue, Outcome, OutgoingJob, ReceivedJob, RequestLog, RowLeases, StatusLookup, StoreResult,
 };
 use herald::providers::Providers;
+use herald_tests::tenant;
 
 /// A request log and a queue whose every call hangs for ever.
 struct Stalled;
@@ -28,45 +29,52 @@ impl RequestLog for Stalled {
         hang().await
     }
 
-    async fn get_request(&self, _: &str, _: &str) -> StoreResult<Option<SendRequest>> {
+    async fn get_request(&self, _: &TenantId, _: &str) -> StoreResult<Option<SendRequest>> {
         hang().await
     }
 
-    async fn list_rows(&self, _: &str, _: &str, _: Option<u32>, _: u32) -> StoreResult<Vec<RecipientRow>> {
+    async fn list_rows(&self, _: &TenantId, _: &str, _: Option<u32>, _: u32) -> StoreResult<Vec<RecipientRow>> {
         hang().await
     }
 
-    async fn count_rows(&self, _: &str, _: &str) -> StoreResult<BTreeMap<Status, u64>> {
+    async fn count_rows(&self, _: &TenantId, _: &str) -> StoreResult<BTreeMap<Status, u64>> {
         hang().await
     }
 }
 
 #[async_trait]
 impl RowLeases for Stalled {
-    async fn claim_row(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> StoreResult<Claim> {
+    async fn claim_row(&self, _: &TenantId, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> StoreResult<Claim> {
         hang().await
     }
 
-    async fn finish_row(&self, _: &str, _: &str, _: u32, _: Outcome) -> StoreResult<bool> {
+    async fn finish_row(&self, _: &TenantId, _: &str, _: u32, _: Outcome) -> StoreResult<bool> {
         hang().await
     }
 
-    async fn fail_pending(&self, _: &str, _: &str, _: &str) -> StoreResult<bool> {
+    async fn fail_pending(&self, _: &TenantId, _: &str, _: &str) -> StoreResult<bool> {
         hang().await
     }
 
-    async fn advance_row(&self, _: &str, _: &str, _: Status, _: DateTime<Utc>, _: Option<String>) -> StoreResult<bool> {
+    async fn advance_row(
+        &self,
+        _: &TenantId,
+        _: &str,
+        _: Status,
+        _: DateTime<Utc>,
+        _: Option<String>,
+    ) -> StoreResult<bool> {
         hang().await
     }
 }
 
 #[async_trait]
 impl StatusLookup for Stalled {
-    async fn get_row(&self, _: &str, _: &str) -> StoreResult<Option<RecipientRow>> {
+    async fn get_row(&self, _: &TenantId, _: &str) -> StoreResult<Option<RecipientRow>> {
         hang().await
     }
 
-    async fn find_by_external_id(&self, _: &str, _: &str) -> StoreResult<Option<(String, String)>> {
+    async fn find_by_external_id(&self, _: &str, _: &str) -> StoreResult<Option<(TenantId, String)>> {
         hang().await
     }
 }
@@ -106,7 +114,7 @@ async fn timed_submit(h: &Herald, key: Option<&str>) -> (StatusCode, Option<Head
     }
     let body = br#"{"recipients": [{"phone": "+14155550100"}], "messages": [{"text": "hi"}]}"#;
     let started = Instant::now();
-    let answer = herald::http::submit(h, "default", &headers, body, "native").await;
+    let answer = herald::http::submit(h, &tenant("default"), &headers, body, "native").await;
     (answer.status(), answer.headers().get("retry-after").cloned(), started.elapsed())
 }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use herald::providers::sandbox::{FailKind, SandboxBehaviour};
 use herald_ingest::Ingest;
-use herald_tests::{fast_settings, TestServer};
+use herald_tests::{fast_settings, tenant, TestServer};
 
 fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
     let mut text = std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -178,7 +178,7 @@ async fn queued_jobs(s: &TestServer, n: usize) -> (String, Vec<String>) {
     let recipients: Vec<Value> = (0..n).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
     let (_, answer) = s.post("/v1/broadcasts", json!({"recipients": recipients, "messages": [{"text": "hi"}]})).await;
     let id = answer["request_id"].as_str().unwrap().to_string();
-    let rows = s.herald().requests.list_rows("default", &id, None, 1000).await.unwrap();
+    let rows = s.herald().requests.list_rows(&tenant("default"), &id, None, 1000).await.unwrap();
     (id, rows.iter().map(|r| serde_json::to_string(&r.job()).unwrap()).collect())
 }
 

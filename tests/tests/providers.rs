@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use herald::providers::config::ProviderConfig;
 use herald_tests::fake::{FakeProvider, Reply};
-use herald_tests::{fast_settings, TestServer};
+use herald_tests::{fast_settings, tenant, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -117,7 +117,7 @@ async fn whatsapp_free_form_text_inside_the_window_is_a_text_message() {
     let mut c = herald::domain::Contact::new("ada".into());
     c.phone = Some(herald::domain::Phone::parse("+14155550123").unwrap());
     c.last_inbound.insert(herald::domain::Channel::Whatsapp, chrono::Utc::now() - chrono::Duration::hours(2));
-    s.herald().contacts.put_contact("default", &c).await.unwrap();
+    s.herald().contacts.put_contact(&tenant("default"), &c).await.unwrap();
     let row = send(
         &s,
         json!({"recipients": [{"contact_id": "ada"}], "messages": [{"text": "Hello Ada"}], "channel": "whatsapp"}),

@@ -13,6 +13,7 @@ use herald::ports::{JobQueue, Outbox, OutboxEntry, ReceivedJob, RowLeases, Statu
 use herald::providers::sandbox::{Sandbox, SandboxBehaviour};
 use herald::providers::Providers;
 use herald::service::worker::{handle_job, JobResult};
+use herald_tests::tenant;
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -43,16 +44,16 @@ async fn ingest_one(h: &Herald) -> String {
     .unwrap()
     .validate()
     .unwrap();
-    let accepted = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.expect("ingest");
+    let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan, "native").await.expect("ingest");
     accepted.rows[0].id.clone()
 }
 
 async fn row(r: &Rig, id: &str) -> RecipientRow {
-    r.store.get_row("t", id).await.unwrap().unwrap()
+    r.store.get_row(&tenant("t"), id).await.unwrap().unwrap()
 }
 
 async fn outbox_len(r: &Rig) -> usize {
-    r.store.list_outbox("t", None, None, 100).await.unwrap().len()
+    r.store.list_outbox(&tenant("t"), None, None, 100).await.unwrap().len()
 }
 
 /// Receives every visible job and handles it as a worker would, until none is left.
@@ -161,7 +162,7 @@ async fn the_sweeper_never_causes_a_second_send_of_a_row_that_was_claimed_and_se
     r.queue.delete(&job.receipt).await.unwrap();
     // A worker claimed the row under a long lease, and the provider took the message.
     let now = herald::domain::now();
-    let held = r.store.claim_row("t", &id, now, now + chrono::Duration::hours(1)).await.unwrap();
+    let held = r.store.claim_row(&tenant("t"), &id, now, now + chrono::Duration::hours(1)).await.unwrap();
     assert!(matches!(held, herald::ports::Claim::Claimed(_)));
     let entry = OutboxEntry {
         id: "sbx_1".into(),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 use herald::app::Herald;
+use herald::domain::TenantId;
 
 /// What the ingest function is invoked with.
 #[derive(Debug)]
@@ -53,17 +54,17 @@ impl Event {
 pub struct Ingest {
     pub herald: Arc<Herald>,
     pub router: axum::Router,
-    pub events_tenant: Option<String>,
+    pub events_tenant: Option<TenantId>,
 }
 
 impl Ingest {
-    pub fn new(herald: Arc<Herald>, events_tenant: Option<String>) -> Ingest {
+    pub fn new(herald: Arc<Herald>, events_tenant: Option<TenantId>) -> Ingest {
         let router = herald::http::router(herald.clone());
         Ingest::with_router(herald, router, events_tenant)
     }
 
     /// An ingest function serving `router` for HTTP events.
-    pub fn with_router(herald: Arc<Herald>, router: axum::Router, events_tenant: Option<String>) -> Ingest {
+    pub fn with_router(herald: Arc<Herald>, router: axum::Router, events_tenant: Option<TenantId>) -> Ingest {
         let router = router.layer(axum::middleware::map_response(join_repeated_headers));
         Ingest { herald, router, events_tenant }
     }

@@ -14,7 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Reading the environment is cheap, so a missing setting still stops start-up; the clients
     // wait for the first event, so the runtime hears from a cold process sooner (BENCHMARKS.md 4).
     let config = AwsConfig::from_env()?;
-    let events_tenant = std::env::var("EVENTS_TENANT").ok().filter(|t| !t.is_empty());
+    let events_tenant =
+        std::env::var("EVENTS_TENANT").ok().filter(|t| !t.is_empty()).map(herald::domain::TenantId::from);
     let (config, events_tenant, ingest) = (&config, &events_tenant, &OnceCell::new());
     let connect = move || async move {
         let herald = Arc::new(config.clone().connect().await?);

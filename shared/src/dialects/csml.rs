@@ -11,7 +11,7 @@ use crate::api::error::ApiError;
 use crate::api::parse_json;
 use crate::domain::ids::{name_uuid, IdStyle};
 use crate::domain::{BroadcastBody, Channel, FieldError, FieldErrors, FlowBody, RecipientBody};
-use crate::domain::{MessageSource, SendPlan, SendRequest};
+use crate::domain::{MessageSource, SendPlan, SendRequest, TenantId};
 
 /// The only payload kind the Broadcasts API documents.
 const FLOW_TRIGGER: &str = "flow_trigger";
@@ -58,7 +58,7 @@ struct Client {
 /// CSML's answer to a flow trigger Herald took (the plan's `source` and user, as they were before
 /// the plan was taken): the user, the tenant's bot and channel, and the flow.
 pub(crate) fn answer(
-    tenant: &str,
+    tenant: &TenantId,
     source: &MessageSource,
     user_id: Option<&str>,
     request: &SendRequest,
@@ -78,13 +78,13 @@ pub(crate) fn answer(
 }
 
 /// CSML names its bots by UUID: the tenant's, stable across calls.
-fn bot_id(tenant: &str) -> String {
+fn bot_id(tenant: &TenantId) -> String {
     name_uuid(&format!("bot/{tenant}")).hyphenated().to_string()
 }
 
 /// CSML names a bot's channels by UUID: the tenant's channel, stable across calls. `/` cannot
 /// occur in a tenant id, so no two (tenant, channel) pairs share a name.
-fn channel_id(tenant: &str, channel: Channel) -> String {
+fn channel_id(tenant: &TenantId, channel: Channel) -> String {
     name_uuid(&format!("channel/{tenant}/{channel}")).hyphenated().to_string()
 }
 

@@ -1,5 +1,7 @@
 //! Id generation and validation. Generated ids are UUIDv7 (time-ordered) with a typed prefix.
 
+use serde::{Deserialize, Serialize};
+
 use super::limits::MAX_ID;
 
 pub fn new_id(prefix: &str) -> String {
@@ -55,6 +57,122 @@ pub fn check_id(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A tenant id: an organisation or bot account. Every stored thing belongs to exactly one.
+///
+/// Text from outside (a CLI argument, a setting) goes through [`TenantId::parse`]; ids read back
+/// from a store or an authenticated key were checked when they were written, so [`TenantId::new`]
+/// takes them as they are. Serialised as the bare string, so stored documents and queue bodies
+/// read the same as when the id was a `String`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// A tenant id from outside text, under the caller-chosen id rules ([`check_id`]).
+    pub fn parse(text: &str) -> Result<TenantId, String> {
+        check_id(text)?;
+        Ok(TenantId(text.to_string()))
+    }
+
+    /// A tenant id known to be valid already (read back from a store, or a constant).
+    pub fn new(id: impl Into<String>) -> TenantId {
+        TenantId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl From<String> for TenantId {
+    fn from(id: String) -> TenantId {
+        TenantId(id)
+    }
+}
+
+impl From<&str> for TenantId {
+    fn from(id: &str) -> TenantId {
+        TenantId(id.to_string())
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> String {
+        id.0
+    }
+}
+
+impl From<&TenantId> for String {
+    fn from(id: &TenantId) -> String {
+        id.0.clone()
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for TenantId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<TenantId> for str {
+    fn eq(&self, other: &TenantId) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<TenantId> for &str {
+    fn eq(&self, other: &TenantId) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<TenantId> for String {
+    fn eq(&self, other: &TenantId) -> bool {
+        *self == other.0
+    }
+}
+
 /// A field or variable name usable as a `{{placeholder}}`: starts with a letter or `_`.
 pub fn check_field_name(value: &str) -> Result<(), String> {
     let mut chars = value.chars();
@@ -98,5 +216,17 @@ mod tests {
         assert!(check_id(&"x".repeat(129)).is_err());
         assert!(check_field_name("first_name").is_ok());
         assert!(check_field_name("1st").is_err());
+    }
+
+    #[test]
+    fn tenant_ids_parse_under_the_id_rules_and_serialise_as_bare_strings() {
+        assert_eq!(TenantId::parse("acme").unwrap(), "acme");
+        assert!(TenantId::parse("").is_err());
+        assert!(TenantId::parse("has space").is_err());
+        assert!(TenantId::parse(&"x".repeat(129)).is_err());
+        let id = TenantId::new("acme");
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""acme""#);
+        assert_eq!(serde_json::from_str::<TenantId>(r#""acme""#).unwrap(), id);
+        assert_eq!(id.to_string(), "acme");
     }
 }

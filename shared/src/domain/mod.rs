@@ -20,6 +20,7 @@ pub use catalog::{
 };
 pub use contact::{Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
 pub use error::{FieldError, FieldErrors};
+pub use ids::TenantId;
 pub use report::{Inbound, StatusReport};
 pub use request::{
     validate_metadata, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource, PlannedMessage, RecipientBody,
@@ -30,9 +31,6 @@ pub use status::Status;
 
 /// A point in time, as Herald stores them (UTC, millisecond precision).
 pub type DateTimeUtc = chrono::DateTime<chrono::Utc>;
-
-/// A tenant id: an organisation or bot account. Every stored thing belongs to exactly one.
-pub type TenantId = String;
 
 /// Current time, truncated to milliseconds so that stored and returned times compare equal.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

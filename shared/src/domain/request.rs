@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::address::{check_user_id, Channel, Email, Phone};
 use super::catalog::{check_text, check_url, parse_variables, Media, Template, TemplateBody};
 use super::error::FieldErrors;
-use super::ids::check_id;
+use super::ids::{check_id, TenantId};
 use super::limits::*;
 
 /// Messenger message tags that allow a send outside the 24 h window.
@@ -190,7 +190,7 @@ pub struct SendPlan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendRequest {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub created_at: DateTime<Utc>,
     /// Which API took the request: `native`, or a dialect's name.
     pub source: String,

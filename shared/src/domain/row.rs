@@ -6,13 +6,14 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 use super::address::Channel;
+use super::ids::TenantId;
 use super::request::RecipientSpec;
 use super::status::Status;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientRow {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub request_id: String,
     /// Position in the request (recipient-major, then message), for stable paging.
     pub seq: u32,
@@ -54,11 +55,11 @@ pub struct RecipientRow {
 }
 
 impl RecipientRow {
-    pub fn new(tenant_id: &str, request_id: &str, seq: u32, recipient_index: u32, message_index: u32) -> Self {
+    pub fn new(tenant_id: &TenantId, request_id: &str, seq: u32, recipient_index: u32, message_index: u32) -> Self {
         let now = super::now();
         RecipientRow {
             id: RecipientRow::id_for(request_id, seq),
-            tenant_id: tenant_id.to_string(),
+            tenant_id: tenant_id.clone(),
             request_id: request_id.to_string(),
             seq,
             recipient_index,
@@ -301,7 +302,7 @@ impl RowView<'_> {
 /// What the queue carries: a pointer to one recipient row. Small by design (SQS allows 1 MiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub request_id: String,
     pub row_id: String,
 }
@@ -311,8 +312,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_job_serialises_as_it_did_when_its_tenant_was_a_string() {
+        let job = Job { tenant_id: TenantId::new("acme"), request_id: "req_1".into(), row_id: "rcp_1_0".into() };
+        let body = r#"{"tenant_id":"acme","request_id":"req_1","row_id":"rcp_1_0"}"#;
+        assert_eq!(serde_json::to_string(&job).unwrap(), body);
+        assert_eq!(serde_json::from_str::<Job>(body).unwrap(), job);
+    }
+
+    #[test]
     fn delivered_implies_sent_in_the_view() {
-        let mut row = RecipientRow::new("t", "req_1", 0, 0, 0);
+        let mut row = RecipientRow::new(&TenantId::new("t"), "req_1", 0, 0, 0);
         let t = super::super::now();
         row.set_status(Status::Delivered, t);
         let v = RowView { row: &row, broadcast_id: None, broadcast_name: None }.to_json();
@@ -328,7 +337,7 @@ mod tests {
     }
 
     fn row_in(status: Status) -> RecipientRow {
-        let mut row = RecipientRow::new("t", "req_1", 0, 0, 0);
+        let mut row = RecipientRow::new(&TenantId::new("t"), "req_1", 0, 0, 0);
         row.set_status(status, at(0));
         row
     }

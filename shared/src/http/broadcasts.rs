@@ -13,6 +13,7 @@ use super::extract::{parse_json, JsonBytes, Tenant};
 use super::idempotency::{guarded, NATIVE};
 use super::limit_param;
 use crate::app::Herald;
+use crate::domain::TenantId;
 use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
 use crate::service::ingest::ingest;
 
@@ -24,12 +25,12 @@ pub async fn create(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBy
 /// Takes a native send request for `tenant` that did not come over HTTP (an event from another
 /// system): the same parsing, validation and idempotency as `POST /v1/broadcasts`. `source`
 /// names where it came from.
-pub async fn submit(h: &Herald, tenant: &str, headers: &HeaderMap, body: &[u8], source: &str) -> Response {
+pub async fn submit(h: &Herald, tenant: &TenantId, headers: &HeaderMap, body: &[u8], source: &str) -> Response {
     let run = async { run_create(h, tenant, body, source).await.unwrap_or_else(IntoResponse::into_response) };
     guarded(h, tenant, headers, "POST /v1/broadcasts", body, NATIVE, run).await
 }
 
-async fn run_create(h: &Herald, tenant: &str, body: &[u8], source: &str) -> Result<Response, ApiError> {
+async fn run_create(h: &Herald, tenant: &TenantId, body: &[u8], source: &str) -> Result<Response, ApiError> {
     let plan = parse_json::<BroadcastBody>(body)?.validate()?;
     let background = plan.background;
     let accepted = ingest(&h.ingest, tenant, plan, source).await?;

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use crate::api::error::ApiError;
 use crate::app::Herald;
 use crate::domain::limits::MAX_BODY_BYTES;
+use crate::domain::TenantId;
 use crate::service::keys::authenticate;
 
 /// The authenticated caller's tenant. Keys come as `Authorization: Bearer <key>` or `x-api-key`.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub TenantId);
 
 impl FromRequestParts<Arc<Herald>> for Tenant {
     type Rejection = ApiError;

@@ -25,6 +25,7 @@ use super::error::ApiError;
 use super::extract::{json_body, Tenant};
 use crate::app::Herald;
 use crate::domain::limits::MAX_IDEMPOTENCY_KEY;
+use crate::domain::TenantId;
 use crate::ports::{Begin, StoredResponse};
 
 /// How long a key stays locked by a request that never finished (its process died).
@@ -92,7 +93,7 @@ async fn guard_request(State(g): State<Guard>, req: Request, next: Next) -> Resp
 }
 
 /// The caller's tenant, if its credentials name one.
-async fn caller(g: &Guard, parts: &mut Parts) -> Option<String> {
+async fn caller(g: &Guard, parts: &mut Parts) -> Option<TenantId> {
     match g.input {
         Input::JsonBody { .. } => Tenant::from_request_parts(parts, &g.h).await.ok().map(|Tenant(t)| t),
         Input::SmaxQuery => parts.extensions.get::<Tenant>().map(|Tenant(t)| t.clone()),
@@ -124,7 +125,7 @@ fn route_of(parts: &Parts) -> String {
 
 /// Whether the path names the caller's own org or bot, where the route names one: a call for
 /// another takes no key, and the route refuses it as it refuses any such call.
-async fn owner_is(g: &Guard, parts: &mut Parts, tenant: &str) -> bool {
+async fn owner_is(g: &Guard, parts: &mut Parts, tenant: &TenantId) -> bool {
     let Input::JsonBody { owner: Some(name) } = g.input else { return true };
     let params = Path::<HashMap<String, String>>::from_request_parts(parts, &()).await;
     params.is_ok_and(|Path(p)| p.get(name).is_some_and(|v| v == tenant))
@@ -145,7 +146,7 @@ pub fn fingerprint(route: &str, body: &[u8]) -> String {
 /// just runs it. `bound` is what the key is bound to besides `route` (the body, as a rule).
 pub(crate) async fn guarded(
     h: &Herald,
-    tenant: &str,
+    tenant: &TenantId,
     headers: &HeaderMap,
     route: &str,
     bound: &[u8],
@@ -186,7 +187,7 @@ fn malformed() -> ApiError {
 
 /// Takes the key for this request, or answers instead of the handler: the stored answer, or
 /// `409` for a key bound to another request or still being handled.
-async fn take(h: &Herald, tenant: &str, key: &str, fp: &str, shape: Shape) -> Result<(), Response> {
+async fn take(h: &Herald, tenant: &TenantId, key: &str, fp: &str, shape: Shape) -> Result<(), Response> {
     // A begin that failed before its write is simply retried; one whose write landed although
     // its answer was lost finds the key in progress, and the caller is told to retry shortly
     // (the lock it left runs out after `LOCK`).
@@ -215,7 +216,7 @@ async fn take(h: &Herald, tenant: &str, key: &str, fp: &str, shape: Shape) -> Re
 }
 
 /// Stores a successful answer under the key and hands it on.
-async fn keep(h: &Herald, tenant: &str, key: &str, response: Response, resumed: bool, shape: Shape) -> Response {
+async fn keep(h: &Herald, tenant: &TenantId, key: &str, response: Response, resumed: bool, shape: Shape) -> Response {
     let status = response.status();
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {

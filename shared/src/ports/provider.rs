@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{Channel, FlowTrigger, HeaderKind, WhatsappTemplate};
+use crate::domain::{Channel, FlowTrigger, HeaderKind, TenantId, WhatsappTemplate};
 
 /// A rendered message, ready for a provider.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OutboundMessage {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub request_id: String,
     /// The recipient row: providers that accept an idempotency key get this one.
     pub row_id: String,

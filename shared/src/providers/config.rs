@@ -2,6 +2,7 @@
 //! Read from `HERALD_*` environment variables (local and Lambda alike). Credentials are kept in
 //! [`Secret`], whose `Debug` never shows them, so they cannot reach a log line.
 
+use crate::domain::TenantId;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -80,7 +81,7 @@ pub struct ProviderConfig {
     /// Herald's public base URL, for callbacks providers are told about (Twilio `StatusCallback`).
     pub public_url: Option<String>,
     /// The tenant inbound events (messages, opt-outs) belong to.
-    pub inbound_tenant: String,
+    pub inbound_tenant: TenantId,
     pub whatsapp: Option<WhatsappConfig>,
     pub sms: Option<TwilioConfig>,
     pub messenger: Option<MessengerConfig>,
@@ -121,7 +122,7 @@ impl ProviderConfig {
         let k = Keys(m);
         Ok(ProviderConfig {
             public_url: k.get("PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
-            inbound_tenant: k.or("INBOUND_TENANT", "default"),
+            inbound_tenant: TenantId::new(k.or("INBOUND_TENANT", "default")),
             whatsapp: whatsapp(&k)?,
             sms: twilio(&k)?,
             messenger: messenger(&k),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::config::WebhookConfig;
 use super::http;
 use super::{OutboundMessage, Provider, ProviderError, ProviderReceipt};
+use crate::domain::TenantId;
 use crate::ports::WebhookEndpoints;
 
 /// Posts to the tenant's own endpoint (`PUT /v1/webhook`), else to the deployment's
@@ -67,7 +68,7 @@ impl Webhook {
     }
 
     /// The URL and signing key for a tenant, if it or the deployment has one.
-    async fn endpoint(&self, tenant: &str) -> Result<Option<(url::Url, Vec<u8>)>, ProviderError> {
+    async fn endpoint(&self, tenant: &TenantId) -> Result<Option<(url::Url, Vec<u8>)>, ProviderError> {
         let own = self.endpoints.get_webhook(tenant).await.map_err(|e| ProviderError::Transient {
             code: Some("store".into()),
             message: e.to_string(),

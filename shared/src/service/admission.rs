@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::domain::TenantId;
+
 /// What a tenant may send.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -64,7 +66,7 @@ struct Buckets {
 
 pub struct Admission {
     limits: Limits,
-    tenants: Mutex<HashMap<String, Buckets>>,
+    tenants: Mutex<HashMap<TenantId, Buckets>>,
 }
 
 impl Admission {
@@ -73,7 +75,7 @@ impl Admission {
     }
 
     /// Takes one request and `recipients` from the tenant's allowance, or says why not.
-    pub fn admit(&self, tenant: &str, recipients: u64) -> Result<(), Refusal> {
+    pub fn admit(&self, tenant: &TenantId, recipients: u64) -> Result<(), Refusal> {
         let l = self.limits;
         if recipients as f64 > l.recipients_per_minute {
             return Err(Refusal::TooMany { cap: l.recipients_per_minute as u64 });
@@ -83,7 +85,7 @@ impl Admission {
         if all.len() > 100_000 {
             all.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
         }
-        let b = all.entry(tenant.to_string()).or_insert(Buckets {
+        let b = all.entry(tenant.clone()).or_insert(Buckets {
             requests: l.request_burst,
             recipients: l.recipients_per_minute,
             at: now,
@@ -113,15 +115,15 @@ mod tests {
     #[test]
     fn requests_and_recipients_are_metered_per_tenant() {
         let a = Admission::new(Limits { requests_per_second: 1.0, request_burst: 2.0, recipients_per_minute: 10.0 });
-        assert!(a.admit("t1", 4).is_ok());
-        assert!(a.admit("t1", 4).is_ok());
-        assert!(matches!(a.admit("t1", 1), Err(Refusal::Later(_))), "the burst of two is spent");
-        assert!(a.admit("t2", 4).is_ok(), "tenants are metered apart");
-        assert_eq!(a.admit("t2", 11), Err(Refusal::TooMany { cap: 10 }));
+        assert!(a.admit(&"t1".into(), 4).is_ok());
+        assert!(a.admit(&"t1".into(), 4).is_ok());
+        assert!(matches!(a.admit(&"t1".into(), 1), Err(Refusal::Later(_))), "the burst of two is spent");
+        assert!(a.admit(&"t2".into(), 4).is_ok(), "tenants are metered apart");
+        assert_eq!(a.admit(&"t2".into(), 11), Err(Refusal::TooMany { cap: 10 }));
         let b =
             Admission::new(Limits { requests_per_second: 100.0, request_burst: 100.0, recipients_per_minute: 10.0 });
-        assert!(b.admit("t", 8).is_ok());
-        match b.admit("t", 8) {
+        assert!(b.admit(&"t".into(), 8).is_ok());
+        match b.admit(&"t".into(), 8) {
             // 6 more recipients at 10 a minute: 36 s.
             Err(Refusal::Later(d)) => assert!((35.5..36.5).contains(&d.as_secs_f64()), "{d:?}"),
             other => panic!("{other:?}"),

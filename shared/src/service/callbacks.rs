@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Channel, ContactDraft, ContactKey};
+use crate::domain::{Channel, ContactDraft, ContactKey, TenantId};
 pub use crate::domain::{Inbound, StatusReport};
 use crate::ports::{Contacts, RowLeases, StatusLookup, StoreError};
 
@@ -15,7 +15,7 @@ pub struct Callbacks {
     pub rows: Arc<dyn RowLeases>,
     pub contacts: Arc<dyn Contacts>,
     /// The tenant inbound messages belong to (`HERALD_INBOUND_TENANT`).
-    pub inbound_tenant: String,
+    pub inbound_tenant: TenantId,
 }
 
 /// What the callback changed, for the answer and the logs.

@@ -1,6 +1,8 @@
 //! Templates, campaigns and contacts: validation beyond a single body, and create-or-replace.
 
-use crate::domain::{ids::check_id, Campaign, CampaignBody, Contact, ContactBody, FieldErrors, Template, TemplateBody};
+use crate::domain::{
+    ids::check_id, Campaign, CampaignBody, Contact, ContactBody, FieldErrors, Template, TemplateBody, TenantId,
+};
 use crate::ports::{Catalog, Contacts};
 
 use super::ServiceError;
@@ -14,7 +16,7 @@ fn check_path_id(id: &str) -> Result<(), ServiceError> {
 /// Creates or replaces a template; returns it and whether it is new.
 pub async fn put_template(
     catalog: &dyn Catalog,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     body: TemplateBody,
 ) -> Result<(Template, bool), ServiceError> {
@@ -32,7 +34,7 @@ pub async fn put_template(
 /// Creates or replaces a campaign; every template it lists must exist in the tenant.
 pub async fn put_campaign(
     catalog: &dyn Catalog,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     body: CampaignBody,
 ) -> Result<(Campaign, bool), ServiceError> {
@@ -49,7 +51,7 @@ pub async fn put_campaign(
 /// Racing calls with one id create it once.
 pub async fn create_campaign(
     catalog: &dyn Catalog,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     body: CampaignBody,
 ) -> Result<Option<Campaign>, ServiceError> {
@@ -60,7 +62,7 @@ pub async fn create_campaign(
 /// A campaign body validated, with every template it lists present in the tenant.
 async fn checked_campaign(
     catalog: &dyn Catalog,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     body: CampaignBody,
 ) -> Result<Campaign, ServiceError> {
@@ -78,7 +80,7 @@ async fn checked_campaign(
 /// `PUT /v1/contacts/{id}`: creates or replaces the contact with exactly the given fields.
 pub async fn put_contact(
     contacts: &dyn Contacts,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     body: ContactBody,
 ) -> Result<(Contact, bool), ServiceError> {
@@ -99,7 +101,7 @@ pub async fn put_contact(
 /// it, or creates one.
 pub async fn upsert_contact(
     contacts: &dyn Contacts,
-    tenant: &str,
+    tenant: &TenantId,
     body: ContactBody,
 ) -> Result<(Contact, bool), ServiceError> {
     let draft = body.validate()?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::domain::{
     Channel, Contact, ContactDraft, Job, PlannedMessage, RecipientRow, SendRequest, Status, Template, TemplateHeader,
+    TenantId,
 };
 use crate::logging::{mask_address, Attempt, ACTIVITY};
 use crate::ports::provider::{
@@ -44,7 +45,7 @@ const REQUEST_CACHE_MAX: usize = 512;
 
 impl Deliver {
     /// A send request by id, from the cache when possible.
-    pub async fn request(&self, tenant: &str, id: &str) -> StoreResult<Option<Arc<SendRequest>>> {
+    pub async fn request(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Arc<SendRequest>>> {
         let key = (tenant.to_string(), id.to_string());
         if let Some(r) = self.cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(Some(r.clone()));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::domain::ids::IdStyle;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
-    FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
+    FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template, TenantId,
 };
 use crate::logging::ACTIVITY;
 use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, StoreError};
@@ -62,13 +62,13 @@ struct Keyed {
 /// call's answer and whether its request had been stored by an earlier try, which the answer
 /// then replays.
 pub async fn with_idempotency_key<F: std::future::Future>(
-    tenant: &str,
+    tenant: &TenantId,
     key: &str,
     fingerprint: &str,
     call: F,
 ) -> (F::Output, bool) {
     let mut h = Sha256::new();
-    for part in [tenant, key, fingerprint] {
+    for part in [tenant.as_str(), key, fingerprint] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -95,7 +95,7 @@ fn new_request_id(style: IdStyle) -> (String, bool) {
 }
 
 /// Runs ingest for one plan. `source` names the API that took it (`native`, `invent`, …).
-pub async fn ingest(h: &Ingest, tenant: &str, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
+pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str) -> Result<Accepted, ServiceError> {
     let (request_id, keyed) = new_request_id(plan.id_style);
     if keyed {
         let found = super::retry_store("looking up a keyed request", 3, || h.requests.get_request(tenant, &request_id));
@@ -119,7 +119,7 @@ pub async fn ingest(h: &Ingest, tenant: &str, plan: SendPlan, source: &str) -> R
     let now = crate::domain::now();
     let request = SendRequest {
         id: request_id,
-        tenant_id: tenant.to_string(),
+        tenant_id: tenant.clone(),
         created_at: now,
         source: source.to_string(),
         campaign_id: campaign.as_ref().map(|c| c.id.clone()),
@@ -179,7 +179,7 @@ async fn store_and_queue(
     keyed: bool,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ServiceError> {
-    let tenant = request.tenant_id.as_str();
+    let tenant = &request.tenant_id;
     // Writing the same request again changes nothing, so a write whose answer was lost is retried.
     let stored =
         store_within(STORE_BUDGET, "storing a send request", || h.requests.insert_request(request, rows)).await;
@@ -257,7 +257,7 @@ async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceErr
 }
 
 /// Fails rows that were stored but will not be sent (each only while it is still pending).
-async fn fail_rows(h: &Ingest, tenant: &str, rows: &[RecipientRow], message: &str) {
+async fn fail_rows(h: &Ingest, tenant: &TenantId, rows: &[RecipientRow], message: &str) {
     for row in rows {
         let r = super::retry_store("failing an unqueued row", 5, || h.rows.fail_pending(tenant, &row.id, message));
         if let Err(e) = r.await {
@@ -303,7 +303,7 @@ async fn check_media_links(h: &Ingest, plan: &SendPlan, messages: &[PlannedMessa
 /// The messages a plan fires, snapshotted from the catalog, and the campaign if one was named.
 async fn resolve_messages(
     h: &Ingest,
-    tenant: &str,
+    tenant: &TenantId,
     source: &MessageSource,
 ) -> Result<(Vec<PlannedMessage>, Option<crate::domain::Campaign>), ServiceError> {
     let template_msg = |t: Template| PlannedMessage { template_id: Some(t.id.clone()), template: Some(t), flow: None };

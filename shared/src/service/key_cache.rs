@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::domain::TenantId;
 use crate::ports::{ApiKeyRecord, ApiKeys, StoreResult};
 
 /// Entries kept at most; past it the cache starts over (a flood of distinct valid keys is rare).
@@ -45,7 +46,7 @@ impl CachedKeys {
 
 #[async_trait]
 impl ApiKeys for CachedKeys {
-    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool> {
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
         self.inner.ensure_tenant(tenant).await
     }
 
@@ -73,11 +74,11 @@ impl ApiKeys for CachedKeys {
         Ok(found)
     }
 
-    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>> {
         self.inner.list_keys(tenant).await
     }
 
-    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         // Forget first and again after: a lookup racing the revoke must not cache the old record.
         self.forget(lookup);
         let revoked = self.inner.revoke_key(tenant, lookup, at).await;
@@ -100,7 +101,7 @@ mod tests {
 
     #[async_trait]
     impl ApiKeys for Keys {
-        async fn ensure_tenant(&self, _: &str) -> StoreResult<bool> {
+        async fn ensure_tenant(&self, _: &TenantId) -> StoreResult<bool> {
             Ok(false)
         }
         async fn count_tenants(&self) -> StoreResult<u64> {
@@ -114,10 +115,10 @@ mod tests {
             self.lookups.fetch_add(1, Ordering::Relaxed);
             Ok(self.records.lock().unwrap().get(lookup).cloned())
         }
-        async fn list_keys(&self, _: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        async fn list_keys(&self, _: &TenantId) -> StoreResult<Vec<ApiKeyRecord>> {
             Ok(self.records.lock().unwrap().values().cloned().collect())
         }
-        async fn revoke_key(&self, _: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        async fn revoke_key(&self, _: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
             let mut r = self.records.lock().unwrap();
             Ok(r.get_mut(lookup).map(|k| k.revoked_at = Some(at)).is_some())
         }
@@ -154,7 +155,7 @@ mod tests {
         let keys = CachedKeys::with_ttl(store.clone(), Duration::from_secs(3600));
         keys.insert_key(&record("k1")).await.unwrap();
         assert!(keys.find_key("k1").await.unwrap().unwrap().revoked_at.is_none());
-        assert!(keys.revoke_key("acme", "k1", Utc::now()).await.unwrap());
+        assert!(keys.revoke_key(&TenantId::new("acme"), "k1", Utc::now()).await.unwrap());
         assert!(keys.find_key("k1").await.unwrap().unwrap().revoked_at.is_some());
     }
 

@@ -5,6 +5,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::TenantId;
 use crate::ports::{ApiKeyRecord, ApiKeys, StoreError};
 
 /// Every key Herald generates starts with this, so leaked keys are easy to recognise and scan for.
@@ -45,8 +46,9 @@ pub fn check_key_text(key: &str) -> Result<(), String> {
 }
 
 /// Stores `key` (or a new one) for `tenant`, creating the tenant if needed; returns the key.
+/// `tenant` is text from outside (an operator's argument), checked here.
 pub async fn create_key(keys: &dyn ApiKeys, tenant: &str, key: Option<&str>) -> Result<String, KeyError> {
-    crate::domain::ids::check_id(tenant).map_err(|m| KeyError::Invalid(format!("tenant {m}")))?;
+    let tenant = TenantId::parse(tenant).map_err(|m| KeyError::Invalid(format!("tenant {m}")))?;
     let key = match key {
         Some(k) => {
             check_key_text(k).map_err(KeyError::Invalid)?;
@@ -54,7 +56,7 @@ pub async fn create_key(keys: &dyn ApiKeys, tenant: &str, key: Option<&str>) -> 
         }
         None => generate(),
     };
-    keys.ensure_tenant(tenant).await?;
+    keys.ensure_tenant(&tenant).await?;
     let (hash, lookup) = digest(&key);
     if let Some(existing) = keys.find_key(&lookup).await? {
         if existing.tenant_id != tenant {
@@ -67,7 +69,7 @@ pub async fn create_key(keys: &dyn ApiKeys, tenant: &str, key: Option<&str>) -> 
         lookup,
         hash,
         display_prefix,
-        tenant_id: tenant.to_string(),
+        tenant_id: tenant,
         created_at: crate::domain::now(),
         revoked_at: None,
     })
@@ -76,7 +78,7 @@ pub async fn create_key(keys: &dyn ApiKeys, tenant: &str, key: Option<&str>) -> 
 }
 
 /// The tenant a presented key belongs to, or `None` for an unknown or revoked key.
-pub async fn authenticate(keys: &dyn ApiKeys, presented: &str) -> Result<Option<String>, StoreError> {
+pub async fn authenticate(keys: &dyn ApiKeys, presented: &str) -> Result<Option<TenantId>, StoreError> {
     if presented.is_empty() || presented.len() > 256 {
         return Ok(None);
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::sdk_text;
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
+    TenantId,
 };
 use crate::ports::*;
 use crate::retry::Policy;
@@ -229,7 +230,7 @@ impl DynamoStore {
         Ok(out)
     }
 
-    async fn read_row(&self, tenant: &str, id: &str) -> StoreResult<Option<(RecipientRow, i64)>> {
+    async fn read_row(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<(RecipientRow, i64)>> {
         let Some(item) = self.get(row_pk(tenant, id), "ROW", true).await? else { return Ok(None) };
         Ok(Some((doc(&item)?, number(&item, "ver").unwrap_or(0))))
     }
@@ -245,7 +246,7 @@ impl DynamoStore {
     /// whether to write. Retries from the read on a conflict.
     async fn update_row<R>(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         mut f: impl FnMut(&mut RecipientRow) -> (R, bool),
         missing: R,
@@ -300,12 +301,12 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    async fn owner(&self, tenant: &str, k: &ContactKey) -> StoreResult<Option<String>> {
+    async fn owner(&self, tenant: &TenantId, k: &ContactKey) -> StoreResult<Option<String>> {
         Ok(self.get(ckey_pk(tenant, k), "CKEY", true).await?.and_then(|i| text(&i, "contact_id")))
     }
 
     /// Writes a contact and its keys atomically; names a key another contact holds.
-    async fn write_contact(&self, tenant: &str, c: &Contact, only_new: bool) -> Result<bool, ContactWriteError> {
+    async fn write_contact(&self, tenant: &TenantId, c: &Contact, only_new: bool) -> Result<bool, ContactWriteError> {
         let old: Vec<ContactKey> = if only_new {
             vec![]
         } else {
@@ -359,7 +360,7 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 #[async_trait]
 impl ApiKeys for DynamoStore {
-    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool> {
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
         let mut item = key("TENANTS", format!("TENANT#{tenant}"));
         item.insert("created_at".into(), n(millis(now())));
         self.put_if(item, "attribute_not_exists(pk)", HashMap::new()).await
@@ -420,7 +421,7 @@ impl ApiKeys for DynamoStore {
         Ok(self.get(format!("KEY#{lookup}"), "KEY", false).await?.map(|i| key_record(&i)).transpose()?)
     }
 
-    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         // Both copies of the key (by hash, by tenant) say revoked, or neither does.
         let update = |pk: String, sk: String| -> StoreResult<TransactWriteItem> {
             let u = aws_sdk_dynamodb::types::Update::builder()
@@ -443,7 +444,7 @@ impl ApiKeys for DynamoStore {
         }
     }
 
-    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>> {
         let items = self.query_prefix(tenant_pk(tenant), "KEY#").await?;
         let mut keys = items.iter().map(key_record).collect::<StoreResult<Vec<_>>>()?;
         keys.sort_by_key(|k| k.created_at);
@@ -462,7 +463,9 @@ fn key_record(item: &Item) -> StoreResult<ApiKeyRecord> {
         lookup: text(item, "lookup").unwrap_or_default(),
         hash,
         display_prefix: text(item, "prefix").unwrap_or_default(),
-        tenant_id: text(item, "tenant").ok_or_else(|| StoreError::Corrupt("key item has no tenant".into()))?,
+        tenant_id: text(item, "tenant")
+            .map(TenantId::new)
+            .ok_or_else(|| StoreError::Corrupt("key item has no tenant".into()))?,
         created_at: at("created_at").unwrap_or_default(),
         revoked_at: at("revoked_at"),
     })
@@ -471,47 +474,47 @@ fn key_record(item: &Item) -> StoreResult<ApiKeyRecord> {
 // ---------------------------------------------------------------- catalog
 
 impl DynamoStore {
-    async fn put_entry<T: Serialize>(&self, tenant: &str, sk: String, value: &T) -> StoreResult<()> {
+    async fn put_entry<T: Serialize>(&self, tenant: &TenantId, sk: String, value: &T) -> StoreResult<()> {
         self.put(with_doc(key(tenant_pk(tenant), sk), value)?).await
     }
 
-    async fn get_entry<T: DeserializeOwned>(&self, tenant: &str, sk: &str) -> StoreResult<Option<T>> {
+    async fn get_entry<T: DeserializeOwned>(&self, tenant: &TenantId, sk: &str) -> StoreResult<Option<T>> {
         self.get(tenant_pk(tenant), sk, true).await?.map(|i| doc(&i)).transpose()
     }
 
-    async fn list_entries<T: DeserializeOwned>(&self, tenant: &str, prefix: &str) -> StoreResult<Vec<T>> {
+    async fn list_entries<T: DeserializeOwned>(&self, tenant: &TenantId, prefix: &str) -> StoreResult<Vec<T>> {
         self.query_prefix(tenant_pk(tenant), prefix).await?.iter().map(doc).collect()
     }
 }
 
 #[async_trait]
 impl Catalog for DynamoStore {
-    async fn put_template(&self, tenant: &str, t: &Template) -> StoreResult<()> {
+    async fn put_template(&self, tenant: &TenantId, t: &Template) -> StoreResult<()> {
         self.put_entry(tenant, format!("TEMPLATE#{}", t.id), t).await
     }
-    async fn get_template(&self, tenant: &str, id: &str) -> StoreResult<Option<Template>> {
+    async fn get_template(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Template>> {
         self.get_entry(tenant, &format!("TEMPLATE#{id}")).await
     }
-    async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_template(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
         self.delete(tenant_pk(tenant), &format!("TEMPLATE#{id}")).await
     }
-    async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>> {
+    async fn list_templates(&self, tenant: &TenantId) -> StoreResult<Vec<Template>> {
         self.list_entries(tenant, "TEMPLATE#").await
     }
-    async fn put_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<()> {
+    async fn put_campaign(&self, tenant: &TenantId, c: &Campaign) -> StoreResult<()> {
         self.put_entry(tenant, format!("CAMPAIGN#{}", c.id), c).await
     }
-    async fn create_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<bool> {
+    async fn create_campaign(&self, tenant: &TenantId, c: &Campaign) -> StoreResult<bool> {
         let item = with_doc(key(tenant_pk(tenant), format!("CAMPAIGN#{}", c.id)), c)?;
         self.put_if(item, "attribute_not_exists(pk)", Item::new()).await
     }
-    async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>> {
+    async fn get_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Campaign>> {
         self.get_entry(tenant, &format!("CAMPAIGN#{id}")).await
     }
-    async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
         self.delete(tenant_pk(tenant), &format!("CAMPAIGN#{id}")).await
     }
-    async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>> {
+    async fn list_campaigns(&self, tenant: &TenantId) -> StoreResult<Vec<Campaign>> {
         self.list_entries(tenant, "CAMPAIGN#").await
     }
 }
@@ -520,18 +523,18 @@ impl Catalog for DynamoStore {
 
 #[async_trait]
 impl Contacts for DynamoStore {
-    async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
+    async fn get_contact(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Contact>> {
         self.get(contact_pk(tenant, id), "CONTACT", true).await?.map(|i| doc(&i)).transpose()
     }
 
-    async fn find_contact(&self, tenant: &str, k: &ContactKey) -> StoreResult<Option<Contact>> {
+    async fn find_contact(&self, tenant: &TenantId, k: &ContactKey) -> StoreResult<Option<Contact>> {
         match self.owner(tenant, k).await? {
             Some(id) => self.get_contact(tenant, &id).await,
             None => Ok(None),
         }
     }
 
-    async fn put_contact(&self, tenant: &str, c: &Contact) -> Result<(), ContactWriteError> {
+    async fn put_contact(&self, tenant: &TenantId, c: &Contact) -> Result<(), ContactWriteError> {
         for _ in 0..OCC_TRIES {
             if self.write_contact(tenant, c, false).await? {
                 return Ok(());
@@ -542,7 +545,7 @@ impl Contacts for DynamoStore {
 
     async fn upsert_contact(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         d: &ContactDraft,
         merge: bool,
     ) -> Result<(Contact, bool), ContactWriteError> {
@@ -592,13 +595,13 @@ impl RequestLog for DynamoStore {
         self.put(with_doc(key(request_pk(&request.tenant_id, &request.id), "REQ"), request)?).await
     }
 
-    async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>> {
+    async fn get_request(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SendRequest>> {
         self.get(request_pk(tenant, id), "REQ", false).await?.map(|i| doc(&i)).transpose()
     }
 
     async fn list_rows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: &str,
         after: Option<u32>,
         limit: u32,
@@ -613,7 +616,7 @@ impl RequestLog for DynamoStore {
         Ok(rows)
     }
 
-    async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
+    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
         let Some(req) = self.get_request(tenant, request_id).await? else { return Ok(BTreeMap::new()) };
         let keys =
             (0..req.row_count).map(|seq| key(row_pk(tenant, &RecipientRow::id_for(request_id, seq)), "ROW")).collect();
@@ -632,7 +635,7 @@ impl RequestLog for DynamoStore {
 impl RowLeases for DynamoStore {
     async fn claim_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         at: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -650,7 +653,7 @@ impl RowLeases for DynamoStore {
         .await
     }
 
-    async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
+    async fn finish_row(&self, tenant: &TenantId, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
         let pointer = match (&outcome.provider, &outcome.external_message_id) {
             // The sandbox sends no callbacks; every other provider's may name only its own id.
             (Some(p), Some(ext)) if p != "sandbox" => Some((p.clone(), ext.clone())),
@@ -678,7 +681,7 @@ impl RowLeases for DynamoStore {
 
     async fn advance_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         status: Status,
         at: DateTime<Utc>,
@@ -696,7 +699,7 @@ impl RowLeases for DynamoStore {
         .await
     }
 
-    async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool> {
+    async fn fail_pending(&self, tenant: &TenantId, row_id: &str, message: &str) -> StoreResult<bool> {
         self.update_row(
             tenant,
             row_id,
@@ -712,13 +715,13 @@ impl RowLeases for DynamoStore {
 
 #[async_trait]
 impl StatusLookup for DynamoStore {
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
+    async fn get_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<RecipientRow>> {
         Ok(self.read_row(tenant, row_id).await?.map(|(r, _)| r))
     }
 
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(TenantId, String)>> {
         let item = self.get(format!("EXT#{provider}#{external_id}"), "EXT", true).await?;
-        Ok(item.and_then(|i| Some((text(&i, "tenant")?, text(&i, "row_id")?))))
+        Ok(item.and_then(|i| Some((TenantId::new(text(&i, "tenant")?), text(&i, "row_id")?))))
     }
 }
 
@@ -728,7 +731,7 @@ impl StatusLookup for DynamoStore {
 impl Idempotency for DynamoStore {
     async fn begin(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         k: &str,
         fingerprint: &str,
         at: DateTime<Utc>,
@@ -785,7 +788,7 @@ impl Idempotency for DynamoStore {
 
     async fn complete(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         k: &str,
         resp: &StoredResponse,
         expires_at: DateTime<Utc>,
@@ -812,7 +815,7 @@ impl Idempotency for DynamoStore {
         }
     }
 
-    async fn abandon(&self, tenant: &str, k: &str) -> StoreResult<()> {
+    async fn abandon(&self, tenant: &TenantId, k: &str) -> StoreResult<()> {
         let r = self
             .client
             .delete_item()
@@ -834,13 +837,13 @@ impl Idempotency for DynamoStore {
 
 #[async_trait]
 impl WebhookEndpoints for DynamoStore {
-    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>> {
+    async fn get_webhook(&self, tenant: &TenantId) -> StoreResult<Option<WebhookEndpoint>> {
         self.get_entry(tenant, "WEBHOOK").await
     }
-    async fn put_webhook(&self, tenant: &str, e: &WebhookEndpoint) -> StoreResult<()> {
+    async fn put_webhook(&self, tenant: &TenantId, e: &WebhookEndpoint) -> StoreResult<()> {
         self.put_entry(tenant, "WEBHOOK".into(), e).await
     }
-    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool> {
+    async fn delete_webhook(&self, tenant: &TenantId) -> StoreResult<bool> {
         self.delete(tenant_pk(tenant), "WEBHOOK").await
     }
 }
@@ -860,7 +863,7 @@ impl Outbox for DynamoStore {
         Ok(())
     }
 
-    async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
+    async fn find_by_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
         let Some(p) = self.get(format!("T#{tenant}#OUTROW#{row_id}"), "OUTROW", true).await? else { return Ok(None) };
         let Some(id) = text(&p, "entry_id") else { return Ok(None) };
         self.get(format!("T#{tenant}#OUTBOX"), &id, true).await?.map(|i| doc(&i)).transpose()
@@ -868,7 +871,7 @@ impl Outbox for DynamoStore {
 
     async fn list_outbox(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: Option<&str>,
         after: Option<&str>,
         limit: u32,

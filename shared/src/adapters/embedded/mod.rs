@@ -26,6 +26,19 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+// A tenant id is a TEXT column, written and read as the bare string.
+impl rusqlite::types::ToSql for crate::domain::TenantId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.as_str().to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for crate::domain::TenantId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        String::column_result(value).map(crate::domain::TenantId::new)
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(e.to_string())

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::{ms, Db};
 use crate::domain::{
     ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
+    TenantId,
 };
 use crate::ports::*;
 
@@ -136,7 +137,7 @@ impl EmbeddedStore {
     async fn put_doc<T: serde::Serialize>(
         &self,
         table: &'static str,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         doc: &T,
     ) -> StoreResult<()> {
@@ -155,7 +156,7 @@ impl EmbeddedStore {
     async fn get_doc<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         table: &'static str,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> StoreResult<Option<T>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
@@ -173,7 +174,7 @@ impl EmbeddedStore {
             .await
     }
 
-    async fn delete_doc(&self, table: &'static str, tenant: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_doc(&self, table: &'static str, tenant: &TenantId, id: &str) -> StoreResult<bool> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.db
             .write(move |c| {
@@ -186,7 +187,7 @@ impl EmbeddedStore {
     async fn list_docs<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         table: &'static str,
-        tenant: &str,
+        tenant: &TenantId,
     ) -> StoreResult<Vec<T>> {
         let tenant = tenant.to_string();
         self.db
@@ -229,7 +230,7 @@ fn save_row(c: &Connection, row: &RecipientRow) -> StoreResult<()> {
 
 #[async_trait]
 impl ApiKeys for EmbeddedStore {
-    async fn ensure_tenant(&self, tenant: &str) -> StoreResult<bool> {
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
         let (tenant, t) = (tenant.to_string(), ms(now()));
         self.db
             .write(move |c| {
@@ -269,11 +270,11 @@ impl ApiKeys for EmbeddedStore {
             .await
     }
 
-    async fn revoke_key(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         self.revoke(tenant, lookup, at).await
     }
 
-    async fn list_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+    async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.to_string();
         self.db
             .read(move |c| {
@@ -301,7 +302,7 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 }
 
 impl EmbeddedStore {
-    async fn revoke(&self, tenant: &str, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         let (tenant, lookup) = (tenant.to_string(), lookup.to_string());
         self.db
             .write(move |c| {
@@ -318,22 +319,22 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Catalog for EmbeddedStore {
-    async fn put_template(&self, tenant: &str, t: &Template) -> StoreResult<()> {
+    async fn put_template(&self, tenant: &TenantId, t: &Template) -> StoreResult<()> {
         self.put_doc("templates", tenant, &t.id, t).await
     }
-    async fn get_template(&self, tenant: &str, id: &str) -> StoreResult<Option<Template>> {
+    async fn get_template(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Template>> {
         self.get_doc("templates", tenant, id).await
     }
-    async fn delete_template(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_template(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
         self.delete_doc("templates", tenant, id).await
     }
-    async fn list_templates(&self, tenant: &str) -> StoreResult<Vec<Template>> {
+    async fn list_templates(&self, tenant: &TenantId) -> StoreResult<Vec<Template>> {
         self.list_docs("templates", tenant).await
     }
-    async fn put_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<()> {
+    async fn put_campaign(&self, tenant: &TenantId, c: &Campaign) -> StoreResult<()> {
         self.put_doc("campaigns", tenant, &c.id, c).await
     }
-    async fn create_campaign(&self, tenant: &str, c: &Campaign) -> StoreResult<bool> {
+    async fn create_campaign(&self, tenant: &TenantId, c: &Campaign) -> StoreResult<bool> {
         let (tenant, id, data) = (tenant.to_string(), c.id.clone(), serde_json::to_string(c)?);
         self.db
             .write(move |conn| {
@@ -345,13 +346,13 @@ impl Catalog for EmbeddedStore {
             })
             .await
     }
-    async fn get_campaign(&self, tenant: &str, id: &str) -> StoreResult<Option<Campaign>> {
+    async fn get_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Campaign>> {
         self.get_doc("campaigns", tenant, id).await
     }
-    async fn delete_campaign(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_campaign(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
         self.delete_doc("campaigns", tenant, id).await
     }
-    async fn list_campaigns(&self, tenant: &str) -> StoreResult<Vec<Campaign>> {
+    async fn list_campaigns(&self, tenant: &TenantId) -> StoreResult<Vec<Campaign>> {
         self.list_docs("campaigns", tenant).await
     }
 }
@@ -403,12 +404,12 @@ fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Optio
 
 #[async_trait]
 impl Contacts for EmbeddedStore {
-    async fn get_contact(&self, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
+    async fn get_contact(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Contact>> {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         self.db.read(move |c| read_contact(c, &tenant, &id)).await
     }
 
-    async fn find_contact(&self, tenant: &str, key: &ContactKey) -> StoreResult<Option<Contact>> {
+    async fn find_contact(&self, tenant: &TenantId, key: &ContactKey) -> StoreResult<Option<Contact>> {
         let (tenant, key) = (tenant.to_string(), key.clone());
         self.db
             .read(move |c| match owner_of(c, &tenant, &key)? {
@@ -418,7 +419,7 @@ impl Contacts for EmbeddedStore {
             .await
     }
 
-    async fn put_contact(&self, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
+    async fn put_contact(&self, tenant: &TenantId, contact: &Contact) -> Result<(), ContactWriteError> {
         let (tenant, contact) = (tenant.to_string(), contact.clone());
         let r = self
             .db
@@ -436,7 +437,7 @@ impl Contacts for EmbeddedStore {
 
     async fn upsert_contact(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         draft: &ContactDraft,
         merge: bool,
     ) -> Result<(Contact, bool), ContactWriteError> {
@@ -512,13 +513,13 @@ impl RequestLog for EmbeddedStore {
             .await
     }
 
-    async fn get_request(&self, tenant: &str, id: &str) -> StoreResult<Option<SendRequest>> {
+    async fn get_request(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<SendRequest>> {
         self.get_doc("requests", tenant, id).await
     }
 
     async fn list_rows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: &str,
         after: Option<u32>,
         limit: u32,
@@ -540,7 +541,7 @@ impl RequestLog for EmbeddedStore {
             .await
     }
 
-    async fn count_rows(&self, tenant: &str, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
+    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
         let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
         self.db
             .read(move |c| {
@@ -564,7 +565,7 @@ impl RequestLog for EmbeddedStore {
 impl RowLeases for EmbeddedStore {
     async fn claim_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -584,7 +585,7 @@ impl RowLeases for EmbeddedStore {
             .await
     }
 
-    async fn finish_row(&self, tenant: &str, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
+    async fn finish_row(&self, tenant: &TenantId, row_id: &str, attempt: u32, outcome: Outcome) -> StoreResult<bool> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
             .write(move |c| {
@@ -602,7 +603,7 @@ impl RowLeases for EmbeddedStore {
 
     async fn advance_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         row_id: &str,
         status: Status,
         at: DateTime<Utc>,
@@ -623,7 +624,7 @@ impl RowLeases for EmbeddedStore {
             .await
     }
 
-    async fn fail_pending(&self, tenant: &str, row_id: &str, message: &str) -> StoreResult<bool> {
+    async fn fail_pending(&self, tenant: &TenantId, row_id: &str, message: &str) -> StoreResult<bool> {
         let (tenant, row_id, message) = (tenant.to_string(), row_id.to_string(), message.to_string());
         self.db
             .write(move |c| {
@@ -642,12 +643,12 @@ impl RowLeases for EmbeddedStore {
 
 #[async_trait]
 impl StatusLookup for EmbeddedStore {
-    async fn get_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<RecipientRow>> {
+    async fn get_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<RecipientRow>> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db.read(move |c| load_row(c, &tenant, &row_id)).await
     }
 
-    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(String, String)>> {
+    async fn find_by_external_id(&self, provider: &str, external_id: &str) -> StoreResult<Option<(TenantId, String)>> {
         let (provider, external_id) = (provider.to_string(), external_id.to_string());
         self.db
             .read(move |c| {
@@ -671,7 +672,7 @@ impl StatusLookup for EmbeddedStore {
 impl Idempotency for EmbeddedStore {
     async fn begin(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
         fingerprint: &str,
         now: DateTime<Utc>,
@@ -713,7 +714,7 @@ impl Idempotency for EmbeddedStore {
 
     async fn complete(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         key: &str,
         response: &StoredResponse,
         expires_at: DateTime<Utc>,
@@ -730,7 +731,7 @@ impl Idempotency for EmbeddedStore {
             .await
     }
 
-    async fn abandon(&self, tenant: &str, key: &str) -> StoreResult<()> {
+    async fn abandon(&self, tenant: &TenantId, key: &str) -> StoreResult<()> {
         let (tenant, key) = (tenant.to_string(), key.to_string());
         self.db
             .write(move |c| {
@@ -748,7 +749,7 @@ impl Idempotency for EmbeddedStore {
 
 #[async_trait]
 impl WebhookEndpoints for EmbeddedStore {
-    async fn get_webhook(&self, tenant: &str) -> StoreResult<Option<WebhookEndpoint>> {
+    async fn get_webhook(&self, tenant: &TenantId) -> StoreResult<Option<WebhookEndpoint>> {
         let tenant = tenant.to_string();
         self.db
             .read(move |c| {
@@ -760,7 +761,7 @@ impl WebhookEndpoints for EmbeddedStore {
             .await
     }
 
-    async fn put_webhook(&self, tenant: &str, e: &WebhookEndpoint) -> StoreResult<()> {
+    async fn put_webhook(&self, tenant: &TenantId, e: &WebhookEndpoint) -> StoreResult<()> {
         let (tenant, data) = (tenant.to_string(), serde_json::to_string(e)?);
         self.db
             .write(move |c| {
@@ -773,7 +774,7 @@ impl WebhookEndpoints for EmbeddedStore {
             .await
     }
 
-    async fn delete_webhook(&self, tenant: &str) -> StoreResult<bool> {
+    async fn delete_webhook(&self, tenant: &TenantId) -> StoreResult<bool> {
         let tenant = tenant.to_string();
         self.db
             .write(move |c| Ok(c.execute("DELETE FROM tenant_webhooks WHERE tenant_id = ?1", params![tenant])? > 0))
@@ -800,7 +801,7 @@ impl Outbox for EmbeddedStore {
             .await
     }
 
-    async fn find_by_row(&self, tenant: &str, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
+    async fn find_by_row(&self, tenant: &TenantId, row_id: &str) -> StoreResult<Option<OutboxEntry>> {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
             .read(move |c| {
@@ -817,7 +818,7 @@ impl Outbox for EmbeddedStore {
 
     async fn list_outbox(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request_id: Option<&str>,
         after: Option<&str>,
         limit: u32,

@@ -11,6 +11,7 @@ use super::with_request_id;
 use crate::app::Herald;
 use crate::dialects::csml::{answer, plan_bytes, RENAMES};
 use crate::dialects::rename;
+use crate::domain::TenantId;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input, NATIVE};
@@ -26,7 +27,7 @@ async fn send(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(bo
     run(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let plan = plan_bytes(body)?;
     let source = plan.source.clone();
     let user_id = plan.recipients.first().and_then(|r| r.webhook_user_id.clone());

@@ -14,6 +14,7 @@ use super::with_request_id;
 use crate::app::Herald;
 use crate::dialects::invent::{self, recipient_json, RENAMES};
 use crate::dialects::rename;
+use crate::domain::TenantId;
 use crate::domain::{Contact, ContactKey, RecipientRow, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
@@ -43,7 +44,7 @@ async fn send(
     run(&h, &tenant, &broadcast_id, &body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn run(h: &Herald, tenant: &TenantId, broadcast_id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let plan = plan(h, tenant, broadcast_id, body).await?;
     let accepted = ingest(&h.ingest, tenant, plan, "invent").await.map_err(|e| rename(e.into(), RENAMES))?;
     let recipients = broadcast_recipients(h, tenant, &accepted).await?;
@@ -52,7 +53,7 @@ async fn run(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Resul
 }
 
 /// The body as a native plan for the broadcast (campaign) `broadcast_id`.
-pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
+pub(crate) async fn plan(h: &Herald, tenant: &TenantId, broadcast_id: &str, body: &[u8]) -> Result<SendPlan, ApiError> {
     let b = invent::read(body)?;
     let Some(campaign) = h.catalog.get_campaign(tenant, broadcast_id).await? else {
         return Err(ApiError::NotFound(format!("no broadcast \"{broadcast_id}\"")));
@@ -61,7 +62,7 @@ pub(crate) async fn plan(h: &Herald, tenant: &str, broadcast_id: &str, body: &[u
 }
 
 /// Each row as Invent's `BroadcastRecipient`, each contact read once.
-async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
+async fn broadcast_recipients(h: &Herald, tenant: &TenantId, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
     let mut contacts: HashMap<String, Option<Contact>> = HashMap::new();
     let mut out = Vec::with_capacity(accepted.rows.len());
     for row in &accepted.rows {
@@ -83,7 +84,7 @@ async fn broadcast_recipients(h: &Herald, tenant: &str, accepted: &Accepted) -> 
 
 /// The contact a row is for. A queued row (`background: true`) may not have resolved a new
 /// phone or email yet; then an existing contact holding it is shown, else none.
-async fn contact_id_of(h: &Herald, tenant: &str, row: &RecipientRow) -> Result<Option<String>, ApiError> {
+async fn contact_id_of(h: &Herald, tenant: &TenantId, row: &RecipientRow) -> Result<Option<String>, ApiError> {
     if row.contact_id.is_some() {
         return Ok(row.contact_id.clone());
     }

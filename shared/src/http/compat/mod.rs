@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::app::Herald;
 use crate::domain::Campaign;
+use crate::domain::TenantId;
 use crate::http::error::ApiError;
 
 /// Every dialect's routes, merged into the main router.
@@ -36,6 +37,6 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 
 /// The tenant's campaigns with exactly this name (SMAX blocks and Pabbly API campaigns are
 /// named by the caller; Herald names are not unique, so the caller decides what several mean).
-async fn campaigns_named(h: &Herald, tenant: &str, name: &str) -> Result<Vec<Campaign>, ApiError> {
+async fn campaigns_named(h: &Herald, tenant: &TenantId, name: &str) -> Result<Vec<Campaign>, ApiError> {
     Ok(h.catalog.list_campaigns(tenant).await?.into_iter().filter(|c| c.name == name).collect())
 }

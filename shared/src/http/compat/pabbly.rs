@@ -15,6 +15,7 @@ use crate::app::Herald;
 use crate::dialects::pabbly::{self, adds_a_campaign, whatsapp_answer, SendFound};
 use crate::dialects::pabbly::{BROADCAST_RENAMES, CAMPAIGN_RENAMES, SEND_RENAMES};
 use crate::dialects::{dialling_phone, rename};
+use crate::domain::TenantId;
 use crate::domain::{ContactKey, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
@@ -53,14 +54,14 @@ fn answer(accepted: &Accepted, contacts: Vec<Value>, extra: Map<String, Value>) 
     with_request_id((StatusCode::OK, Json(body)).into_response(), &accepted.request.id)
 }
 
-async fn send_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn send_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, contacts) = send_plan(h, tenant, body).await?;
     let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), SEND_RENAMES))?;
     Ok(answer(&accepted, contacts, Map::new()))
 }
 
 /// A "send message" body as a native plan, with the `contacts` its answer lists.
-pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, Vec<Value>), ApiError> {
+pub(crate) async fn send_plan(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<(SendPlan, Vec<Value>), ApiError> {
     let b = pabbly::read_send(body)?;
     let campaigns = match &b.campaign_name {
         Some(name) => campaigns_named(h, tenant, name).await?,
@@ -77,7 +78,7 @@ pub(crate) async fn send_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(
     pabbly::send_plan(b, SendFound { campaigns, template, contact })
 }
 
-async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn broadcast_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let b = pabbly::read_broadcast(body)?;
     let template = match &b.template_name {
         Some(name) => h.catalog.get_template(tenant, name).await?,
@@ -98,7 +99,7 @@ async fn broadcast_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response
 /// Adds an API campaign. Its name must be unique, since sends find it by name: its id is
 /// derived from the name and created only if free, so of racing adds of one name exactly one
 /// creates it.
-async fn add_campaign_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn add_campaign_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let b = pabbly::read_campaign(body)?;
     let name = b.campaign_name.clone().unwrap_or_default();
     if b.campaign_name.is_some() && !campaigns_named(h, tenant, &name).await?.is_empty() {

@@ -17,6 +17,7 @@ use crate::app::Herald;
 use crate::dialects::rename;
 use crate::dialects::smax::{answer, error, no_bot, too_many, Block, V1Query, V1_PER_SECOND, V1_RENAMES, V2_RENAMES};
 use crate::dialects::smax::{v1_attributes_set, v1_plan, v1_sent, v1_user, v2_answer, V2Plan};
+use crate::domain::TenantId;
 use crate::domain::{Campaign, ContactDraft, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
@@ -102,7 +103,7 @@ async fn v1_send(
     v1_run(&h, &tenant, &user_id, query).await.unwrap_or_else(error)
 }
 
-async fn tenant_of_token(h: &Herald, token: Option<&str>) -> Result<String, Response> {
+async fn tenant_of_token(h: &Herald, token: Option<&str>) -> Result<TenantId, Response> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Err(answer(StatusCode::UNAUTHORIZED, false, "bot_token is required"));
     };
@@ -113,7 +114,7 @@ async fn tenant_of_token(h: &Herald, token: Option<&str>) -> Result<String, Resp
     }
 }
 
-async fn v1_run(h: &Herald, tenant: &str, user_id: &str, mut q: V1Query) -> Result<Response, ApiError> {
+async fn v1_run(h: &Herald, tenant: &TenantId, user_id: &str, mut q: V1Query) -> Result<Response, ApiError> {
     let psid = v1_user(user_id, &mut q)?;
     let Some(block) = q.block.take() else { return set_attributes(h, tenant, psid, q.attributes).await };
     let campaign = find_block(h, tenant, &block).await?;
@@ -126,7 +127,7 @@ async fn v1_run(h: &Herald, tenant: &str, user_id: &str, mut q: V1Query) -> Resu
 /// V1 without a block: "set user attributes via an API call". No message, so no send request.
 async fn set_attributes(
     h: &Herald,
-    tenant: &str,
+    tenant: &TenantId,
     psid: String,
     fields: BTreeMap<String, String>,
 ) -> Result<Response, ApiError> {
@@ -135,7 +136,7 @@ async fn set_attributes(
     Ok(v1_attributes_set(&psid, &contact.id))
 }
 
-async fn find_block(h: &Herald, tenant: &str, block: &Block) -> Result<Campaign, ApiError> {
+async fn find_block(h: &Herald, tenant: &TenantId, block: &Block) -> Result<Campaign, ApiError> {
     match block {
         Block::Id(id) => h
             .catalog
@@ -178,7 +179,7 @@ async fn v2_send(
     v2_run(&h, &tenant, &body).await.unwrap_or_else(error)
 }
 
-async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiError> {
+async fn v2_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
     let accepted = ingest(&h.ingest, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
     let id = &accepted.request.id;
@@ -187,7 +188,7 @@ async fn v2_run(h: &Herald, tenant: &str, body: &[u8]) -> Result<Response, ApiEr
 
 /// A V2 body as a native plan whose customer and block exist, and whether its `messages` were
 /// dropped for its `block_id`.
-pub(crate) async fn v2_plan(h: &Herald, tenant: &str, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
+pub(crate) async fn v2_plan(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<(SendPlan, bool), ApiError> {
     let V2Plan { plan, dropped_messages, customer, block } = crate::dialects::smax::v2_plan(body)?;
     if let Some(id) = &customer {
         if h.contacts.get_contact(tenant, id).await?.is_none() {
