@@ -14,13 +14,13 @@ use herald::ports::*;
 
 fn job(n: usize) -> OutgoingJob {
     OutgoingJob {
-        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_id: format!("rcp_{n}") },
+        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: vec![format!("rcp_{n}")] },
         delay: Duration::ZERO,
     }
 }
 
 fn row_of(received: &ReceivedJob) -> String {
-    serde_json::from_str::<Job>(&received.body).expect("job body").row_id
+    serde_json::from_str::<Job>(&received.body).expect("job body").row_ids.join(",")
 }
 
 /// Receives until `want` jobs arrived or `patience` ran out (SQS may return fewer per call).

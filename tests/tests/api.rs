@@ -408,8 +408,10 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     // The same job delivered to eight workers at once, as duplicate SQS deliveries would.
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (h, job) = (h.clone(), row.job());
-        tasks.push(tokio::spawn(async move { herald::service::deliver::deliver(&h.deliver, &job).await.unwrap() }));
+        let (h, row) = (h.clone(), row.clone());
+        tasks.push(tokio::spawn(async move {
+            herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap()
+        }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -417,7 +419,7 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     assert_eq!(s.outbox(&id).await.len(), 1);
     // And once more after it was sent: nothing to do.
     assert_eq!(
-        herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap(),
+        herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap(),
         herald::service::deliver::Delivery::Done
     );
     assert_eq!(s.outbox(&id).await.len(), 1);
@@ -481,7 +483,7 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     let h = s.herald();
     let row = h.requests.list_rows("default", id, None, 1).await.unwrap().remove(0);
     // A queue that cannot delay that long (SQS: 15 minutes) hands the job over early.
-    let delivery = herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap();
+    let delivery = herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap();
     let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
     assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
     assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");

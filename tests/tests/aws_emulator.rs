@@ -122,7 +122,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
     let queue = aws.queue();
     queue
         .send_batch(&[herald::ports::OutgoingJob {
-            job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+            job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["x".into()] },
             delay: Duration::ZERO,
         }])
         .await

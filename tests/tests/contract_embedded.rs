@@ -38,7 +38,7 @@ async fn queue_dead_letters_after_max_receives() {
 async fn queue_recovers_in_flight_jobs_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let job = herald::ports::OutgoingJob {
-        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["x".into()] },
         delay: std::time::Duration::ZERO,
     };
     {

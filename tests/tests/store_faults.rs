@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Fault, Faults};
 use herald::app::{Herald, Settings, Stores};
 use herald::domain::{RecipientRow, Status};
-use herald::ports::{JobQueue, Outbox, OutboxEntry, ReceivedJob, RowLeases, StatusLookup};
+use herald::ports::{JobQueue, Outbox, OutboxEntry, OutgoingJob, ReceivedJob, RowLeases, StatusLookup};
 use herald::providers::sandbox::{Sandbox, SandboxBehaviour};
 use herald::providers::Providers;
 use herald::service::worker::{handle_job, JobResult};
@@ -65,7 +65,12 @@ async fn drain(r: &Rig) {
         for job in jobs {
             match handle_job(r.h.deliver.clone(), &job).await {
                 JobResult::Delete => r.queue.delete(&job.receipt).await.unwrap(),
-                JobResult::Retry(_) => r.queue.change_visibility(&job.receipt, Duration::ZERO).await.unwrap(),
+                JobResult::Replace(back) => {
+                    // Now rather than after their backoff: the test waits for nothing.
+                    let now: Vec<OutgoingJob> =
+                        back.into_iter().map(|j| OutgoingJob { delay: Duration::ZERO, ..j }).collect();
+                    r.queue.replace(&job, &now).await.unwrap()
+                }
                 JobResult::Leave => {}
             }
         }
@@ -101,7 +106,10 @@ async fn a_store_error_brings_the_job_back_soon_not_after_the_visibility_timeout
     let job = receive_one(&r).await;
     r.store_faults.fail_next(3);
     match handle_job(r.h.deliver.clone(), &job).await {
-        JobResult::Retry(d) => assert!(d < r.h.settings.visibility, "{d:?}"),
+        JobResult::Replace(back) => {
+            assert_eq!(back.len(), 1, "{back:?}");
+            assert!(back[0].delay < r.h.settings.visibility, "{back:?}");
+        }
         other => panic!("a transient store error should retry the job, got {other:?}"),
     }
 }
@@ -194,7 +202,7 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
     let job: herald::domain::Job = serde_json::from_str(&receive_one(&r).await.body).unwrap();
     r.store_faults.fail_next_after_commit(1);
     let started = std::time::Instant::now();
-    let d = herald::service::deliver::deliver(&r.h.deliver, &job).await.expect("delivered");
+    let d = herald::service::deliver::deliver(&r.h.deliver, &job.tenant_id, &job.row_ids[0]).await.expect("delivered");
     assert_eq!(d, herald::service::deliver::Delivery::Done);
     assert!(started.elapsed() < r.h.settings.lease, "no wait for the lease");
     assert_eq!(row(&r, &id).await.status, Status::Sent);
@@ -218,7 +226,10 @@ async fn an_outcome_whose_answer_was_lost_keeps_the_retry_job() {
     // but is reported failed.
     r.store_faults.script([None, None, None, Some(Fault::After)]);
     let result = handle_job(h.deliver.clone(), &job).await;
-    assert!(matches!(result, JobResult::Retry(_)), "the retry job must be kept, got {result:?}");
+    assert!(
+        matches!(&result, JobResult::Replace(back) if back.len() == 1),
+        "the retry job must be kept, got {result:?}"
+    );
     assert_eq!(row(&r, &id).await.status, Status::Retrying);
     assert_eq!(r.store_faults.counts(), (0, 1));
 }
