@@ -109,6 +109,13 @@ async fn sqs_dead_letters_after_max_receive_count() {
 }
 
 #[tokio::test]
+async fn sqs_replace_puts_rows_back_on_their_own() {
+    let aws = setup(10).await;
+    contract::queue_replace_contract(aws.queue().as_ref()).await;
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "nothing left behind");
+}
+
+#[tokio::test]
 async fn sqs_defer_starts_the_receive_count_again() {
     let aws = setup(3).await;
     contract::queue_defer_contract(aws.queue().as_ref(), 3).await;

@@ -18,6 +18,13 @@ async fn queue() {
 }
 
 #[tokio::test]
+async fn queue_replace_puts_rows_back_on_their_own() {
+    let (_d, _, q) = open(10);
+    contract::queue_replace_contract(q.as_ref()).await;
+    assert_eq!(q.depth().await.unwrap(), (0, 0, 0), "nothing left behind");
+}
+
+#[tokio::test]
 async fn queue_defer_starts_the_receive_count_again() {
     let (_d, _, q) = open(3);
     contract::queue_defer_contract(q.as_ref(), 3).await;

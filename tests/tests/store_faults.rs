@@ -37,14 +37,20 @@ fn rig(max_receives: u32) -> Rig {
 
 /// Ingests one recipient (queued, background) and returns its row id.
 async fn ingest_one(h: &Herald) -> String {
+    ingest_n(h, 1).await.remove(0)
+}
+
+/// Ingests `n` recipients (queued, background) and returns their row ids.
+async fn ingest_n(h: &Herald, n: usize) -> Vec<String> {
+    let recipients: Vec<_> = (0..n).map(|i| json!({"phone": format!("+1415555{i:04}")})).collect();
     let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
-        json!({"recipients": [{"phone": "+14155550100"}], "messages": [{"text": "hi"}], "channel": "sms"}),
+        json!({"recipients": recipients, "messages": [{"text": "hi"}], "channel": "sms"}),
     )
     .unwrap()
     .validate()
     .unwrap();
     let accepted = herald::service::ingest::ingest(&h.ingest, "t", plan, "native").await.expect("ingest");
-    accepted.rows[0].id.clone()
+    accepted.rows.iter().map(|r| r.id.clone()).collect()
 }
 
 async fn row(r: &Rig, id: &str) -> RecipientRow {
@@ -193,6 +199,27 @@ async fn the_sweeper_never_causes_a_second_send_of_a_row_that_was_claimed_and_se
     assert_eq!(row.status, Status::Sent, "the provider was asked and said it had the message");
     assert_eq!(row.external_message_id.as_deref(), Some("sbx_1"));
     assert_eq!(outbox_len(&r).await, 1, "and it was not sent again");
+}
+
+#[tokio::test]
+async fn the_sweeper_sees_every_row_a_multi_row_job_names() {
+    let r = rig(1);
+    let ids = ingest_n(&r.h, 12).await;
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept, Default::default(), "rows named by jobs of ten are left alone");
+    // The ten-row job is received and never settled: the next receive dead-letters it.
+    let first = receive_one(&r).await;
+    let job: herald::domain::Job = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(job.row_ids, ids[..10]);
+    let rest = r.queue.receive(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(rest.len(), 1, "the two-row job");
+    assert_eq!(r.queue.depth().await.unwrap(), (0, 1, 1));
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept, herald::local::Swept { requeued: 0, failed: 10 }, "the dead-lettered job's rows fail, no more");
+    for id in &ids[..10] {
+        assert_eq!(row(&r, id).await.status, Status::Failed);
+    }
+    assert!(row(&r, &ids[10]).await.status.is_pending());
 }
 
 #[tokio::test]
