@@ -252,6 +252,20 @@ async fn a_batch_of_multi_row_jobs_sends_every_row_and_a_row_that_must_wait_come
 }
 
 #[tokio::test]
+async fn the_rows_of_a_job_are_delivered_at_once() {
+    let slow = SandboxBehaviour { delay: std::time::Duration::from_millis(300), ..Default::default() };
+    let s = TestServer::start_with(fast_settings(), slow, 0).await;
+    let (rows, bodies) = ingested_jobs(&s, 10).await;
+    assert_eq!(bodies.len(), 1, "one job of ten");
+    let started = std::time::Instant::now();
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
+    assert!(response.batch_item_failures.is_empty());
+    // One after another, ten 300 ms calls would take 3 s.
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(s.outbox(&rows[0].request_id).await.len(), 10);
+}
+
+#[tokio::test]
 async fn a_job_queued_before_multi_row_jobs_is_still_delivered() {
     let s = quiet_server().await;
     let (rows, _) = ingested_jobs(&s, 1).await;

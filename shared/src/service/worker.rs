@@ -1,6 +1,7 @@
 //! The in-process worker pool of `herald serve`: receives jobs from a [`JobQueue`] and runs
 //! [`deliver`] on each, with bounded concurrency. The send Lambda does the same per SQS batch.
 
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -47,11 +48,17 @@ pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
             return JobResult::Leave;
         }
     };
-    let tasks = job.row_ids.iter().map(|row_id| {
-        let (h, tenant, row_id) = (h.clone(), job.tenant_id.clone(), row_id.clone());
-        tokio::spawn(async move { deliver(&h, &tenant, &row_id).await })
-    });
-    let ends: Vec<RowEnd> = futures::future::join_all(tasks).await.into_iter().map(row_end).collect();
+    let at_once = h.settings.job_rows_at_once.max(1);
+    let (hd, tenant) = (h.clone(), job.tenant_id.clone());
+    let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())
+        .map(move |row_id| {
+            let (h, tenant) = (hd.clone(), tenant.clone());
+            tokio::spawn(async move { deliver(&h, &tenant, &row_id).await })
+        })
+        .buffered(at_once)
+        .map(row_end)
+        .collect()
+        .await;
     if let [end] = &ends[..] {
         return single(&h, received, &job, end).await;
     }
@@ -168,7 +175,8 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
         idle = Duration::from_millis(5);
         for received in batch {
             let rows = serde_json::from_str::<Job>(&received.body).map_or(1, |j| j.row_ids.len());
-            let Ok(permit) = slots.clone().acquire_many_owned(rows.clamp(1, workers) as u32).await else { break };
+            let at_once = rows.min(h.settings.job_rows_at_once).clamp(1, workers);
+            let Ok(permit) = slots.clone().acquire_many_owned(at_once as u32).await else { break };
             let h = h.clone();
             tokio::spawn(async move {
                 settle(&h, &received, handle_job(h.clone(), &received).await).await;
