@@ -202,6 +202,24 @@ async fn the_sweeper_never_causes_a_second_send_of_a_row_that_was_claimed_and_se
 }
 
 #[tokio::test]
+async fn rows_left_with_no_job_are_requeued_ten_to_a_job_and_sent_once() {
+    let r = rig(10);
+    let ids = ingest_n(&r.h, 12).await;
+    // Both jobs vanished (as if the enqueue had failed and the clean-up too).
+    for job in r.queue.receive(10, Duration::from_secs(60)).await.unwrap() {
+        r.queue.delete(&job.receipt).await.unwrap();
+    }
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept.requeued, 12);
+    assert_eq!(r.queue.depth().await.unwrap(), (2, 0, 0), "two jobs for twelve rows of one request");
+    drain(&r).await;
+    for id in &ids {
+        assert_eq!(row(&r, id).await.status, Status::Sent);
+    }
+    assert_eq!(outbox_len(&r).await, 12);
+}
+
+#[tokio::test]
 async fn the_sweeper_sees_every_row_a_multi_row_job_names() {
     let r = rig(1);
     let ids = ingest_n(&r.h, 12).await;

@@ -318,7 +318,11 @@ impl Job {
         let mut jobs: Vec<Job> = Vec::new();
         for row in rows {
             match jobs.last_mut() {
-                Some(j) if j.row_ids.len() < Job::MAX_ROWS && j.request_id == row.request_id => {
+                Some(j)
+                    if j.row_ids.len() < Job::MAX_ROWS
+                        && j.request_id == row.request_id
+                        && j.tenant_id == row.tenant_id =>
+                {
                     j.row_ids.push(row.id.clone())
                 }
                 _ => jobs.push(row.job()),
