@@ -275,7 +275,8 @@ async fn queue_rows(h: &Herald, n: usize) -> String {
 #[tokio::test]
 async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three() {
     let aws = setup(5).await;
-    let h = herald_on(&aws, None, herald_tests::fast_settings());
+    // One row of a job at a time, ten jobs at once: the emulator's DynamoDB is not thread-safe.
+    let h = herald_on(&aws, None, Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() });
     // Seven jobs: six of ten rows and one of one.
     let id = queue_rows(&h, 61).await;
     let poison = ["not json", "{\"row_id\": 1}", "[]"];
@@ -383,8 +384,14 @@ impl Provider for ExplodesFor {
 async fn a_poison_row_of_a_multi_row_job_dead_letters_alone_and_its_siblings_are_sent() {
     let max_receives = 3;
     let aws = setup(max_receives).await;
-    let settings =
-        Settings { max_receives, max_attempts: 20, lease: Duration::from_millis(500), ..herald_tests::fast_settings() };
+    let settings = Settings {
+        max_receives,
+        max_attempts: 20,
+        lease: Duration::from_millis(500),
+        // The emulator's DynamoDB is not thread-safe.
+        job_rows_at_once: 1,
+        ..herald_tests::fast_settings()
+    };
     let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(aws.store(), Default::default()));
     let id = queue_rows(&herald_on(&aws, None, settings.clone()), 3).await;
     let poison_row = herald::domain::RecipientRow::id_for(&id, 1);

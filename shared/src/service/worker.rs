@@ -1,11 +1,11 @@
 //! The in-process worker pool of `herald serve`: receives jobs from a [`JobQueue`] and runs
-//! [`deliver`] on each, with bounded concurrency. The send Lambda does the same per SQS batch.
+//! [`deliver`] on each row they name, with bounded concurrency. The send Lambda does the same per
+//! SQS batch.
 
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
-
 use tokio::task::JoinError;
 
 use crate::domain::Job;
