@@ -65,7 +65,8 @@ pub async fn run(args: Args) -> Result<Value, String> {
         Stores::from_one(store.clone()),
         queue,
         Providers::all(Arc::new(Accepting(AtomicU64::new(0)))),
-        Settings::default(),
+        // One row at a time, as one record at a time below: the emulator is not thread-safe.
+        Settings { job_rows_at_once: 1, ..Settings::default() },
     ));
     herald::service::keys::create_key(store.as_ref(), "acme", Some(KEY)).await.map_err(|e| e.to_string())?;
     let check = DynamoStore::new(plain_ddb, resources.table.clone());

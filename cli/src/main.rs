@@ -234,21 +234,29 @@ async fn dlq_list(dir: &std::path::Path, limit: u32) -> Result<(), String> {
     println!("{:<38} {:<44} {:>8}  {:<26} STATUS / REASON", "MESSAGE", "ROW", "RECEIVES", "DEAD SINCE");
     for d in dead {
         let job: Option<herald::domain::Job> = serde_json::from_str(&d.body).ok();
-        let (row, state) = match &job {
-            None => ("(not a Herald job)".to_string(), "-".to_string()),
-            Some(j) => match store.get_row(&j.tenant_id, &j.row_id).await.map_err(|e| e.to_string())? {
-                Some(r) => (r.id.clone(), format!("{} {}", r.status, r.error_message.unwrap_or_default())),
-                None => (j.row_id.clone(), "(no such row)".into()),
-            },
-        };
-        println!(
-            "{:<38} {:<44} {:>8}  {:<26} {}",
-            d.message_id,
-            row,
-            d.receive_count,
-            d.dead_at.to_rfc3339(),
-            state.trim()
-        );
+        let mut lines = Vec::new();
+        match &job {
+            None => lines.push(("(not a Herald job)".to_string(), "-".to_string())),
+            // A job may name several rows: a line each.
+            Some(j) => {
+                for id in &j.row_ids {
+                    lines.push(match store.get_row(&j.tenant_id, id).await.map_err(|e| e.to_string())? {
+                        Some(r) => (r.id.clone(), format!("{} {}", r.status, r.error_message.unwrap_or_default())),
+                        None => (id.clone(), "(no such row)".into()),
+                    });
+                }
+            }
+        }
+        for (row, state) in lines {
+            println!(
+                "{:<38} {:<44} {:>8}  {:<26} {}",
+                d.message_id,
+                row,
+                d.receive_count,
+                d.dead_at.to_rfc3339(),
+                state.trim()
+            );
+        }
     }
     Ok(())
 }

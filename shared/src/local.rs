@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Faults};
 use crate::app::{Herald, Settings, Stores};
+use crate::domain::Job;
 use crate::ports::{JobQueue, OutgoingJob, RowLeases, StoreError, StoreResult};
 use crate::providers::config::ProviderConfig;
 use crate::providers::sandbox::{Sandbox, SandboxBehaviour};
@@ -146,7 +147,7 @@ pub async fn sweep(store: &EmbeddedStore, queue: &EmbeddedQueue, grace: Duration
     // and requeueing that row is harmless.
     let (live, dead) = queue.rows_with_jobs().await?;
     let mut swept = Swept::default();
-    let mut jobs = Vec::new();
+    let mut orphans = Vec::new();
     for row in stale {
         let key = (row.tenant_id.to_string(), row.id.clone());
         if live.contains(&key) {
@@ -161,11 +162,15 @@ pub async fn sweep(store: &EmbeddedStore, queue: &EmbeddedQueue, grace: Duration
             continue;
         }
         tracing::warn!(row_id = %row.id, status = %row.status.as_str(), "row left pending with no job; requeueing it");
-        jobs.push(OutgoingJob { job: row.job(), delay: Duration::ZERO });
+        orphans.push(row);
     }
+    // Ten to a job where they share a request, as ingest queued them.
+    orphans.sort_by(|a, b| (&a.tenant_id, &a.request_id, a.seq).cmp(&(&b.tenant_id, &b.request_id, b.seq)));
+    let jobs: Vec<OutgoingJob> =
+        Job::for_rows(&orphans).into_iter().map(|job| OutgoingJob { job, delay: Duration::ZERO }).collect();
     for chunk in jobs.chunks(100) {
         queue.send_batch(chunk).await?;
-        swept.requeued += chunk.len() as u64;
+        swept.requeued += chunk.iter().map(|j| j.job.row_ids.len() as u64).sum::<u64>();
     }
     Ok(swept)
 }

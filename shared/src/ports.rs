@@ -28,7 +28,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 // ---------------------------------------------------------------- queue
 
 /// A job to enqueue, optionally delayed (SQS `DelaySeconds`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingJob {
     pub job: Job,
     pub delay: Duration,
@@ -58,11 +58,19 @@ pub trait JobQueue: Send + Sync {
     async fn delete(&self, receipt: &str) -> StoreResult<()>;
     /// Makes a received job visible again after `timeout` (retry with backoff).
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> StoreResult<()>;
+    /// Puts `jobs` on the queue in place of a received job, which is removed: the rows of a job
+    /// that must wait go back each as a job of its own, so they neither hold up nor re-send their
+    /// siblings. Fresh jobs use up no receives, so `max_receives` counts only receives that ended
+    /// without a word (a crash, a poison body). Once this succeeds the received copy is gone; a
+    /// failure may still have enqueued some of `jobs` (a second job for a row is harmless).
+    async fn replace(&self, received: &ReceivedJob, jobs: &[OutgoingJob]) -> StoreResult<()>;
     /// Hands a received job back to come again after `delay`, as a fresh job: a deliberate wait
     /// (a retry's backoff, a row not yet due, a store that blinked) never uses up the job's
-    /// receives, so `max_receives` counts only receives that ended without a word (a crash, a
-    /// poison body). Once this succeeds the received copy is gone.
-    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()>;
+    /// receives.
+    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
+        let job: Job = serde_json::from_str(&received.body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.replace(received, &[OutgoingJob { job, delay }]).await
+    }
 }
 
 // ---------------------------------------------------------------- requests and rows

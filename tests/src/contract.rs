@@ -16,13 +16,13 @@ use crate::tenant;
 
 fn job(n: usize) -> OutgoingJob {
     OutgoingJob {
-        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_id: format!("rcp_{n}") },
+        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: vec![format!("rcp_{n}")] },
         delay: Duration::ZERO,
     }
 }
 
 fn row_of(received: &ReceivedJob) -> String {
-    serde_json::from_str::<Job>(&received.body).expect("job body").row_id
+    serde_json::from_str::<Job>(&received.body).expect("job body").row_ids.join(",")
 }
 
 /// Receives until `want` jobs arrived or `patience` ran out (SQS may return fewer per call).
@@ -105,6 +105,33 @@ pub async fn queue_defer_contract(q: &dyn JobQueue, max_receives: u32) {
     q.delete(&got[0].receipt).await.unwrap();
     let after = receive_n(q, 1, Duration::from_secs(30), Duration::from_millis(1500)).await;
     assert!(after.is_empty(), "a deferred job leaves no second copy behind: {after:?}");
+}
+
+/// A received job replaced by single-row jobs of some of its rows: they arrive as fresh jobs after
+/// their own delays, and the received job never comes back; replacing with nothing deletes.
+pub async fn queue_replace_contract(q: &dyn JobQueue) {
+    let rows: Vec<String> = (1..=3).map(|n| format!("rcp_{n}")).collect();
+    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows };
+    q.send_batch(&[OutgoingJob { job: multi.clone(), delay: Duration::ZERO }]).await.expect("send");
+    // Short visibilities throughout: a received job left behind would come back within the test.
+    let short = Duration::from_secs(1);
+    let got = receive_n(q, 1, short, Duration::from_secs(3)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(serde_json::from_str::<Job>(&got[0].body).expect("job body"), multi, "a job carries its rows");
+    let back = [
+        OutgoingJob { job: multi.only("rcp_2"), delay: Duration::ZERO },
+        OutgoingJob { job: multi.only("rcp_3"), delay: Duration::from_secs(2) },
+    ];
+    q.replace(&got[0], &back).await.expect("replace");
+    let now = receive_n(q, 1, short, Duration::from_secs(3)).await;
+    assert_eq!(now.iter().map(row_of).collect::<Vec<_>>(), vec!["rcp_2"], "the undelayed row comes alone");
+    assert_eq!(now[0].receive_count, 1, "a replacement is a fresh job");
+    q.replace(&now[0], &[]).await.expect("replace with nothing");
+    let later = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(5)).await;
+    assert_eq!(later.iter().map(row_of).collect::<Vec<_>>(), vec!["rcp_3"], "the delayed row comes after its delay");
+    q.delete(&later[0].receipt).await.unwrap();
+    let after = receive_n(q, 1, Duration::from_secs(30), Duration::from_millis(2500)).await;
+    assert!(after.is_empty(), "neither the replaced job nor the emptied one comes back: {after:?}");
 }
 
 pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<RecipientRow>) {

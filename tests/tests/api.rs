@@ -393,6 +393,53 @@ async fn a_scheduled_send_waits_for_send_at() {
 }
 
 #[tokio::test]
+async fn a_pool_with_fewer_workers_than_a_job_has_rows_still_delivers_every_row_once() {
+    // A ten-row job takes a slot per row, but never more slots than the pool has.
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 3).await;
+    let recipients: Vec<Value> = (0..25).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+    let (id, done) = send(&s, json!({"recipients": recipients, "messages": [{"text": "hi"}]})).await;
+    assert_eq!(done["summary"]["by_status"], json!({"sent": 25}));
+    let outbox = s.outbox(&id).await;
+    let mut row_ids: Vec<&str> = outbox.iter().map(|e| e["row_id"].as_str().unwrap()).collect();
+    row_ids.sort();
+    row_ids.dedup();
+    assert_eq!((outbox.len(), row_ids.len()), (25, 25), "one provider call per row");
+}
+
+#[tokio::test]
+async fn in_the_pool_a_row_that_must_wait_holds_up_none_of_its_job() {
+    let s = TestServer::start_with(fast_settings(), SandboxBehaviour::default(), 10).await;
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(1000);
+    let at = due.to_rfc3339();
+    let recipients: Vec<Value> = (0..10).map(|i| json!({"phone": format!("+1415555{:04}", i)})).collect();
+    let (_, answer) =
+        s.post("/v1/broadcasts", json!({"recipients": recipients, "messages": [{"text": "hi"}], "send_at": at})).await;
+    let id = answer["request_id"].as_str().unwrap();
+    // Before the one job of ten comes due, another worker takes one of its rows for a while.
+    let h = s.herald();
+    let held = h.requests.list_rows(&tenant("default"), id, None, 10).await.unwrap().remove(3);
+    let lease = due + chrono::Duration::milliseconds(1500);
+    assert!(matches!(
+        h.requests.claim_row(&tenant("default"), &held.id, due, lease).await.unwrap(),
+        herald::ports::Claim::Claimed(_)
+    ));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, b) = s.get(&format!("/v1/broadcasts/{id}")).await;
+        if b["summary"]["by_status"]["sent"] == 9 {
+            assert!(chrono::Utc::now() < lease, "the nine were sent without waiting for the held row");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", b["summary"]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The held row went back alone and is sent once its holder's lease runs out.
+    let done = s.wait_terminal(id, WAIT).await;
+    assert_eq!(done["summary"]["by_status"], json!({"sent": 10}));
+    assert_eq!(s.outbox(id).await.len(), 10, "no row was sent twice");
+}
+
+#[tokio::test]
 async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     let s = TestServer::start_with(
         fast_settings(),
@@ -408,8 +455,10 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     // The same job delivered to eight workers at once, as duplicate SQS deliveries would.
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (h, job) = (h.clone(), row.job());
-        tasks.push(tokio::spawn(async move { herald::service::deliver::deliver(&h.deliver, &job).await.unwrap() }));
+        let (h, row) = (h.clone(), row.clone());
+        tasks.push(tokio::spawn(async move {
+            herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap()
+        }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -417,7 +466,7 @@ async fn duplicate_jobs_and_racing_workers_call_the_provider_once() {
     assert_eq!(s.outbox(&id).await.len(), 1);
     // And once more after it was sent: nothing to do.
     assert_eq!(
-        herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap(),
+        herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap(),
         herald::service::deliver::Delivery::Done
     );
     assert_eq!(s.outbox(&id).await.len(), 1);
@@ -481,7 +530,7 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     let h = s.herald();
     let row = h.requests.list_rows(&tenant("default"), id, None, 1).await.unwrap().remove(0);
     // A queue that cannot delay that long (SQS: 15 minutes) hands the job over early.
-    let delivery = herald::service::deliver::deliver(&h.deliver, &row.job()).await.unwrap();
+    let delivery = herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap();
     let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
     assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
     assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");

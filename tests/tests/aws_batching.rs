@@ -109,7 +109,7 @@ async fn jobs_are_sent_in_groups_of_10_and_failed_entries_are_retried() {
         SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await), format!("{endpoint}/123456789012/jobs"));
     let jobs: Vec<OutgoingJob> = (0..45)
         .map(|i| OutgoingJob {
-            job: Job { tenant_id: "t".into(), request_id: "r".into(), row_id: format!("row-{i}") },
+            job: Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec![format!("row-{i}")] },
             delay: Duration::from_secs(if i == 0 { 4000 } else { 0 }),
         })
         .collect();
@@ -119,7 +119,7 @@ async fn jobs_are_sent_in_groups_of_10_and_failed_entries_are_retried() {
     assert!(f.calls.iter().all(|n| *n <= 10), "a call carried more than 10 entries: {:?}", f.calls);
     assert!(f.calls.len() > 5, "failed entries must be retried: {:?}", f.calls);
     let mut rows: Vec<String> =
-        f.accepted.iter().map(|b| serde_json::from_str::<Job>(b).unwrap().row_id).collect::<Vec<_>>();
+        f.accepted.iter().map(|b| serde_json::from_str::<Job>(b).unwrap().row_ids.join(",")).collect::<Vec<_>>();
     rows.sort();
     rows.dedup();
     assert_eq!(rows.len(), 45, "every job enqueued");

@@ -110,6 +110,13 @@ async fn sqs_dead_letters_after_max_receive_count() {
 }
 
 #[tokio::test]
+async fn sqs_replace_puts_rows_back_on_their_own() {
+    let aws = setup(10).await;
+    contract::queue_replace_contract(aws.queue().as_ref()).await;
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "nothing left behind");
+}
+
+#[tokio::test]
 async fn sqs_defer_starts_the_receive_count_again() {
     let aws = setup(3).await;
     contract::queue_defer_contract(aws.queue().as_ref(), 3).await;
@@ -123,7 +130,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
     let queue = aws.queue();
     queue
         .send_batch(&[herald::ports::OutgoingJob {
-            job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+            job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["x".into()] },
             delay: Duration::ZERO,
         }])
         .await
@@ -270,8 +277,10 @@ async fn queue_rows(h: &Herald, n: usize) -> String {
 #[tokio::test]
 async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three() {
     let aws = setup(5).await;
-    let h = herald_on(&aws, None, herald_tests::fast_settings());
-    let id = queue_rows(&h, 7).await;
+    // One row of a job at a time, ten jobs at once: the emulator's DynamoDB is not thread-safe.
+    let h = herald_on(&aws, None, Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() });
+    // Seven jobs: six of ten rows and one of one.
+    let id = queue_rows(&h, 61).await;
     let poison = ["not json", "{\"row_id\": 1}", "[]"];
     for p in poison {
         aws.sqs.send_message().queue_url(&aws.queue_url).message_body(p).send().await.unwrap();
@@ -297,7 +306,7 @@ async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three()
     assert_eq!(a, b, "exactly the poison messages are reported");
     aws.settle(&event, &failed).await;
     let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap();
-    assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&7));
+    assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&61));
 }
 
 /// A provider whose every call crashes the worker: a poison job for a valid row.
@@ -355,6 +364,79 @@ async fn a_poison_job_reaches_the_dead_letter_queue_and_its_row_says_failed() {
     assert_eq!(row.status, herald::domain::Status::Failed);
     let msg = row.error_message.unwrap();
     assert!(msg.contains("could not be delivered after 5 tries") && msg.contains("crashed"), "{msg}");
+}
+
+/// The sandbox, except that one row's call crashes the worker: a poison row among good siblings.
+struct ExplodesFor(String, Arc<herald::providers::sandbox::Sandbox>);
+
+#[async_trait]
+impl Provider for ExplodesFor {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+    async fn send(&self, m: &OutboundMessage) -> Result<ProviderReceipt, ProviderError> {
+        if m.row_id == self.0 {
+            panic!("the provider crashed the worker");
+        }
+        self.1.send(m).await
+    }
+}
+
+#[tokio::test]
+async fn a_poison_row_of_a_multi_row_job_dead_letters_alone_and_its_siblings_are_sent() {
+    let max_receives = 3;
+    let aws = setup(max_receives).await;
+    let settings = Settings {
+        max_receives,
+        max_attempts: 20,
+        lease: Duration::from_millis(500),
+        // The emulator's DynamoDB is not thread-safe.
+        job_rows_at_once: 1,
+        ..herald_tests::fast_settings()
+    };
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(aws.store(), Default::default()));
+    let id = queue_rows(&herald_on(&aws, None, settings.clone()), 3).await;
+    let poison_row = herald::domain::RecipientRow::id_for(&id, 1);
+    let h = herald_on(&aws, Some(Providers::all(Arc::new(ExplodesFor(poison_row.clone(), sandbox)))), settings);
+    let mut receives = Vec::new();
+    for _ in 0..15 {
+        let event = aws.receive_event(10).await;
+        if event.records.is_empty() {
+            if aws.depth(&aws.queue_url).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            continue;
+        }
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        for r in &event.records {
+            let job: herald::domain::Job = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            receives.push((job.row_ids.len(), response.batch_item_failures.len()));
+        }
+        aws.settle(&event, &response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect::<Vec<_>>())
+            .await;
+        // Let a reported job come back at once, as if its visibility timeout had run out.
+        for r in &event.records {
+            let _ = aws
+                .sqs
+                .change_message_visibility()
+                .queue_url(&aws.queue_url)
+                .receipt_handle(r.receipt_handle.clone().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // The job of three once, its crash not reported; then the poison row alone, until dead-lettered.
+    assert_eq!(receives, vec![(3, 0), (1, 1), (1, 1), (1, 1)]);
+    assert_eq!(aws.depth(&aws.queue_url).await, 0);
+    assert_eq!(aws.depth(&aws.dlq_url).await, 1, "only the poison row's job is in the dead-letter queue");
+    let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap();
+    assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&2), "its siblings are sent: {counts:?}");
+    let row = h.requests.get_row(&tenant("acme"), &poison_row).await.unwrap().unwrap();
+    assert_eq!(row.status, herald::domain::Status::Failed);
+    assert!(row.error_message.unwrap().contains("could not be delivered after 3 tries"));
 }
 
 #[tokio::test]

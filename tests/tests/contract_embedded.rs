@@ -18,6 +18,13 @@ async fn queue() {
 }
 
 #[tokio::test]
+async fn queue_replace_puts_rows_back_on_their_own() {
+    let (_d, _, q) = open(10);
+    contract::queue_replace_contract(q.as_ref()).await;
+    assert_eq!(q.depth().await.unwrap(), (0, 0, 0), "nothing left behind");
+}
+
+#[tokio::test]
 async fn queue_defer_starts_the_receive_count_again() {
     let (_d, _, q) = open(3);
     contract::queue_defer_contract(q.as_ref(), 3).await;
@@ -35,10 +42,29 @@ async fn queue_dead_letters_after_max_receives() {
 }
 
 #[tokio::test]
+async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_them() {
+    use herald::ports::JobQueue;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, q) = embedded::open(dir.path(), 10).unwrap();
+    let job =
+        herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["a".into(), "b".into()] };
+    q.send_batch(&[herald::ports::OutgoingJob { job, delay: std::time::Duration::ZERO }]).await.unwrap();
+    // A single-row body, as queued before jobs carried several rows.
+    let c = rusqlite::Connection::open(dir.path().join(embedded::DATABASE)).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let old = r#"{"tenant_id":"t","request_id":"r","row_id":"c"}"#;
+    c.execute("INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES ('old', ?1, 0, 0)", [old]).unwrap();
+    let (live, dead) = q.rows_with_jobs().await.unwrap();
+    let named = |ids: &[&str]| ids.iter().map(|id| ("t".to_string(), id.to_string())).collect();
+    assert_eq!(live, named(&["a", "b", "c"]));
+    assert!(dead.is_empty());
+}
+
+#[tokio::test]
 async fn queue_recovers_in_flight_jobs_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let job = herald::ports::OutgoingJob {
-        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_id: "x".into() },
+        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["x".into()] },
         delay: std::time::Duration::ZERO,
     };
     {

@@ -93,7 +93,7 @@ impl JobQueue for Stalled {
     async fn change_visibility(&self, _: &str, _: Duration) -> StoreResult<()> {
         hang().await
     }
-    async fn defer(&self, _: &ReceivedJob, _: Duration) -> StoreResult<()> {
+    async fn replace(&self, _: &ReceivedJob, _: &[OutgoingJob]) -> StoreResult<()> {
         hang().await
     }
 }

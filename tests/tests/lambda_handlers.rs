@@ -214,6 +214,68 @@ async fn an_sqs_batch_is_delivered_and_only_failures_are_reported() {
     assert_eq!(done["summary"]["by_status"], json!({"sent": 7}));
 }
 
+/// Stores a request of `n` recipients without delivering it; returns its rows and the jobs ingest
+/// queued for it (received, so the queue is empty), as SQS bodies.
+async fn ingested_jobs(s: &TestServer, n: usize) -> (Vec<herald::domain::RecipientRow>, Vec<String>) {
+    use herald::ports::JobQueue;
+    let (id, _) = queued_jobs(s, n).await;
+    let rows = s.herald().requests.list_rows(&tenant("default"), &id, None, 1000).await.unwrap();
+    let got = s.local.queue.receive(10, std::time::Duration::from_secs(3600)).await.unwrap();
+    for j in &got {
+        s.local.queue.delete(&j.receipt).await.unwrap();
+    }
+    (rows, got.into_iter().map(|j| j.body).collect())
+}
+
+#[tokio::test]
+async fn a_batch_of_multi_row_jobs_sends_every_row_and_a_row_that_must_wait_comes_back_alone() {
+    let s = quiet_server().await;
+    let (rows, bodies) = ingested_jobs(&s, 13).await;
+    let jobs: Vec<herald::domain::Job> = bodies.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    let mut sizes: Vec<usize> = jobs.iter().map(|j| j.row_ids.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![3, 10], "ingest queues a request's rows ten to a job");
+    // Another worker holds one row of the ten-row job: that row must wait, its siblings must not.
+    let held = &rows[4];
+    let now = herald::domain::now();
+    let claim =
+        s.herald().requests.claim_row(&tenant("default"), &held.id, now, now + chrono::Duration::minutes(5)).await;
+    assert!(matches!(claim.unwrap(), herald::ports::Claim::Claimed(_)));
+
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
+    assert!(response.batch_item_failures.is_empty(), "rows that went back as jobs of their own are not reported");
+    let outbox = s.outbox(&rows[0].request_id).await;
+    assert_eq!(outbox.len(), 12, "every other row is sent, once");
+    let (waiting, in_flight, _) = s.local.queue.depth().await.unwrap();
+    assert_eq!((waiting, in_flight), (1, 0), "one fresh job for the row that waits");
+    let (live, _) = s.local.queue.rows_with_jobs().await.unwrap();
+    assert_eq!(live, [("default".to_string(), held.id.clone())].into(), "the fresh job names that row alone");
+}
+
+#[tokio::test]
+async fn the_rows_of_a_job_are_delivered_at_once() {
+    let slow = SandboxBehaviour { delay: std::time::Duration::from_millis(300), ..Default::default() };
+    let s = TestServer::start_with(fast_settings(), slow, 0).await;
+    let (rows, bodies) = ingested_jobs(&s, 10).await;
+    assert_eq!(bodies.len(), 1, "one job of ten");
+    let started = std::time::Instant::now();
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&bodies)).await;
+    assert!(response.batch_item_failures.is_empty());
+    // One after another, ten 300 ms calls would take 3 s.
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(s.outbox(&rows[0].request_id).await.len(), 10);
+}
+
+#[tokio::test]
+async fn a_job_queued_before_multi_row_jobs_is_still_delivered() {
+    let s = quiet_server().await;
+    let (rows, _) = ingested_jobs(&s, 1).await;
+    let old = json!({"tenant_id": "default", "request_id": rows[0].request_id, "row_id": rows[0].id}).to_string();
+    let response = herald_send::handle_batch(s.herald(), sqs_event(&[old])).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(s.outbox(&rows[0].request_id).await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_transient_failure_goes_back_as_a_fresh_job_so_it_uses_up_no_receive() {
     let behaviour = SandboxBehaviour { fail_rate: 1.0, fail_kind: FailKind::Transient, ..Default::default() };

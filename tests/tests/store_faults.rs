@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald::adapters::embedded::{self, EmbeddedQueue, EmbeddedStore, Fault, Faults};
 use herald::app::{Herald, Settings, Stores};
 use herald::domain::{RecipientRow, Status};
-use herald::ports::{JobQueue, Outbox, OutboxEntry, ReceivedJob, RowLeases, StatusLookup};
+use herald::ports::{JobQueue, Outbox, OutboxEntry, OutgoingJob, ReceivedJob, RowLeases, StatusLookup};
 use herald::providers::sandbox::{Sandbox, SandboxBehaviour};
 use herald::providers::Providers;
 use herald::service::worker::{handle_job, JobResult};
@@ -38,14 +38,20 @@ fn rig(max_receives: u32) -> Rig {
 
 /// Ingests one recipient (queued, background) and returns its row id.
 async fn ingest_one(h: &Herald) -> String {
+    ingest_n(h, 1).await.remove(0)
+}
+
+/// Ingests `n` recipients (queued, background) and returns their row ids.
+async fn ingest_n(h: &Herald, n: usize) -> Vec<String> {
+    let recipients: Vec<_> = (0..n).map(|i| json!({"phone": format!("+1415555{i:04}")})).collect();
     let plan = serde_json::from_value::<herald::domain::BroadcastBody>(
-        json!({"recipients": [{"phone": "+14155550100"}], "messages": [{"text": "hi"}], "channel": "sms"}),
+        json!({"recipients": recipients, "messages": [{"text": "hi"}], "channel": "sms"}),
     )
     .unwrap()
     .validate()
     .unwrap();
     let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("t"), plan, "native").await.expect("ingest");
-    accepted.rows[0].id.clone()
+    accepted.rows.iter().map(|r| r.id.clone()).collect()
 }
 
 async fn row(r: &Rig, id: &str) -> RecipientRow {
@@ -66,7 +72,12 @@ async fn drain(r: &Rig) {
         for job in jobs {
             match handle_job(r.h.deliver.clone(), &job).await {
                 JobResult::Delete => r.queue.delete(&job.receipt).await.unwrap(),
-                JobResult::Retry(_) => r.queue.change_visibility(&job.receipt, Duration::ZERO).await.unwrap(),
+                JobResult::Replace(back) => {
+                    // Now rather than after their backoff: the test waits for nothing.
+                    let now: Vec<OutgoingJob> =
+                        back.into_iter().map(|j| OutgoingJob { delay: Duration::ZERO, ..j }).collect();
+                    r.queue.replace(&job, &now).await.unwrap()
+                }
                 JobResult::Leave => {}
             }
         }
@@ -102,7 +113,10 @@ async fn a_store_error_brings_the_job_back_soon_not_after_the_visibility_timeout
     let job = receive_one(&r).await;
     r.store_faults.fail_next(3);
     match handle_job(r.h.deliver.clone(), &job).await {
-        JobResult::Retry(d) => assert!(d < r.h.settings.visibility, "{d:?}"),
+        JobResult::Replace(back) => {
+            assert_eq!(back.len(), 1, "{back:?}");
+            assert!(back[0].delay < r.h.settings.visibility, "{back:?}");
+        }
         other => panic!("a transient store error should retry the job, got {other:?}"),
     }
 }
@@ -189,13 +203,52 @@ async fn the_sweeper_never_causes_a_second_send_of_a_row_that_was_claimed_and_se
 }
 
 #[tokio::test]
+async fn rows_left_with_no_job_are_requeued_ten_to_a_job_and_sent_once() {
+    let r = rig(10);
+    let ids = ingest_n(&r.h, 12).await;
+    // Both jobs vanished (as if the enqueue had failed and the clean-up too).
+    for job in r.queue.receive(10, Duration::from_secs(60)).await.unwrap() {
+        r.queue.delete(&job.receipt).await.unwrap();
+    }
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept.requeued, 12);
+    assert_eq!(r.queue.depth().await.unwrap(), (2, 0, 0), "two jobs for twelve rows of one request");
+    drain(&r).await;
+    for id in &ids {
+        assert_eq!(row(&r, id).await.status, Status::Sent);
+    }
+    assert_eq!(outbox_len(&r).await, 12);
+}
+
+#[tokio::test]
+async fn the_sweeper_sees_every_row_a_multi_row_job_names() {
+    let r = rig(1);
+    let ids = ingest_n(&r.h, 12).await;
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept, Default::default(), "rows named by jobs of ten are left alone");
+    // The ten-row job is received and never settled: the next receive dead-letters it.
+    let first = receive_one(&r).await;
+    let job: herald::domain::Job = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(job.row_ids, ids[..10]);
+    let rest = r.queue.receive(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(rest.len(), 1, "the two-row job");
+    assert_eq!(r.queue.depth().await.unwrap(), (0, 1, 1));
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept, herald::local::Swept { requeued: 0, failed: 10 }, "the dead-lettered job's rows fail, no more");
+    for id in &ids[..10] {
+        assert_eq!(row(&r, id).await.status, Status::Failed);
+    }
+    assert!(row(&r, &ids[10]).await.status.is_pending());
+}
+
+#[tokio::test]
 async fn a_claim_whose_answer_was_lost_is_still_ours() {
     let r = rig(10);
     let id = ingest_one(&r.h).await;
     let job: herald::domain::Job = serde_json::from_str(&receive_one(&r).await.body).unwrap();
     r.store_faults.fail_next_after_commit(1);
     let started = std::time::Instant::now();
-    let d = herald::service::deliver::deliver(&r.h.deliver, &job).await.expect("delivered");
+    let d = herald::service::deliver::deliver(&r.h.deliver, &job.tenant_id, &job.row_ids[0]).await.expect("delivered");
     assert_eq!(d, herald::service::deliver::Delivery::Done);
     assert!(started.elapsed() < r.h.settings.lease, "no wait for the lease");
     assert_eq!(row(&r, &id).await.status, Status::Sent);
@@ -219,7 +272,10 @@ async fn an_outcome_whose_answer_was_lost_keeps_the_retry_job() {
     // but is reported failed.
     r.store_faults.script([None, None, None, Some(Fault::After)]);
     let result = handle_job(h.deliver.clone(), &job).await;
-    assert!(matches!(result, JobResult::Retry(_)), "the retry job must be kept, got {result:?}");
+    assert!(
+        matches!(&result, JobResult::Replace(back) if back.len() == 1),
+        "the retry job must be kept, got {result:?}"
+    );
     assert_eq!(row(&r, &id).await.status, Status::Retrying);
     assert_eq!(r.store_faults.counts(), (0, 1));
 }

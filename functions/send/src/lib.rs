@@ -1,7 +1,8 @@
-//! Herald's send Lambda: an SQS batch → `deliver` each job → `SqsBatchResponse` naming only the
-//! jobs that must come back as they are (a crash or a poison body, which count towards the
-//! dead-letter queue). A wait (retry backoff, not yet due, a store error) goes back as a fresh
-//! delayed message instead, so it never uses up the job's receives.
+//! Herald's send Lambda: an SQS batch → `deliver` each job's rows → `SqsBatchResponse` naming only
+//! the jobs that must come back as they are (a crash of a one-row job or a poison body, which count
+//! towards the dead-letter queue, or rows that could not be put back). A row that must wait (retry
+//! backoff, not yet due, a store error) goes back as a fresh delayed message of its own instead, so
+//! it never uses up the job's receives nor brings its siblings back.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -45,11 +46,12 @@ async fn handle_record(h: Arc<Herald>, m: SqsMessage) -> Option<String> {
         };
         match handle_job(h.deliver.clone(), &received).await {
             JobResult::Delete => None,
-            JobResult::Retry(after) => match h.queue.defer(&received, after).await {
-                // The wait travels as a fresh message, so it uses up none of this one's receives.
+            JobResult::Replace(jobs) => match h.queue.replace(&received, &jobs).await {
+                // The rows that must wait travel as fresh messages, each alone, so they use up none
+                // of this one's receives and its finished rows are not received again.
                 Ok(()) => None,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not delay the retry; it returns after the visibility timeout");
+                    tracing::warn!(error = %e, "could not put the waiting rows back; the job returns after the visibility timeout");
                     Some(message_id)
                 }
             },

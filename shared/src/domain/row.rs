@@ -99,8 +99,9 @@ impl RecipientRow {
         self.updated_at = at;
     }
 
+    /// A job for this row alone (a row that must wait, or one the sweeper finds without a job).
     pub fn job(&self) -> Job {
-        Job { tenant_id: self.tenant_id.clone(), request_id: self.request_id.clone(), row_id: self.id.clone() }
+        Job { tenant_id: self.tenant_id.clone(), request_id: self.request_id.clone(), row_ids: vec![self.id.clone()] }
     }
 }
 
@@ -299,12 +300,66 @@ impl RowView<'_> {
     }
 }
 
-/// What the queue carries: a pointer to one recipient row. Small by design (SQS allows 1 MiB).
+/// What the queue carries: pointers to up to [`Job::MAX_ROWS`] rows of one request, so a queue
+/// request moves ten recipients. Small by design (SQS allows 1 MiB). Each row is still claimed
+/// on its own; the job only saves queue requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "JobBody")]
 pub struct Job {
     pub tenant_id: TenantId,
     pub request_id: String,
-    pub row_id: String,
+    pub row_ids: Vec<String>,
+}
+
+impl Job {
+    pub const MAX_ROWS: usize = 10;
+
+    /// Jobs for rows of one request, [`Job::MAX_ROWS`] per job, in the rows' order.
+    pub fn for_rows<'a>(rows: impl IntoIterator<Item = &'a RecipientRow>) -> Vec<Job> {
+        let mut jobs: Vec<Job> = Vec::new();
+        for row in rows {
+            match jobs.last_mut() {
+                Some(j)
+                    if j.row_ids.len() < Job::MAX_ROWS
+                        && j.request_id == row.request_id
+                        && j.tenant_id == row.tenant_id =>
+                {
+                    j.row_ids.push(row.id.clone())
+                }
+                _ => jobs.push(row.job()),
+            }
+        }
+        jobs
+    }
+
+    /// The same request's job for one of these rows alone.
+    pub fn only(&self, row_id: &str) -> Job {
+        Job { tenant_id: self.tenant_id.clone(), request_id: self.request_id.clone(), row_ids: vec![row_id.into()] }
+    }
+}
+
+/// A job body as read: jobs enqueued before multi-row jobs name a single `row_id`, and may still
+/// be on a queue during an upgrade.
+#[derive(Deserialize)]
+struct JobBody {
+    tenant_id: TenantId,
+    request_id: String,
+    #[serde(default)]
+    row_ids: Vec<String>,
+    row_id: Option<String>,
+}
+
+impl TryFrom<JobBody> for Job {
+    type Error = String;
+
+    fn try_from(b: JobBody) -> Result<Job, String> {
+        let mut row_ids = b.row_ids;
+        row_ids.extend(b.row_id);
+        if row_ids.is_empty() {
+            return Err("a job names no row".into());
+        }
+        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids })
+    }
 }
 
 #[cfg(test)]
@@ -313,10 +368,35 @@ mod tests {
 
     #[test]
     fn a_job_serialises_as_it_did_when_its_tenant_was_a_string() {
-        let job = Job { tenant_id: TenantId::new("acme"), request_id: "req_1".into(), row_id: "rcp_1_0".into() };
-        let body = r#"{"tenant_id":"acme","request_id":"req_1","row_id":"rcp_1_0"}"#;
+        let job = Job { tenant_id: TenantId::new("acme"), request_id: "req_1".into(), row_ids: vec!["rcp_1_0".into()] };
+        let body = r#"{"tenant_id":"acme","request_id":"req_1","row_ids":["rcp_1_0"]}"#;
         assert_eq!(serde_json::to_string(&job).unwrap(), body);
         assert_eq!(serde_json::from_str::<Job>(body).unwrap(), job);
+    }
+
+    #[test]
+    fn a_job_reads_both_its_own_body_and_the_single_row_one() {
+        let job = Job { tenant_id: TenantId::new("t"), request_id: "r".into(), row_ids: vec!["a".into(), "b".into()] };
+        let body = serde_json::to_string(&job).unwrap();
+        assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","row_ids":["a","b"]}"#);
+        assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
+        let old: Job = serde_json::from_str(r#"{"tenant_id":"t","request_id":"r","row_id":"a"}"#).unwrap();
+        assert_eq!(old, job.only("a"));
+        assert!(serde_json::from_str::<Job>(r#"{"tenant_id":"t","request_id":"r"}"#).is_err());
+        assert!(serde_json::from_str::<Job>(r#"{"tenant_id":"t","request_id":"r","row_ids":[]}"#).is_err());
+    }
+
+    #[test]
+    fn rows_go_ten_to_a_job_and_never_across_requests() {
+        let mut rows: Vec<RecipientRow> =
+            (0..23).map(|i| RecipientRow::new(&TenantId::new("t"), "req_1", i, 0, 0)).collect();
+        rows.push(RecipientRow::new(&TenantId::new("t"), "req_2", 0, 0, 0));
+        let jobs = Job::for_rows(&rows);
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.row_ids.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 3, 1]);
+        assert_eq!(jobs[3].request_id, "req_2");
+        let named: Vec<&String> = jobs[..3].iter().flat_map(|j| &j.row_ids).collect();
+        assert_eq!(named, rows[..23].iter().map(|r| &r.id).collect::<Vec<_>>());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Deliver: one job → claim the row → contact → suppression → channel → render → provider →
-//! outcome. The send Lambda and `herald serve`'s workers both call [`deliver`].
+//! Deliver: one row of a job → claim the row → contact → suppression → channel → render →
+//! provider → outcome. The send Lambda and `herald serve`'s workers both call [`deliver`].
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::{
-    Channel, Contact, ContactDraft, Job, PlannedMessage, RecipientRow, SendRequest, Status, Template, TemplateHeader,
+    Channel, Contact, ContactDraft, PlannedMessage, RecipientRow, SendRequest, Status, Template, TemplateHeader,
     TenantId,
 };
 use crate::logging::{mask_address, Attempt, ACTIVITY};
@@ -70,22 +70,23 @@ pub enum Delivery {
     RetryAfter(Duration),
 }
 
-/// Delivers one job. `Err` only when a store failed: the job should stay on the queue.
-pub async fn deliver(h: &Deliver, job: &Job) -> Result<Delivery, StoreError> {
+/// Delivers one row of a job. `Err` only when a store failed: the row's job should stay on the
+/// queue.
+pub async fn deliver(h: &Deliver, tenant: &TenantId, row_id: &str) -> Result<Delivery, StoreError> {
     let now = crate::domain::now();
     let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
-    let (row, reclaimed) = match claim(h, job, now, lease_until).await? {
+    let (row, reclaimed) = match claim(h, tenant, row_id, now, lease_until).await? {
         Claim::Claimed(row) => (row, false),
         Claim::Reclaimed(row) => (row, true),
         Claim::Busy(until) | Claim::NotDue(until) => return Ok(Delivery::RetryAfter(until_from(now, until))),
         Claim::Done(_) => return Ok(Delivery::Done),
         Claim::Missing => {
-            tracing::warn!(row_id = %job.row_id, "job names a row that does not exist; dropping it");
+            tracing::warn!(%row_id, "job names a row that does not exist; dropping it");
             return Ok(Delivery::Done);
         }
     };
     let attempt = row.attempts;
-    let attempted = match h.request(&job.tenant_id, &row.request_id).await {
+    let attempted = match h.request(tenant, &row.request_id).await {
         Ok(Some(request)) => attempt_row(h, &request, &row, reclaimed, now).await,
         Ok(None) => Ok((failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done)),
         Err(e) => Err(e),
@@ -101,14 +102,14 @@ pub async fn deliver(h: &Deliver, job: &Job) -> Result<Delivery, StoreError> {
                 refund_attempt: true,
                 ..Default::default()
             };
-            if let Err(e) = h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, release).await {
-                tracing::warn!(row_id = %job.row_id, error = %e, "could not release the row; it waits for its lease");
+            if let Err(e) = h.requests.finish_row(tenant, row_id, attempt, release).await {
+                tracing::warn!(%row_id, error = %e, "could not release the row; it waits for its lease");
             }
             return Err(e);
         }
     };
     let status = outcome.status;
-    if !finish_with_retries(h, job, attempt, outcome).await? {
+    if !finish_with_retries(h, tenant, row_id, attempt, outcome).await? {
         tracing::warn!(row_id = %row.id, attempt, "lost the row's lease before recording the outcome");
         return Ok(Delivery::Done);
     }
@@ -132,12 +133,18 @@ fn attempt_end(status: Status) -> Option<Attempt> {
 
 /// Claims the job's row. A claim that failed may have committed before the error reached us: a
 /// second claim then finds the row busy under our own lease, and the row is ours after all.
-async fn claim(h: &Deliver, job: &Job, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Claim, StoreError> {
+async fn claim(
+    h: &Deliver,
+    tenant: &TenantId,
+    row_id: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Claim, StoreError> {
     let mut uncertain = None;
     for _ in 0..3 {
-        let claimed = match h.requests.claim_row(&job.tenant_id, &job.row_id, now, lease_until).await {
+        let claimed = match h.requests.claim_row(tenant, row_id, now, lease_until).await {
             Err(e @ StoreError::Unavailable(_)) => {
-                tracing::warn!(row_id = %job.row_id, error = %e, "could not claim the row; asking again");
+                tracing::warn!(%row_id, error = %e, "could not claim the row; asking again");
                 uncertain = Some(e);
                 continue;
             }
@@ -145,7 +152,7 @@ async fn claim(h: &Deliver, job: &Job, now: DateTime<Utc>, lease_until: DateTime
         };
         return match claimed {
             Claim::Busy(until) if until == lease_until && uncertain.is_some() => {
-                match h.lookup.get_row(&job.tenant_id, &job.row_id).await? {
+                match h.lookup.get_row(tenant, row_id).await? {
                     Some(row) if row.status == Status::Sending && row.lease_until == Some(lease_until) => {
                         Ok(Claim::Claimed(row))
                     }
@@ -163,16 +170,22 @@ async fn claim(h: &Deliver, job: &Job, now: DateTime<Utc>, lease_until: DateTime
 /// cannot be asked, sent again. A write that failed may still have landed: if a later try finds
 /// the row no longer ours, the earlier write is taken to have landed, and the job is kept or
 /// deleted as planned (an extra job is harmless; a missing one would strand the row).
-async fn finish_with_retries(h: &Deliver, job: &Job, attempt: u32, outcome: Outcome) -> Result<bool, StoreError> {
+async fn finish_with_retries(
+    h: &Deliver,
+    tenant: &TenantId,
+    row_id: &str,
+    attempt: u32,
+    outcome: Outcome,
+) -> Result<bool, StoreError> {
     let calls = std::sync::atomic::AtomicU32::new(0);
     let owned = super::retry_store("recording the outcome", 7, || {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        h.requests.finish_row(&job.tenant_id, &job.row_id, attempt, outcome.clone())
+        h.requests.finish_row(tenant, row_id, attempt, outcome.clone())
     })
     .await?;
     if !owned && calls.into_inner() > 1 {
         // Only a failed try is ever repeated, and that try may have landed before its error.
-        tracing::info!(row_id = %job.row_id, "an earlier try at recording the outcome had landed");
+        tracing::info!(%row_id, "an earlier try at recording the outcome had landed");
         return Ok(true);
     }
     Ok(owned)

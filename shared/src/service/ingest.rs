@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::domain::ids::IdStyle;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
-    FieldErrors, HeaderKind, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template, TenantId,
+    FieldErrors, HeaderKind, Job, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
+    TenantId,
 };
 use crate::logging::ACTIVITY;
 use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, StoreError};
@@ -206,7 +207,7 @@ async fn store_and_queue(
     } else {
         h.settings.lease
     };
-    let jobs: Vec<OutgoingJob> = rows.iter().map(|r| OutgoingJob { job: r.job(), delay }).collect();
+    let jobs: Vec<OutgoingJob> = Job::for_rows(rows).into_iter().map(|job| OutgoingJob { job, delay }).collect();
     // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
     let queued = store_within(STORE_BUDGET, "queueing jobs", || h.queue.send_batch(&jobs)).await;
     if let Err(e) = queued {
@@ -241,18 +242,20 @@ async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceErr
     });
     let rows = listed.await?;
     let now = crate::domain::now();
-    let jobs: Vec<OutgoingJob> = rows
-        .iter()
-        .filter(|r| r.status.is_pending())
-        .map(|r| {
-            let delay = r.next_attempt_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default();
-            OutgoingJob { job: r.job(), delay }
+    let pending: Vec<&RecipientRow> = rows.iter().filter(|r| r.status.is_pending()).collect();
+    // A job comes when its soonest row is due; a row not yet due goes back alone.
+    let jobs: Vec<OutgoingJob> = pending
+        .chunks(Job::MAX_ROWS)
+        .flat_map(|chunk| {
+            let due = chunk.iter().filter_map(|r| r.next_attempt_at).min();
+            let delay = due.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default();
+            Job::for_rows(chunk.iter().copied()).into_iter().map(move |job| OutgoingJob { job, delay })
         })
         .collect();
     if !jobs.is_empty() {
         super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await?;
     }
-    tracing::info!(request_id = %request.id, requeued = jobs.len(), "idempotency key answered with its stored request");
+    tracing::info!(request_id = %request.id, requeued = pending.len(), "idempotency key answered with its stored request");
     Ok(Accepted { request: Arc::new(request), rows })
 }
 
@@ -270,11 +273,8 @@ async fn fail_rows(h: &Ingest, tenant: &TenantId, rows: &[RecipientRow], message
 async fn deliver_inline(h: &Ingest, rows: &[RecipientRow]) -> Result<(), ServiceError> {
     const CONCURRENCY: usize = 8;
     for chunk in rows.chunks(CONCURRENCY) {
-        let results = futures::future::join_all(chunk.iter().map(|r| {
-            let job = r.job();
-            async move { deliver::deliver(&h.deliver, &job).await }
-        }))
-        .await;
+        let results =
+            futures::future::join_all(chunk.iter().map(|r| deliver::deliver(&h.deliver, &r.tenant_id, &r.id))).await;
         for r in results {
             r?;
         }

@@ -1,29 +1,45 @@
 //! The in-process worker pool of `herald serve`: receives jobs from a [`JobQueue`] and runs
-//! [`deliver`] on each, with bounded concurrency. The send Lambda does the same per SQS batch.
+//! [`deliver`] on each row they name, with bounded concurrency. The send Lambda does the same per
+//! SQS batch.
 
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinError;
 
 use crate::domain::Job;
-use crate::ports::{ReceivedJob, StoreError};
+use crate::ports::{OutgoingJob, ReceivedJob, StoreError};
 use crate::retry::Policy;
 
 use super::deliver::{backoff, deliver, Deliver, Delivery};
 
 /// What the queue should do with one received job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobResult {
-    /// Delete it.
+    /// Delete it: every row it names is done.
     Delete,
-    /// Hand it back to come again after this long, as a fresh job (no receive used up).
-    Retry(Duration),
+    /// Remove it and put these jobs in its place (no receive used up): each row that must come
+    /// again, alone, so it neither holds up nor re-sends its siblings.
+    Replace(Vec<OutgoingJob>),
     /// Leave it: it comes back after its visibility timeout (and is dead-lettered after
     /// `max_receives`).
     Leave,
 }
 
-/// Handles one received job end to end, panics included. Shared with the send Lambda.
+/// How one row's delivery ended.
+enum RowEnd {
+    Done,
+    /// Come again after this long: a retry's backoff, a row not due or paced.
+    Wait(Duration),
+    /// A store blinked: come again shortly.
+    Blinked(String),
+    /// Crashed, or failed without saying when to come again.
+    Failed(String),
+}
+
+/// Handles one received job end to end, panics included: its rows are delivered at once, each
+/// claimed on its own. Shared with the send Lambda.
 pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
     let job: Job = match serde_json::from_str(&received.body) {
         Ok(j) => j,
@@ -32,52 +48,98 @@ pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
             return JobResult::Leave;
         }
     };
-    let task = {
-        let h = h.clone();
-        let job = job.clone();
-        tokio::spawn(async move { deliver(&h, &job).await })
+    let at_once = h.settings.job_rows_at_once.max(1);
+    let (hd, tenant) = (h.clone(), job.tenant_id.clone());
+    let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())
+        .map(move |row_id| {
+            let (h, tenant) = (hd.clone(), tenant.clone());
+            tokio::spawn(async move { deliver(&h, &tenant, &row_id).await })
+        })
+        .buffered(at_once)
+        .map(row_end)
+        .collect()
+        .await;
+    if let [end] = &ends[..] {
+        return single(&h, received, &job, end).await;
+    }
+    let mut back = Vec::new();
+    for (row_id, end) in job.row_ids.iter().zip(ends) {
+        let delay = match end {
+            RowEnd::Done => continue,
+            RowEnd::Wait(d) => d,
+            RowEnd::Blinked(_) => backoff(&h.settings, 1, None),
+            RowEnd::Failed(error) => {
+                // Alone and at once: if it fails again, only its own job counts the receives.
+                tracing::error!(%row_id, %error, "delivery failed; the row goes back on its own");
+                Duration::ZERO
+            }
+        };
+        back.push(OutgoingJob { job: job.only(row_id), delay });
+    }
+    if back.is_empty() {
+        JobResult::Delete
+    } else {
+        JobResult::Replace(back)
+    }
+}
+
+fn row_end(result: Result<Result<Delivery, StoreError>, JoinError>) -> RowEnd {
+    match result {
+        Ok(Ok(Delivery::Done)) => RowEnd::Done,
+        Ok(Ok(Delivery::RetryAfter(d))) => RowEnd::Wait(d),
+        Ok(Err(e @ StoreError::Unavailable(_))) => RowEnd::Blinked(e.to_string()),
+        Ok(Err(e)) => RowEnd::Failed(e.to_string()),
+        Err(join) => RowEnd::Failed(format!("delivery crashed: {join}")),
+    }
+}
+
+/// A job of one row: a crash leaves it to come back, so it counts towards `max_receives`.
+async fn single(h: &Deliver, received: &ReceivedJob, job: &Job, end: &RowEnd) -> JobResult {
+    let row_id = &job.row_ids[0];
+    let again = |delay| JobResult::Replace(vec![OutgoingJob { job: job.clone(), delay }]);
+    let last = received.receive_count >= h.settings.max_receives;
+    let error = match end {
+        RowEnd::Done => return JobResult::Delete,
+        RowEnd::Wait(d) => return again(*d),
+        // A store blinked: come back soon rather than after the whole visibility timeout, and
+        // without using up a receive (an outage is not the job's fault). Only a job that also
+        // crashed before can reach its last receive here.
+        RowEnd::Blinked(e) if !last => {
+            tracing::warn!(%row_id, error = %e, "a store failed during delivery; the job comes again shortly");
+            return again(backoff(&h.settings, 1, None));
+        }
+        RowEnd::Blinked(e) | RowEnd::Failed(e) => e.clone(),
     };
-    let (error, transient) = match task.await {
-        Ok(Ok(Delivery::Done)) => return JobResult::Delete,
-        Ok(Ok(Delivery::RetryAfter(d))) => return JobResult::Retry(d),
-        Ok(Err(e)) => (e.to_string(), matches!(e, StoreError::Unavailable(_))),
-        Err(join) => (format!("delivery crashed: {join}"), false),
-    };
-    tracing::error!(row_id = %job.row_id, receive_count = received.receive_count, %error, "delivery failed");
-    if received.receive_count >= h.settings.max_receives {
+    tracing::error!(%row_id, receive_count = received.receive_count, %error, "delivery failed");
+    if last {
         // This was the last receive before the dead-letter queue: say so on the row. If even that
         // fails, the job still goes to the dead-letter queue, and the local shape's sweeper
         // fails the row it finds pending with its only job dead-lettered.
         let msg = format!("could not be delivered after {} tries: {error}", received.receive_count);
         let marked = super::retry_store("marking a dead-lettered row failed", 5, || {
-            h.requests.fail_pending(&job.tenant_id, &job.row_id, &msg)
+            h.requests.fail_pending(&job.tenant_id, row_id, &msg)
         })
         .await;
         if let Err(e) = marked {
-            tracing::error!(row_id = %job.row_id, error = %e, "could not mark a dead-lettered row failed");
+            tracing::error!(%row_id, error = %e, "could not mark a dead-lettered row failed");
         }
-        return JobResult::Leave;
-    }
-    if transient {
-        // A store blinked: come back soon, as a fresh job, rather than after the whole visibility
-        // timeout, and without using up a receive (an outage is not the job's fault). Only a
-        // job that also crashed before can reach its last receive here.
-        return JobResult::Retry(backoff(&h.settings, 1, None));
     }
     JobResult::Leave
 }
 
 /// Runs workers until `shutdown` turns true, then waits for the jobs in hand to finish.
 /// `wake` is notified by the queue when jobs arrive, so idle workers need not poll often.
+/// `workers` bounds concurrent deliveries (provider calls), not jobs: a job takes a slot per row.
 pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(workers.max(1)));
+    let workers = workers.max(1);
+    let slots = Arc::new(Semaphore::new(workers));
     let mut idle = Duration::from_millis(5);
     let mut receive_failures = 0;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let free = slots.available_permits().min(10);
+        let free = slots.available_permits();
         if free == 0 {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p,
@@ -86,7 +148,8 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
             drop(permit);
             continue;
         }
-        let batch = match h.queue.receive(free, h.settings.visibility).await {
+        let wanted = (free / Job::MAX_ROWS).clamp(1, 10);
+        let batch = match h.queue.receive(wanted, h.settings.visibility).await {
             Ok(b) => {
                 receive_failures = 0;
                 b
@@ -111,28 +174,31 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
         }
         idle = Duration::from_millis(5);
         for received in batch {
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let rows = serde_json::from_str::<Job>(&received.body).map_or(1, |j| j.row_ids.len());
+            let at_once = rows.min(h.settings.job_rows_at_once).clamp(1, workers);
+            let Ok(permit) = slots.clone().acquire_many_owned(at_once as u32).await else { break };
             let h = h.clone();
             tokio::spawn(async move {
-                let result = handle_job(h.clone(), &received).await;
-                // Settling is safe to repeat; a failure left alone would park the job for its whole
-                // visibility timeout.
-                let done = match result {
-                    JobResult::Delete => {
-                        super::retry_store("deleting a job", 5, || h.queue.delete(&received.receipt)).await
-                    }
-                    JobResult::Retry(d) => {
-                        super::retry_store("delaying a job's retry", 5, || h.queue.defer(&received, d)).await
-                    }
-                    JobResult::Leave => Ok(()),
-                };
-                if let Err(e) = done {
-                    tracing::error!(message_id = %received.message_id, error = %e, "could not settle a job; it will be redelivered");
-                }
+                settle(&h, &received, handle_job(h.clone(), &received).await).await;
                 drop(permit);
             });
         }
     }
     // Drain: every permit back means every job in hand has settled.
-    let _ = slots.acquire_many(workers.max(1) as u32).await;
+    let _ = slots.acquire_many(workers as u32).await;
+}
+
+/// Does what [`handle_job`] decided. Settling is safe to repeat; a failure left alone would park
+/// the job for its whole visibility timeout.
+async fn settle(h: &Deliver, received: &ReceivedJob, result: JobResult) {
+    let done = match result {
+        JobResult::Delete => super::retry_store("deleting a job", 5, || h.queue.delete(&received.receipt)).await,
+        JobResult::Replace(jobs) => {
+            super::retry_store("putting a job's waiting rows back", 5, || h.queue.replace(received, &jobs)).await
+        }
+        JobResult::Leave => Ok(()),
+    };
+    if let Err(e) = done {
+        tracing::error!(message_id = %received.message_id, error = %e, "could not settle a job; it will be redelivered");
+    }
 }

@@ -1,5 +1,6 @@
 //! The job queue on SQS: `SendMessageBatch` in groups of 10 with the failed entries retried,
-//! `DelaySeconds` up to 900 s, waits re-sent as fresh messages so they use up no receives.
+//! `DelaySeconds` up to 900 s, waits re-sent as fresh messages (`SendMessageBatch`, then the
+//! received one deleted) so they use up no receives.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
@@ -138,19 +139,12 @@ impl JobQueue for SqsQueue {
         Ok(())
     }
 
-    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
-        // A fresh message, so the wait uses up none of the job's receives (SQS cannot reset a
+    async fn replace(&self, received: &ReceivedJob, jobs: &[OutgoingJob]) -> StoreResult<()> {
+        // Fresh messages, so the waits use up none of the job's receives (SQS cannot reset a
         // message's receive count); a wait beyond 15 minutes hops: it comes back early, finds
-        // its row not due, and is deferred again. If the delete fails, two copies are out, which
+        // its row not due, and goes back again. If the delete fails, two copies are out, which
         // is harmless: a row is claimed once.
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(&received.body)
-            .delay_seconds(delay_seconds(delay))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(sdk_text(&e)))?;
+        self.send_batch(jobs).await?;
         self.delete(&received.receipt).await
     }
 

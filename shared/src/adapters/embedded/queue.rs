@@ -93,8 +93,10 @@ impl EmbeddedQueue {
                 let tx = c.transaction()?;
                 let read = |table: &str| -> StoreResult<HashSet<(String, String)>> {
                     let mut st = tx.prepare(&format!(
-                        "SELECT json_extract(body, '$.tenant_id'), json_extract(body, '$.row_id') FROM {table}
-                         WHERE json_valid(body)"
+                        "SELECT json_extract(j.body, '$.tenant_id'), r.value FROM {table} j,
+                             json_each(j.body, CASE WHEN json_type(j.body, '$.row_ids') = 'array'
+                                                    THEN '$.row_ids' ELSE '$.row_id' END) r
+                         WHERE json_valid(j.body)"
                     ))?;
                     let rows =
                         st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?)))?;
@@ -165,28 +167,34 @@ impl EmbeddedQueue {
     }
 }
 
+/// Jobs as (message id, body, visible at), ready for [`insert`].
+fn bodies(jobs: &[OutgoingJob], t: i64) -> StoreResult<Vec<(String, String, i64)>> {
+    jobs.iter()
+        .map(|j| {
+            let body = serde_json::to_string(&j.job)?;
+            Ok((uuid::Uuid::new_v4().to_string(), body, t + j.delay.as_millis() as i64))
+        })
+        .collect()
+}
+
+fn insert(tx: &rusqlite::Connection, items: &[(String, String, i64)], t: i64) -> rusqlite::Result<()> {
+    let mut st =
+        tx.prepare_cached("INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)")?;
+    for (id, body, visible_at) in items {
+        st.execute(params![id, body, visible_at, t])?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl JobQueue for EmbeddedQueue {
     async fn send_batch(&self, jobs: &[OutgoingJob]) -> StoreResult<()> {
         let t = ms(now());
-        let items: Vec<(String, String, i64)> = jobs
-            .iter()
-            .map(|j| {
-                let body = serde_json::to_string(&j.job)?;
-                Ok((uuid::Uuid::new_v4().to_string(), body, t + j.delay.as_millis() as i64))
-            })
-            .collect::<StoreResult<_>>()?;
+        let items = bodies(jobs, t)?;
         self.db
             .write(move |c| {
                 let tx = c.savepoint()?;
-                {
-                    let mut st = tx.prepare_cached(
-                        "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
-                    )?;
-                    for (id, body, visible_at) in &items {
-                        st.execute(params![id, body, visible_at, t])?;
-                    }
-                }
+                insert(&tx, &items, t)?;
                 tx.commit()?;
                 Ok(())
             })
@@ -259,24 +267,23 @@ impl JobQueue for EmbeddedQueue {
             .await
     }
 
-    async fn defer(&self, received: &ReceivedJob, delay: Duration) -> StoreResult<()> {
-        // As on SQS: a fresh job with the same body, and the received one gone, in one step.
-        let (receipt, body) = (received.receipt.clone(), received.body.clone());
+    async fn replace(&self, received: &ReceivedJob, jobs: &[OutgoingJob]) -> StoreResult<()> {
+        // As on SQS, but in one step: the new jobs in, the received one gone.
+        let receipt = received.receipt.clone();
         let t = ms(now());
-        let visible_at = t + delay.as_millis() as i64;
+        let items = bodies(jobs, t)?;
         self.db
             .write(move |c| {
                 let tx = c.savepoint()?;
                 tx.execute("DELETE FROM jobs WHERE receipt = ?1", params![receipt])?;
-                tx.execute(
-                    "INSERT INTO jobs (message_id, body, visible_at, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![uuid::Uuid::new_v4().to_string(), body, visible_at, t],
-                )?;
+                insert(&tx, &items, t)?;
                 tx.commit()?;
                 Ok(())
             })
             .await?;
-        self.wake.notify_waiters();
+        if !jobs.is_empty() {
+            self.wake.notify_waiters();
+        }
         Ok(())
     }
 
