@@ -153,7 +153,8 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
         ))),
         Settings::default(),
     );
-    let body = crate::broadcast_body(0, args.runs + 10);
+    // Jobs carry up to ten rows: queue enough rows for one job per measured event.
+    let body = crate::broadcast_body(0, (args.runs + 10) * herald::domain::Job::MAX_ROWS);
     let plan = herald::benching::native(body.as_bytes()).map_err(|e| format!("{e:?}"))?;
     herald::service::ingest::ingest(&h.ingest, &TENANT.into(), plan, "native").await.map_err(|e| format!("{e:?}"))?;
     let source = EventSource::new(sqs.clone(), &resources.queue_url);
