@@ -41,6 +41,12 @@ enum RowEnd {
 /// Handles one received job end to end, panics included: its rows are delivered at once, each
 /// claimed on its own. Shared with the send Lambda.
 pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
+    handle_job_within(h, received, None).await
+}
+
+/// [`handle_job`], each row waiting for a permit of `gate` (the pool's slots) before its
+/// delivery and giving it back as soon as it ends, so a job's slow row holds one slot, not ten.
+pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Option<Arc<Semaphore>>) -> JobResult {
     let job: Job = match serde_json::from_str(&received.body) {
         Ok(j) => j,
         Err(e) => {
@@ -52,8 +58,16 @@ pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());
     let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())
         .map(move |row_id| {
-            let (h, tenant) = (hd.clone(), tenant.clone());
-            tokio::spawn(async move { deliver(&h, &tenant, &row_id).await })
+            let (h, tenant, gate) = (hd.clone(), tenant.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _slot = match gate {
+                    Some(g) => {
+                        Some(g.acquire_owned().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?)
+                    }
+                    None => None,
+                };
+                deliver(&h, &tenant, &row_id).await
+            })
         })
         .buffered(at_once)
         .map(row_end)
@@ -133,22 +147,24 @@ async fn single(h: &Deliver, received: &ReceivedJob, job: &Job, end: &RowEnd) ->
 pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
     let workers = workers.max(1);
     let slots = Arc::new(Semaphore::new(workers));
+    // Rows of the jobs received and not yet settled: the pool receives more only while fewer
+    // than `workers` are in hand, so a job waits for slots briefly, never for long.
+    let in_hand = Arc::new(InHand::default());
     let mut idle = Duration::from_millis(5);
     let mut receive_failures = 0;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let free = slots.available_permits();
-        if free == 0 {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p,
-                _ = shutdown.changed() => continue,
-            };
-            drop(permit);
+        let held = in_hand.rows();
+        if held >= workers {
+            tokio::select! {
+                _ = in_hand.settled.notified() => {}
+                _ = shutdown.changed() => {}
+            }
             continue;
         }
-        let wanted = (free / Job::MAX_ROWS).clamp(1, 10);
+        let wanted = (workers - held).div_ceil(Job::MAX_ROWS).clamp(1, 10);
         let batch = match h.queue.receive(wanted, h.settings.visibility).await {
             Ok(b) => {
                 receive_failures = 0;
@@ -175,17 +191,42 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
         idle = Duration::from_millis(5);
         for received in batch {
             let rows = serde_json::from_str::<Job>(&received.body).map_or(1, |j| j.row_ids.len());
-            let at_once = rows.min(h.settings.job_rows_at_once).clamp(1, workers);
-            let Ok(permit) = slots.clone().acquire_many_owned(at_once as u32).await else { break };
-            let h = h.clone();
+            in_hand.take(rows);
+            let (h, slots, in_hand) = (h.clone(), slots.clone(), in_hand.clone());
             tokio::spawn(async move {
-                settle(&h, &received, handle_job(h.clone(), &received).await).await;
-                drop(permit);
+                let result = handle_job_within(h.clone(), &received, Some(slots)).await;
+                settle(&h, &received, result).await;
+                in_hand.settle(rows);
             });
         }
     }
-    // Drain: every permit back means every job in hand has settled.
-    let _ = slots.acquire_many(workers as u32).await;
+    // Drain: nothing in hand means every job received has settled.
+    while in_hand.rows() > 0 {
+        let _ = tokio::time::timeout(Duration::from_millis(50), in_hand.settled.notified()).await;
+    }
+}
+
+/// The rows of the jobs a pool holds, and a wake-up each time a job settles.
+#[derive(Default)]
+struct InHand {
+    rows: std::sync::atomic::AtomicUsize,
+    settled: Notify,
+}
+
+impl InHand {
+    fn rows(&self) -> usize {
+        self.rows.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn take(&self, rows: usize) {
+        self.rows.fetch_add(rows, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn settle(&self, rows: usize) {
+        self.rows.fetch_sub(rows, std::sync::atomic::Ordering::AcqRel);
+        // notify_one keeps the wake-up if the pool is not waiting yet, so none is lost.
+        self.settled.notify_one();
+    }
 }
 
 /// Does what [`handle_job`] decided. Settling is safe to repeat; a failure left alone would park
