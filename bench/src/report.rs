@@ -291,7 +291,7 @@ pub fn run(args: Args, dir: &Path) -> Result<(), String> {
             for (k, label, target, d) in [
                 ("sqs_requests_by_herald", "SQS requests made by Herald", "", 3),
                 ("sqs_requests_by_event_source", "SQS requests made by the event source mapping", "", 3),
-                ("sqs_requests_total", "SQS requests, total", "≤ 0.25", 3),
+                ("sqs_requests_total", "SQS requests, total", "≤ 0.05", 3),
                 ("dynamodb_requests", "DynamoDB requests", "", 2),
                 ("dynamodb_write_units", "DynamoDB write units", "≤ 3", 2),
                 ("dynamodb_read_units", "DynamoDB read units", "", 2),
@@ -302,7 +302,7 @@ pub fn run(args: Args, dir: &Path) -> Result<(), String> {
             if let Some(known) = rounds.get(1) {
                 let sqs = f(&known["sqs_requests_total"]);
                 let wcu = f(&known["dynamodb_write_units"]);
-                let _ = writeln!(w, "\nAgainst the targets (known contacts, the steady state): SQS {} ({}), DynamoDB write units {} ({}).", num(sqs, 3), verdict(sqs <= 0.25), num(wcu, 2), verdict(wcu <= 3.0));
+                let _ = writeln!(w, "\nAgainst the targets (known contacts, the steady state): SQS {} ({}), DynamoDB write units {} ({}).", num(sqs, 3), verdict(sqs <= 0.05), num(wcu, 2), verdict(wcu <= 3.0));
                 let _ = writeln!(w, "\nRequests by operation, known contacts:\n");
                 let _ = writeln!(w, "| operation | requests | per recipient |\n|---|---|---|");
                 let n = f(&c["recipients"]);
