@@ -76,6 +76,20 @@ impl Aws {
         EventSource::new(self.sqs.clone(), &self.queue_url).settle(event, failed).await
     }
 
+    /// Makes the batch's jobs visible again at once, as if their visibility timeout had run out.
+    async fn show_again(&self, event: &SqsEvent) {
+        for r in &event.records {
+            let _ = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(r.receipt_handle.clone().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+
     async fn depth(&self, url: &str) -> u64 {
         let attrs = self
             .sqs
@@ -345,16 +359,7 @@ async fn a_poison_job_reaches_the_dead_letter_queue_and_its_row_says_failed() {
         let response = herald_send::handle_batch(h.clone(), event.clone()).await;
         assert_eq!(response.batch_item_failures.len(), 1, "a crashed job is reported, never deleted");
         // Let the job come back at once, as if its visibility timeout had run out.
-        for r in &event.records {
-            let _ = aws
-                .sqs
-                .change_message_visibility()
-                .queue_url(&aws.queue_url)
-                .receipt_handle(r.receipt_handle.clone().unwrap())
-                .visibility_timeout(0)
-                .send()
-                .await;
-        }
+        aws.show_again(&event).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     assert_eq!(receives, max_receives, "received maxReceiveCount times, then dead-lettered");
@@ -416,16 +421,7 @@ async fn a_poison_row_of_a_multi_row_job_dead_letters_alone_and_its_siblings_are
         aws.settle(&event, &response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect::<Vec<_>>())
             .await;
         // Let a reported job come back at once, as if its visibility timeout had run out.
-        for r in &event.records {
-            let _ = aws
-                .sqs
-                .change_message_visibility()
-                .queue_url(&aws.queue_url)
-                .receipt_handle(r.receipt_handle.clone().unwrap())
-                .visibility_timeout(0)
-                .send()
-                .await;
-        }
+        aws.show_again(&event).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     // The job of three once, its crash not reported; then the poison row alone, until dead-lettered.

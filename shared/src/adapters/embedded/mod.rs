@@ -74,15 +74,7 @@ impl Db {
         F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        let fault = self.faults.get().and_then(|f| Some((f, f.draw()?)));
-        if let Some((faults, Fault::Before)) = fault {
-            return Err(faults.strike(Fault::Before));
-        }
-        match (self.engine.write(f).await, fault) {
-            // The work is done and committed; the caller is told it failed.
-            (Ok(_), Some((faults, Fault::After))) => Err(faults.strike(Fault::After)),
-            (result, _) => result,
-        }
+        self.with_faults(self.engine.write(f)).await
     }
 
     /// A read, on a connection of the read pool.
@@ -91,11 +83,17 @@ impl Db {
         F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.with_faults(self.engine.read(f)).await
+    }
+
+    /// Runs `call` unless an armed fault strikes before it; a fault that strikes after lets the
+    /// work happen (and commit, for a write) and tells the caller it failed.
+    async fn with_faults<R>(&self, call: impl std::future::Future<Output = StoreResult<R>>) -> StoreResult<R> {
         let fault = self.faults.get().and_then(|f| Some((f, f.draw()?)));
         if let Some((faults, Fault::Before)) = fault {
             return Err(faults.strike(Fault::Before));
         }
-        match (self.engine.read(f).await, fault) {
+        match (call.await, fault) {
             (Ok(_), Some((faults, Fault::After))) => Err(faults.strike(Fault::After)),
             (result, _) => result,
         }
