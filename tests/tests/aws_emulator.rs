@@ -219,6 +219,12 @@ async fn dynamodb_outbox_contract() {
     contract::outbox_contract(aws.store().as_ref()).await;
 }
 
+#[tokio::test]
+async fn dynamodb_segments_contract() {
+    let aws = setup(10).await;
+    contract::segments_contract(aws.store().as_ref()).await;
+}
+
 // ------------------------------------------------------------- the Lambda handlers on AWS
 
 fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
