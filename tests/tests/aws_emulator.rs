@@ -527,6 +527,19 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
     assert_eq!(err.name, "PROVIDER_SECRETS_ARN");
 }
 
+#[tokio::test]
+async fn dynamodb_segments_through_the_api() {
+    let aws = setup(5).await;
+    let h = herald_on(&aws, None, herald_tests::fast_settings());
+    let key = herald::service::keys::create_key(h.keys.as_ref(), "acme", None).await.unwrap();
+    let other = herald::service::keys::create_key(h.keys.as_ref(), "other", None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = herald::http::router(h.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    herald_tests::segments_over_http(&base, &key, &other).await;
+}
+
 // ------------------------------------------------------------- idempotency and receive budget
 
 #[tokio::test]
