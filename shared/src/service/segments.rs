@@ -65,15 +65,22 @@ pub async fn put_segment(
     Ok(segments.put_segment(tenant, &segment).await?)
 }
 
+/// A segment's member count; `None` when the segment is gone.
+async fn count(segments: &dyn Segments, tenant: &TenantId, id: &str) -> Result<Option<u64>, StoreError> {
+    match segments.member_count(tenant, id).await {
+        Ok(n) => Ok(Some(n)),
+        Err(MembersError::NoSegment) => Ok(None),
+        // Counting takes no cursor.
+        Err(MembersError::BadCursor(why)) => Err(StoreError::Corrupt(format!("counting refused a cursor: {why}"))),
+        Err(MembersError::Store(e)) => Err(e),
+    }
+}
+
 /// A segment with its exact member count.
 pub async fn get_segment(segments: &dyn Segments, tenant: &TenantId, id: &str) -> Result<(Segment, u64), ServiceError> {
     let segment = segments.get_segment(tenant, id).await?.ok_or(ServiceError::NotFound("segment"))?;
-    match segments.member_count(tenant, id).await {
-        Ok(n) => Ok((segment, n)),
-        Err(MembersError::NoSegment) => Err(ServiceError::NotFound("segment")),
-        Err(MembersError::BadCursor(_)) => Ok((segment, 0)),
-        Err(MembersError::Store(e)) => Err(e.into()),
-    }
+    let n = count(segments, tenant, id).await?.ok_or(ServiceError::NotFound("segment"))?;
+    Ok((segment, n))
 }
 
 /// Every segment of the tenant with its member count (one count per segment: see
@@ -81,11 +88,9 @@ pub async fn get_segment(segments: &dyn Segments, tenant: &TenantId, id: &str) -
 pub async fn list_segments(segments: &dyn Segments, tenant: &TenantId) -> Result<Vec<(Segment, u64)>, ServiceError> {
     let mut out = Vec::new();
     for segment in segments.list_segments(tenant).await? {
-        match segments.member_count(tenant, &segment.id).await {
-            Ok(n) => out.push((segment, n)),
-            // Deleted since it was listed.
-            Err(MembersError::NoSegment | MembersError::BadCursor(_)) => {}
-            Err(MembersError::Store(e)) => return Err(e.into()),
+        // One deleted since it was listed is left out.
+        if let Some(n) = count(segments, tenant, &segment.id).await? {
+            out.push((segment, n));
         }
     }
     Ok(out)
