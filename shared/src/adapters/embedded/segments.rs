@@ -63,12 +63,14 @@ fn change_members(
     Ok(changed)
 }
 
+const PAGE: &str = "SELECT contact_id FROM segment_members
+    WHERE tenant_id = ?1 AND segment_id = ?2 AND contact_id > ?3 ORDER BY contact_id LIMIT ?4";
+const SEGMENTS_OF: &str =
+    "SELECT segment_id FROM segment_members WHERE tenant_id = ?1 AND contact_id = ?2 ORDER BY segment_id";
+
 /// A page by primary key: one more than asked, to know whether another page follows.
 fn page(c: &Connection, tenant: &str, segment: &str, after: &str, limit: u32) -> StoreResult<MemberPage> {
-    let mut st = c.prepare_cached(
-        "SELECT contact_id FROM segment_members WHERE tenant_id = ?1 AND segment_id = ?2 AND contact_id > ?3
-         ORDER BY contact_id LIMIT ?4",
-    )?;
+    let mut st = c.prepare_cached(PAGE)?;
     let mut ids: Vec<String> =
         st.query_map(params![tenant, segment, after, i64::from(limit) + 1], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let more = ids.len() > limit as usize;
@@ -174,12 +176,35 @@ impl Segments for EmbeddedStore {
         let (tenant, contact) = (tenant.to_string(), contact_id.to_string());
         self.db
             .read(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT segment_id FROM segment_members WHERE tenant_id = ?1 AND contact_id = ?2 ORDER BY segment_id",
-                )?;
+                let mut st = c.prepare_cached(SEGMENTS_OF)?;
                 let ids = st.query_map(params![tenant, contact], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 Ok(ids)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, with its `params` bound to placeholder values.
+    fn plan(c: &Connection, sql: &str, params: usize) -> String {
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let values = ["t", "s", "c", "10"].into_iter().take(params);
+        let rows = st.query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn a_page_and_a_contacts_segments_are_index_ranges_however_many_members() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let page = plan(&c, PAGE, 4);
+        assert!(page.contains("USING PRIMARY KEY (tenant_id=? AND segment_id=? AND contact_id>?)"), "{page}");
+        assert!(!page.contains("TEMP B-TREE"), "no sort: {page}");
+        let of = plan(&c, SEGMENTS_OF, 2);
+        assert!(of.contains("USING COVERING INDEX segment_members_contact"), "{of}");
+        assert!(!of.contains("TEMP B-TREE"), "no sort: {of}");
     }
 }
