@@ -203,6 +203,8 @@ async fn another_tenants_segment_is_not_found_everywhere() {
     let (_, own) = s.call_as(&other, Method::GET, "/v1/segments/vip", None).await;
     assert_eq!((own["name"].clone(), own["member_count"].clone()), (json!("Theirs"), json!(0)));
     assert_eq!(listed_count(&s, "vip").await, 1, "the first tenant's segment is untouched");
+    let (status, err) = members(&s, &other, "vip", json!({"contact_ids": ["ada"]})).await;
+    assert_eq!((status, error_fields(&err)), (StatusCode::BAD_REQUEST, vec!["contact_ids[0]".to_string()]), "{err}");
 }
 
 #[tokio::test]
