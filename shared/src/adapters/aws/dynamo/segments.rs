@@ -8,13 +8,13 @@ use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, Select, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{contact_pk, doc, key, s, tenant_pk, text, unavailable, with_doc, DynamoStore, Item, OCC_TRIES};
+use super::{contact_pk, doc, key, s, tenant_pk, text, unavailable, with_doc, DynamoStore, Item, GET_BATCH, OCC_TRIES};
 use crate::domain::segment::{member_shard, MEMBER_SHARDS};
 use crate::domain::{MemberCursor, Segment, TenantId};
 use crate::ports::{MemberPage, MembersError, Segments, StoreError, StoreResult};
 
-/// Concurrent `BatchWriteItem` streams for one call's members: spread over the shards' partitions.
-const WRITE_STREAMS: usize = 4;
+/// Batch requests one call keeps in flight: its members spread over the shards' partitions.
+const STREAMS: usize = 4;
 /// Members per stream task (ten `BatchWriteItem` requests).
 const WRITE_SLICE: usize = 250;
 
@@ -65,16 +65,17 @@ impl DynamoStore {
         inc: &str,
         ids: &[String],
     ) -> StoreResult<HashSet<String>> {
-        let keys = ids.iter().map(|id| member_key(tenant, segment, inc, id)).collect();
-        let found = self.batch_get_with(keys, None, true).await?;
-        Ok(found.iter().filter_map(|i| text(i, "sk")).collect())
+        let keys: Vec<Item> = ids.iter().map(|id| member_key(tenant, segment, inc, id)).collect();
+        let reads: Vec<_> = keys.chunks(GET_BATCH).map(|k| self.batch_get_with(k.to_vec(), None, true)).collect();
+        let found: Vec<Vec<Item>> = futures::stream::iter(reads).buffer_unordered(STREAMS).try_collect().await?;
+        Ok(found.iter().flatten().filter_map(|i| text(i, "sk")).collect())
     }
 
     /// Sends the writes as a few concurrent streams of `BatchWriteItem`s.
     async fn write_spread(&self, writes: Vec<WriteRequest>) -> StoreResult<()> {
         let slices: Vec<Vec<WriteRequest>> = writes.chunks(WRITE_SLICE).map(<[WriteRequest]>::to_vec).collect();
         let sends: Vec<_> = slices.into_iter().map(|w| self.batch_write(w)).collect();
-        futures::stream::iter(sends).buffer_unordered(WRITE_STREAMS).try_collect::<Vec<()>>().await?;
+        futures::stream::iter(sends).buffer_unordered(STREAMS).try_collect::<Vec<()>>().await?;
         Ok(())
     }
 
@@ -231,7 +232,7 @@ impl Segments for DynamoStore {
         let inc = self.incarnation(tenant, segment).await?;
         let counts: Vec<_> =
             (0..MEMBER_SHARDS).map(|shard| self.count_shard(member_pk(tenant, segment, &inc, shard))).collect();
-        let counts: Vec<u64> = futures::stream::iter(counts).buffer_unordered(WRITE_STREAMS).try_collect().await?;
+        let counts: Vec<u64> = futures::stream::iter(counts).buffer_unordered(STREAMS).try_collect().await?;
         Ok(counts.into_iter().sum())
     }
 
