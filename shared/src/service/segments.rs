@@ -206,18 +206,22 @@ pub async fn remove_members(
 ) -> Result<u64, SegmentsError> {
     segments.get_segment(tenant, id).await?.ok_or(ServiceError::NotFound("segment"))?;
     let checked = check_body(body)?;
-    let mut ids: BTreeSet<String> = checked.contact_ids.into_iter().collect();
-    for draft in &checked.drafts {
-        let mut probe = Contact::new(String::new());
-        probe.apply(draft);
-        for key in probe.keys() {
-            if let Some(c) = contacts.find_contact(tenant, &key).await? {
-                ids.insert(c.id);
-                break;
-            }
+    let finds: Vec<_> = checked.drafts.iter().map(|d| find(contacts, tenant, d)).collect();
+    let found: Vec<Option<String>> = futures::stream::iter(finds).buffered(IN_FLIGHT).try_collect().await?;
+    let ids: BTreeSet<String> = checked.contact_ids.into_iter().chain(found.into_iter().flatten()).collect();
+    Ok(segments.remove_members(tenant, id, &ids.into_iter().collect::<Vec<_>>()).await?)
+}
+
+/// The id of the contact holding the draft's first key that any contact holds.
+async fn find(contacts: &dyn Contacts, tenant: &TenantId, draft: &ContactDraft) -> Result<Option<String>, StoreError> {
+    let mut probe = Contact::new(String::new());
+    probe.apply(draft);
+    for key in probe.keys() {
+        if let Some(c) = contacts.find_contact(tenant, &key).await? {
+            return Ok(Some(c.id));
         }
     }
-    Ok(segments.remove_members(tenant, id, &ids.into_iter().collect::<Vec<_>>()).await?)
+    Ok(None)
 }
 
 /// `GET /v1/segments/{id}/members`: one page, from `cursor`.
