@@ -170,6 +170,67 @@ pub trait Contacts: Send + Sync {
     ) -> Result<(Contact, bool), ContactWriteError>;
 }
 
+// ---------------------------------------------------------------- segments
+
+use crate::domain::Segment;
+
+/// Why a call on a segment's members was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    /// No segment with this id in the tenant.
+    #[error("no such segment")]
+    NoSegment,
+    /// The cursor is not one `list_members` gave out.
+    #[error("cursor {0}")]
+    BadCursor(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of a segment's members, in the store's stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberPage {
+    pub contact_ids: Vec<String>,
+    /// Where the next page starts; `None` once every member was listed.
+    pub next_cursor: Option<String>,
+}
+
+/// Segments and their members. Fan-out pages a segment's members through `list_members`, so a
+/// cursor stays valid while members are added or removed (each member is listed once unless it
+/// leaves and comes back meanwhile).
+#[async_trait]
+pub trait Segments: Send + Sync {
+    /// Creates the segment or renames it (keeping its members and `created_at`); returns it as
+    /// stored and whether it is new.
+    async fn put_segment(&self, tenant: &TenantId, segment: &Segment) -> StoreResult<(Segment, bool)>;
+    async fn get_segment(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Segment>>;
+    /// The tenant's segments, by id.
+    async fn list_segments(&self, tenant: &TenantId) -> StoreResult<Vec<Segment>>;
+    /// Deletes the segment and its members: one created again under the id starts empty.
+    async fn delete_segment(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
+    /// Adds the contacts (not checked to exist: the caller does that); how many were not members.
+    async fn add_members(&self, tenant: &TenantId, segment: &str, contact_ids: &[String]) -> Result<u64, MembersError>;
+    /// Removes the contacts; how many were members.
+    async fn remove_members(
+        &self,
+        tenant: &TenantId,
+        segment: &str,
+        contact_ids: &[String],
+    ) -> Result<u64, MembersError>;
+    /// Up to `limit` members from `cursor` (a token an earlier page gave, or `None` to start).
+    async fn list_members(
+        &self,
+        tenant: &TenantId,
+        segment: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<MemberPage, MembersError>;
+    /// The exact number of members.
+    async fn member_count(&self, tenant: &TenantId, segment: &str) -> Result<u64, MembersError>;
+    /// The ids of the segments the contact is in, sorted.
+    async fn segments_of(&self, tenant: &TenantId, contact_id: &str) -> StoreResult<Vec<String>>;
+}
+
 // ---------------------------------------------------------------- catalog
 
 #[async_trait]

@@ -490,3 +490,105 @@ pub async fn webhook_endpoints_contract(w: &dyn WebhookEndpoints) {
     assert!(w.delete_webhook(&tenant("t1")).await.unwrap());
     assert_eq!(w.get_webhook(&tenant("t1")).await.unwrap(), None);
 }
+
+// ---------------------------------------------------------------- segments
+
+fn segment(id: &str, name: &str) -> herald::domain::Segment {
+    herald::domain::Segment { id: id.into(), name: name.into(), created_at: now(), updated_at: now() }
+}
+
+/// Every member of a segment, paged `limit` at a time; panics on a page past `max_pages`.
+pub async fn all_members(s: &dyn Segments, tenant_id: &str, seg: &str, limit: u32, max_pages: usize) -> Vec<String> {
+    let (mut all, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..max_pages {
+        let page = s.list_members(&tenant(tenant_id), seg, cursor.as_deref(), limit).await.expect("page");
+        assert!(page.contact_ids.len() <= limit as usize, "a page holds at most its limit");
+        all.extend(page.contact_ids);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return all,
+        }
+    }
+    panic!("more than {max_pages} pages of {limit}");
+}
+
+/// Segments: create or rename, idempotent membership with exact counts, stable paging over a
+/// large segment, delete then re-create is empty, a contact's segments, tenant isolation.
+pub async fn segments_contract(s: &dyn Segments) {
+    let t1 = tenant("t1");
+    let (vip, created) = s.put_segment(&t1, &segment("vip", "VIP")).await.unwrap();
+    assert!(created);
+    let ids: Vec<String> = (0..3_000).map(|i| format!("ct_{i:05}")).collect();
+    assert_eq!(s.add_members(&t1, "vip", &ids).await.unwrap(), 3_000);
+    let mut renamed = segment("vip", "Very important");
+    renamed.created_at = now() + Span::days(1);
+    let (after, created) = s.put_segment(&t1, &renamed).await.unwrap();
+    assert!(!created, "a second put renames");
+    assert_eq!((after.name.as_str(), after.created_at), ("Very important", vip.created_at), "created_at is kept");
+    assert_eq!(s.get_segment(&t1, "vip").await.unwrap(), Some(after.clone()));
+    assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 3_000, "a rename keeps the members");
+
+    // Idempotent: members already in count once, duplicates in one call count once.
+    let again = vec![ids[0].clone(), ids[1].clone(), "ct_new".into(), "ct_new".into()];
+    assert_eq!(s.add_members(&t1, "vip", &again).await.unwrap(), 1);
+    assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 3_001);
+
+    // Paging by 1,000 walks every shard: the union is exactly the members, each once.
+    let mut listed = all_members(s, "t1", "vip", 1_000, 10).await;
+    let count = listed.len();
+    listed.sort();
+    listed.dedup();
+    assert_eq!(count, listed.len(), "no member is listed twice");
+    let mut want: Vec<String> = ids.iter().cloned().chain(["ct_new".to_string()]).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(
+        all_members(s, "t1", "vip", 333, 100).await.len(),
+        3_001,
+        "pages across shard ends reach the same members"
+    );
+    match s.list_members(&t1, "vip", Some("not-a-cursor"), 10).await {
+        Err(MembersError::BadCursor(_)) => {}
+        other => panic!("a forged cursor must be refused, got {other:?}"),
+    }
+
+    let gone = vec![ids[0].clone(), ids[1].clone(), "ct_never".into()];
+    assert_eq!(s.remove_members(&t1, "vip", &gone).await.unwrap(), 2, "only members are removed");
+    assert_eq!(s.remove_members(&t1, "vip", &gone).await.unwrap(), 0, "removing twice removes nothing");
+    assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 2_999);
+
+    s.put_segment(&t1, &segment("beta", "Beta")).await.unwrap();
+    s.add_members(&t1, "beta", &[ids[2].clone()]).await.unwrap();
+    assert_eq!(s.segments_of(&t1, &ids[2]).await.unwrap(), ["beta", "vip"]);
+    assert_eq!(s.segments_of(&t1, &ids[0]).await.unwrap(), Vec::<String>::new(), "a removed member is in none");
+    let listed: Vec<String> = s.list_segments(&t1).await.unwrap().into_iter().map(|x| x.id).collect();
+    assert_eq!(listed, ["beta", "vip"]);
+
+    segments_isolation_and_delete(s, &ids).await;
+}
+
+async fn segments_isolation_and_delete(s: &dyn Segments, ids: &[String]) {
+    let (t1, t2) = (tenant("t1"), tenant("t2"));
+    assert_eq!(s.get_segment(&t2, "vip").await.unwrap(), None, "tenants are isolated");
+    assert!(s.list_segments(&t2).await.unwrap().is_empty());
+    assert!(matches!(s.add_members(&t2, "vip", &ids[..1]).await, Err(MembersError::NoSegment)));
+    assert!(matches!(s.list_members(&t2, "vip", None, 10).await, Err(MembersError::NoSegment)));
+    assert!(matches!(s.member_count(&t2, "vip").await, Err(MembersError::NoSegment)));
+    assert!(s.segments_of(&t2, &ids[2]).await.unwrap().is_empty());
+    assert!(!s.delete_segment(&t2, "vip").await.unwrap(), "another tenant cannot delete it");
+
+    assert!(s.delete_segment(&t1, "vip").await.unwrap());
+    assert!(!s.delete_segment(&t1, "vip").await.unwrap());
+    assert_eq!(s.get_segment(&t1, "vip").await.unwrap(), None);
+    assert!(matches!(s.remove_members(&t1, "vip", &ids[..1]).await, Err(MembersError::NoSegment)));
+    assert_eq!(s.segments_of(&t1, &ids[2]).await.unwrap(), ["beta"], "a deleted segment is nobody's");
+
+    let (_, created) = s.put_segment(&t1, &segment("vip", "VIP again")).await.unwrap();
+    assert!(created, "created again");
+    assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 0, "a segment created again starts empty");
+    assert!(all_members(s, "t1", "vip", 1_000, 2).await.is_empty());
+    assert_eq!(s.segments_of(&t1, &ids[2]).await.unwrap(), ["beta"]);
+    assert_eq!(s.add_members(&t1, "vip", &ids[2..4]).await.unwrap(), 2, "old members are new again");
+    assert_eq!(s.segments_of(&t1, &ids[2]).await.unwrap(), ["beta", "vip"]);
+    assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 2);
+}

@@ -277,3 +277,62 @@ pub async fn a_lost_answer_is_answered_again(h: &herald::Herald, base: &str, key
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_ne!(answer["request_id"], json!(stored_id));
 }
+
+/// `/v1/segments` end to end on `base` (a router over any store): members found or created,
+/// added once, paged, refused with their paths, invisible to another tenant, gone with their
+/// segment. `key` and `other_key` are API keys of two tenants. Run on every store, so both shapes
+/// answer alike.
+pub async fn segments_over_http(base: &str, key: &str, other_key: &str) {
+    let http = reqwest::Client::new();
+    let call = |key: &str, method: Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, format!("{base}{path}")).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move { read(req.send().await.expect("request")).await }
+    };
+    let (status, body) = call(key, Method::PUT, "/v1/segments/vip", Some(json!({"name": "VIP"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let contacts: Vec<Value> = (0..30).map(|i| json!({"phone": format!("+1415555{i:04}")})).collect();
+    let add = json!({"contacts": contacts});
+    let (status, added) = call(key, Method::POST, "/v1/segments/vip/members", Some(add.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added, json!({"added": 30, "already_members": 0, "created_contacts": 30, "member_count": 30}));
+    let (_, again) = call(key, Method::POST, "/v1/segments/vip/members", Some(add)).await;
+    assert_eq!(again, json!({"added": 0, "already_members": 30, "created_contacts": 0, "member_count": 30}));
+
+    let (mut seen, mut cursor) = (Vec::new(), String::new());
+    for _ in 0..20 {
+        let (status, page) =
+            call(key, Method::GET, &format!("/v1/segments/vip/members?limit=7&cursor={cursor}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["contact_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let first = seen[0].clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 30, "every member is listed once");
+
+    let unknown = json!({"contact_ids": [first, "ghost"]});
+    let (status, err) = call(key, Method::POST, "/v1/segments/vip/members", Some(unknown)).await;
+    assert_eq!((status, error_fields(&err)), (StatusCode::BAD_REQUEST, vec!["contact_ids[1]".to_string()]), "{err}");
+    let (status, err) = call(key, Method::GET, "/v1/segments/vip/members?cursor=forged", None).await;
+    assert_eq!((status, error_fields(&err)), (StatusCode::BAD_REQUEST, vec!["cursor".to_string()]), "{err}");
+    for (method, path) in [(Method::GET, "/v1/segments/vip"), (Method::GET, "/v1/segments/vip/members")] {
+        assert_eq!(call(other_key, method, path, None).await.0, StatusCode::NOT_FOUND, "{path} of another tenant");
+    }
+
+    let remove = json!({"contact_ids": [first]});
+    let (_, removed) = call(key, Method::DELETE, "/v1/segments/vip/members", Some(remove)).await;
+    assert_eq!(removed, json!({"removed": 1}));
+    let (_, got) = call(key, Method::GET, "/v1/segments", None).await;
+    assert_eq!(got["segments"][0]["member_count"], json!(29), "{got}");
+    assert_eq!(call(key, Method::DELETE, "/v1/segments/vip", None).await.0, StatusCode::NO_CONTENT);
+    call(key, Method::PUT, "/v1/segments/vip", Some(json!({"name": "VIP"}))).await;
+    let (_, got) = call(key, Method::GET, "/v1/segments/vip", None).await;
+    assert_eq!(got["member_count"], json!(0), "a segment created again starts empty");
+}

@@ -219,6 +219,12 @@ async fn dynamodb_outbox_contract() {
     contract::outbox_contract(aws.store().as_ref()).await;
 }
 
+#[tokio::test]
+async fn dynamodb_segments_contract() {
+    let aws = setup(10).await;
+    contract::segments_contract(aws.store().as_ref()).await;
+}
+
 // ------------------------------------------------------------- the Lambda handlers on AWS
 
 fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
@@ -519,6 +525,68 @@ async fn provider_credentials_come_from_the_secret_named_by_provider_secrets_arn
     let err = AwsConfig::from_env().unwrap().connect().await.err().unwrap();
     std::env::remove_var("PROVIDER_SECRETS_ARN");
     assert_eq!(err.name, "PROVIDER_SECRETS_ARN");
+}
+
+/// The partition keys of a segment's member items, as stored.
+async fn member_partitions(aws: &Aws, prefix: &str) -> std::collections::BTreeMap<String, usize> {
+    let items = aws
+        .ddb
+        .scan()
+        .table_name(&aws.table)
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(":p", aws_sdk_dynamodb::types::AttributeValue::S(prefix.into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let mut parts = std::collections::BTreeMap::new();
+    for item in items {
+        *parts.entry(item["pk"].as_s().unwrap().clone()).or_insert(0) += 1;
+    }
+    parts
+}
+
+#[tokio::test]
+async fn dynamodb_members_spread_over_sixteen_partitions_under_the_live_incarnation() {
+    use herald::ports::Segments;
+    let aws = setup(5).await;
+    let store = aws.store();
+    let seg = herald::domain::Segment {
+        id: "vip".into(),
+        name: "VIP".into(),
+        created_at: herald::domain::now(),
+        updated_at: herald::domain::now(),
+    };
+    store.put_segment(&tenant("t1"), &seg).await.unwrap();
+    let ids: Vec<String> = (0..400).map(|i| format!("ct_{i}")).collect();
+    store.add_members(&tenant("t1"), "vip", &ids).await.unwrap();
+    let first = member_partitions(&aws, "T#t1#SEG#vip#").await;
+    assert_eq!(first.len(), 16, "one partition per shard: {:?}", first.keys().collect::<Vec<_>>());
+    assert!(first.values().all(|n| (10..=40).contains(n)), "members spread evenly: {first:?}");
+    assert_eq!(first.values().sum::<usize>(), 400);
+
+    // Deleting writes one item; the old members stay under a key no live segment names.
+    store.delete_segment(&tenant("t1"), "vip").await.unwrap();
+    store.put_segment(&tenant("t1"), &seg).await.unwrap();
+    store.add_members(&tenant("t1"), "vip", &ids[..3]).await.unwrap();
+    let now: Vec<String> =
+        member_partitions(&aws, "T#t1#SEG#vip#").await.into_keys().filter(|pk| !first.contains_key(pk)).collect();
+    assert!(!now.is_empty() && now.len() <= 3, "the new members live under a new incarnation: {now:?}");
+    assert_eq!(store.member_count(&tenant("t1"), "vip").await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn dynamodb_segments_through_the_api() {
+    let aws = setup(5).await;
+    let h = herald_on(&aws, None, herald_tests::fast_settings());
+    let key = herald::service::keys::create_key(h.keys.as_ref(), "acme", None).await.unwrap();
+    let other = herald::service::keys::create_key(h.keys.as_ref(), "other", None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = herald::http::router(h.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    herald_tests::segments_over_http(&base, &key, &other).await;
 }
 
 // ------------------------------------------------------------- idempotency and receive budget

@@ -150,3 +150,9 @@ async fn data_survives_reopening() {
     assert_eq!(s.get_request(&tenant("t1"), "req_keep").await.unwrap(), Some(req));
     assert_eq!(s.list_rows(&tenant("t1"), "req_keep", None, 10).await.unwrap(), rows);
 }
+
+#[tokio::test]
+async fn segments() {
+    let (_d, s, _) = open(10);
+    contract::segments_contract(s.as_ref()).await;
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::service::key_cache::CachedKeys;
 
+use crate::ports::Segments;
 use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
 use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
@@ -26,6 +27,8 @@ pub struct Herald {
     pub requests: Arc<dyn Requests>,
     pub idempotency: Arc<dyn Idempotency>,
     pub webhooks: Arc<dyn WebhookEndpoints>,
+    /// Segments and their members (`service::segments`).
+    pub segments: Arc<dyn Segments>,
     pub queue: Arc<dyn JobQueue>,
     /// Present when the sandbox provider is in use (`GET /v1/outbox`).
     pub outbox: Option<Arc<dyn Outbox>>,
@@ -49,13 +52,14 @@ pub struct Stores {
     pub idempotency: Arc<dyn Idempotency>,
     pub webhooks: Arc<dyn WebhookEndpoints>,
     pub outbox: Option<Arc<dyn Outbox>>,
+    pub segments: Arc<dyn Segments>,
 }
 
 impl Stores {
     /// All ports from one adapter value.
     pub fn from_one<S>(s: Arc<S>) -> Stores
     where
-        S: ApiKeys + Catalog + Contacts + Requests + Idempotency + WebhookEndpoints + Outbox + 'static,
+        S: ApiKeys + Catalog + Contacts + Requests + Idempotency + WebhookEndpoints + Outbox + Segments + 'static,
     {
         Stores {
             keys: s.clone(),
@@ -64,6 +68,7 @@ impl Stores {
             requests: s.clone(),
             idempotency: s.clone(),
             webhooks: s.clone(),
+            segments: s.clone(),
             outbox: Some(s),
         }
     }
@@ -106,6 +111,7 @@ impl Herald {
             requests: stores.requests,
             idempotency: stores.idempotency,
             webhooks: stores.webhooks,
+            segments: stores.segments,
             outbox: stores.outbox,
             queue,
             provider_config,

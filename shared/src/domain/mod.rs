@@ -10,6 +10,7 @@ pub mod limits;
 mod report;
 mod request;
 mod row;
+pub mod segment;
 mod status;
 
 pub(crate) use address::check_user_id;
@@ -27,6 +28,7 @@ pub use request::{
     RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
 };
 pub use row::{Claim, Job, Outcome, RecipientRow, RowView};
+pub use segment::{MemberCursor, MembersBody, Segment, SegmentBody};
 pub use status::Status;
 
 /// A point in time, as Herald stores them (UTC, millisecond precision).

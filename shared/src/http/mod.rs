@@ -9,6 +9,7 @@ mod events;
 pub mod extract;
 mod idempotency;
 pub mod request_target;
+mod segments;
 pub mod server;
 mod webhook;
 
@@ -47,6 +48,12 @@ pub fn router(h: Arc<Herald>) -> Router {
         )
         .route("/v1/contacts", axum::routing::post(catalog::upsert_contact))
         .route("/v1/contacts/{id}", put(catalog::put_contact).get(catalog::get_contact))
+        .route("/v1/segments", get(segments::list))
+        .route("/v1/segments/{id}", put(segments::put).get(segments::get).delete(segments::delete))
+        .route(
+            "/v1/segments/{id}/members",
+            axum::routing::post(segments::add_members).get(segments::list_members).delete(segments::remove_members),
+        )
         .route("/v1/outbox", get(outbox))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod key_cache;
 pub mod keys;
 pub mod render;
+pub mod segments;
 mod settings;
 pub mod worker;
 

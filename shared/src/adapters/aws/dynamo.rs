@@ -18,6 +18,8 @@ use crate::domain::{
 use crate::ports::*;
 use crate::retry::Policy;
 
+mod segments;
+
 type Item = HashMap<String, AttributeValue>;
 
 /// `BatchWriteItem` takes 25 items, `BatchGetItem` 100 keys.
@@ -172,14 +174,21 @@ impl DynamoStore {
 
     /// Writes items in groups of 25, re-sending `UnprocessedItems` with backoff until none are left.
     pub async fn batch_put(&self, items: Vec<Item>) -> StoreResult<()> {
-        for chunk in items.chunks(WRITE_BATCH) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|i| {
-                    let put = PutRequest::builder().set_item(Some(i.clone())).build().map_err(unavailable)?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<StoreResult<_>>()?;
+        let puts = items
+            .into_iter()
+            .map(|i| {
+                let put = PutRequest::builder().set_item(Some(i)).build().map_err(unavailable)?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.batch_write(puts).await
+    }
+
+    /// Sends puts and deletes in groups of 25, re-sending `UnprocessedItems` with backoff until
+    /// none are left.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        for chunk in requests.chunks(WRITE_BATCH) {
+            let mut pending: Vec<WriteRequest> = chunk.to_vec();
             let mut attempts = BATCH_RETRY.attempts();
             while !pending.is_empty() {
                 if !attempts.next().await {
@@ -204,6 +213,16 @@ impl DynamoStore {
 
     /// Reads items by key in groups of 100, re-asking for `UnprocessedKeys`. Order is not kept.
     async fn batch_get(&self, keys: Vec<Item>, projection: Option<&str>) -> StoreResult<Vec<Item>> {
+        self.batch_get_with(keys, projection, false).await
+    }
+
+    /// [`Self::batch_get`], strongly consistent when `consistent` (twice the read units).
+    async fn batch_get_with(
+        &self,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+        consistent: bool,
+    ) -> StoreResult<Vec<Item>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(GET_BATCH) {
             let mut pending = Some(chunk.to_vec());
@@ -212,7 +231,7 @@ impl DynamoStore {
                 if !attempts.next().await {
                     return Err(StoreError::Unavailable("DynamoDB left keys unprocessed".into()));
                 }
-                let mut ka = KeysAndAttributes::builder().set_keys(Some(keys));
+                let mut ka = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(consistent);
                 if let Some(p) = projection {
                     ka = ka.projection_expression(p).expression_attribute_names("#st", "status");
                 }

@@ -6,6 +6,7 @@ mod engine;
 mod faults;
 mod migrate;
 mod queue;
+mod segments;
 mod store;
 
 pub use faults::{read_fault_log, Fault, Faults};
@@ -112,7 +113,7 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
         .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
     let path = dir.join(DATABASE);
     migrate::rename_store_file(dir, &path)?;
-    let schema = format!("{}\n{}", store::SCHEMA, queue::SCHEMA);
+    let schema = format!("{}\n{}\n{}", store::SCHEMA, queue::SCHEMA, segments::SCHEMA);
     let engine = Arc::new(Engine::open_with(&path, &schema, |c| migrate::take_old_queue(dir, c))?);
     let store = EmbeddedStore::new(Db::new(engine.clone()));
     let queue = EmbeddedQueue::new(Db::new(engine), max_receives);

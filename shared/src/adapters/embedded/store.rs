@@ -53,7 +53,7 @@ CREATE INDEX IF NOT EXISTS outbox_request ON outbox(tenant_id, request_id, seq);
 ";
 
 pub struct EmbeddedStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl EmbeddedStore {
