@@ -93,8 +93,35 @@ pub trait RequestLog: Send + Sync {
         after: Option<u32>,
         limit: u32,
     ) -> StoreResult<Vec<RecipientRow>>;
-    /// Rows per status for a request.
+    /// Rows per status for a request, from counters kept with every row write (never by reading
+    /// the rows: an audience broadcast has a million).
     async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
+    /// Stores rows that fan-out made for a stored request, each only if no row has its id yet, and
+    /// none once the request is canceled. Returns the ids of the given rows that are `queued`
+    /// afterwards: the new ones, and any that an earlier try at the same page stored but may not
+    /// have queued (a second job for a row is harmless, a row without one is lost).
+    async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>>;
+    /// Records that fan-out has made every row of the request; the first call's time stays.
+    async fn finish_fan_out(&self, tenant: &TenantId, request_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Cancels a stored request: from the moment this returns no row of it is claimed again (rows
+    /// inside a provider call finish that call), rows no worker holds end `canceled`, and
+    /// fan-out adds no row. Returns when it was canceled (the first call's time).
+    async fn cancel_request(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>>;
+    /// What has happened to a request since it was stored.
+    async fn progress(&self, tenant: &TenantId, request_id: &str) -> StoreResult<Progress>;
+}
+
+/// The changing part of a send request, kept beside the request itself (which never changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// When fan-out made the last row of an audience broadcast.
+    pub fanned_out_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
 }
 
 /// Row leases: who may send a row now, and what its attempts came to. Deliver's side of the rows.

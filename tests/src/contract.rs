@@ -16,7 +16,12 @@ use crate::tenant;
 
 fn job(n: usize) -> OutgoingJob {
     OutgoingJob {
-        job: Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: vec![format!("rcp_{n}")] },
+        job: Job {
+            tenant_id: "t1".into(),
+            request_id: "req_1".into(),
+            row_ids: vec![format!("rcp_{n}")],
+            fan_out: None,
+        },
         delay: Duration::ZERO,
     }
 }
@@ -111,7 +116,7 @@ pub async fn queue_defer_contract(q: &dyn JobQueue, max_receives: u32) {
 /// their own delays, and the received job never comes back; replacing with nothing deletes.
 pub async fn queue_replace_contract(q: &dyn JobQueue) {
     let rows: Vec<String> = (1..=3).map(|n| format!("rcp_{n}")).collect();
-    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows };
+    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows, fan_out: None };
     q.send_batch(&[OutgoingJob { job: multi.clone(), delay: Duration::ZERO }]).await.expect("send");
     // Short visibilities throughout: a received job left behind would come back within the test.
     let short = Duration::from_secs(1);
@@ -156,6 +161,7 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
         send_at: None,
         recipient_count: rows,
         row_count: rows,
+        audience: None,
     };
     let rows = (0..rows).map(|i| RecipientRow::new(&tenant.into(), id, i, i, 0)).collect();
     (req, rows)
@@ -224,6 +230,73 @@ pub async fn requests_contract(r: &dyn Requests) {
     let counts = r.count_rows(&tenant("t1"), "req_a").await.unwrap();
     assert_eq!(counts.values().sum::<u64>(), 5);
     assert_eq!(counts.get(&Status::Failed), Some(&1));
+}
+
+/// Fan-out's side of the rows: rows added only once (a page made again re-queues only what is
+/// still `queued`), counters that follow every move, the progress record, and cancel — after
+/// which nothing is claimed, queued rows end `canceled` and no row is added.
+pub async fn fan_out_contract(r: &dyn Requests) {
+    let t1 = tenant("t1");
+    let (mut req, _) = sample_request("t1", "req_aud", 0);
+    req.audience = Some(herald::domain::Audience { segments: vec!["s".into()], exclude_segments: vec![] });
+    r.insert_request(&req, &[]).await.expect("insert");
+    assert_eq!(r.progress(&t1, "req_aud").await.unwrap(), Default::default());
+    let member_row = |i: u32, contact: &str| {
+        let mut row = RecipientRow::new(&t1, "req_aud", i, i, 0);
+        row.id = RecipientRow::id_for_member("req_aud", contact, 0);
+        row
+    };
+    let page: Vec<RecipientRow> = (0..4).map(|i| member_row(i, &format!("ct_{i}"))).collect();
+    let mut queued = r.add_rows(&t1, "req_aud", &page).await.unwrap();
+    queued.sort();
+    let mut ids: Vec<String> = page.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    assert_eq!(queued, ids, "new rows are queued");
+
+    // One row goes out; the page is made again (a crash before its jobs were queued).
+    let (t, lease) = (now(), now() + Span::seconds(30));
+    assert!(matches!(r.claim_row(&t1, &page[0].id, t, lease).await.unwrap(), Claim::Claimed(_)));
+    let sent = Outcome { status: Some(Status::Sent), ..Default::default() };
+    assert!(r.finish_row(&t1, &page[0].id, 1, sent).await.unwrap());
+    let again = r.add_rows(&t1, "req_aud", &page).await.unwrap();
+    assert_eq!(again.len(), 3, "the sent row is neither reset nor queued again: {again:?}");
+    assert_eq!(r.get_row(&t1, &page[0].id).await.unwrap().unwrap().status, Status::Sent);
+    // The same contact from a second segment, on a later page: the same row.
+    assert_eq!(r.add_rows(&t1, "req_aud", &[member_row(1_000, "ct_1")]).await.unwrap(), vec![page[1].id.clone()]);
+    let listed = r.list_rows(&t1, "req_aud", None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3], "one row per contact, in seq order");
+    let counts = r.count_rows(&t1, "req_aud").await.unwrap();
+    assert_eq!((counts.get(&Status::Sent), counts.get(&Status::Queued)), (Some(&1), Some(&3)), "{counts:?}");
+
+    r.finish_fan_out(&t1, "req_aud", t).await.unwrap();
+    r.finish_fan_out(&t1, "req_aud", t + Span::seconds(5)).await.unwrap();
+    let fanned = r.progress(&t1, "req_aud").await.unwrap().fanned_out_at.expect("fan-out finished");
+    assert_eq!(fanned.timestamp_millis(), t.timestamp_millis(), "the first finish stays");
+
+    // Cancel: another tenant's cancel does nothing; a leased row finishes its attempt.
+    assert!(matches!(r.claim_row(&t1, &page[1].id, t, lease).await.unwrap(), Claim::Claimed(_)));
+    r.cancel_request(&tenant("t2"), "req_aud", t).await.unwrap();
+    assert_eq!(r.progress(&t1, "req_aud").await.unwrap().canceled_at, None, "tenants are isolated");
+    let at = r.cancel_request(&t1, "req_aud", t).await.unwrap();
+    let later = r.cancel_request(&t1, "req_aud", t + Span::seconds(9)).await.unwrap();
+    assert_eq!(at.timestamp_millis(), later.timestamp_millis(), "the first cancel's time stays");
+    assert!(r.progress(&t1, "req_aud").await.unwrap().canceled_at.is_some());
+    let Claim::Done(done) = r.claim_row(&t1, &page[2].id, t, lease).await.unwrap() else {
+        panic!("nothing of a canceled request is claimed")
+    };
+    assert_eq!(done.status, Status::Canceled);
+    let sent = Outcome { status: Some(Status::Sent), ..Default::default() };
+    assert!(r.finish_row(&t1, &page[1].id, 1, sent).await.unwrap(), "a row inside its provider call finishes it");
+    let extra = member_row(2_000, "ct_new");
+    assert!(
+        r.add_rows(&t1, "req_aud", std::slice::from_ref(&extra)).await.unwrap().is_empty(),
+        "no row after a cancel"
+    );
+    assert_eq!(r.get_row(&t1, &extra.id).await.unwrap(), None);
+    assert!(matches!(r.claim_row(&t1, &page[3].id, t, lease).await.unwrap(), Claim::Done(_)));
+    let counts = r.count_rows(&t1, "req_aud").await.unwrap();
+    assert_eq!((counts.get(&Status::Sent), counts.get(&Status::Canceled)), (Some(&2), Some(&2)), "{counts:?}");
+    assert_eq!(counts.values().sum::<u64>(), 4);
 }
 
 /// Many workers race to claim one row: exactly one wins.

@@ -119,13 +119,14 @@ impl TestServer {
         self.call(Method::PUT, path, Some(body)).await
     }
 
-    /// Polls a send request until no row is pending (or panics after `timeout`).
+    /// Polls a send request until it has made all its rows and none is pending (or panics after
+    /// `timeout`).
     pub async fn wait_terminal(&self, request_id: &str, timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (status, body) = self.get(&format!("/v1/broadcasts/{request_id}")).await;
             assert_eq!(status, StatusCode::OK, "{body}");
-            if body["summary"]["pending"] == json!(0) {
+            if body["summary"]["pending"] == json!(0) && body["state"] != "fanning_out" {
                 return body;
             }
             assert!(

@@ -109,7 +109,12 @@ async fn jobs_are_sent_in_groups_of_10_and_failed_entries_are_retried() {
         SqsQueue::new(aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await), format!("{endpoint}/123456789012/jobs"));
     let jobs: Vec<OutgoingJob> = (0..45)
         .map(|i| OutgoingJob {
-            job: Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec![format!("row-{i}")] },
+            job: Job {
+                tenant_id: "t".into(),
+                request_id: "r".into(),
+                row_ids: vec![format!("row-{i}")],
+                fan_out: None,
+            },
             delay: Duration::from_secs(if i == 0 { 4000 } else { 0 }),
         })
         .collect();

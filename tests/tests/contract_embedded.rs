@@ -46,8 +46,12 @@ async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_
     use herald::ports::JobQueue;
     let dir = tempfile::tempdir().unwrap();
     let (_, q) = embedded::open(dir.path(), 10).unwrap();
-    let job =
-        herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["a".into(), "b".into()] };
+    let job = herald::domain::Job {
+        tenant_id: "t".into(),
+        request_id: "r".into(),
+        row_ids: vec!["a".into(), "b".into()],
+        fan_out: None,
+    };
     q.send_batch(&[herald::ports::OutgoingJob { job, delay: std::time::Duration::ZERO }]).await.unwrap();
     // A single-row body, as queued before jobs carried several rows.
     let c = rusqlite::Connection::open(dir.path().join(embedded::DATABASE)).unwrap();
@@ -64,7 +68,12 @@ async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_
 async fn queue_recovers_in_flight_jobs_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let job = herald::ports::OutgoingJob {
-        job: herald::domain::Job { tenant_id: "t".into(), request_id: "r".into(), row_ids: vec!["x".into()] },
+        job: herald::domain::Job {
+            tenant_id: "t".into(),
+            request_id: "r".into(),
+            row_ids: vec!["x".into()],
+            fan_out: None,
+        },
         delay: std::time::Duration::ZERO,
     };
     {
@@ -86,6 +95,12 @@ async fn queue_recovers_in_flight_jobs_after_a_restart() {
 async fn requests_and_rows() {
     let (_d, s, _) = open(10);
     contract::requests_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn fan_out_rows_counts_and_cancel() {
+    let (_d, s, _) = open(10);
+    contract::fan_out_contract(s.as_ref()).await;
 }
 
 #[tokio::test]

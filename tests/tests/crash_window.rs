@@ -160,6 +160,41 @@ impl herald::ports::RequestLog for FlakyFinish {
     ) -> herald::ports::StoreResult<std::collections::BTreeMap<herald::domain::Status, u64>> {
         self.inner.count_rows(t, id).await
     }
+
+    async fn add_rows(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+        rows: &[herald::domain::RecipientRow],
+    ) -> herald::ports::StoreResult<Vec<String>> {
+        self.inner.add_rows(t, id, rows).await
+    }
+
+    async fn finish_fan_out(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> herald::ports::StoreResult<()> {
+        self.inner.finish_fan_out(t, id, at).await
+    }
+
+    async fn cancel_request(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> herald::ports::StoreResult<chrono::DateTime<chrono::Utc>> {
+        self.inner.cancel_request(t, id, at).await
+    }
+
+    async fn progress(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+    ) -> herald::ports::StoreResult<herald::ports::Progress> {
+        self.inner.progress(t, id).await
+    }
 }
 
 #[async_trait]

@@ -40,6 +40,22 @@ impl RequestLog for Stalled {
     async fn count_rows(&self, _: &TenantId, _: &str) -> StoreResult<BTreeMap<Status, u64>> {
         hang().await
     }
+
+    async fn add_rows(&self, _: &TenantId, _: &str, _: &[RecipientRow]) -> StoreResult<Vec<String>> {
+        hang().await
+    }
+
+    async fn finish_fan_out(&self, _: &TenantId, _: &str, _: DateTime<Utc>) -> StoreResult<()> {
+        hang().await
+    }
+
+    async fn cancel_request(&self, _: &TenantId, _: &str, _: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+        hang().await
+    }
+
+    async fn progress(&self, _: &TenantId, _: &str) -> StoreResult<herald::ports::Progress> {
+        hang().await
+    }
 }
 
 #[async_trait]

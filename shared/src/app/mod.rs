@@ -16,6 +16,7 @@ use crate::providers::Providers;
 use crate::service::admission::Admission;
 use crate::service::callbacks::Callbacks;
 use crate::service::deliver::Deliver;
+use crate::service::fanout::FanOut;
 use crate::service::ingest::Ingest;
 pub use crate::service::Settings;
 
@@ -77,6 +78,12 @@ impl Stores {
 impl Herald {
     /// Wires the use cases: each context gets the capabilities it needs, from the same stores.
     pub fn new(stores: Stores, queue: Arc<dyn JobQueue>, providers: Providers, settings: Settings) -> Herald {
+        let fan_out = Arc::new(FanOut {
+            log: stores.requests.clone(),
+            segments: stores.segments.clone(),
+            queue: queue.clone(),
+            settings: settings.clone(),
+        });
         let deliver = Arc::new(Deliver {
             requests: stores.requests.clone(),
             lookup: stores.requests.clone(),
@@ -86,11 +93,13 @@ impl Herald {
             providers,
             settings: settings.clone(),
             cache: Default::default(),
+            fan_out,
         });
         let ingest = Ingest {
             requests: stores.requests.clone(),
             rows: stores.requests.clone(),
             catalog: stores.catalog.clone(),
+            segments: stores.segments.clone(),
             queue: queue.clone(),
             admission: Admission::new(settings.tenant_limits),
             settings: settings.clone(),

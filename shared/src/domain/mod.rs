@@ -24,10 +24,10 @@ pub use error::{FieldError, FieldErrors};
 pub use ids::TenantId;
 pub use report::{Inbound, StatusReport};
 pub use request::{
-    validate_metadata, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource, PlannedMessage, RecipientBody,
-    RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
+    validate_metadata, Audience, AudienceBody, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource,
+    PlannedMessage, RecipientBody, RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
 };
-pub use row::{Claim, Job, Outcome, RecipientRow, RowView};
+pub use row::{Claim, FanOutStep, Job, Outcome, RecipientRow, RowView};
 pub use segment::{MemberCursor, MembersBody, Segment, SegmentBody};
 pub use status::Status;
 

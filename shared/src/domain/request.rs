@@ -22,6 +22,8 @@ pub const MESSAGING_TAGS: [&str; 4] =
 #[serde(deny_unknown_fields)]
 pub struct BroadcastBody {
     pub recipients: Option<Vec<RecipientBody>>,
+    /// Segments to send to instead of `recipients`: fanned out through the queue.
+    pub audience: Option<AudienceBody>,
     pub campaign_id: Option<String>,
     pub template_ids: Option<Vec<String>>,
     pub template: Option<TemplateRef>,
@@ -37,6 +39,24 @@ pub struct BroadcastBody {
     pub metadata: Option<Map<String, Value>>,
     pub background: Option<bool>,
     pub send_at: Option<String>,
+}
+
+/// `audience` on the wire: the segments whose members a broadcast goes to, less the members of
+/// `exclude_segments`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceBody {
+    pub segments: Option<Vec<String>>,
+    pub exclude_segments: Option<Vec<String>>,
+}
+
+/// A validated audience, stored on its send request. A contact in several of `segments` gets one
+/// message; a member of any of `exclude_segments` gets none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audience {
+    pub segments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_segments: Vec<String>,
 }
 
 /// One recipient on the wire. Named by the first tier present:
@@ -166,7 +186,9 @@ pub struct PlannedMessage {
 /// A validated send request, ready for ingest to resolve against the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendPlan {
+    /// Empty when the plan has an audience.
     pub recipients: Vec<RecipientSpec>,
+    pub audience: Option<Audience>,
     pub source: MessageSource,
     pub variables: BTreeMap<String, String>,
     pub header_params: Vec<String>,
@@ -220,14 +242,24 @@ pub struct SendRequest {
     pub background: bool,
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
+    /// 0 for an audience: its rows are made by fan-out, and counted by the request's counters.
     pub recipient_count: u32,
     pub row_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
 }
 
 impl BroadcastBody {
     pub fn validate(self) -> Result<SendPlan, FieldErrors> {
         let mut errs = FieldErrors::new();
-        let recipients = validate_recipients(&mut errs, self.recipients);
+        let (recipients, audience) = match (self.recipients, self.audience) {
+            (Some(_), Some(_)) => {
+                errs.push("audience", "give either recipients or audience, not both");
+                (None, None)
+            }
+            (None, Some(a)) => (Some(Vec::new()), validate_audience(&mut errs, a)),
+            (list, None) => (validate_recipients(&mut errs, list), None),
+        };
         let source =
             validate_source(&mut errs, self.campaign_id, self.template_ids, self.template, self.messages, self.flow);
         let variables = parse_variables(&mut errs, "variables", self.variables.as_ref());
@@ -254,6 +286,7 @@ impl BroadcastBody {
         };
         errs.finish(SendPlan {
             recipients,
+            audience,
             source,
             variables,
             header_params,
@@ -271,9 +304,40 @@ impl BroadcastBody {
     }
 }
 
+/// Segments an audience may name, to send to and to exclude.
+pub const MAX_AUDIENCE_SEGMENTS: usize = 10;
+
+fn validate_audience(errs: &mut FieldErrors, a: AudienceBody) -> Option<Audience> {
+    let before = errs.0.len();
+    let mut list = |field: &str, ids: Option<Vec<String>>, required: bool| -> Vec<String> {
+        let ids = ids.unwrap_or_default();
+        if (required && ids.is_empty()) || ids.len() > MAX_AUDIENCE_SEGMENTS {
+            let least = if required { 1 } else { 0 };
+            errs.push(format!("audience.{field}"), format!("must name {least} to {MAX_AUDIENCE_SEGMENTS} segments"));
+            return ids;
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if let Err(e) = check_id(id) {
+                errs.push(format!("audience.{field}[{i}]"), e);
+            } else if ids[..i].contains(id) {
+                errs.push(format!("audience.{field}[{i}]"), format!("names \"{id}\" twice"));
+            }
+        }
+        ids
+    };
+    let segments = list("segments", a.segments, true);
+    let exclude_segments = list("exclude_segments", a.exclude_segments, false);
+    for (i, id) in exclude_segments.iter().enumerate() {
+        if segments.contains(id) {
+            errs.push(format!("audience.exclude_segments[{i}]"), format!("\"{id}\" is also in audience.segments"));
+        }
+    }
+    (errs.0.len() == before).then_some(Audience { segments, exclude_segments })
+}
+
 fn validate_recipients(errs: &mut FieldErrors, list: Option<Vec<RecipientBody>>) -> Option<Vec<RecipientSpec>> {
     let Some(list) = list else {
-        errs.push("recipients", "is required: a list of 1 to 1000 recipients");
+        errs.push("recipients", "is required: a list of 1 to 1000 recipients (or an audience)");
         return None;
     };
     if list.is_empty() || list.len() > MAX_RECIPIENTS {

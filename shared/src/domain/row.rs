@@ -89,6 +89,18 @@ impl RecipientRow {
         format!("rcp_{}_{seq}", request_id.strip_prefix("req_").unwrap_or(request_id))
     }
 
+    /// An audience row's id follows from its request, contact and message, so a page fanned out
+    /// twice, or a contact in two of the audience's segments, names the same row.
+    pub fn id_for_member(request_id: &str, contact_id: &str, message_index: u32) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(contact_id.as_bytes());
+        h.update([0]);
+        h.update(message_index.to_be_bytes());
+        let digest = hex::encode(&h.finalize()[..12]);
+        format!("rcp_{}_m{digest}", request_id.strip_prefix("req_").unwrap_or(request_id))
+    }
+
     /// Moves the row to `status` at `at`, stamping the main-line statuses it implies.
     pub fn set_status(&mut self, status: Status, at: DateTime<Utc>) {
         for s in status.implied() {
@@ -101,7 +113,12 @@ impl RecipientRow {
 
     /// A job for this row alone (a row that must wait, or one the sweeper finds without a job).
     pub fn job(&self) -> Job {
-        Job { tenant_id: self.tenant_id.clone(), request_id: self.request_id.clone(), row_ids: vec![self.id.clone()] }
+        Job {
+            tenant_id: self.tenant_id.clone(),
+            request_id: self.request_id.clone(),
+            row_ids: vec![self.id.clone()],
+            fan_out: None,
+        }
     }
 }
 
@@ -233,6 +250,18 @@ impl RecipientRow {
         true
     }
 
+    /// Cancels a row no worker holds (`queued` or `retrying`): its broadcast was canceled.
+    /// `false`, and the row untouched, otherwise (a row inside a provider call finishes it).
+    pub fn cancel(&mut self, at: DateTime<Utc>) -> bool {
+        if !matches!(self.status, Status::Queued | Status::Retrying) {
+            return false;
+        }
+        self.set_status(Status::Canceled, at);
+        self.lease_until = None;
+        self.next_attempt_at = None;
+        true
+    }
+
     /// A provider's report moves the row forward only; `false` if `status` would not.
     pub fn advance(&mut self, status: Status, at: DateTime<Utc>, error: Option<String>) -> bool {
         if !self.status.can_advance_to(status) {
@@ -303,12 +332,42 @@ impl RowView<'_> {
 /// What the queue carries: pointers to up to [`Job::MAX_ROWS`] rows of one request, so a queue
 /// request moves ten recipients. Small by design (SQS allows 1 MiB). Each row is still claimed
 /// on its own; the job only saves queue requests.
+///
+/// A job with `fan_out` names no rows: it is the next page of an audience broadcast's members,
+/// which the worker turns into rows and their jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "JobBody")]
 pub struct Job {
     pub tenant_id: TenantId,
     pub request_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub row_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutStep>,
+}
+
+/// Where fan-out of an audience stands: the page of members to expand next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutStep {
+    /// Index into the audience's `segments`.
+    pub segment: u32,
+    /// The members' cursor within that segment; `None` at its first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Pages expanded before this one, over every segment: rows of page `p` get `seq`s from
+    /// `p * FanOutStep::SEQ_STRIDE`, so a request's rows keep a stable order.
+    pub page: u32,
+}
+
+impl FanOutStep {
+    /// Members a page holds at most; also the spacing of their rows' `seq`s (times the messages).
+    pub const PAGE: usize = 1_000;
+    pub const SEQ_STRIDE: u32 = (FanOutStep::PAGE * crate::domain::limits::MAX_TEMPLATES) as u32;
+
+    /// The first page of an audience.
+    pub fn first() -> FanOutStep {
+        FanOutStep { segment: 0, cursor: None, page: 0 }
+    }
 }
 
 impl Job {
@@ -334,7 +393,12 @@ impl Job {
 
     /// The same request's job for one of these rows alone.
     pub fn only(&self, row_id: &str) -> Job {
-        Job { tenant_id: self.tenant_id.clone(), request_id: self.request_id.clone(), row_ids: vec![row_id.into()] }
+        Job {
+            tenant_id: self.tenant_id.clone(),
+            request_id: self.request_id.clone(),
+            row_ids: vec![row_id.into()],
+            fan_out: None,
+        }
     }
 }
 
@@ -347,6 +411,8 @@ struct JobBody {
     #[serde(default)]
     row_ids: Vec<String>,
     row_id: Option<String>,
+    #[serde(default)]
+    fan_out: Option<FanOutStep>,
 }
 
 impl TryFrom<JobBody> for Job {
@@ -355,10 +421,10 @@ impl TryFrom<JobBody> for Job {
     fn try_from(b: JobBody) -> Result<Job, String> {
         let mut row_ids = b.row_ids;
         row_ids.extend(b.row_id);
-        if row_ids.is_empty() {
-            return Err("a job names no row".into());
+        if row_ids.is_empty() == b.fan_out.is_none() {
+            return Err("a job names either rows or a fan-out step".into());
         }
-        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids })
+        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids, fan_out: b.fan_out })
     }
 }
 
@@ -368,7 +434,12 @@ mod tests {
 
     #[test]
     fn a_job_serialises_as_it_did_when_its_tenant_was_a_string() {
-        let job = Job { tenant_id: TenantId::new("acme"), request_id: "req_1".into(), row_ids: vec!["rcp_1_0".into()] };
+        let job = Job {
+            tenant_id: TenantId::new("acme"),
+            request_id: "req_1".into(),
+            row_ids: vec!["rcp_1_0".into()],
+            fan_out: None,
+        };
         let body = r#"{"tenant_id":"acme","request_id":"req_1","row_ids":["rcp_1_0"]}"#;
         assert_eq!(serde_json::to_string(&job).unwrap(), body);
         assert_eq!(serde_json::from_str::<Job>(body).unwrap(), job);
@@ -376,7 +447,12 @@ mod tests {
 
     #[test]
     fn a_job_reads_both_its_own_body_and_the_single_row_one() {
-        let job = Job { tenant_id: TenantId::new("t"), request_id: "r".into(), row_ids: vec!["a".into(), "b".into()] };
+        let job = Job {
+            tenant_id: TenantId::new("t"),
+            request_id: "r".into(),
+            row_ids: vec!["a".into(), "b".into()],
+            fan_out: None,
+        };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","row_ids":["a","b"]}"#);
         assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
@@ -384,6 +460,17 @@ mod tests {
         assert_eq!(old, job.only("a"));
         assert!(serde_json::from_str::<Job>(r#"{"tenant_id":"t","request_id":"r"}"#).is_err());
         assert!(serde_json::from_str::<Job>(r#"{"tenant_id":"t","request_id":"r","row_ids":[]}"#).is_err());
+    }
+
+    #[test]
+    fn a_fan_out_job_names_a_step_and_no_rows() {
+        let step = FanOutStep { segment: 1, cursor: Some("c".into()), page: 7 };
+        let job = Job { tenant_id: TenantId::new("t"), request_id: "r".into(), row_ids: vec![], fan_out: Some(step) };
+        let body = serde_json::to_string(&job).unwrap();
+        assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","fan_out":{"segment":1,"cursor":"c","page":7}}"#);
+        assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
+        let both = r#"{"tenant_id":"t","request_id":"r","row_ids":["a"],"fan_out":{"segment":0,"page":0}}"#;
+        assert!(serde_json::from_str::<Job>(both).is_err(), "a job is rows or a step, never both");
     }
 
     #[test]

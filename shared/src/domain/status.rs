@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 
 /// A recipient row's status. It only ever moves forward:
 /// `queued → sending → sent → delivered → read|opened|played`, with `retrying` as the pause between
-/// attempts and the terminal branches `skipped`, `failed`, `bounced`, `complained`, `unsubscribed`.
+/// attempts and the terminal branches `skipped`, `failed`, `bounced`, `complained`, `unsubscribed`
+/// and `canceled` (its broadcast was canceled before the row was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -19,10 +20,11 @@ pub enum Status {
     Bounced,
     Complained,
     Unsubscribed,
+    Canceled,
 }
 
 impl Status {
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 14] = [
         Status::Queued,
         Status::Retrying,
         Status::Sending,
@@ -36,6 +38,7 @@ impl Status {
         Status::Bounced,
         Status::Complained,
         Status::Unsubscribed,
+        Status::Canceled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Status {
             Status::Bounced => "bounced",
             Status::Complained => "complained",
             Status::Unsubscribed => "unsubscribed",
+            Status::Canceled => "canceled",
         }
     }
 
@@ -92,6 +96,8 @@ impl Status {
             (Some(a), Some(b)) => b > a,
             (Some(a), None) => match next {
                 Status::Skipped => a <= 2,
+                // Only a row no worker holds: one inside a provider call finishes that call.
+                Status::Canceled => a <= 1,
                 Status::Failed | Status::Bounced => a <= 3,
                 Status::Complained | Status::Unsubscribed => true,
                 _ => false,

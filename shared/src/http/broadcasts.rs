@@ -15,6 +15,7 @@ use super::limit_param;
 use crate::app::Herald;
 use crate::domain::TenantId;
 use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
+use crate::ports::Progress;
 use crate::service::ingest::ingest;
 
 pub async fn create(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {
@@ -39,7 +40,8 @@ async fn run_create(h: &Herald, tenant: &TenantId, body: &[u8], source: &str) ->
         *counts.entry(r.status).or_insert(0u64) += 1;
     }
     let status = if background { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, Json(request_json(&accepted.request, &counts, &accepted.rows, None))).into_response())
+    let view = request_json(&accepted.request, &counts, &Progress::default(), &accepted.rows, None);
+    Ok((status, Json(view)).into_response())
 }
 
 pub async fn get(
@@ -61,29 +63,51 @@ pub async fn get(
         return Err(ApiError::NotFound(format!("no send request \"{id}\"")));
     };
     let counts = h.requests.count_rows(&tenant, &id).await?;
+    let progress = h.requests.progress(&tenant, &id).await?;
     let rows = h.requests.list_rows(&tenant, &id, after, limit).await?;
-    let next = (rows.len() as u32 == limit && rows.last().is_some_and(|r| r.seq + 1 < request.row_count))
-        .then(|| rows.last().map(|r| r.seq))
-        .flatten();
-    Ok(Json(request_json(&request, &counts, &rows, next)))
+    // An audience's rows have no known last `seq`: a full page may have more behind it.
+    let more = |last: &RecipientRow| request.audience.is_some() || last.seq + 1 < request.row_count;
+    let next =
+        (rows.len() as u32 == limit && rows.last().is_some_and(more)).then(|| rows.last().map(|r| r.seq)).flatten();
+    Ok(Json(request_json(&request, &counts, &progress, &rows, next)))
+}
+
+/// `POST /v1/broadcasts/{request_id}/cancel`: answers the request as it stands once canceled.
+pub async fn cancel(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (request, progress) = crate::service::cancel::cancel(h.requests.as_ref(), &tenant, &id).await?;
+    let counts = h.requests.count_rows(&tenant, &id).await?;
+    Ok(Json(request_json(&request, &counts, &progress, &[], None)))
 }
 
 /// The API view of a send request: its settings, a status summary and a page of its rows.
 pub(crate) fn request_json(
     req: &SendRequest,
     counts: &BTreeMap<Status, u64>,
+    progress: &Progress,
     rows: &[RecipientRow],
     next: Option<u32>,
 ) -> Value {
-    let total: u64 = counts.values().sum();
+    let made: u64 = counts.values().sum();
     let pending: u64 = counts.iter().filter(|(s, _)| s.is_pending()).map(|(_, n)| n).sum();
-    let state = if pending == 0 {
+    let fanning_out = req.audience.is_some() && progress.fanned_out_at.is_none() && progress.canceled_at.is_none();
+    // Canceled is final the moment it is answered; `summary.pending` shows what is still settling.
+    let state = if progress.canceled_at.is_some() {
+        "canceled"
+    } else if fanning_out {
+        "fanning_out"
+    } else if pending == 0 {
         "completed"
-    } else if pending == total && counts.get(&Status::Queued) == Some(&total) {
+    } else if pending == made && counts.get(&Status::Queued) == Some(&made) {
         "queued"
     } else {
-        "in_progress"
+        "sending"
     };
+    // An audience's total is known once fan-out has made its last row.
+    let total = (!fanning_out).then_some(made);
     let by_status: serde_json::Map<String, Value> = counts.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
     let recipients: Vec<Value> = rows
         .iter()
@@ -103,8 +127,10 @@ pub(crate) fn request_json(
         "metadata": req.metadata,
         "recipient_count": req.recipient_count,
         "row_count": req.row_count,
+        "audience": req.audience,
         "state": state,
-        "summary": {"total": total, "pending": pending, "terminal": total - pending, "by_status": by_status},
+        "canceled_at": progress.canceled_at,
+        "summary": {"total": total, "rows_made": made, "pending": pending, "terminal": made - pending, "by_status": by_status},
         "recipients": recipients,
         "next_cursor": next,
     })

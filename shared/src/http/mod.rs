@@ -36,6 +36,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/healthz", get(healthz))
         .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody { owner: None }))
         .route("/v1/broadcasts/{request_id}", get(broadcasts::get))
+        .route("/v1/broadcasts/{request_id}/cancel", axum::routing::post(broadcasts::cancel))
         .route("/v1/templates", get(catalog::list_templates))
         .route(
             "/v1/templates/{id}",

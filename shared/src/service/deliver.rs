@@ -35,6 +35,8 @@ pub struct Deliver {
     pub providers: Providers,
     pub settings: Settings,
     pub cache: RequestCache,
+    /// Jobs that carry a page of an audience rather than rows go here.
+    pub fan_out: Arc<super::fanout::FanOut>,
 }
 
 /// Send requests are immutable once stored, so delivery caches them.
@@ -126,7 +128,7 @@ fn attempt_end(status: Status) -> Option<Attempt> {
         Status::Queued | Status::Sending => None,
         Status::Retrying => Some(Attempt::Retrying),
         Status::Failed | Status::Bounced | Status::Complained => Some(Attempt::Failed),
-        Status::Skipped | Status::Unsubscribed => Some(Attempt::Skipped),
+        Status::Skipped | Status::Unsubscribed | Status::Canceled => Some(Attempt::Skipped),
         Status::Sent | Status::Delivered | Status::Read | Status::Opened | Status::Played => Some(Attempt::Sent),
     }
 }

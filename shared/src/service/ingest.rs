@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::domain::ids::IdStyle;
 use crate::domain::limits::{MAX_INLINE_ROWS, MAX_ROWS};
 use crate::domain::{
-    FieldErrors, HeaderKind, Job, MessageSource, PlannedMessage, RecipientRow, SendPlan, SendRequest, Template,
-    TenantId,
+    Audience, FanOutStep, FieldErrors, HeaderKind, Job, MessageSource, PlannedMessage, RecipientRow, SendPlan,
+    SendRequest, Template, TenantId,
 };
 use crate::logging::ACTIVITY;
-use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, StoreError};
+use crate::ports::{Catalog, JobQueue, OutgoingJob, RequestLog, RowLeases, Segments, StoreError};
 use crate::retry;
 
 use super::admission::Admission;
@@ -27,6 +27,8 @@ pub struct Ingest {
     /// Fails rows that were stored but could not be queued.
     pub rows: Arc<dyn RowLeases>,
     pub catalog: Arc<dyn Catalog>,
+    /// Where an audience's segments are looked up.
+    pub segments: Arc<dyn Segments>,
     pub queue: Arc<dyn JobQueue>,
     /// Per-tenant sending allowance.
     pub admission: Admission,
@@ -107,7 +109,12 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
     let (messages, campaign) = resolve_messages(h, tenant, &plan.source).await?;
     check_plan(&plan, &messages)?;
     check_media_links(h, &plan, &messages).await?;
-    match h.admission.admit(tenant, plan.recipients.len() as u64) {
+    if let Some(audience) = &plan.audience {
+        check_segments(h, tenant, audience).await?;
+    }
+    // An audience's size is known only once it is fanned out: the request itself is admitted.
+    let admitted = if plan.audience.is_some() { 1 } else { plan.recipients.len() as u64 };
+    match h.admission.admit(tenant, admitted) {
         Ok(()) => {}
         Err(super::admission::Refusal::Later(wait)) => return Err(ServiceError::RateLimited(wait)),
         Err(super::admission::Refusal::TooMany { cap }) => {
@@ -140,7 +147,13 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
         metadata: plan.metadata,
         background: plan.background,
         send_at: plan.send_at,
+        audience: plan.audience,
     };
+    if request.audience.is_some() {
+        store_and_fan_out(h, &request, keyed).await?;
+        tracing::debug!(request_id = %request.id, source, "audience broadcast queued for fan-out");
+        return Ok(Accepted { request: Arc::new(request), rows: Vec::new() });
+    }
     let mut rows = Vec::with_capacity(request.row_count as usize);
     for (ri, recipient) in plan.recipients.into_iter().enumerate() {
         for (mi, message) in request.messages.iter().enumerate() {
@@ -221,6 +234,54 @@ async fn store_and_queue(
     Ok(())
 }
 
+/// Every segment an audience names must be the tenant's: another tenant's is as unknown as one
+/// that never was.
+async fn check_segments(h: &Ingest, tenant: &TenantId, audience: &Audience) -> Result<(), ServiceError> {
+    for id in audience.segments.iter().chain(&audience.exclude_segments) {
+        if h.segments.get_segment(tenant, id).await?.is_none() {
+            return Err(ServiceError::NotFound("segment"));
+        }
+    }
+    Ok(())
+}
+
+/// Stores an audience request and queues the first page of its fan-out. When queueing fails the
+/// request is canceled, so it never waits for a fan-out that will not come — unless the call has
+/// an idempotency key, whose retry finds the stored request and queues its fan-out instead.
+async fn store_and_fan_out(h: &Ingest, request: &SendRequest, keyed: bool) -> Result<(), ServiceError> {
+    store_within(STORE_BUDGET, "storing a send request", || h.requests.insert_request(request, &[])).await?;
+    let jobs = [fan_out_job(request)];
+    let queued = store_within(STORE_BUDGET, "queueing a fan-out job", || h.queue.send_batch(&jobs)).await;
+    if let Err(e) = queued {
+        if !keyed {
+            let cancel = super::retry_store("canceling an unqueued request", 5, || {
+                h.requests.cancel_request(&request.tenant_id, &request.id, crate::domain::now())
+            });
+            let error = match retry::within(FAIL_BUDGET, cancel).await {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.to_string()),
+                None => Some("it did not finish in time".to_string()),
+            };
+            if let Some(error) = error {
+                tracing::error!(request_id = %request.id, %error, "could not cancel a request whose fan-out was not queued");
+            }
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// The job for the first page of an audience request.
+fn fan_out_job(request: &SendRequest) -> OutgoingJob {
+    let job = Job {
+        tenant_id: request.tenant_id.clone(),
+        request_id: request.id.clone(),
+        row_ids: Vec::new(),
+        fan_out: Some(FanOutStep::first()),
+    };
+    OutgoingJob { job, delay: Duration::ZERO }
+}
+
 /// [`super::retry_store`] (5 tries) with every retry inside it, however deep, bounded by `budget`.
 async fn store_within<T, F, Fut>(budget: Duration, what: &str, call: F) -> Result<T, StoreError>
 where
@@ -237,6 +298,16 @@ where
 async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceError> {
     let _ = KEYED.try_with(|k| k.replayed.store(true, Ordering::Relaxed));
     let tenant = request.tenant_id.clone();
+    if request.audience.is_some() {
+        // Its rows' jobs go with the pages that made them; a fan-out that may never have been
+        // queued starts again (pages already expanded make no second row).
+        let progress = h.requests.progress(&tenant, &request.id).await?;
+        if progress.fanned_out_at.is_none() && progress.canceled_at.is_none() {
+            let jobs = [fan_out_job(&request)];
+            super::retry_store("queueing a fan-out job", 5, || h.queue.send_batch(&jobs)).await?;
+        }
+        return Ok(Accepted { request: Arc::new(request), rows: Vec::new() });
+    }
     let listed = super::retry_store("reading a stored request's rows", 3, || {
         h.requests.list_rows(&tenant, &request.id, None, request.row_count.max(1))
     });
@@ -454,6 +525,9 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
             "recipients",
             format!("{rows} recipient rows (recipients × templates) exceed the limit of {MAX_ROWS}"),
         );
+    }
+    if plan.audience.is_some() && !plan.background {
+        errs.push("background", "must be true for an audience: its rows are made through the queue");
     }
     if !plan.background {
         if rows > MAX_INLINE_ROWS {

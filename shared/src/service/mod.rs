@@ -2,8 +2,10 @@
 
 pub mod admission;
 pub mod callbacks;
+pub mod cancel;
 pub mod catalog;
 pub mod deliver;
+pub mod fanout;
 pub mod ingest;
 pub mod key_cache;
 pub mod keys;

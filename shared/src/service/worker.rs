@@ -54,6 +54,9 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
             return JobResult::Leave;
         }
     };
+    if let Some(step) = &job.fan_out {
+        return super::fanout::expand(&h.fan_out, &job, step).await;
+    }
     let at_once = h.settings.job_rows_at_once.max(1);
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());
     let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())
@@ -190,7 +193,8 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
         }
         idle = Duration::from_millis(5);
         for received in batch {
-            let rows = serde_json::from_str::<Job>(&received.body).map_or(1, |j| j.row_ids.len());
+            // A fan-out job holds one slot while it expands its page.
+            let rows = serde_json::from_str::<Job>(&received.body).map_or(1, |j| j.row_ids.len().max(1));
             in_hand.take(rows);
             let (h, slots, in_hand) = (h.clone(), slots.clone(), in_hand.clone());
             tokio::spawn(async move {

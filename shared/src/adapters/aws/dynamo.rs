@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -267,11 +268,27 @@ impl DynamoStore {
         &self,
         tenant: &TenantId,
         id: &str,
+        f: impl FnMut(&mut RecipientRow) -> (R, bool),
+        missing: R,
+    ) -> StoreResult<R> {
+        self.update_read_row(tenant, id, None, f, missing).await
+    }
+
+    /// [`Self::update_row`] starting from a row (and its version) the caller has just read.
+    async fn update_read_row<R>(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        mut read: Option<(RecipientRow, i64)>,
         mut f: impl FnMut(&mut RecipientRow) -> (R, bool),
         missing: R,
     ) -> StoreResult<R> {
         for _ in 0..OCC_TRIES {
-            let Some((mut row, ver)) = self.read_row(tenant, id).await? else { return Ok(missing) };
+            let read = match read.take() {
+                Some(r) => Some(r),
+                None => self.read_row(tenant, id).await?,
+            };
+            let Some((mut row, ver)) = read else { return Ok(missing) };
             let (answer, write) = f(&mut row);
             if !write {
                 return Ok(answer);
@@ -627,18 +644,29 @@ impl RequestLog for DynamoStore {
     ) -> StoreResult<Vec<RecipientRow>> {
         let Some(req) = self.get_request(tenant, request_id).await? else { return Ok(vec![]) };
         let from = after.map(|a| a + 1).unwrap_or(0);
-        let to = from.saturating_add(limit).min(req.row_count);
-        let keys = (from..to).map(|seq| key(row_pk(tenant, &RecipientRow::id_for(request_id, seq)), "ROW")).collect();
+        let ids: Vec<String> = if req.audience.is_some() {
+            self.fanned_out_ids(tenant, request_id, from, limit).await?
+        } else {
+            let to = from.saturating_add(limit).min(req.row_count);
+            (from..to).map(|seq| RecipientRow::id_for(request_id, seq)).collect()
+        };
+        let keys = ids.iter().map(|id| key(row_pk(tenant, id), "ROW")).collect();
         let mut rows =
             self.batch_get(keys, None).await?.iter().map(doc::<RecipientRow>).collect::<StoreResult<Vec<_>>>()?;
         rows.sort_by_key(|r| r.seq);
+        rows.retain(|r| r.seq >= from);
+        rows.truncate(limit as usize);
         Ok(rows)
     }
 
     async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
         let Some(req) = self.get_request(tenant, request_id).await? else { return Ok(BTreeMap::new()) };
-        let keys =
-            (0..req.row_count).map(|seq| key(row_pk(tenant, &RecipientRow::id_for(request_id, seq)), "ROW")).collect();
+        let ids: Vec<String> = if req.audience.is_some() {
+            self.fanned_out_ids(tenant, request_id, 0, u32::MAX).await?
+        } else {
+            (0..req.row_count).map(|seq| RecipientRow::id_for(request_id, seq)).collect()
+        };
+        let keys = ids.iter().map(|id| key(row_pk(tenant, id), "ROW")).collect();
         let mut counts = BTreeMap::new();
         for item in self.batch_get(keys, Some("#st")).await? {
             let st = text(&item, "status")
@@ -647,6 +675,140 @@ impl RequestLog for DynamoStore {
             *counts.entry(st).or_insert(0) += 1;
         }
         Ok(counts)
+    }
+
+    async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>> {
+        if self.progress(tenant, request_id).await?.canceled_at.is_some() {
+            return Ok(Vec::new());
+        }
+        // The page index first: a row exists only once its page lists it.
+        let mut pages: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for r in rows {
+            pages.entry(r.seq / INDEX_BAND).or_default().push(r.id.clone());
+        }
+        for (page, ids) in pages {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pages_pk(tenant, request_id), format!("P#{page:010}"))))
+                .update_expression("ADD #ids :ids")
+                .expression_attribute_names("#ids", "ids")
+                .expression_attribute_values(":ids", AttributeValue::Ss(ids))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        // Each row only if absent: a page expanded again must never reset a row already sent.
+        let queued = futures::stream::iter(rows.iter().cloned().map(|r| self.put_new_row(tenant, r)))
+            .buffer_unordered(ROW_PUTS_AT_ONCE)
+            .collect::<Vec<StoreResult<Option<String>>>>()
+            .await;
+        queued.into_iter().filter_map(Result::transpose).collect()
+    }
+
+    async fn finish_fan_out(&self, tenant: &TenantId, request_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(request_pk(tenant, request_id), "PROGRESS")))
+            .update_expression("SET fanned_out_at = if_not_exists(fanned_out_at, :t)")
+            .expression_attribute_values(":t", n(millis(at)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn cancel_request(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(request_pk(tenant, request_id), "PROGRESS")))
+            .update_expression("SET canceled_at = if_not_exists(canceled_at, :t)")
+            .expression_attribute_values(":t", n(millis(at)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let first =
+            out.attributes.as_ref().and_then(|a| number(a, "canceled_at")).and_then(DateTime::from_timestamp_millis);
+        Ok(first.unwrap_or(at))
+    }
+
+    async fn progress(&self, tenant: &TenantId, request_id: &str) -> StoreResult<Progress> {
+        let Some(item) = self.get(request_pk(tenant, request_id), "PROGRESS", true).await? else {
+            return Ok(Progress::default());
+        };
+        let at = |name| number(&item, name).and_then(DateTime::from_timestamp_millis);
+        Ok(Progress { fanned_out_at: at("fanned_out_at"), canceled_at: at("canceled_at") })
+    }
+}
+
+/// Rows put at once by one fan-out page (each a conditional `PutItem`).
+const ROW_PUTS_AT_ONCE: usize = 32;
+/// `seq`s per row index item: 1,000 row ids stay far under DynamoDB's 400 KB item limit.
+const INDEX_BAND: u32 = 1_000;
+
+fn pages_pk(tenant: &str, request_id: &str) -> String {
+    format!("T#{tenant}#REQ#{request_id}#PAGES")
+}
+
+impl DynamoStore {
+    /// Puts a fan-out row unless one has its id; its id if it is `queued` afterwards.
+    async fn put_new_row(&self, tenant: &TenantId, row: RecipientRow) -> StoreResult<Option<String>> {
+        if self.put_if(Self::row_item(&row, 0)?, "attribute_not_exists(pk)", HashMap::new()).await? {
+            return Ok(Some(row.id));
+        }
+        let stored = self.read_row(tenant, &row.id).await?;
+        Ok(stored.filter(|(row, _)| row.status == Status::Queued).map(|(row, _)| row.id))
+    }
+
+    /// Up to `limit` ids of an audience request's rows from `seq` `from` on, as its fan-out page
+    /// items list them (rows of earlier seqs in the first page are dropped by the caller).
+    async fn fanned_out_ids(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        from: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let first = format!("P#{:010}", from / INDEX_BAND);
+        let mut ids = Vec::new();
+        // A contact in two of the audience's segments is listed in two bands: one row.
+        let mut seen = std::collections::HashSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk >= :first")
+                .expression_attribute_values(":pk", s(pages_pk(tenant, request_id)))
+                .expression_attribute_values(":first", s(&first))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(AttributeValue::Ss(page)) = item.get("ids") {
+                    ids.extend(page.iter().filter(|id| seen.insert(id.to_string())).cloned());
+                }
+                // A band holds at most `INDEX_BAND` rows: enough bands for `limit` rows past `from`.
+                if ids.len() as u64 >= u64::from(limit) + u64::from(INDEX_BAND) {
+                    return Ok(ids);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(ids),
+            }
+        }
     }
 }
 
@@ -659,10 +821,18 @@ impl RowLeases for DynamoStore {
         at: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim> {
-        self.update_row(
+        let Some(read) = self.read_row(tenant, row_id).await? else { return Ok(Claim::Missing) };
+        // Read strongly before the claim: once a cancel has been answered, no claim goes through.
+        let canceled = self.progress(tenant, &read.0.request_id).await?.canceled_at.is_some();
+        self.update_read_row(
             tenant,
             row_id,
+            Some(read),
             |row| {
+                if canceled && !matches!(row.status, Status::Sending) {
+                    let write = row.cancel(at);
+                    return (Claim::Done(row.clone()), write);
+                }
                 let c = row.claim(at, lease_until);
                 let write = c.took_lease();
                 (c, write)

@@ -59,6 +59,47 @@ pub(super) fn take_old_queue(dir: &Path, conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Row counts per request and status, kept by triggers in the transaction of every row write, so
+/// a broadcast's summary never reads its rows. A database from before them gets the table, the
+/// triggers and the counts of the rows it holds, in one transaction.
+pub(super) fn add_row_counts(conn: &Connection) -> StoreResult<()> {
+    let present: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'row_counts'", [], |r| {
+            r.get(0)
+        })?;
+    if present > 0 {
+        return Ok(());
+    }
+    let added = conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE row_counts (
+             tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+             PRIMARY KEY (tenant_id, request_id, status)
+         ) WITHOUT ROWID;
+         CREATE TRIGGER row_counts_insert AFTER INSERT ON recipient_rows BEGIN
+             INSERT INTO row_counts (tenant_id, request_id, status, n) VALUES (new.tenant_id, new.request_id, new.status, 1)
+                 ON CONFLICT (tenant_id, request_id, status) DO UPDATE SET n = n + 1;
+         END;
+         CREATE TRIGGER row_counts_update AFTER UPDATE OF status ON recipient_rows WHEN old.status <> new.status BEGIN
+             UPDATE row_counts SET n = n - 1
+                 WHERE tenant_id = old.tenant_id AND request_id = old.request_id AND status = old.status;
+             INSERT INTO row_counts (tenant_id, request_id, status, n) VALUES (new.tenant_id, new.request_id, new.status, 1)
+                 ON CONFLICT (tenant_id, request_id, status) DO UPDATE SET n = n + 1;
+         END;
+         CREATE TRIGGER row_counts_delete AFTER DELETE ON recipient_rows BEGIN
+             UPDATE row_counts SET n = n - 1
+                 WHERE tenant_id = old.tenant_id AND request_id = old.request_id AND status = old.status;
+         END;
+         INSERT INTO row_counts (tenant_id, request_id, status, n)
+             SELECT tenant_id, request_id, status, COUNT(*) FROM recipient_rows GROUP BY tenant_id, request_id, status;
+         COMMIT;",
+    );
+    if added.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    Ok(added?)
+}
+
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot move an old data file: {e}"))
 }

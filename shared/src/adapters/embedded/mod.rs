@@ -114,7 +114,11 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
     let path = dir.join(DATABASE);
     migrate::rename_store_file(dir, &path)?;
     let schema = format!("{}\n{}\n{}", store::SCHEMA, queue::SCHEMA, segments::SCHEMA);
-    let engine = Arc::new(Engine::open_with(&path, &schema, |c| migrate::take_old_queue(dir, c))?);
+    let prepare = |c: &Connection| {
+        migrate::take_old_queue(dir, c)?;
+        migrate::add_row_counts(c)
+    };
+    let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
     let store = EmbeddedStore::new(Db::new(engine.clone()));
     let queue = EmbeddedQueue::new(Db::new(engine), max_receives);
     Ok((Arc::new(store), Arc::new(queue)))

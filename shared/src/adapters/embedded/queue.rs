@@ -168,11 +168,17 @@ impl EmbeddedQueue {
 }
 
 /// Jobs as (message id, body, visible at), ready for [`insert`].
+/// Jobs are received oldest-visible first; a fan-out page due now goes ahead of every row job
+/// (it sorts as visible this long ago), so an audience keeps fanning out at its own pace however
+/// many of its rows wait to be sent.
+const FAN_OUT_AHEAD_MS: i64 = 24 * 60 * 60 * 1000;
+
 fn bodies(jobs: &[OutgoingJob], t: i64) -> StoreResult<Vec<(String, String, i64)>> {
     jobs.iter()
         .map(|j| {
             let body = serde_json::to_string(&j.job)?;
-            Ok((uuid::Uuid::new_v4().to_string(), body, t + j.delay.as_millis() as i64))
+            let ahead = if j.job.fan_out.is_some() && j.delay.is_zero() { FAN_OUT_AHEAD_MS } else { 0 };
+            Ok((uuid::Uuid::new_v4().to_string(), body, t + j.delay.as_millis() as i64 - ahead))
         })
         .collect()
 }

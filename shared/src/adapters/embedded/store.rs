@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS recipient_rows (
 CREATE INDEX IF NOT EXISTS recipient_rows_request ON recipient_rows(tenant_id, request_id, seq);
 CREATE INDEX IF NOT EXISTS recipient_rows_status ON recipient_rows(status);
 CREATE INDEX IF NOT EXISTS recipient_rows_external ON recipient_rows(external_message_id) WHERE external_message_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS request_progress (
+    tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, fanned_out_at INTEGER, canceled_at INTEGER,
+    PRIMARY KEY (tenant_id, request_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,
     status INTEGER, body TEXT, locked_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
@@ -546,9 +550,10 @@ impl RequestLog for EmbeddedStore {
         self.db
             .read(move |c| {
                 let mut st = c.prepare_cached(
-                    "SELECT status, COUNT(*) FROM recipient_rows WHERE tenant_id = ?1 AND request_id = ?2 GROUP BY status",
+                    "SELECT status, n FROM row_counts WHERE tenant_id = ?1 AND request_id = ?2 AND n > 0",
                 )?;
-                let rows = st.query_map(params![tenant, request_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let rows =
+                    st.query_map(params![tenant, request_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
                 let mut out = BTreeMap::new();
                 for r in rows {
                     let (s, n) = r?;
@@ -559,6 +564,115 @@ impl RequestLog for EmbeddedStore {
             })
             .await
     }
+
+    async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>> {
+        let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
+        let rows: Vec<(String, u32, String)> =
+            rows.iter().map(|r| Ok((r.id.clone(), r.seq, serde_json::to_string(r)?))).collect::<StoreResult<_>>()?;
+        self.db
+            .write(move |c| {
+                let tx = c.savepoint()?;
+                if canceled_at(&tx, &tenant, &request_id)?.is_some() {
+                    return Ok(Vec::new());
+                }
+                let mut queued = Vec::new();
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)
+                         ON CONFLICT (tenant_id, id) DO NOTHING",
+                    )?;
+                    let mut status =
+                        tx.prepare_cached("SELECT status FROM recipient_rows WHERE tenant_id = ?1 AND id = ?2")?;
+                    for (row_id, seq, data) in rows {
+                        let new = insert.execute(params![tenant, row_id, request_id, seq, data])? == 1;
+                        if new || status.query_row(params![tenant, row_id], |r| r.get::<_, String>(0))? == "queued" {
+                            queued.push(row_id);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(queued)
+            })
+            .await
+    }
+
+    async fn finish_fan_out(&self, tenant: &TenantId, request_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let (tenant, request_id, at) = (tenant.to_string(), request_id.to_string(), ms(at));
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO request_progress (tenant_id, request_id, fanned_out_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant_id, request_id) DO UPDATE SET fanned_out_at = COALESCE(fanned_out_at, excluded.fanned_out_at)",
+                )?
+                .execute(params![tenant, request_id, at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn cancel_request(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
+        let stamp = serde_json::to_value(at)?;
+        let stamp = stamp.as_str().unwrap_or_default().to_string();
+        self.db
+            .write(move |c| {
+                let tx = c.savepoint()?;
+                if let Some(first) = canceled_at(&tx, &tenant, &request_id)? {
+                    return Ok(first);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO request_progress (tenant_id, request_id, canceled_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant_id, request_id) DO UPDATE SET canceled_at = excluded.canceled_at",
+                )?
+                .execute(params![tenant, request_id, ms(at)])?;
+                // Every row no worker holds, at once, as `RecipientRow::cancel` would: its document
+                // is edited in place rather than read and written back, a million rows being usual.
+                tx.prepare_cached(
+                    "UPDATE recipient_rows SET status = 'canceled', data = json_set(data,
+                         '$.status', 'canceled', '$.times.canceled', ?3, '$.updated_at', ?3,
+                         '$.next_attempt_at', NULL, '$.lease_until', NULL)
+                     WHERE tenant_id = ?1 AND request_id = ?2 AND status IN ('queued', 'retrying')",
+                )?
+                .execute(params![tenant, request_id, stamp])?;
+                tx.commit()?;
+                Ok(at)
+            })
+            .await
+    }
+
+    async fn progress(&self, tenant: &TenantId, request_id: &str) -> StoreResult<Progress> {
+        let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
+        self.db
+            .read(move |c| {
+                let found: Option<(Option<i64>, Option<i64>)> = c
+                    .prepare_cached(
+                        "SELECT fanned_out_at, canceled_at FROM request_progress WHERE tenant_id = ?1 AND request_id = ?2",
+                    )?
+                    .query_row(params![tenant, request_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (fanned, canceled) = found.unwrap_or_default();
+                Ok(Progress { fanned_out_at: fanned.and_then(from_ms), canceled_at: canceled.and_then(from_ms) })
+            })
+            .await
+    }
+}
+
+fn from_ms(t: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(t)
+}
+
+/// When the request was canceled, if it was.
+fn canceled_at(c: &Connection, tenant: &str, request_id: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    let at: Option<Option<i64>> = c
+        .prepare_cached("SELECT canceled_at FROM request_progress WHERE tenant_id = ?1 AND request_id = ?2")?
+        .query_row(params![tenant, request_id], |r| r.get(0))
+        .optional()?;
+    Ok(at.flatten().and_then(from_ms))
 }
 
 #[async_trait]
@@ -575,6 +689,18 @@ impl RowLeases for EmbeddedStore {
             .write(move |c| {
                 let tx = c.savepoint()?;
                 let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
+                // Checked in the claim's own transaction: once a cancel has committed, no row of
+                // its request starts a provider call.
+                if canceled_at(&tx, &tenant, &row.request_id)?.is_some() {
+                    if row.cancel(now) {
+                        save_row(&tx, &row)?;
+                        tx.commit()?;
+                        return Ok(Claim::Done(row));
+                    }
+                    if !row.status.is_pending() {
+                        return Ok(Claim::Done(row));
+                    }
+                }
                 let claim = row.claim(now, lease_until);
                 if claim.took_lease() {
                     save_row(&tx, &row)?;

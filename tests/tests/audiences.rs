@@ -1,0 +1,198 @@
+//! Audience broadcasts through the front door: a broadcast to segments is fanned out through the
+//! queue into one row per member, a contact in two segments gets one message, excluded members
+//! none; cancel stops what is not yet sent; another tenant's segments and requests are 404.
+
+use herald::providers::sandbox::SandboxBehaviour;
+use herald_tests::{error_fields, fast_settings, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// A phone number for member `i` (100,000 distinct ones).
+fn phone(i: usize) -> String {
+    const AREAS: [u32; 10] = [415, 212, 312, 617, 206, 303, 512, 702, 404, 305];
+    format!("+1{}555{:04}", AREAS[i / 10_000 % AREAS.len()], i % 10_000)
+}
+
+/// Creates segment `id` holding the contacts with the phones of `members` (found or created).
+async fn segment(s: &TestServer, id: &str, members: std::ops::Range<usize>) {
+    let (status, body) = s.put(&format!("/v1/segments/{id}"), json!({"name": id})).await;
+    assert!(status.is_success(), "{status} {body}");
+    let all: Vec<usize> = members.collect();
+    for chunk in all.chunks(10_000) {
+        let contacts: Vec<Value> = chunk.iter().map(|i| json!({"phone": phone(*i)})).collect();
+        let (status, body) = s.post(&format!("/v1/segments/{id}/members"), json!({"contacts": contacts})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
+async fn broadcast(s: &TestServer, audience: Value) -> Value {
+    let body = json!({"audience": audience, "messages": [{"text": "Hello"}], "channel": "sms"});
+    let (status, answer) = s.post("/v1/broadcasts", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer
+}
+
+/// Polls until the request has left `fanning_out` and no row is pending.
+async fn settled(s: &TestServer, id: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, body) = s.get(&format!("/v1/broadcasts/{id}?limit=1")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["state"] != "fanning_out" && body["summary"]["pending"] == json!(0) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not settled after {timeout:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_member_segment_gets_exactly_one_message_each() {
+    const MEMBERS: usize = 100_000;
+    let s = TestServer::start().await;
+    segment(&s, "everyone", 0..MEMBERS).await;
+    let before = s.stored().await.counts;
+    let answer = broadcast(&s, json!({"segments": ["everyone"]})).await;
+    assert_eq!(answer["state"], "fanning_out", "{answer}");
+    assert_eq!(answer["summary"]["total"], Value::Null, "the total is not known before fan-out: {answer}");
+    let id = answer["request_id"].as_str().unwrap();
+
+    let done = settled(&s, id, Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["summary"]["total"], json!(MEMBERS), "{done}");
+    assert_eq!(done["summary"]["by_status"], json!({"sent": MEMBERS}), "{done}");
+    let after = s.stored().await.counts;
+    assert_eq!(after.rows - before.rows, MEMBERS as u64, "one row per member");
+    assert_eq!(after.outbox - before.outbox, MEMBERS as u64, "one sandbox record per member");
+    assert_eq!(after.contacts, before.contacts, "fan-out creates no contact");
+
+    // The rows page through in a stable order and name every member once.
+    let mut seen = HashSet::new();
+    let mut cursor: Option<u64> = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/v1/broadcasts/{id}?limit=1000&cursor={c}"),
+            None => format!("/v1/broadcasts/{id}?limit=1000"),
+        };
+        let (_, page) = s.get(&path).await;
+        for r in page["recipients"].as_array().unwrap() {
+            assert!(seen.insert(r["contact_id"].as_str().unwrap().to_string()), "a contact listed twice: {r}");
+        }
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), MEMBERS);
+}
+
+#[tokio::test]
+async fn a_contact_in_two_segments_gets_one_message_and_excluded_members_none() {
+    let s = TestServer::start().await;
+    segment(&s, "a", 0..30).await;
+    segment(&s, "b", 20..50).await;
+    segment(&s, "blocked", 0..5).await;
+    let answer = broadcast(&s, json!({"segments": ["a", "b"], "exclude_segments": ["blocked"]})).await;
+    let id = answer["request_id"].as_str().unwrap();
+    let done = settled(&s, id, Duration::from_secs(60)).await;
+    assert_eq!(done["summary"]["total"], json!(45), "{done}");
+    let sent: Vec<String> = s.outbox(id).await.iter().map(|m| m["to"].as_str().unwrap().to_string()).collect();
+    let distinct: HashSet<&String> = sent.iter().collect();
+    assert_eq!(sent.len(), 45, "{sent:?}");
+    assert_eq!(distinct.len(), 45, "someone got two messages: {sent:?}");
+    for i in 0..5 {
+        assert!(!distinct.contains(&phone(i)), "excluded member {i} got a message");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_every_row_not_already_inside_a_provider_call() {
+    const WORKERS: usize = 4;
+    let sandbox = SandboxBehaviour { delay: Duration::from_millis(20), ..Default::default() };
+    let s = TestServer::start_with(fast_settings(), sandbox, WORKERS).await;
+    segment(&s, "all", 0..3_000).await;
+    let answer = broadcast(&s, json!({"segments": ["all"]})).await;
+    let id = answer["request_id"].as_str().unwrap().to_string();
+    // Let some go out first.
+    loop {
+        let (_, now) = s.get(&format!("/v1/broadcasts/{id}?limit=1")).await;
+        if now["summary"]["by_status"]["sent"].as_u64().unwrap_or(0) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, canceled) = s.post(&format!("/v1/broadcasts/{id}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{canceled}");
+    let at_answer = s.stored().await.counts.outbox;
+    assert_eq!(canceled["state"], "canceled", "{canceled}");
+    assert!(canceled["canceled_at"].is_string(), "{canceled}");
+
+    let done = settled(&s, &id, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "canceled", "{done}");
+    let after = s.stored().await.counts.outbox;
+    assert!(after - at_answer <= WORKERS as u64, "{} sends began after the cancel was answered", after - at_answer);
+    let by = &done["summary"]["by_status"];
+    let (sent, gone) = (by["sent"].as_u64().unwrap_or(0), by["canceled"].as_u64().unwrap_or(0));
+    assert!(gone > 0, "{done}");
+    assert_eq!(sent + gone, done["summary"]["rows_made"].as_u64().unwrap(), "every row is sent or canceled: {done}");
+    assert_eq!(sent, after, "each sent row has its one sandbox record");
+
+    // Canceling again changes nothing; the rows say `canceled`.
+    let (status, again) = s.post(&format!("/v1/broadcasts/{id}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["canceled_at"], canceled["canceled_at"]);
+    let (_, page) = s.get(&format!("/v1/broadcasts/{id}?limit=1000")).await;
+    let statuses: HashSet<&str> =
+        page["recipients"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(statuses.contains("canceled"), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn another_tenants_segments_and_broadcasts_are_not_found() {
+    let s = TestServer::start().await;
+    segment(&s, "mine", 0..3).await;
+    let other = s.key_for("other").await;
+    let body = json!({"audience": {"segments": ["mine"]}, "messages": [{"text": "Hi"}]});
+    let (status, answer) = s.call_as(&other, Method::POST, "/v1/broadcasts", Some(body)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+
+    let id = broadcast(&s, json!({"segments": ["mine"]})).await["request_id"].as_str().unwrap().to_string();
+    let (status, _) = s.call_as(&other, Method::POST, &format!("/v1/broadcasts/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s.call_as(&other, Method::GET, &format!("/v1/broadcasts/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let done = settled(&s, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "completed", "another tenant's cancel touched nothing: {done}");
+    let (status, _) = s.post("/v1/broadcasts/req_nosuch/cancel", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_audience_is_checked_before_anything_is_stored() {
+    let s = TestServer::start().await;
+    segment(&s, "x", 0..1).await;
+    let cases = [
+        (json!({"audience": {"segments": ["x"]}, "recipients": [{"phone": phone(1)}]}), "audience"),
+        (json!({"audience": {"segments": []}}), "audience.segments"),
+        (json!({"audience": {"segments": ["x", "x"]}}), "audience.segments[1]"),
+        (json!({"audience": {"segments": ["x"], "exclude_segments": ["x"]}}), "audience.exclude_segments[0]"),
+        (json!({"audience": {"segments": ["bad id"]}}), "audience.segments[0]"),
+        (json!({"audience": {"segments": ["x"]}, "background": false}), "background"),
+    ];
+    let before = s.stored().await.counts;
+    for (mut body, field) in cases {
+        body["messages"] = json!([{"text": "Hi"}]);
+        let (status, answer) = s.post("/v1/broadcasts", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {answer}");
+        assert!(error_fields(&answer).iter().any(|f| f.starts_with(field)), "{body} → {answer}");
+    }
+    let unknown_field = json!({"audience": {"segments": ["x"], "other": 1}, "messages": [{"text": "Hi"}]});
+    let (status, answer) = s.post("/v1/broadcasts", unknown_field).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) =
+        s.post("/v1/broadcasts", json!({"audience": {"segments": ["nosuch"]}, "messages": [{"text": "Hi"}]})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(s.stored().await.counts.requests, before.requests, "nothing stored");
+}
