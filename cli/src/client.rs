@@ -201,11 +201,15 @@ fn counts_line(by_status: &Value) -> String {
 }
 
 fn print_summary(req: &Value) {
+    // An audience's total is known once fan-out has made its last row.
+    let rows = match req["summary"]["total"].as_u64() {
+        Some(n) => n.to_string(),
+        None => format!("{} so far", req["summary"]["rows_made"].as_u64().unwrap_or(0)),
+    };
     println!(
-        "request {}  state: {}  rows: {}  {}",
+        "request {}  state: {}  rows: {rows}  {}",
         req["request_id"].as_str().unwrap_or("?"),
         req["state"].as_str().unwrap_or("?"),
-        req["summary"]["total"],
         counts_line(&req["summary"]["by_status"])
     );
 }

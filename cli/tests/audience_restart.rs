@@ -107,4 +107,13 @@ fn killed_while_fanning_out_and_while_sending_it_still_sends_once_to_each_member
     }
     assert_eq!(rows.len(), MEMBERS, "every member's row reached the sandbox");
     assert_eq!(entries, MEMBERS, "no row reached the sandbox twice");
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["status", &id, "--url", &format!("http://127.0.0.1:{port}"), "--api-key", KEY])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let out = String::from_utf8_lossy(&status.stdout);
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.contains("state: completed") && first.contains(&format!("rows: {MEMBERS} ")), "{first}");
 }

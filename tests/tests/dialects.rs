@@ -745,6 +745,13 @@ async fn native_rows(s: &TestServer, request_id: &str) -> Vec<Value> {
 async fn invent_seed_example_answers_broadcast_recipients() {
     let s = TestServer::start().await;
     seed_invent(&s).await;
+    // Invent's `contact.segments` are the segments the contact is in.
+    for (id, name) in [("vip", "VIP"), ("newsletter", "Newsletter")] {
+        let (status, body) = s.put(&format!("/v1/segments/{id}"), json!({"name": name})).await;
+        assert!(status.is_success(), "{body}");
+        let (status, body) = s.post(&format!("/v1/segments/{id}/members"), json!({"contact_ids": ["ct-1"]})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
     // Seed 003's request example with its `<string>` placeholders filled.
     let a = bearer(
         &s,
@@ -773,7 +780,13 @@ async fn invent_seed_example_answers_broadcast_recipients() {
     assert_eq!(row["is_sent"], false, "background: true answers before sending");
     let contact = &row["contact"];
     assert_eq!((contact["id"].clone(), contact["properties"].clone()), (json!("ct-1"), json!({"city": "Lyon"})));
-    assert_eq!(contact["segments"], json!([]), "Herald has no segments");
+    let segments: Vec<(&str, &str, u64)> = contact["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["id"].as_str().unwrap(), g["name"].as_str().unwrap(), g["contacts_count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(segments, vec![("newsletter", "Newsletter", 1), ("vip", "VIP", 1)]);
     let channel_ids: Vec<&str> =
         contact["channels"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(channel_ids, vec!["ct-1~whatsapp", "ct-1~sms", "ct-1~email"]);

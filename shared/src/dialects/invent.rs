@@ -11,7 +11,7 @@ use super::{dialling_phone, validate, Renames};
 use crate::api::error::ApiError;
 use crate::api::parse_json;
 use crate::domain::{BroadcastBody, Channel, Contact, ContactChannel, FieldErrors, Phone};
-use crate::domain::{RecipientBody, RecipientRow, RowView, SendPlan, SendRequest};
+use crate::domain::{RecipientBody, RecipientRow, RowView, Segment, SendPlan, SendRequest};
 
 pub(crate) const RENAMES: Renames = &[
     ("recipients[0].contact_channel_id", "contact_channel_id"),
@@ -115,14 +115,19 @@ const DOCUMENTED: [&str; 32] = [
 ];
 
 /// A row as Invent's `BroadcastRecipient`: the native row view (which already carries Invent's
-/// documented fields), `username`, and the `contact` the row resolved to (when known).
-pub(crate) fn recipient_json(request: &SendRequest, row: &RecipientRow, contact: Option<&Contact>) -> Value {
+/// documented fields), `username`, and the `contact` the row resolved to (when known) with the
+/// segments it is in (each as [`segment_json`]).
+pub(crate) fn recipient_json(
+    request: &SendRequest,
+    row: &RecipientRow,
+    contact: Option<(&Contact, &[Value])>,
+) -> Value {
     let view =
         RowView { row, broadcast_id: request.campaign_id.as_deref(), broadcast_name: request.campaign_name.as_deref() };
     let mut v = view.to_json();
     // Herald keeps no user names: the row's `user_id` and the channels' `user_id` name people.
     v["username"] = Value::Null;
-    v["contact"] = contact.map(contact_json).unwrap_or(Value::Null);
+    v["contact"] = contact.map(|(c, segments)| contact_json(c, segments)).unwrap_or(Value::Null);
     // Exactly Invent's documented fields: Herald's own (status, request_id, …) stay native.
     if let Value::Object(m) = &mut v {
         m.retain(|k, _| DOCUMENTED.contains(&k.as_str()));
@@ -130,9 +135,9 @@ pub(crate) fn recipient_json(request: &SendRequest, row: &RecipientRow, contact:
     v
 }
 
-/// Invent's `Contact`: Herald's fields are its `properties`; Herald has no segments, admins, or
-/// block/unsubscribe times and reasons, so those are empty or null.
-fn contact_json(c: &Contact) -> Value {
+/// Invent's `Contact`: Herald's fields are its `properties`, its segments Herald's segments it
+/// is in; Herald has no admins, or block/unsubscribe times and reasons, so those are null.
+fn contact_json(c: &Contact, segments: &[Value]) -> Value {
     let channels: Vec<Value> = c.channels().iter().map(|ch| channel_json(c, ch)).collect();
     json!({
         "id": c.id,
@@ -141,7 +146,7 @@ fn contact_json(c: &Contact) -> Value {
         "unsubscribed": c.unsubscribed,
         "is_admin": false,
         "channels": channels,
-        "segments": [],
+        "segments": segments,
         "properties": c.fields,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
@@ -149,6 +154,17 @@ fn contact_json(c: &Contact) -> Value {
         "unsubscribed_at": null,
         "unsubscribe_reason": null,
         "unsubscribe_feedback": null,
+    })
+}
+
+/// Invent's `Segment`: a Herald segment and its member count.
+pub(crate) fn segment_json(segment: &Segment, members: u64) -> Value {
+    json!({
+        "id": segment.id,
+        "name": segment.name,
+        "contacts_count": members,
+        "created_at": segment.created_at,
+        "updated_at": segment.updated_at,
     })
 }
 
@@ -188,14 +204,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_contact_has_invents_fields_with_channels_and_no_segments() {
+    fn a_contact_has_invents_fields_with_channels_and_its_segments() {
         let mut c = Contact::new("ct-1".into());
         c.name = Some("Ada".into());
         c.phone = Some(Phone::parse("+14155550123").unwrap());
         c.email = Some(crate::domain::Email::parse("ada@example.com").unwrap());
         c.fields.insert("city".into(), "Lyon".into());
-        let v = contact_json(&c);
-        assert_eq!(v["segments"], json!([]));
+        let vip = Segment { id: "vip".into(), name: "VIP".into(), created_at: c.created_at, updated_at: c.created_at };
+        let v = contact_json(&c, &[segment_json(&vip, 3)]);
+        assert_eq!(v["segments"][0]["id"], json!("vip"));
+        assert_eq!(v["segments"][0]["contacts_count"], json!(3));
         assert_eq!(v["properties"], json!({"city": "Lyon"}));
         let channels = v["channels"].as_array().unwrap();
         assert_eq!(channels.len(), 3, "whatsapp, sms and email");

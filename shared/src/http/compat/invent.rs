@@ -19,6 +19,7 @@ use crate::domain::{Contact, ContactKey, RecipientRow, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::ports::{MembersError, StoreError};
 use crate::service::ingest::{ingest, Accepted};
 
 const PATH: &str = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send";
@@ -61,23 +62,54 @@ pub(crate) async fn plan(h: &Herald, tenant: &TenantId, broadcast_id: &str, body
     invent::plan(b, campaign.id)
 }
 
-/// Each row as Invent's `BroadcastRecipient`, each contact read once.
+/// Each row as Invent's `BroadcastRecipient`, each contact and each segment read once.
 async fn broadcast_recipients(h: &Herald, tenant: &TenantId, accepted: &Accepted) -> Result<Vec<Value>, ApiError> {
-    let mut contacts: HashMap<String, Option<Contact>> = HashMap::new();
+    let mut contacts: HashMap<String, Option<(Contact, Vec<Value>)>> = HashMap::new();
+    let mut segments: HashMap<String, Option<Value>> = HashMap::new();
     let mut out = Vec::with_capacity(accepted.rows.len());
     for row in &accepted.rows {
         let contact = match contact_id_of(h, tenant, row).await? {
             Some(id) => match contacts.get(&id) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = h.contacts.get_contact(tenant, &id).await?;
+                    let c = match h.contacts.get_contact(tenant, &id).await? {
+                        Some(c) => Some((c, contact_segments(h, tenant, &id, &mut segments).await?)),
+                        None => None,
+                    };
                     contacts.insert(id, c.clone());
                     c
                 }
             },
             None => None,
         };
-        out.push(recipient_json(&accepted.request, row, contact.as_ref()));
+        out.push(recipient_json(&accepted.request, row, contact.as_ref().map(|(c, s)| (c, s.as_slice()))));
+    }
+    Ok(out)
+}
+
+/// The segments contact `id` is in, as Invent's `Segment`s (each read once per answer).
+async fn contact_segments(
+    h: &Herald,
+    tenant: &TenantId,
+    id: &str,
+    seen: &mut HashMap<String, Option<Value>>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for segment_id in h.segments.segments_of(tenant, id).await? {
+        if !seen.contains_key(&segment_id) {
+            let found = match h.segments.get_segment(tenant, &segment_id).await? {
+                Some(seg) => match h.segments.member_count(tenant, &segment_id).await {
+                    Ok(n) => Some(invent::segment_json(&seg, n)),
+                    // Deleted since `segments_of` answered: not one of the contact's any more.
+                    Err(MembersError::NoSegment) => None,
+                    Err(MembersError::BadCursor(e)) => return Err(StoreError::Corrupt(e).into()),
+                    Err(MembersError::Store(e)) => return Err(e.into()),
+                },
+                None => None,
+            };
+            seen.insert(segment_id.clone(), found);
+        }
+        out.extend(seen[&segment_id].clone());
     }
     Ok(out)
 }
