@@ -6,6 +6,7 @@
 //! is never timed from inside its own process, except the per-request planning that criterion
 //! measures.
 
+mod audience;
 mod cost;
 mod e2e;
 mod http;
@@ -41,6 +42,8 @@ enum Part {
     Lambda(lambda::Args),
     /// AWS requests and capacity units per recipient on the emulator, in US dollars.
     Cost(cost::Args),
+    /// Audiences: a segment's members added, one broadcast fanned out over them and sent (part 8).
+    Audience(audience::Args),
     /// Writes BENCHMARKS.md from the parts' figures.
     Report(report::Args),
 }
@@ -53,6 +56,7 @@ async fn main() -> ExitCode {
         Part::E2e(a) => ("e2e", e2e::run(a, &cli.bin_dir).await),
         Part::Lambda(a) => ("lambda", lambda::run(a, &cli.bin_dir).await),
         Part::Cost(a) => ("cost", cost::run(a).await),
+        Part::Audience(a) => ("audience", audience::run(a, &cli.bin_dir).await),
         Part::Report(a) => {
             return match report::run(a, &cli.out) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -348,10 +348,53 @@ pub fn run(args: Args, dir: &Path) -> Result<(), String> {
         }
     }
 
+    audience_section(w, load(dir, "audience"));
+
     let notes =
         std::fs::read_to_string(&args.notes).map_err(|e| format!("cannot read {}: {e}", args.notes.display()))?;
     let _ = writeln!(w, "\n{}", notes.trim_end());
     std::fs::write(&args.file, md).map_err(|e| format!("cannot write {}: {e}", args.file.display()))?;
     println!("report: {} written", args.file.display());
     Ok(())
+}
+
+/// Part 8: a segment's members added, fanned out and sent.
+fn audience_section(w: &mut String, a: Option<Value>) {
+    let _ = writeln!(w, "\n## 8. Audiences\n");
+    let Some(a) = a else {
+        let _ = writeln!(w, "Not run.");
+        return;
+    };
+    let _ = writeln!(w, "`herald-bench audience`: release `herald serve` with {} workers and the sandbox. {} contacts are added to a segment through `POST /v1/segments/{{id}}/members` (found or created by email, 10,000 a call), then one broadcast goes to the segment; its state is read every 200 ms.\n", a["workers"], num(f(&a["members"]), 0));
+    let _ = writeln!(w, "| step | figure | target | |\n|---|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| adding the members (contacts created) | {} s, {} members/s | — | |",
+        num(f(&a["add_seconds"]), 1),
+        num(f(&a["members_added_per_second"]), 0)
+    );
+    let fan = f(&a["fan_out_rows_per_second"]);
+    let _ = writeln!(
+        w,
+        "| fan-out: broadcast → every row made | {} rows in {} s, {} rows/s | ≥ 50,000 rows/s | {} |",
+        num(f(&a["rows"]), 0),
+        num(f(&a["fan_out_seconds"]), 1),
+        num(fan, 0),
+        verdict(fan >= 50_000.0)
+    );
+    let end = f(&a["terminal_seconds"]);
+    let _ = writeln!(
+        w,
+        "| broadcast → every row terminal | {} s ({} rows/s) | ≤ 120 s | {} |",
+        num(end, 1),
+        num(f(&a["rows_per_second_end_to_end"]), 0),
+        verdict(end <= 120.0)
+    );
+    let rss = f(&a["serve_peak_rss_kib"]) / 1024.0;
+    let _ = writeln!(
+        w,
+        "| `herald serve` peak RSS, members added and sent | {} MiB | ≤ 150 MiB | {} |",
+        num(rss, 1),
+        verdict(rss <= 150.0)
+    );
 }
