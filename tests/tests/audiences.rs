@@ -63,6 +63,8 @@ async fn a_hundred_thousand_member_segment_gets_exactly_one_message_each() {
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["summary"]["total"], json!(MEMBERS), "{done}");
     assert_eq!(done["summary"]["by_status"], json!({"sent": MEMBERS}), "{done}");
+    assert_eq!((done["recipient_count"].clone(), done["row_count"].clone()), (json!(MEMBERS), json!(MEMBERS)));
+    assert_eq!(answer["row_count"], Value::Null, "not known while fanning out: {answer}");
     let after = s.stored().await.counts;
     assert_eq!(after.rows - before.rows, MEMBERS as u64, "one row per member");
     assert_eq!(after.outbox - before.outbox, MEMBERS as u64, "one sandbox record per member");

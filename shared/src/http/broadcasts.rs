@@ -108,6 +108,12 @@ pub(crate) fn request_json(
     };
     // An audience's total is known once fan-out has made its last row.
     let total = (!fanning_out).then_some(made);
+    // An audience's counts are its rows', once known; a recipient list's were fixed at ingest.
+    let (recipient_count, row_count) = match (&req.audience, total) {
+        (None, _) => (Some(u64::from(req.recipient_count)), Some(u64::from(req.row_count))),
+        (Some(_), Some(rows)) => (Some(rows / req.messages.len().max(1) as u64), Some(rows)),
+        (Some(_), None) => (None, None),
+    };
     let by_status: serde_json::Map<String, Value> = counts.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
     let recipients: Vec<Value> = rows
         .iter()
@@ -125,8 +131,8 @@ pub(crate) fn request_json(
         "background": req.background,
         "send_at": req.send_at,
         "metadata": req.metadata,
-        "recipient_count": req.recipient_count,
-        "row_count": req.row_count,
+        "recipient_count": recipient_count,
+        "row_count": row_count,
         "audience": req.audience,
         "state": state,
         "canceled_at": progress.canceled_at,
