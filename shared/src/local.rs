@@ -139,6 +139,12 @@ pub struct Swept {
 /// sweep never causes a second provider call that a duplicate queue delivery would not.
 pub async fn sweep(store: &EmbeddedStore, queue: &EmbeddedQueue, grace: Duration) -> StoreResult<Swept> {
     let cutoff = crate::domain::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+    // Behind a backlog older than the grace, rows are untouched because they wait their turn,
+    // not because their job was lost: looking would read the whole backlog for nothing. The
+    // sweep comes again once the workers have caught up.
+    if queue.backlog_since(cutoff).await? {
+        return Ok(Swept::default());
+    }
     let stale = store.stale_pending(cutoff, 1000).await?;
     if stale.is_empty() {
         return Ok(Swept::default());

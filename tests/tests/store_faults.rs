@@ -169,6 +169,25 @@ async fn a_row_left_queued_with_no_job_is_requeued_and_sent_once() {
 }
 
 #[tokio::test]
+async fn a_backlog_older_than_the_grace_postpones_the_sweep_until_the_workers_catch_up() {
+    let r = rig(10);
+    let orphan = ingest_one(&r.h).await;
+    let job = receive_one(&r).await;
+    r.queue.delete(&job.receipt).await.unwrap();
+    // Another request's job waits its turn: the orphan may be waiting too, as far as anyone knows.
+    let waiting = ingest_one(&r.h).await;
+    assert_eq!(herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap(), Default::default());
+    drain(&r).await;
+    assert_eq!(row(&r, &waiting).await.status, Status::Sent);
+    assert!(row(&r, &orphan).await.status.is_pending());
+    let swept = herald::local::sweep(&r.store, &r.queue, Duration::ZERO).await.unwrap();
+    assert_eq!(swept.requeued, 1, "once the queue has caught up, the orphan is requeued");
+    drain(&r).await;
+    assert_eq!(row(&r, &orphan).await.status, Status::Sent);
+    assert_eq!(outbox_len(&r).await, 2);
+}
+
+#[tokio::test]
 async fn the_sweeper_never_causes_a_second_send_of_a_row_that_was_claimed_and_sent() {
     let r = rig(10);
     let id = ingest_one(&r.h).await;

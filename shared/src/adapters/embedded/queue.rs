@@ -114,6 +114,19 @@ impl EmbeddedQueue {
     }
 
     /// Jobs waiting (visible or delayed), in flight, and dead-lettered.
+    /// Whether a job has been waiting to be received since `at` or before: the workers are
+    /// behind, so rows untouched since then may simply be waiting their turn.
+    pub async fn backlog_since(&self, at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+        let at = ms(at);
+        self.db
+            .read(move |c| {
+                let mut st =
+                    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE in_flight = 0 AND visible_at <= ?1)")?;
+                Ok(st.query_row(params![at], |r| r.get::<_, bool>(0))?)
+            })
+            .await
+    }
+
     pub async fn depth(&self) -> StoreResult<(u64, u64, u64)> {
         self.db
             .read(|c| {

@@ -109,13 +109,19 @@ impl EmbeddedStore {
                     "SELECT data FROM recipient_rows WHERE status IN ('queued', 'retrying', 'sending')",
                 )?;
                 let docs = st.query_map([], |r| r.get::<_, String>(0))?;
-                let mut out = Vec::new();
+                // Only the `limit` oldest are kept while reading: a broadcast of a million rows
+                // leaves that many pending, and memory must not follow.
+                let mut out = Vec::with_capacity(limit.saturating_mul(2));
                 for d in docs {
                     let row: RecipientRow = serde_json::from_str(&d?)?;
                     let last =
                         [row.next_attempt_at, row.lease_until].into_iter().flatten().fold(row.updated_at, Ord::max);
                     if last <= before {
                         out.push(row);
+                        if out.len() >= limit.saturating_mul(2).max(1) {
+                            out.sort_by_key(|r| r.updated_at);
+                            out.truncate(limit);
+                        }
                     }
                 }
                 out.sort_by_key(|r| r.updated_at);
