@@ -75,18 +75,45 @@ pub(crate) async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     read_within(&parts.headers, body).await
 }
 
+/// A body declared over the limit is still read to its end and thrown away, up to this much,
+/// before the `413` goes out: closing a connection while the client is still sending makes the
+/// kernel reset it, and the client sees a broken connection instead of the answer.
+const DRAIN_AT_MOST: usize = 8 * MAX_BODY_BYTES;
+
 async fn read_within(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let too_big = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES);
-    if too_big {
+    use futures::StreamExt;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let mut data = body.into_data_stream();
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY_BYTES) {
+        if n <= DRAIN_AT_MOST {
+            drain(&mut data).await;
+        }
         return Err(ApiError::PayloadTooLarge);
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        match super::server::is_body_timeout(e.into_inner().as_ref()) {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| match super::server::is_body_timeout(e.into_inner().as_ref()) {
             true => ApiError::RequestTimeout,
             false => ApiError::PayloadTooLarge,
+        })?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            // A body of no declared length (chunked) is answered at once: one that ends with
+            // the client's half-close would have the connection closed under the answer.
+            return Err(ApiError::PayloadTooLarge);
         }
-    })
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and drops a body until it ends, fails (a timeout) or passes [`DRAIN_AT_MOST`].
+async fn drain(data: &mut axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let mut seen = 0;
+    while seen <= DRAIN_AT_MOST {
+        match data.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
 }
