@@ -250,6 +250,32 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// Counts the items of partition `pk`: `Select=COUNT` queries, paged by DynamoDB's 1 MB read
+    /// limit.
+    async fn count_partition(&self, pk: String, consistent: bool) -> StoreResult<u64> {
+        let mut count = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .select(Select::Count)
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            count += page.count.max(0) as u64;
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     async fn read_row(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<(RecipientRow, i64)>> {
         let Some(item) = self.get(row_pk(tenant, id), "ROW", true).await? else { return Ok(None) };
         Ok(Some((doc(&item)?, number(&item, "ver").unwrap_or(0))))
@@ -403,26 +429,7 @@ impl ApiKeys for DynamoStore {
     }
 
     async fn count_tenants(&self) -> StoreResult<u64> {
-        let mut count = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("TENANTS"))
-                .select(Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            count += page.count as u64;
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(count),
-            }
-        }
+        self.count_partition("TENANTS".into(), false).await
     }
 
     async fn insert_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {

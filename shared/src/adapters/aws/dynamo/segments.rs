@@ -4,7 +4,7 @@
 //! are spread over [`MEMBER_SHARDS`] partitions so a large segment is not one hot key.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -97,31 +97,6 @@ impl DynamoStore {
         let out = q.send().await.map_err(unavailable)?;
         let ids = out.items.unwrap_or_default().iter().filter_map(|i| text(i, "sk")).collect();
         Ok((ids, out.last_evaluated_key.is_some_and(|k| !k.is_empty())))
-    }
-
-    /// Counts one shard's members: `Select=COUNT` queries, paged by DynamoDB's 1 MB read limit.
-    async fn count_shard(&self, pk: String) -> StoreResult<u64> {
-        let mut count = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .select(Select::Count)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            count += page.count.max(0) as u64;
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(count),
-            }
-        }
     }
 
     /// Writes `segment` over the item last read (`seen`: its incarnation) or, with none, as a new
@@ -230,8 +205,8 @@ impl Segments for DynamoStore {
 
     async fn member_count(&self, tenant: &TenantId, segment: &str) -> Result<u64, MembersError> {
         let inc = self.incarnation(tenant, segment).await?;
-        let counts: Vec<_> =
-            (0..MEMBER_SHARDS).map(|shard| self.count_shard(member_pk(tenant, segment, &inc, shard))).collect();
+        let pks: Vec<String> = (0..MEMBER_SHARDS).map(|shard| member_pk(tenant, segment, &inc, shard)).collect();
+        let counts = pks.into_iter().map(|pk| self.count_partition(pk, true));
         let counts: Vec<u64> = futures::stream::iter(counts).buffer_unordered(STREAMS).try_collect().await?;
         Ok(counts.into_iter().sum())
     }
