@@ -37,15 +37,30 @@ const JOB_BUDGET: Duration = Duration::from_secs(2);
 /// means this job comes again and expands its pages again, which makes no second row.
 pub async fn expand(h: &FanOut, job: &Job, step: &FanOutStep) -> JobResult {
     let started = std::time::Instant::now();
+    let again = |step: FanOutStep| {
+        let job = Job { fan_out: Some(step), ..job.clone() };
+        JobResult::Replace(vec![OutgoingJob { job, delay: backoff(&h.settings, 1, None) }])
+    };
+    // A send request never changes once stored: read once for all the pages of this job.
+    let request = match h.log.get_request(&job.tenant_id, &job.request_id).await {
+        Ok(Some(r)) if r.audience.is_some() => r,
+        Ok(_) => {
+            tracing::error!(request_id = %job.request_id, "fan-out job for no stored audience request; dropped");
+            return JobResult::Delete;
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %job.request_id, error = %e, "fan-out could not read its request; it comes again");
+            return again(step.clone());
+        }
+    };
     let mut step = step.clone();
     for _ in 0..PAGES_PER_JOB {
-        let expanded = match expand_page(h, job, &step).await {
+        let expanded = match expand_page(h, &request, &step).await {
             Ok(page) => page,
             Err(e) => {
                 // Everything a page does is safe to repeat: it comes again after a pause.
                 tracing::warn!(request_id = %job.request_id, page = step.page, error = %e, "fan-out page failed; it comes again");
-                let again = Job { fan_out: Some(step), ..job.clone() };
-                return JobResult::Replace(vec![OutgoingJob { job: again, delay: backoff(&h.settings, 1, None) }]);
+                return again(step);
             }
         };
         let Some(next) = expanded else { return JobResult::Delete };
@@ -57,18 +72,11 @@ pub async fn expand(h: &FanOut, job: &Job, step: &FanOutStep) -> JobResult {
     JobResult::Replace(vec![OutgoingJob { job: Job { fan_out: Some(step), ..job.clone() }, delay: Duration::ZERO }])
 }
 
-/// Expands one page: its rows stored, their jobs queued. The step after it, or `None` once the
-/// audience is done (or the request canceled or gone).
-async fn expand_page(h: &FanOut, job: &Job, step: &FanOutStep) -> Result<Option<FanOutStep>, StoreError> {
-    let tenant = &job.tenant_id;
-    let Some(request) = h.log.get_request(tenant, &job.request_id).await? else {
-        tracing::error!(request_id = %job.request_id, "fan-out job for a request that is not stored; dropped");
-        return Ok(None);
-    };
-    let Some(audience) = &request.audience else {
-        tracing::error!(request_id = %job.request_id, "fan-out job for a request without an audience; dropped");
-        return Ok(None);
-    };
+/// Expands one page of `request`'s audience: its rows stored, their jobs queued. The step after
+/// it, or `None` once the audience is done (or the request canceled).
+async fn expand_page(h: &FanOut, request: &SendRequest, step: &FanOutStep) -> Result<Option<FanOutStep>, StoreError> {
+    let tenant = &request.tenant_id;
+    let Some(audience) = &request.audience else { return Ok(None) };
     if h.log.progress(tenant, &request.id).await?.canceled_at.is_some() {
         return Ok(None);
     }
@@ -91,7 +99,7 @@ async fn expand_page(h: &FanOut, job: &Job, step: &FanOutStep) -> Result<Option<
         Err(MembersError::Store(e)) => return Err(e),
     };
     let members = without_excluded(h, tenant, &audience.exclude_segments, members).await?;
-    let rows = rows_for(&request, step.page, &members);
+    let rows = rows_for(request, step.page, &members);
     if !rows.is_empty() {
         let queued = h.log.add_rows(tenant, &request.id, &rows).await?;
         let now = crate::domain::now();
