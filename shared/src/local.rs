@@ -80,8 +80,13 @@ impl Local {
         let providers = Providers::from_config(provider_config, client, sandbox.clone(), store.clone(), loopback)
             .map_err(OpenError::Providers)?;
         let herald = Arc::new(
-            Herald::new(Stores::from_one(store.clone()), queue.clone(), providers, settings)
-                .with_provider_config(provider_config.clone()),
+            Herald::new(
+                Stores::from_one(store.clone()).with_imports(store.clone()),
+                queue.clone(),
+                providers,
+                settings,
+            )
+            .with_provider_config(provider_config.clone()),
         );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }

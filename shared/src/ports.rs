@@ -258,6 +258,53 @@ pub trait Segments: Send + Sync {
     async fn segments_of(&self, tenant: &TenantId, contact_id: &str) -> StoreResult<Vec<String>>;
 }
 
+// ---------------------------------------------------------------- imports
+
+use crate::domain::import::{Chunk, Import};
+
+/// CSV imports and the contacts and members they write.
+#[async_trait]
+pub trait Imports: Send + Sync {
+    async fn create_import(&self, import: &Import) -> StoreResult<()>;
+    async fn get_import(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<Import>>;
+    /// The tenant's imports, newest first, at most `limit`.
+    async fn list_imports(&self, tenant: &TenantId, limit: u32) -> StoreResult<Vec<Import>>;
+    /// Applies a chunk read at `chunk.from`: each draft finds its contact by its keys (merging
+    /// what it sets) or creates one, each becomes a member of the import's segment, and the
+    /// import's counters and offset move to `chunk.to`. A line whose keys belong to two contacts
+    /// is refused. `None` when the import no longer stands at `chunk.from` (applied already, or
+    /// ended): a chunk applied twice counts once.
+    async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError>;
+    /// Ends a running import as failed, with why; false when it was not running.
+    async fn fail_import(&self, tenant: &TenantId, id: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+}
+
+/// A stream of a request body's bytes.
+pub type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+/// Why an import file was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The body broke off while it was read.
+    #[error("reading the body failed: {0}")]
+    Body(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where import files wait while they are read, chunk by chunk.
+#[async_trait]
+pub trait ImportFiles: Send + Sync {
+    /// Stores the file, refusing one over `max` bytes; its size.
+    async fn store(&self, tenant: &TenantId, id: &str, body: ByteStream, max: u64) -> Result<u64, FileError>;
+    /// Up to `len` bytes from `offset` (fewer at the end of the file).
+    async fn read_at(&self, tenant: &TenantId, id: &str, offset: u64, len: usize) -> StoreResult<Vec<u8>>;
+    /// Deletes the file; nothing when it is gone already.
+    async fn remove(&self, tenant: &TenantId, id: &str) -> StoreResult<()>;
+}
+
 // ---------------------------------------------------------------- catalog
 
 #[async_trait]

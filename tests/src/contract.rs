@@ -21,6 +21,7 @@ fn job(n: usize) -> OutgoingJob {
             request_id: "req_1".into(),
             row_ids: vec![format!("rcp_{n}")],
             fan_out: None,
+            import: false,
         },
         delay: Duration::ZERO,
     }
@@ -116,7 +117,7 @@ pub async fn queue_defer_contract(q: &dyn JobQueue, max_receives: u32) {
 /// their own delays, and the received job never comes back; replacing with nothing deletes.
 pub async fn queue_replace_contract(q: &dyn JobQueue) {
     let rows: Vec<String> = (1..=3).map(|n| format!("rcp_{n}")).collect();
-    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows, fan_out: None };
+    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows, fan_out: None, import: false };
     q.send_batch(&[OutgoingJob { job: multi.clone(), delay: Duration::ZERO }]).await.expect("send");
     // Short visibilities throughout: a received job left behind would come back within the test.
     let short = Duration::from_secs(1);

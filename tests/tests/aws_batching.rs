@@ -114,6 +114,7 @@ async fn jobs_are_sent_in_groups_of_10_and_failed_entries_are_retried() {
                 request_id: "r".into(),
                 row_ids: vec![format!("row-{i}")],
                 fan_out: None,
+                import: false,
             },
             delay: Duration::from_secs(if i == 0 { 4000 } else { 0 }),
         })

@@ -149,6 +149,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
                 request_id: "r".into(),
                 row_ids: vec!["x".into()],
                 fan_out: None,
+                import: false,
             },
             delay: Duration::ZERO,
         }])

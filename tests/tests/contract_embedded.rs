@@ -51,6 +51,7 @@ async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_
         request_id: "r".into(),
         row_ids: vec!["a".into(), "b".into()],
         fan_out: None,
+        import: false,
     };
     q.send_batch(&[herald::ports::OutgoingJob { job, delay: std::time::Duration::ZERO }]).await.unwrap();
     // A single-row body, as queued before jobs carried several rows.
@@ -73,6 +74,7 @@ async fn queue_recovers_in_flight_jobs_after_a_restart() {
             request_id: "r".into(),
             row_ids: vec!["x".into()],
             fan_out: None,
+            import: false,
         },
         delay: std::time::Duration::ZERO,
     };

@@ -40,6 +40,13 @@ pub enum ApiError {
     Unavailable(String),
     /// Something broke inside Herald; the detail goes to the log, not to the caller.
     Internal(String),
+    /// Any other refusal, with its own status, code and message (a CSV body's media type or
+    /// size, a feature this deployment lacks).
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -57,6 +64,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused { status, .. } => *status,
         }
     }
 
@@ -133,6 +141,7 @@ impl ApiError {
                 tracing::error!(%detail, "internal error");
                 ("internal", "Herald could not complete the request; try again".into(), vec![])
             }
+            ApiError::Refused { code, message, .. } => (code, message, vec![]),
         }
     }
 }

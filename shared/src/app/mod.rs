@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use crate::service::key_cache::CachedKeys;
 
-use crate::ports::Segments;
 use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
+use crate::ports::{ImportFiles, Imports, Segments};
 use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
 use crate::service::admission::Admission;
 use crate::service::callbacks::Callbacks;
 use crate::service::deliver::Deliver;
 use crate::service::fanout::FanOut;
+use crate::service::imports::ImportRun;
 use crate::service::ingest::Ingest;
 pub use crate::service::Settings;
 
@@ -30,6 +31,8 @@ pub struct Herald {
     pub webhooks: Arc<dyn WebhookEndpoints>,
     /// Segments and their members (`service::segments`).
     pub segments: Arc<dyn Segments>,
+    /// CSV imports (`service::imports`); `None` where the shape has no file store for them.
+    pub imports: Option<Arc<ImportRun>>,
     pub queue: Arc<dyn JobQueue>,
     /// Present when the sandbox provider is in use (`GET /v1/outbox`).
     pub outbox: Option<Arc<dyn Outbox>>,
@@ -54,6 +57,8 @@ pub struct Stores {
     pub webhooks: Arc<dyn WebhookEndpoints>,
     pub outbox: Option<Arc<dyn Outbox>>,
     pub segments: Arc<dyn Segments>,
+    /// CSV imports and where their files wait; `None` where the shape has no file store.
+    pub imports: Option<(Arc<dyn Imports>, Arc<dyn ImportFiles>)>,
 }
 
 impl Stores {
@@ -70,8 +75,17 @@ impl Stores {
             idempotency: s.clone(),
             webhooks: s.clone(),
             segments: s.clone(),
+            imports: None,
             outbox: Some(s),
         }
+    }
+}
+
+impl Stores {
+    /// With CSV imports, their records and files kept by `s`.
+    pub fn with_imports<S: Imports + ImportFiles + 'static>(mut self, s: Arc<S>) -> Stores {
+        self.imports = Some((s.clone(), s));
+        self
     }
 }
 
@@ -84,6 +98,15 @@ impl Herald {
             queue: queue.clone(),
             settings: settings.clone(),
         });
+        let imports = stores.imports.clone().map(|(imports, files)| {
+            Arc::new(ImportRun {
+                imports,
+                files,
+                segments: stores.segments.clone(),
+                queue: queue.clone(),
+                settings: settings.clone(),
+            })
+        });
         let deliver = Arc::new(Deliver {
             requests: stores.requests.clone(),
             lookup: stores.requests.clone(),
@@ -94,6 +117,7 @@ impl Herald {
             settings: settings.clone(),
             cache: Default::default(),
             fan_out,
+            imports: imports.clone(),
         });
         let ingest = Ingest {
             requests: stores.requests.clone(),
@@ -121,6 +145,7 @@ impl Herald {
             idempotency: stores.idempotency,
             webhooks: stores.webhooks,
             segments: stores.segments,
+            imports,
             outbox: stores.outbox,
             queue,
             provider_config,

@@ -27,6 +27,9 @@ pub struct Contact {
     pub slack_id: Option<String>,
     #[serde(default)]
     pub webhook_user_id: Option<String>,
+    /// IANA timezone name (`Europe/Berlin`), checked against the timezone database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -86,6 +89,7 @@ impl Contact {
             telegram_chat_id: None,
             slack_id: None,
             webhook_user_id: None,
+            timezone: None,
             fields: BTreeMap::new(),
             blocked: false,
             unsubscribed: false,
@@ -152,7 +156,7 @@ impl Contact {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &d.$f { self.$f = Some(v.clone()); } )* };
         }
-        set!(name, phone, email, messenger_psid, telegram_chat_id, slack_id, webhook_user_id);
+        set!(name, phone, email, messenger_psid, telegram_chat_id, slack_id, webhook_user_id, timezone);
         self.fields.extend(d.fields.clone());
         if let Some(b) = d.blocked {
             self.blocked = b;
@@ -181,6 +185,7 @@ pub struct ContactBody {
     pub telegram_chat_id: Option<String>,
     pub slack_id: Option<String>,
     pub webhook_user_id: Option<String>,
+    pub timezone: Option<String>,
     pub fields: Option<serde_json::Map<String, serde_json::Value>>,
     pub blocked: Option<bool>,
     pub unsubscribed: Option<bool>,
@@ -196,6 +201,7 @@ pub struct ContactDraft {
     pub telegram_chat_id: Option<String>,
     pub slack_id: Option<String>,
     pub webhook_user_id: Option<String>,
+    pub timezone: Option<String>,
     pub fields: BTreeMap<String, String>,
     pub blocked: Option<bool>,
     pub unsubscribed: Option<bool>,
@@ -212,6 +218,7 @@ impl ContactBody {
         let telegram_chat_id = user("telegram_chat_id", self.telegram_chat_id);
         let slack_id = user("slack_id", self.slack_id);
         let webhook_user_id = user("webhook_user_id", self.webhook_user_id);
+        let timezone = self.timezone.as_deref().and_then(|t| errs.take("timezone", check_timezone(t)));
         let fields = parse_variables(&mut errs, "fields", self.fields.as_ref());
         errs.finish(ContactDraft {
             name: self.name,
@@ -221,10 +228,23 @@ impl ContactBody {
             telegram_chat_id,
             slack_id,
             webhook_user_id,
+            timezone,
             fields,
             blocked: self.blocked,
             unsubscribed: self.unsubscribed,
         })
+    }
+}
+
+/// An IANA timezone name as the timezone database spells it (`America/New_York`, `UTC`).
+pub fn check_timezone(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    match v.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Ok(tz.name().to_string()),
+        Err(_) => Err(format!(
+            "\"{}\" is not an IANA timezone name (like Europe/Berlin)",
+            v.chars().take(64).collect::<String>()
+        )),
     }
 }
 

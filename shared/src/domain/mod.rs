@@ -5,6 +5,7 @@ mod catalog;
 mod contact;
 mod error;
 pub mod ids;
+pub mod import;
 pub mod json;
 pub mod limits;
 mod report;

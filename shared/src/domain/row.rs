@@ -118,6 +118,7 @@ impl RecipientRow {
             request_id: self.request_id.clone(),
             row_ids: vec![self.id.clone()],
             fan_out: None,
+            import: false,
         }
     }
 }
@@ -334,7 +335,8 @@ impl RowView<'_> {
 /// on its own; the job only saves queue requests.
 ///
 /// A job with `fan_out` names no rows: it is the next page of an audience broadcast's members,
-/// which the worker turns into rows and their jobs.
+/// which the worker turns into rows and their jobs. A job with `import` is the next chunk of a
+/// CSV import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "JobBody")]
 pub struct Job {
@@ -344,6 +346,9 @@ pub struct Job {
     pub row_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<FanOutStep>,
+    /// A CSV import's next chunk: `request_id` is then the import's id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub import: bool,
 }
 
 /// Where fan-out of an audience stands: the page of members to expand next.
@@ -391,6 +396,11 @@ impl Job {
         jobs
     }
 
+    /// The job that reads an import's next chunk.
+    pub fn import(tenant: &TenantId, import_id: &str) -> Job {
+        Job { tenant_id: tenant.clone(), request_id: import_id.into(), row_ids: vec![], fan_out: None, import: true }
+    }
+
     /// The same request's job for one of these rows alone.
     pub fn only(&self, row_id: &str) -> Job {
         Job {
@@ -398,6 +408,7 @@ impl Job {
             request_id: self.request_id.clone(),
             row_ids: vec![row_id.into()],
             fan_out: None,
+            import: false,
         }
     }
 }
@@ -413,6 +424,8 @@ struct JobBody {
     row_id: Option<String>,
     #[serde(default)]
     fan_out: Option<FanOutStep>,
+    #[serde(default)]
+    import: bool,
 }
 
 impl TryFrom<JobBody> for Job {
@@ -421,10 +434,11 @@ impl TryFrom<JobBody> for Job {
     fn try_from(b: JobBody) -> Result<Job, String> {
         let mut row_ids = b.row_ids;
         row_ids.extend(b.row_id);
-        if row_ids.is_empty() == b.fan_out.is_none() {
-            return Err("a job names either rows or a fan-out step".into());
+        let kinds = usize::from(!row_ids.is_empty()) + usize::from(b.fan_out.is_some()) + usize::from(b.import);
+        if kinds != 1 {
+            return Err("a job names rows, a fan-out step or an import".into());
         }
-        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids, fan_out: b.fan_out })
+        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids, fan_out: b.fan_out, import: b.import })
     }
 }
 
@@ -439,6 +453,7 @@ mod tests {
             request_id: "req_1".into(),
             row_ids: vec!["rcp_1_0".into()],
             fan_out: None,
+            import: false,
         };
         let body = r#"{"tenant_id":"acme","request_id":"req_1","row_ids":["rcp_1_0"]}"#;
         assert_eq!(serde_json::to_string(&job).unwrap(), body);
@@ -452,6 +467,7 @@ mod tests {
             request_id: "r".into(),
             row_ids: vec!["a".into(), "b".into()],
             fan_out: None,
+            import: false,
         };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","row_ids":["a","b"]}"#);
@@ -465,7 +481,13 @@ mod tests {
     #[test]
     fn a_fan_out_job_names_a_step_and_no_rows() {
         let step = FanOutStep { segment: 1, cursor: Some("c".into()), page: 7 };
-        let job = Job { tenant_id: TenantId::new("t"), request_id: "r".into(), row_ids: vec![], fan_out: Some(step) };
+        let job = Job {
+            tenant_id: TenantId::new("t"),
+            request_id: "r".into(),
+            row_ids: vec![],
+            fan_out: Some(step),
+            import: false,
+        };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","fan_out":{"segment":1,"cursor":"c","page":7}}"#);
         assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);

@@ -8,6 +8,7 @@ pub use crate::api::error;
 mod events;
 pub mod extract;
 mod idempotency;
+mod imports;
 pub mod request_target;
 mod segments;
 pub mod server;
@@ -55,6 +56,8 @@ pub fn router(h: Arc<Herald>) -> Router {
             "/v1/segments/{id}/members",
             axum::routing::post(segments::add_members).get(segments::list_members).delete(segments::remove_members),
         )
+        .route("/v1/imports", axum::routing::post(imports::create).get(imports::list))
+        .route("/v1/imports/{id}", get(imports::get))
         .route("/v1/outbox", get(outbox))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))

@@ -309,6 +309,10 @@ impl tokio::io::AsyncWrite for Rewind {
     }
 }
 
+/// A body's time grows by one second per this many bytes received: a large upload (a CSV import)
+/// that keeps coming at a modem's pace is not cut off, while a body that trickles still is.
+const BYTES_PER_SECOND: u64 = 64 * 1024;
+
 /// A request body that fails with [`BodyTimeout`] once its time is up.
 struct TimedBody {
     inner: Body,
@@ -331,6 +335,11 @@ impl http_body::Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
+                let more = Duration::from_secs_f64(data.map_or(0, |d| d.len()) as f64 / BYTES_PER_SECOND as f64);
+                let until = self.deadline.deadline() + more;
+                self.deadline.as_mut().reset(until);
+            }
             return Poll::Ready(frame);
         }
         match self.deadline.as_mut().poll(cx) {

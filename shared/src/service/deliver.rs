@@ -37,6 +37,8 @@ pub struct Deliver {
     pub cache: RequestCache,
     /// Jobs that carry a page of an audience rather than rows go here.
     pub fan_out: Arc<super::fanout::FanOut>,
+    /// Import jobs come on the same queue.
+    pub imports: Option<Arc<super::imports::ImportRun>>,
 }
 
 /// Send requests are immutable once stored, so delivery caches them.

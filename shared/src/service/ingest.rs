@@ -278,6 +278,7 @@ fn fan_out_job(request: &SendRequest) -> OutgoingJob {
         request_id: request.id.clone(),
         row_ids: Vec::new(),
         fan_out: Some(FanOutStep::first()),
+        import: false,
     };
     OutgoingJob { job, delay: Duration::ZERO }
 }

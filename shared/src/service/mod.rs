@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod deliver;
 pub mod fanout;
+pub mod imports;
 pub mod ingest;
 pub mod key_cache;
 pub mod keys;

@@ -29,6 +29,8 @@ pub struct Settings {
     /// Rows of one job delivered at once (a job names up to ten). The cost benchmark sets 1: the
     /// AWS emulator's DynamoDB is not thread-safe, and its failures would count as requests.
     pub job_rows_at_once: usize,
+    /// Largest CSV import file (bytes); above it the answer is `413`.
+    pub max_import_bytes: u64,
 }
 
 impl Default for Settings {
@@ -45,6 +47,8 @@ impl Default for Settings {
             allow_loopback_urls: false,
             tenant_limits: Default::default(),
             job_rows_at_once: crate::domain::Job::MAX_ROWS,
+            // A million lines of a dozen columns is about 100 MB.
+            max_import_bytes: 1 << 30,
         }
     }
 }

@@ -57,6 +57,13 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
     if let Some(step) = &job.fan_out {
         return super::fanout::expand(&h.fan_out, &job, step).await;
     }
+    if job.import {
+        let Some(imports) = &h.imports else {
+            tracing::error!(import_id = %job.request_id, "import job where imports are not set up; left to dead-letter");
+            return JobResult::Leave;
+        };
+        return super::imports::run(imports, &job).await;
+    }
     let at_once = h.settings.job_rows_at_once.max(1);
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());
     let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())

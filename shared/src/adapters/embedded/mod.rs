@@ -4,6 +4,7 @@
 
 mod engine;
 mod faults;
+mod imports;
 mod migrate;
 mod queue;
 mod segments;
@@ -113,13 +114,13 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
         .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
     let path = dir.join(DATABASE);
     migrate::rename_store_file(dir, &path)?;
-    let schema = format!("{}\n{}\n{}", store::SCHEMA, queue::SCHEMA, segments::SCHEMA);
+    let schema = format!("{}\n{}\n{}\n{}", store::SCHEMA, queue::SCHEMA, segments::SCHEMA, imports::SCHEMA);
     let prepare = |c: &Connection| {
         migrate::take_old_queue(dir, c)?;
         migrate::add_row_counts(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
-    let store = EmbeddedStore::new(Db::new(engine.clone()));
+    let store = EmbeddedStore::new(Db::new(engine.clone()), imports::files_root(dir));
     let queue = EmbeddedQueue::new(Db::new(engine), max_receives);
     Ok((Arc::new(store), Arc::new(queue)))
 }

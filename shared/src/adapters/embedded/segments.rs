@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS segment_members (
 CREATE INDEX IF NOT EXISTS segment_members_contact ON segment_members(tenant_id, contact_id);
 ";
 
-fn read_segment(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<(Segment, u64)>> {
+pub(super) fn read_segment(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<(Segment, u64)>> {
     let found: Option<(String, i64)> = c
         .prepare_cached("SELECT data, member_count FROM segments WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -58,11 +58,13 @@ CREATE INDEX IF NOT EXISTS outbox_request ON outbox(tenant_id, request_id, seq);
 
 pub struct EmbeddedStore {
     pub(super) db: Db,
+    /// Where import files wait while they are read.
+    pub(super) files: std::path::PathBuf,
 }
 
 impl EmbeddedStore {
-    pub(super) fn new(db: Db) -> EmbeddedStore {
-        EmbeddedStore { db }
+    pub(super) fn new(db: Db, files: std::path::PathBuf) -> EmbeddedStore {
+        EmbeddedStore { db, files }
     }
 
     /// Makes a share of this store's calls fail (soak tests only); `false` if already armed.
@@ -370,7 +372,7 @@ impl Catalog for EmbeddedStore {
 // ---------------------------------------------------------------- contacts
 
 /// Writes a contact and its keys inside `tx`; refuses a key another contact holds.
-fn write_contact(tx: &Connection, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
+pub(super) fn write_contact(tx: &Connection, tenant: &str, contact: &Contact) -> Result<(), ContactWriteError> {
     let mut owner = tx
         .prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")
         .map_err(StoreError::from)?;
@@ -398,7 +400,7 @@ fn write_contact(tx: &Connection, tenant: &str, contact: &Contact) -> Result<(),
     Ok(())
 }
 
-fn read_contact(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
+pub(super) fn read_contact(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Contact>> {
     let data: Option<String> = c
         .prepare_cached("SELECT data FROM contacts WHERE tenant_id = ?1 AND id = ?2")?
         .query_row(params![tenant, id], |r| r.get(0))
@@ -406,7 +408,7 @@ fn read_contact(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Co
     Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
-fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Option<String>> {
+pub(super) fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Option<String>> {
     Ok(c.prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?
         .query_row(params![tenant, key.as_key()], |r| r.get(0))
         .optional()?)
