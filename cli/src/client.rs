@@ -1,4 +1,4 @@
-//! `herald send` and `herald status`: clients of a running Herald's HTTP API.
+//! `herald send`, `herald status` and `herald import`: clients of a running Herald's HTTP API.
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -246,5 +246,124 @@ fn print_rows(rows: &[Value]) {
     line(headers.to_vec());
     for row in &table {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The CSV file: a header line (phone, email, name, the channel ids, timezone; any other
+    /// column is a contact field), then one contact per line.
+    file: std::path::PathBuf,
+    /// The segment the contacts join (it must exist: PUT /v1/segments/{id}).
+    #[arg(long)]
+    segment: String,
+    /// Print the import's id once the file is uploaded instead of following it.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to follow the import before giving up.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+fn bytes_bar(len: u64, what: &str) -> Result<ProgressBar, String> {
+    let bar = ProgressBar::new(len);
+    let template = format!("{what} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}})  {{msg}}");
+    bar.set_style(ProgressStyle::with_template(&template).map_err(|e| e.to_string())?.progress_chars("=> "));
+    Ok(bar)
+}
+
+/// A file read that moves a progress bar.
+struct Counted {
+    file: std::fs::File,
+    bar: ProgressBar,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Streams the file to `POST /v1/imports` (never holding it whole); the answer.
+fn upload(args: &ImportArgs) -> Result<Value, String> {
+    let file = std::fs::File::open(&args.file).map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let bar = bytes_bar(len, "upload")?;
+    let body = reqwest::blocking::Body::sized(Counted { file, bar: bar.clone() }, len);
+    let url = format!("{}/v1/imports", args.conn.url.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::builder().timeout(None).build().map_err(|e| e.to_string())?;
+    let resp = client
+        .post(url)
+        .query(&[("segment_id", &args.segment)])
+        .bearer_auth(&args.conn.api_key)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .map_err(|e| format!("cannot reach Herald: {e}"))?;
+    bar.finish_and_clear();
+    let status = resp.status();
+    let answer: Value = resp.json().unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(explain(status, &answer));
+    }
+    Ok(answer)
+}
+
+pub async fn import(args: ImportArgs) -> Result<(), String> {
+    let (answer, args) = tokio::task::spawn_blocking(move || (upload(&args), args)).await.map_err(|e| e.to_string())?;
+    let answer = answer?;
+    let id = answer["import_id"].as_str().unwrap_or_default().to_string();
+    eprintln!("uploaded {} bytes: import {id}", answer["bytes"]);
+    if args.no_wait {
+        println!("{id}");
+        return Ok(());
+    }
+    let url = format!("{}/v1/imports/{id}", args.conn.url.trim_end_matches('/'));
+    let bar = bytes_bar(answer["bytes"].as_u64().unwrap_or(0), "import")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let done = loop {
+        let now = call(client()?.get(&url).bearer_auth(&args.conn.api_key)).await?;
+        bar.set_position(now["bytes_done"].as_u64().unwrap_or(0));
+        bar.set_message(format!("{} lines, {} rejected", now["lines"], now["rejected"]));
+        if now["state"] != "running" {
+            break now;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bar.abandon();
+            return Err(format!("import {id} still running after {} s; GET {url} to follow it", args.timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish_and_clear();
+    print_import(&done);
+    match done["state"].as_str() {
+        Some("completed") => Ok(()),
+        _ => Err(format!("import {id} failed: {}", done["failure"].as_str().unwrap_or("no reason given"))),
+    }
+}
+
+fn print_import(i: &Value) {
+    println!(
+        "import {}  state: {}  lines: {}  imported: {}  created: {}  updated: {}  unchanged: {}  rejected: {}",
+        i["import_id"].as_str().unwrap_or("?"),
+        i["state"].as_str().unwrap_or("?"),
+        i["lines"],
+        i["imported"],
+        i["created"],
+        i["updated"],
+        i["unchanged"],
+        i["rejected"]
+    );
+    let errors = i["errors"].as_array().cloned().unwrap_or_default();
+    for e in &errors {
+        println!("  line {}: {}", e["line"], e["reason"].as_str().unwrap_or(""));
+    }
+    let rejected = i["rejected"].as_u64().unwrap_or(0);
+    if rejected > errors.len() as u64 {
+        println!("  … and {} more rejected line(s)", rejected - errors.len() as u64);
     }
 }

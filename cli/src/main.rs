@@ -50,6 +50,9 @@ enum Command {
     Send(client::SendArgs),
     /// Follow a send request until every row is terminal, then print its rows.
     Status(client::StatusArgs),
+    /// Import a CSV file of contacts into a segment of a running Herald (POST /v1/imports), with
+    /// a progress bar, then print the import's counts and refused lines.
+    Import(client::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +165,7 @@ async fn main() -> ExitCode {
         Command::Soak(args) => soak::run(args).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Import(args) => client::import(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,6 +72,9 @@ fn the_readme_walkthrough_works_as_written() {
         r#""field":"recipients[1].email""#,
         r#""field":"messages[0].text""#,
         "state: completed",
+        "lines: 4  imported: 3  created: 3  updated: 0  unchanged: 0  rejected: 1",
+        "line 5: phone:",
+        "sent: 3",
     ] {
         assert!(
             stdout.contains(expected),
