@@ -1,6 +1,7 @@
-//! Part 8: an audience. `members` contacts are added to a segment through the API (found or
-//! created, 10,000 a call), one broadcast goes to the segment, and its rows are timed as fan-out
-//! makes them and as the sandbox sends them; `herald serve`'s peak RSS is read at the end.
+//! Part 8: an audience. A CSV file of `members` contacts is imported into a segment
+//! (`POST /v1/imports`, streamed from disk), one broadcast goes to the segment, and its rows are
+//! timed as fan-out makes them and as the sandbox sends them; `herald serve`'s peak RSS is read
+//! at the end, so it covers the import too.
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -46,16 +47,29 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     let (http, base) = (reqwest::Client::new(), serve.base());
     call(&http, reqwest::Method::PUT, format!("{base}/v1/segments/bench"), Some(json!({"name": "Bench"}))).await?;
 
+    let file = write_csv(args.members)?;
+    let bytes = file.as_file().metadata().map_err(|e| e.to_string())?.len();
     let started = Instant::now();
-    for first in (0..args.members).step_by(10_000) {
-        let contacts: Vec<Value> = (first..(first + 10_000).min(args.members))
-            .map(|i| json!({"email": format!("m{i}@example.com")}))
-            .collect();
-        let url = format!("{base}/v1/segments/bench/members");
-        call(&http, reqwest::Method::POST, url, Some(json!({"contacts": contacts}))).await?;
-    }
+    let url = format!("{base}/v1/imports?segment_id=bench");
+    let answer = tokio::task::spawn_blocking(move || upload(&url, file)).await.map_err(|e| e.to_string())??;
+    let upload_seconds = started.elapsed().as_secs_f64();
+    let id = answer["import_id"].as_str().ok_or("no import_id")?.to_string();
+    let import = loop {
+        let now = call(&http, reqwest::Method::GET, format!("{base}/v1/imports/{id}"), None).await?;
+        if now["state"] != "running" {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let add_seconds = started.elapsed().as_secs_f64();
-    println!("audience: {} members added in {add_seconds:.1} s", args.members);
+    if import["state"] != "completed" || import["created"] != json!(args.members) {
+        return Err(format!("the import did not create every member: {import}"));
+    }
+    let import_rss = serve.peak_rss_kib().ok_or("cannot read herald serve's peak RSS")?;
+    println!(
+        "audience: {} lines imported in {add_seconds:.1} s (upload {upload_seconds:.1} s), peak RSS {import_rss} KiB",
+        args.members
+    );
 
     let body = json!({"audience": {"segments": ["bench"]}, "messages": [{"text": "Hello"}], "channel": "email"});
     let sent_at = Instant::now();
@@ -84,6 +98,9 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     Ok(json!({
         "members": args.members,
         "workers": args.workers,
+        "import_bytes": bytes,
+        "import_peak_rss_kib": import_rss,
+        "upload_seconds": upload_seconds,
         "add_seconds": add_seconds,
         "members_added_per_second": args.members as f64 / add_seconds,
         "rows": rows,
@@ -94,4 +111,45 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
         "rows_per_second_end_to_end": rows as f64 / terminal_seconds,
         "serve_peak_rss_kib": rss,
     }))
+}
+
+/// A CSV file of `members` contacts as a customer's export looks: a phone, an email, a name, a
+/// timezone and two fields each.
+fn write_csv(members: usize) -> Result<tempfile::NamedTempFile, String> {
+    use std::io::Write;
+    const ZONES: [&str; 4] = ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles"];
+    let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut w = std::io::BufWriter::new(file.as_file());
+    let io = |e: std::io::Error| e.to_string();
+    writeln!(w, "phone,email,name,timezone,plan,city").map_err(io)?;
+    for i in 0..members {
+        // Ten real area codes, exchanges 220–299: distinct and valid for the first eight million.
+        const AREAS: [u32; 10] = [415, 212, 312, 617, 206, 303, 512, 702, 404, 305];
+        let phone = format!("+1{}{}{:04}", AREAS[i / 800_000 % 10], 220 + i / 10_000 % 80, i % 10_000);
+        let line = format!("{phone},m{i}@example.com,Member {i},{},gold,Springfield", ZONES[i % 4]);
+        writeln!(w, "{line}").map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    drop(w);
+    Ok(file)
+}
+
+/// Streams the file to `POST /v1/imports`; the answer.
+fn upload(url: &str, file: tempfile::NamedTempFile) -> Result<Value, String> {
+    let f = file.reopen().map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let client = reqwest::blocking::Client::builder().timeout(None).build().map_err(|e| e.to_string())?;
+    let resp = client
+        .post(url)
+        .header("x-api-key", KEY)
+        .header("content-type", "text/csv")
+        .body(reqwest::blocking::Body::sized(f, len))
+        .send()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status} {body}"));
+    }
+    Ok(body)
 }

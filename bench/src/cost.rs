@@ -2,7 +2,8 @@
 //! handlers against the emulator, with the event source mapping played by hand (receive 10,
 //! handle, delete what succeeded), while the adapters' SDK clients count every request and the
 //! DynamoDB capacity it consumes (`herald::adapters::aws::meter`). It runs twice over the same
-//! audience: first to new contacts (created on first send), then to known ones.
+//! audience: first to new contacts (created on first send), then to known ones; then once more
+//! to the same contacts as a segment, one audience broadcast fanned out through the queue.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -90,25 +91,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
             let v: Value = serde_json::from_str(answer["body"].as_str().unwrap_or("{}")).map_err(|e| e.to_string())?;
             ids.push(v["request_id"].as_str().unwrap_or_default().to_string());
         }
-        let mut empty = 0;
-        while empty < 2 {
-            let event = source.receive(10, 0).await;
-            if event.records.is_empty() {
-                empty += 1;
-                continue;
-            }
-            empty = 0;
-            // One record at a time: the emulator's DynamoDB transactions are not thread-safe, and
-            // a failed request would be counted as a retry Herald never makes on AWS.
-            let mut failed = Vec::new();
-            for record in &event.records {
-                let mut one = aws_lambda_events::event::sqs::SqsEvent::default();
-                one.records.push(record.clone());
-                let answer = herald_send::handle_batch(h.clone(), one).await;
-                failed.extend(answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()));
-            }
-            source.settle(&event, &failed).await;
-        }
+        drain(&source, &h).await;
         let mut sent = 0;
         for id in &ids {
             let counts = check.count_rows(&"acme".into(), id).await.map_err(|e| e.to_string())?;
@@ -121,6 +104,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
         println!("cost, {round} ({:.0} s on the emulator): {figures}", started.elapsed().as_secs_f64());
         rounds.push(json!({"round": round, "figures": figures}));
     }
+    rounds.push(json!({"round": "segment audience", "figures": audience_round(&h, &herald_meter, &esm_meter, &source, &ingest, &check, args.recipients).await?}));
     Ok(json!({
         "recipients": args.recipients,
         "prices": {
@@ -132,6 +116,74 @@ pub async fn run(args: Args) -> Result<Value, String> {
         },
         "rounds": rounds,
     }))
+}
+
+/// The event source mapping, played by hand until the queue stays empty.
+async fn drain(source: &EventSource, h: &Arc<Herald>) {
+    let mut empty = 0;
+    while empty < 2 {
+        let event = source.receive(10, 0).await;
+        if event.records.is_empty() {
+            empty += 1;
+            continue;
+        }
+        empty = 0;
+        // One record at a time: the emulator's DynamoDB transactions are not thread-safe, and
+        // a failed request would be counted as a retry Herald never makes on AWS.
+        let mut failed = Vec::new();
+        for record in &event.records {
+            let mut one = aws_lambda_events::event::sqs::SqsEvent::default();
+            one.records.push(record.clone());
+            let answer = herald_send::handle_batch(h.clone(), one).await;
+            failed.extend(answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()));
+        }
+        source.settle(&event, &failed).await;
+    }
+}
+
+/// The same (known) contacts as a segment, and one broadcast to it: the fan-out jobs' requests
+/// count with the rows'. Adding the members is not counted.
+async fn audience_round(
+    h: &Arc<Herald>,
+    herald_meter: &Meter,
+    esm_meter: &Meter,
+    source: &EventSource,
+    ingest: &herald_ingest::Ingest,
+    check: &DynamoStore,
+    recipients: usize,
+) -> Result<Value, String> {
+    use herald::domain::{ContactBody, MembersBody, SegmentBody};
+    let tenant: herald::domain::TenantId = "acme".into();
+    let segment = SegmentBody { name: Some("All".into()) }.validate("all").map_err(|e| format!("{e:?}"))?;
+    h.segments.put_segment(&tenant, &segment).await.map_err(|e| e.to_string())?;
+    for first in (0..recipients).step_by(10_000) {
+        let contacts = (first..(first + 10_000).min(recipients))
+            .map(|i| ContactBody { phone: Some(crate::phone(i)), ..Default::default() })
+            .collect();
+        let body = MembersBody { contact_ids: vec![], contacts };
+        herald::service::segments::add_members(h.segments.as_ref(), h.contacts.as_ref(), &tenant, "all", body)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    herald_meter.reset();
+    esm_meter.reset();
+    let started = std::time::Instant::now();
+    let body = json!({"audience": {"segments": ["all"]}, "messages": [{"text": "Hi {{name}}, your order has shipped"}], "variables": {"name": "Ada"}});
+    let answer = ingest.handle(crate::apigw_post(&body.to_string(), None)).await.map_err(|e| e.to_string())?;
+    if answer["statusCode"] != 202 {
+        return Err(format!("ingest answered {answer}"));
+    }
+    let v: Value = serde_json::from_str(answer["body"].as_str().unwrap_or("{}")).map_err(|e| e.to_string())?;
+    let id = v["request_id"].as_str().unwrap_or_default().to_string();
+    drain(source, h).await;
+    let counts = check.count_rows(&tenant, &id).await.map_err(|e| e.to_string())?;
+    let sent = counts.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
+    if sent != recipients as u64 {
+        return Err(format!("segment audience: {sent} of {recipients} rows ended sent ({counts:?})"));
+    }
+    let figures = per_recipient(&herald_meter.counts(), &esm_meter.counts(), recipients);
+    println!("cost, segment audience ({:.0} s on the emulator): {figures}", started.elapsed().as_secs_f64());
+    Ok(figures)
 }
 
 fn per_recipient(herald: &MeterCounts, esm: &MeterCounts, n: usize) -> Value {

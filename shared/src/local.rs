@@ -71,6 +71,7 @@ impl Local {
         let reclaimable = store.expire_leases().await?;
         let keys = store.release_idempotency_locks().await?;
         store.purge_expired().await?;
+        store.remove_partial_imports().await?;
         if recovered + reclaimable + keys > 0 {
             tracing::info!(jobs = recovered, rows = reclaimable, keys, "recovered work left by a previous run");
         }

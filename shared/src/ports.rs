@@ -275,6 +275,11 @@ pub trait Imports: Send + Sync {
     /// is refused. `None` when the import no longer stands at `chunk.from` (applied already, or
     /// ended): a chunk applied twice counts once.
     async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError>;
+    /// Bytes of the file one chunk reads: as many lines as `apply_chunk` writes well inside a
+    /// job's time.
+    fn chunk_bytes(&self) -> usize {
+        crate::domain::import::CHUNK_BYTES
+    }
     /// Ends a running import as failed, with why; false when it was not running.
     async fn fail_import(&self, tenant: &TenantId, id: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<bool>;
 }
@@ -303,6 +308,10 @@ pub trait ImportFiles: Send + Sync {
     async fn read_at(&self, tenant: &TenantId, id: &str, offset: u64, len: usize) -> StoreResult<Vec<u8>>;
     /// Deletes the file; nothing when it is gone already.
     async fn remove(&self, tenant: &TenantId, id: &str) -> StoreResult<()>;
+    /// Takes a file put in the store by other means (an S3 object key, a path beside the data
+    /// directory) as the import's file, moving it; its size. Adopting again after the move
+    /// answers the size of the file already moved.
+    async fn adopt(&self, tenant: &TenantId, id: &str, source: &str) -> StoreResult<u64>;
 }
 
 // ---------------------------------------------------------------- catalog

@@ -666,3 +666,87 @@ async fn segments_isolation_and_delete(s: &dyn Segments, ids: &[String]) {
     assert_eq!(s.segments_of(&t1, &ids[2]).await.unwrap(), ["beta", "vip"]);
     assert_eq!(s.member_count(&t1, "vip").await.unwrap(), 2);
 }
+
+/// CSV imports: a chunk's lines become contacts and members with counts; the same chunk applied
+/// again counts nothing; a line whose keys belong to two contacts is refused; a deleted segment
+/// and a failed import end it.
+pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
+    use herald::domain::import::{parse_chunk, read_header, ImportState};
+    let t = crate::tenant("t1");
+    let seg = |id: &str| herald::domain::SegmentBody { name: Some(id.into()) }.validate(id).unwrap();
+    s.put_segment(&t, &seg("vip")).await.unwrap();
+    let taken = |phone: &str, email: &str| ContactDraft {
+        phone: Some(herald::domain::Phone::parse(phone).unwrap()),
+        email: Some(herald::domain::Email::parse(email).unwrap()),
+        ..Default::default()
+    };
+    s.upsert_contact(&t, &taken("+14155550190", "a@example.com"), true).await.unwrap();
+    s.upsert_contact(
+        &t,
+        &ContactDraft { email: Some(herald::domain::Email::parse("b@example.com").unwrap()), ..Default::default() },
+        true,
+    )
+    .await
+    .unwrap();
+
+    let file =
+        "phone,email,name\n+14155550101,,Ann\n+14155550102,,Bo\n+14155550190,,Renamed\n+14155550190,b@example.com,\n";
+    let (columns, offset, line) = read_header(file.as_bytes(), true).unwrap();
+    let now = herald::domain::now();
+    let import = herald::domain::import::Import {
+        id: "imp_1".into(),
+        tenant_id: t.clone(),
+        segment_id: "vip".into(),
+        state: ImportState::Running,
+        columns: columns.clone(),
+        bytes: file.len() as u64,
+        offset,
+        next_line: line,
+        lines: 0,
+        created: 0,
+        updated: 0,
+        unchanged: 0,
+        rejected: 0,
+        errors: vec![],
+        failure: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    s.create_import(&import).await.unwrap();
+    let chunk = parse_chunk(&columns, &file.as_bytes()[offset as usize..], offset, line, true).unwrap();
+    let done = s.apply_chunk(&import, &chunk).await.unwrap().expect("applied");
+    assert_eq!(done.state, ImportState::Completed);
+    assert_eq!((done.lines, done.created, done.updated, done.unchanged, done.rejected), (4, 2, 1, 0, 1));
+    assert_eq!(done.errors.len(), 1);
+    assert_eq!(done.errors[0].line, 5);
+    assert!(done.errors[0].reason.contains("already belongs to contact"), "{:?}", done.errors);
+    assert_eq!(s.member_count(&t, "vip").await.unwrap(), 3);
+    let renamed = s.find_contact(&t, &ContactKey::Phone(herald::domain::Phone::parse("+14155550190").unwrap())).await;
+    assert_eq!(renamed.unwrap().unwrap().name.as_deref(), Some("Renamed"));
+
+    // Applied again (a job delivered twice): nothing moves.
+    assert_eq!(s.apply_chunk(&import, &chunk).await.unwrap(), None);
+    assert_eq!(s.get_import(&t, "imp_1").await.unwrap().unwrap(), done);
+    assert_eq!(s.list_imports(&t, 10).await.unwrap(), vec![done.clone()]);
+    assert!(s.list_imports(&crate::tenant("t2"), 10).await.unwrap().is_empty(), "tenant isolation");
+    assert!(s.get_import(&crate::tenant("t2"), "imp_1").await.unwrap().is_none(), "tenant isolation");
+
+    // The same lines in a second import: every one unchanged.
+    let again = herald::domain::import::Import { id: "imp_2".into(), ..import.clone() };
+    s.create_import(&again).await.unwrap();
+    let second = s.apply_chunk(&again, &chunk).await.unwrap().unwrap();
+    assert_eq!((second.created, second.updated, second.unchanged, second.rejected), (0, 0, 3, 1));
+
+    // A segment deleted under a running import ends it; failing it keeps why.
+    let third = herald::domain::import::Import { id: "imp_3".into(), segment_id: "gone".into(), ..import.clone() };
+    s.put_segment(&t, &seg("gone")).await.unwrap();
+    s.create_import(&third).await.unwrap();
+    s.delete_segment(&t, "gone").await.unwrap();
+    assert!(matches!(s.apply_chunk(&third, &chunk).await, Err(MembersError::NoSegment)));
+    assert!(s.fail_import(&t, "imp_3", "the segment was deleted", herald::domain::now()).await.unwrap());
+    assert!(!s.fail_import(&t, "imp_3", "twice", herald::domain::now()).await.unwrap(), "only a running import fails");
+    let failed = s.get_import(&t, "imp_3").await.unwrap().unwrap();
+    assert_eq!((failed.state, failed.failure.as_deref()), (ImportState::Failed, Some("the segment was deleted")));
+    assert_eq!(s.apply_chunk(&third, &chunk).await.unwrap(), None, "an ended import takes no chunk");
+}

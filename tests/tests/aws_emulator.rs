@@ -237,6 +237,12 @@ async fn dynamodb_segments_contract() {
     contract::segments_contract(aws.store().as_ref()).await;
 }
 
+#[tokio::test]
+async fn dynamodb_imports_contract() {
+    let aws = setup(10).await;
+    contract::imports_contract(aws.store().as_ref()).await;
+}
+
 // ------------------------------------------------------------- the Lambda handlers on AWS
 
 fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
@@ -670,4 +676,103 @@ async fn provider_retries_on_the_send_lambda_never_use_up_the_jobs_receives() {
         aws.settle(&event, &failed).await;
     }
     assert_eq!(aws.depth(&aws.dlq_url).await, 0, "nothing was dead-lettered");
+}
+
+// ------------------------------------------------------------- CSV imports through S3
+
+/// Hands every queued job to the send handler until the queue is empty.
+async fn drain(aws: &Aws, herald: &Arc<Herald>) {
+    for _ in 0..200 {
+        let event = aws.receive_event(10).await;
+        if event.records.is_empty() {
+            return;
+        }
+        let response = herald_send::handle_batch(herald.clone(), event.clone()).await;
+        assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+        aws.settle(&event, &[]).await;
+    }
+    panic!("the queue did not empty");
+}
+
+async fn bucket_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    out.contents().iter().filter_map(|o| o.key().map(String::from)).collect()
+}
+
+#[tokio::test]
+async fn imports_travel_from_the_ingest_handler_and_from_s3_uploads_through_the_send_handler() {
+    // Few: the emulator copies its table on every transaction. Several chunks are the service's
+    // business, tested on the embedded store (tests/imports.rs).
+    const LINES: u64 = 120;
+    let aws = setup(5).await;
+    aws.export_env();
+    let bucket = "herald-imports-test";
+    std::env::set_var("IMPORT_BUCKET", bucket);
+    // One line at a time: the emulator's DynamoDB is not thread-safe.
+    std::env::set_var("IMPORT_LINES_AT_ONCE", "1");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&aws.endpoint).await).force_path_style(true).build(),
+    );
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await.unwrap());
+    std::env::remove_var("IMPORT_BUCKET");
+    std::env::remove_var("IMPORT_LINES_AT_ONCE");
+    let key = herald::service::keys::create_key(herald.keys.as_ref(), "acme", None).await.unwrap();
+    let ingest = Ingest::new(herald.clone(), None);
+    let segment = herald::domain::SegmentBody { name: Some("VIP".into()) }.validate("vip").unwrap();
+    herald.segments.put_segment(&tenant("acme"), &segment).await.unwrap();
+
+    // Through the API: the body goes to the bucket, the send handler reads it in chunks.
+    let mut csv = String::from("phone,name,timezone\n");
+    for i in 0..LINES {
+        csv.push_str(&format!("+1415555{i:04},Member {i},America/Los_Angeles\n"));
+    }
+    csv.push_str("12,Bad,\n");
+    let body = serde_json::to_string(&csv).unwrap();
+    let event =
+        fixture("apigw_v2_post_import.json", &[("{{API_KEY}}", &key), ("{{SEGMENT}}", "vip"), ("\"{{BODY}}\"", &body)]);
+    let answer = ingest.handle(event).await.unwrap();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let started: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    let id = started["import_id"].as_str().unwrap().to_string();
+    drain(&aws, &herald).await;
+    let imports = herald.imports.as_ref().expect("imports set up from IMPORT_BUCKET");
+    let done = imports.imports.get_import(&tenant("acme"), &id).await.unwrap().unwrap();
+    assert_eq!(done.state, herald::domain::import::ImportState::Completed, "{done:?}");
+    assert_eq!((done.lines, done.created, done.rejected), (LINES + 1, LINES, 1));
+    assert_eq!(done.errors[0].line, LINES + 2);
+    assert_eq!(herald.segments.member_count(&tenant("acme"), "vip").await.unwrap(), LINES);
+
+    // Uploaded to the bucket straight: its event starts the import, once however often it comes.
+    let upload = "email,plan\nnew@example.com,gold\n+not-an-email,\n";
+    let object = "imports/acme/vip/June list.csv";
+    s3.put_object().bucket(bucket).key(object).body(upload.as_bytes().to_vec().into()).send().await.unwrap();
+    let notice = fixture(
+        "s3_object_created.json",
+        &[("{{BUCKET}}", bucket), ("{{KEY}}", "imports/acme/vip/June+list.csv"), ("{{ETAG}}", "0123abcd")],
+    );
+    let first = ingest.handle(notice.clone()).await.unwrap();
+    let again = ingest.handle(notice).await.unwrap();
+    assert_eq!(first["imports"][0]["import_id"], again["imports"][0]["import_id"], "{first} {again}");
+    drain(&aws, &herald).await;
+    let id = first["imports"][0]["import_id"].as_str().unwrap();
+    let done = imports.imports.get_import(&tenant("acme"), id).await.unwrap().unwrap();
+    assert_eq!((done.lines, done.created, done.rejected), (2, 1, 1), "{done:?}");
+    assert_eq!(herald.segments.member_count(&tenant("acme"), "vip").await.unwrap(), LINES + 1);
+    assert_eq!(bucket_keys(&s3, bucket).await, Vec::<String>::new(), "every file is deleted once imported");
+
+    // An upload for a segment that does not exist is kept as a failed import saying so.
+    s3.put_object()
+        .bucket(bucket)
+        .key("imports/acme/nope/a.csv")
+        .body(b"phone\n".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let notice = fixture(
+        "s3_object_created.json",
+        &[("{{BUCKET}}", bucket), ("{{KEY}}", "imports/acme/nope/a.csv"), ("{{ETAG}}", "e")],
+    );
+    let answer = ingest.handle(notice).await.unwrap();
+    assert_eq!(answer["imports"][0]["state"], "failed", "{answer}");
 }

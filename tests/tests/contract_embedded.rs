@@ -173,3 +173,9 @@ async fn segments() {
     let (_d, s, _) = open(10);
     contract::segments_contract(s.as_ref()).await;
 }
+
+#[tokio::test]
+async fn imports() {
+    let (_d, s, _) = open(10);
+    contract::imports_contract(s.as_ref()).await;
+}

@@ -1,8 +1,9 @@
-//! Herald's ingest Lambda. It is invoked with one of three typed events ([`Event`]): an API
+//! Herald's ingest Lambda. It is invoked with one of four typed events ([`Event`]): an API
 //! Gateway HTTP API request goes through the very router `herald serve` uses, adapted the way
 //! `lambda_http` adapts any axum app; an EventBridge event whose `detail` is a native send request
 //! goes through the same validation and idempotency (the event id is the idempotency key, since
-//! EventBridge may deliver an event twice); SES's status events update the rows they name.
+//! EventBridge may deliver an event twice); SES's status events update the rows they name; and an
+//! S3 notice of a CSV file uploaded under `imports/{tenant}/{segment}/` starts its import.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use axum::http::{HeaderMap, HeaderValue};
@@ -27,6 +28,35 @@ pub enum Event {
     SesStatus(Box<EventBridgeEvent>),
     /// Any other EventBridge event: its `detail` is a native send request.
     Send(Box<EventBridgeEvent>),
+    /// Objects created in the import bucket (S3 invokes the function with `Records`).
+    Uploads(S3Notice),
+}
+
+/// The parts of an S3 event notification Herald reads.
+#[derive(Debug, serde::Deserialize)]
+pub struct S3Notice {
+    #[serde(rename = "Records")]
+    pub records: Vec<S3Record>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct S3Record {
+    #[serde(rename = "eventSource", default)]
+    pub event_source: String,
+    pub s3: S3Entity,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct S3Entity {
+    pub object: S3Object,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct S3Object {
+    /// URL-encoded, as S3 sends it.
+    pub key: String,
+    #[serde(rename = "eTag", default)]
+    pub e_tag: String,
 }
 
 impl Event {
@@ -39,6 +69,13 @@ impl Event {
                 "aws.ses" => Event::SesStatus(Box::new(event)),
                 _ => Event::Send(Box::new(event)),
             });
+        }
+        if payload.get("Records").is_some() {
+            let notice: S3Notice = serde_json::from_value(payload).map_err(|e| format!("not an S3 notice: {e}"))?;
+            if notice.records.iter().any(|r| r.event_source != "aws:s3") {
+                return Err("a Records event whose source is not aws:s3".into());
+            }
+            return Ok(Event::Uploads(notice));
         }
         // A raw `"` in the query (SMAX's documented URL) would make lambda_http panic.
         let payload = herald::http::request_target::encode_api_gateway_event(payload);
@@ -74,13 +111,39 @@ impl Ingest {
         self.handle_in(payload, Context::default()).await
     }
 
-    /// One invocation: an HTTP API request, an SES status event or a send event.
+    /// One invocation: an HTTP API request, an SES status event, a send event or uploads.
     pub async fn handle_in(&self, payload: Value, context: Context) -> Result<Value, lambda_runtime::Error> {
         match Event::parse(payload)? {
             Event::Http(request) => self.http(*request, context).await,
             Event::SesStatus(event) => self.ses_status(&event).await,
             Event::Send(event) => self.send(&event).await,
+            Event::Uploads(notice) => self.uploads(&notice).await,
         }
+    }
+
+    /// Starts an import per uploaded file. A key that names no tenant and segment is logged and
+    /// passed over (sending it again would not help); a store that blinks fails the invocation,
+    /// so S3's retry comes again, and the import id, derived from the upload, keeps it one import.
+    async fn uploads(&self, notice: &S3Notice) -> Result<Value, lambda_runtime::Error> {
+        use herald::service::imports::{start_uploaded, Upload};
+        let Some(imports) = &self.herald.imports else {
+            return Err("IMPORT_BUCKET is not set: uploads cannot be imported".into());
+        };
+        let mut started = Vec::new();
+        for record in &notice.records {
+            let upload = match Upload::from_notice(&record.s3.object.key, &record.s3.object.e_tag) {
+                Ok(u) => u,
+                Err(why) => {
+                    tracing::warn!(key = %record.s3.object.key, %why, "upload passed over");
+                    continue;
+                }
+            };
+            let import = start_uploaded(imports, &upload.tenant, &upload.segment_id, &upload.import_id, &upload.key)
+                .await
+                .map_err(|e| format!("import of {} not started: {e}", upload.key))?;
+            started.push(json!({"import_id": import.id, "state": import.state}));
+        }
+        Ok(json!({"imports": started}))
     }
 
     /// Through `lambda_http`'s own adapter, which base64-encodes binary bodies and moves

@@ -44,6 +44,10 @@ pub struct AwsConfig {
     pub provider_settings: std::collections::HashMap<String, String>,
     /// `PROVIDER_SECRETS_ARN`: a Secrets Manager secret whose JSON object overlays them.
     pub secrets_arn: Option<String>,
+    /// The bucket import files wait in (`IMPORT_BUCKET`); without it imports answer `501`.
+    pub import_bucket: Option<String>,
+    /// Lines of an import chunk written to DynamoDB at once (`IMPORT_LINES_AT_ONCE`, 16).
+    pub import_lines_at_once: usize,
 }
 
 /// Names the provider settings present, never their values (they include credentials).
@@ -57,6 +61,8 @@ impl std::fmt::Debug for AwsConfig {
             .field("settings", &self.settings)
             .field("provider_settings", &keys)
             .field("secrets_arn", &self.secrets_arn)
+            .field("import_bucket", &self.import_bucket)
+            .field("import_lines_at_once", &self.import_lines_at_once)
             .finish()
     }
 }
@@ -89,6 +95,8 @@ impl AwsConfig {
             settings,
             provider_settings,
             secrets_arn,
+            import_bucket: std::env::var("IMPORT_BUCKET").ok().filter(|b| !b.trim().is_empty()),
+            import_lines_at_once: optional_number("IMPORT_LINES_AT_ONCE", 16)?,
         })
     }
 
@@ -101,7 +109,10 @@ impl AwsConfig {
         }
         let provider_config = crate::providers::config::ProviderConfig::from_map(&provider_settings)
             .map_err(|e| ConfigError { name: "HERALD_* / PROVIDER_SECRETS_ARN", problem: e.to_string() })?;
-        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table));
+        let store = Arc::new(
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table)
+                .with_lines_at_once(self.import_lines_at_once),
+        );
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url));
         // A channel without a configured provider falls back to the sandbox, which records sends
         // in the table, so a deployment can be tried end to end before providers are set up.
@@ -110,7 +121,15 @@ impl AwsConfig {
         let providers = Providers::from_config(&provider_config, client, sandbox, store.clone(), false)
             .map_err(|problem| ConfigError { name: "HERALD_*", problem })?
             .with_ses(&provider_config, &sdk);
-        Ok(Herald::new(Stores::from_one(store), queue, providers, self.settings).with_provider_config(provider_config))
+        let mut stores = Stores::from_one(store.clone());
+        if let Some(bucket) = self.import_bucket {
+            // An emulator on an endpoint URL takes buckets in the path, not in the host name.
+            let path_style = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| !e.is_empty());
+            let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+            let files = Arc::new(crate::adapters::aws::S3Files::new(aws_sdk_s3::Client::from_conf(s3), bucket));
+            stores.imports = Some((store, files));
+        }
+        Ok(Herald::new(stores, queue, providers, self.settings).with_provider_config(provider_config))
     }
 }
 

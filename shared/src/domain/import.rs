@@ -17,8 +17,9 @@ use super::TenantId;
 
 /// Errors an import keeps to show; past these it only counts.
 pub const MAX_KEPT_ERRORS: usize = 100;
-/// Bytes one chunk reads at most; a single line longer than this ends the import.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes one chunk reads at most (a store may take smaller chunks); a single line longer than
+/// a chunk ends the import.
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// A column of an import file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,6 +277,16 @@ impl Import {
     }
 }
 
+impl Chunk {
+    /// The chunk without its drafts, with the lines a store refused added to the parser's:
+    /// what the import's counters take.
+    pub fn counted(&self, mut refused: Vec<LineError>) -> Chunk {
+        refused.extend(self.rejected.iter().cloned());
+        refused.sort_by_key(|e| e.line);
+        Chunk { drafts: Vec::new(), rejected: refused, ..*self }
+    }
+}
+
 /// One chunk of a file, read: the lines to apply and the ones refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Chunk {
@@ -313,7 +324,7 @@ pub fn parse_chunk(columns: &[Column], data: &[u8], from: u64, line: u64, eof: b
     } else {
         let Some((byte, at, _)) = records.pop() else { return Err(format!("line {line} is not complete")) };
         if records.is_empty() {
-            return Err(format!("line {line} is longer than {CHUNK_BYTES} bytes"));
+            return Err(format!("line {line} is longer than {} bytes", data.len()));
         }
         (from + byte, at)
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::ids::new_id;
-use crate::domain::import::{parse_chunk, read_header, Chunk, Import, ImportState, CHUNK_BYTES};
+use crate::domain::import::{parse_chunk, read_header, Chunk, Column, Import, ImportState, CHUNK_BYTES};
 use crate::domain::{now, FieldErrors, Job, TenantId};
 use crate::ports::{
     ByteStream, FileError, ImportFiles, Imports, JobQueue, MembersError, OutgoingJob, Segments, StoreError,
@@ -63,26 +63,62 @@ pub async fn start(
         Err(FileError::Body(e)) => return Err(ImportError::Body(e.to_string())),
         Err(FileError::Store(e)) => return Err(e.into()),
     };
-    let head = h.files.read_at(tenant, &id, 0, CHUNK_BYTES).await?;
-    let (columns, offset, next_line) = match read_header(&head, head.len() as u64 >= bytes) {
-        Ok(header) => header,
-        Err(why) => {
-            let _ = h.files.remove(tenant, &id).await;
-            let mut errs = FieldErrors::new();
-            errs.push("header", why);
-            return Err(ServiceError::Invalid(errs).into());
-        }
-    };
+    begin(h, tenant, segment_id, &id, bytes, BadHeader::Refuse).await
+}
+
+/// An import of a file uploaded straight to the file store (an object under `imports/` in the
+/// AWS shape's bucket): there is no caller to answer, so a file that cannot be imported is kept
+/// as a failed import saying why. `id` derives from the upload, so a repeated notice of the
+/// same upload starts nothing new.
+pub async fn start_uploaded(
+    h: &ImportRun,
+    tenant: &TenantId,
+    segment_id: &str,
+    id: &str,
+    source: &str,
+) -> Result<Import, ImportError> {
+    if let Some(existing) = h.imports.get_import(tenant, id).await? {
+        return Ok(existing);
+    }
+    let bytes = h.files.adopt(tenant, id, source).await?;
+    if h.segments.get_segment(tenant, segment_id).await?.is_none() {
+        let import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+        h.imports.create_import(&import).await?;
+        h.imports.fail_import(tenant, id, &format!("no segment \"{segment_id}\" in this tenant"), now()).await?;
+        let _ = h.files.remove(tenant, id).await;
+        return Ok(h.imports.get_import(tenant, id).await?.unwrap_or(import));
+    }
+    begin(h, tenant, segment_id, id, bytes, BadHeader::Record).await
+}
+
+/// What a header the rules refuse comes to.
+#[derive(PartialEq, Eq)]
+enum BadHeader {
+    /// A `422` to the caller, nothing stored.
+    Refuse,
+    /// A failed import that says why.
+    Record,
+}
+
+fn new_import(
+    tenant: &TenantId,
+    segment_id: &str,
+    id: &str,
+    bytes: u64,
+    columns: Vec<Column>,
+    offset: u64,
+    line: u64,
+) -> Import {
     let at = now();
-    let mut import = Import {
-        id: id.clone(),
+    Import {
+        id: id.to_string(),
         tenant_id: tenant.clone(),
         segment_id: segment_id.to_string(),
         state: ImportState::Running,
         columns,
         bytes,
         offset,
-        next_line,
+        next_line: line,
         lines: 0,
         created: 0,
         updated: 0,
@@ -93,21 +129,50 @@ pub async fn start(
         created_at: at,
         updated_at: at,
         finished_at: None,
+    }
+}
+
+/// Checks the stored file's header, stores the import and queues its first chunk.
+async fn begin(
+    h: &ImportRun,
+    tenant: &TenantId,
+    segment_id: &str,
+    id: &str,
+    bytes: u64,
+    bad_header: BadHeader,
+) -> Result<Import, ImportError> {
+    let head = h.files.read_at(tenant, id, 0, CHUNK_BYTES).await?;
+    let mut import = match read_header(&head, head.len() as u64 >= bytes) {
+        Ok((columns, offset, line)) => new_import(tenant, segment_id, id, bytes, columns, offset, line),
+        Err(why) if bad_header == BadHeader::Record => {
+            let mut import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+            import.state = ImportState::Failed;
+            import.failure = Some(why);
+            import.finished_at = Some(import.created_at);
+            import
+        }
+        Err(why) => {
+            let _ = h.files.remove(tenant, id).await;
+            let mut errs = FieldErrors::new();
+            errs.push("header", why);
+            return Err(ServiceError::Invalid(errs).into());
+        }
     };
-    if offset >= bytes {
+    if import.state == ImportState::Running && import.offset >= bytes {
         // A header and nothing else: done already.
         import.state = ImportState::Completed;
-        import.finished_at = Some(at);
-        let _ = h.files.remove(tenant, &id).await;
+        import.finished_at = Some(import.created_at);
     }
     h.imports.create_import(&import).await?;
-    if import.state == ImportState::Running {
-        let job = OutgoingJob { job: Job::import(tenant, &id), delay: Duration::ZERO };
-        if let Err(e) = h.queue.send_batch(&[job]).await {
-            let _ = h.imports.fail_import(tenant, &id, "it could not be queued", now()).await;
-            let _ = h.files.remove(tenant, &id).await;
-            return Err(e.into());
-        }
+    if import.state != ImportState::Running {
+        let _ = h.files.remove(tenant, id).await;
+        return Ok(import);
+    }
+    let job = OutgoingJob { job: Job::import(tenant, id), delay: Duration::ZERO };
+    if let Err(e) = h.queue.send_batch(&[job]).await {
+        let _ = h.imports.fail_import(tenant, id, "it could not be queued", now()).await;
+        let _ = h.files.remove(tenant, id).await;
+        return Err(e.into());
     }
     tracing::info!(import_id = %id, bytes, "import started");
     Ok(import)
@@ -123,7 +188,7 @@ enum Stop {
 
 /// Reads and parses the chunk at `offset` (off the async runtime: parsing is CPU work).
 async fn read_chunk(h: &ImportRun, import: &Import, offset: u64, line: u64) -> Result<Chunk, Stop> {
-    let data = match h.files.read_at(&import.tenant_id, &import.id, offset, CHUNK_BYTES).await {
+    let data = match h.files.read_at(&import.tenant_id, &import.id, offset, h.imports.chunk_bytes()).await {
         Ok(d) => d,
         Err(StoreError::Corrupt(why)) => return Err(Stop::Fail(why)),
         Err(e) => return Err(Stop::Again(e)),
@@ -215,4 +280,78 @@ async fn fail(h: &ImportRun, import: &Import, why: &str) -> JobResult {
     }
     let _ = h.files.remove(&import.tenant_id, &import.id).await;
     JobResult::Delete
+}
+
+/// An upload that starts an import, read from its object key `imports/{tenant}/{segment}/{name}`
+/// (as an S3 notice spells it: URL-encoded, `+` for a space) and its ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub tenant: TenantId,
+    pub segment_id: String,
+    /// The object's key, decoded.
+    pub key: String,
+    /// The import's id: the same upload always names the same import.
+    pub import_id: String,
+}
+
+impl Upload {
+    pub fn from_notice(encoded_key: &str, etag: &str) -> Result<Upload, String> {
+        let key = decode_key(encoded_key).ok_or_else(|| format!("the key {encoded_key:?} is not URL-encoded UTF-8"))?;
+        let rest = key.strip_prefix("imports/").ok_or("the key is not under imports/")?;
+        let mut parts = rest.splitn(3, '/');
+        let (Some(tenant), Some(segment), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("the key is not imports/{tenant}/{segment_id}/{file name}".into());
+        };
+        if name.is_empty() {
+            return Err("the key names no file".into());
+        }
+        let tenant = TenantId::parse(tenant).map_err(|e| format!("tenant: {e}"))?;
+        crate::domain::ids::check_id(segment).map_err(|e| format!("segment id: {e}"))?;
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{key}\n{etag}").as_bytes());
+        let import_id = format!("imp_up{}", &hex::encode(digest)[..30]);
+        Ok(Upload { tenant, segment_id: segment.to_string(), key, import_id })
+    }
+}
+
+/// Decodes an S3 notice's key: `%XX` escapes and `+` for a space.
+fn decode_key(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = encoded.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_key_names_the_tenant_segment_and_a_stable_import() {
+        let up = Upload::from_notice("imports/acme/vip%2Dlist/June+list%C3%A9.csv", "\"abc\"").unwrap();
+        assert_eq!((up.tenant.as_str(), up.segment_id.as_str()), ("acme", "vip-list"));
+        assert_eq!(up.key, "imports/acme/vip-list/June listé.csv");
+        assert_eq!(
+            up.import_id,
+            Upload::from_notice("imports/acme/vip%2Dlist/June+list%C3%A9.csv", "\"abc\"").unwrap().import_id
+        );
+        assert_ne!(
+            up.import_id,
+            Upload::from_notice("imports/acme/vip%2Dlist/June+list%C3%A9.csv", "\"abd\"").unwrap().import_id
+        );
+        for bad in ["imports/acme/vip", "other/acme/vip/a.csv", "imports/acme/vip/", "imports/acme/vip/%zz"] {
+            assert!(Upload::from_notice(bad, "e").is_err(), "{bad}");
+        }
+    }
 }

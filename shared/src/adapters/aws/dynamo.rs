@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::ports::*;
 use crate::retry::Policy;
 
+mod imports;
 mod segments;
 
 type Item = HashMap<String, AttributeValue>;
@@ -40,6 +41,8 @@ const OCC_TRIES: u32 = 8;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Lines of an import chunk written at once.
+    lines_at_once: usize,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -101,7 +104,13 @@ macro_rules! condition_failed {
 
 impl DynamoStore {
     pub fn new(client: Client, table: String) -> DynamoStore {
-        DynamoStore { client, table }
+        DynamoStore { client, table, lines_at_once: 16 }
+    }
+
+    /// Writes this many lines of an import chunk at once (16 unless set; at least 1).
+    pub fn with_lines_at_once(mut self, n: usize) -> DynamoStore {
+        self.lines_at_once = n.max(1);
+        self
     }
 
     async fn get(&self, pk: String, sk: &str, consistent: bool) -> StoreResult<Option<Item>> {

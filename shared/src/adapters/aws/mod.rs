@@ -1,11 +1,13 @@
 //! The AWS shape's adapters: SQS for the job queue, one DynamoDB table for every store
-//! (`docs/dynamodb.md`). `app::aws` wires them from the environment.
+//! (`docs/dynamodb.md`), an S3 bucket for import files. `app::aws` wires them from the environment.
 
 mod dynamo;
 pub mod meter;
+mod s3;
 mod sqs;
 
 pub use dynamo::DynamoStore;
+pub use s3::{S3Files, UPLOAD_PREFIX};
 pub use sqs::SqsQueue;
 
 /// The text of an SDK error with its causes, for logs and `StoreError`s.

@@ -62,6 +62,12 @@ fn import_line(
     let Some(contact) = write else {
         return Ok(Ok((found.map(|f| f.id).unwrap_or_default(), outcome)));
     };
+    if outcome == LineOutcome::Created {
+        // No contact holds any of its keys (just looked up in this transaction): insert it
+        // without `write_contact`'s second look and its delete of old keys.
+        insert_new(c, tenant, &contact)?;
+        return Ok(Ok((contact.id, outcome)));
+    }
     match write_contact(c, tenant, &contact) {
         Ok(()) => Ok(Ok((contact.id, outcome))),
         Err(ContactWriteError::KeyTaken { field, other }) => {
@@ -69,6 +75,19 @@ fn import_line(
         }
         Err(ContactWriteError::Store(e)) => Err(e),
     }
+}
+
+fn insert_new(c: &Connection, tenant: &str, contact: &Contact) -> StoreResult<()> {
+    let mut key = c.prepare_cached("INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)")?;
+    for k in contact.keys() {
+        key.execute(params![tenant, k.as_key(), contact.id])?;
+    }
+    c.prepare_cached("INSERT INTO contacts (tenant_id, id, data) VALUES (?1, ?2, ?3)")?.execute(params![
+        tenant,
+        contact.id,
+        serde_json::to_string(contact)?
+    ])?;
+    Ok(())
 }
 
 /// The chunk's lines, memberships and counters in one savepoint.
@@ -112,11 +131,7 @@ fn apply(
         params![tenant, stored.segment_id, added],
     )
     .map_err(StoreError::from)?;
-    let mut chunk = chunk.clone();
-    chunk.drafts.clear();
-    chunk.rejected.extend(refused);
-    chunk.rejected.sort_by_key(|e| e.line);
-    stored.apply(&chunk, &outcomes, at);
+    stored.apply(&chunk.counted(refused), &outcomes, at);
     write_import(&tx, &stored)?;
     tx.commit().map_err(StoreError::from)?;
     Ok(Some(stored))
@@ -149,6 +164,7 @@ impl Imports for EmbeddedStore {
     }
 
     async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError> {
+        // The writer needs the chunk for as long as it runs: one copy, made here.
         let (import, chunk, at) = (import.clone(), chunk.clone(), crate::domain::now());
         self.db.write(move |c| Ok(apply(c, &import, &chunk, at))).await?
     }
@@ -178,6 +194,25 @@ pub(super) fn files_root(data_dir: &std::path::Path) -> PathBuf {
 }
 
 impl EmbeddedStore {
+    /// Deletes the uploads a killed process left half-written (their callers never got an
+    /// answer, so no import names them); how many.
+    pub async fn remove_partial_imports(&self) -> StoreResult<usize> {
+        let root = self.files.clone();
+        blocking(move || {
+            let mut removed = 0;
+            for tenant in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                for file in std::fs::read_dir(tenant.path()).into_iter().flatten().flatten() {
+                    if file.path().extension().is_some_and(|e| e == "part") {
+                        std::fs::remove_file(file.path())?;
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     fn import_path(&self, tenant: &TenantId, id: &str) -> PathBuf {
         // Both parts are Herald's own ids (checked characters, no separators).
         self.files.join(tenant.as_str()).join(format!("{id}.csv"))
@@ -269,6 +304,18 @@ impl ImportFiles for EmbeddedStore {
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    async fn adopt(&self, tenant: &TenantId, id: &str, source: &str) -> StoreResult<u64> {
+        let (path, source) = (self.import_path(tenant, id), PathBuf::from(source));
+        blocking(move || {
+            if !path.exists() {
+                std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+                std::fs::rename(&source, &path)?;
+            }
+            Ok(std::fs::metadata(&path)?.len())
+        })
+        .await
     }
 
     async fn remove(&self, tenant: &TenantId, id: &str) -> StoreResult<()> {

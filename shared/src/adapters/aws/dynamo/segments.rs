@@ -52,7 +52,7 @@ fn distinct(ids: &[String]) -> Vec<String> {
 
 impl DynamoStore {
     /// The segment's live incarnation, read strongly (a delete must be seen at once).
-    async fn incarnation(&self, tenant: &TenantId, segment: &str) -> Result<String, MembersError> {
+    pub(super) async fn incarnation(&self, tenant: &TenantId, segment: &str) -> Result<String, MembersError> {
         let item = self.get(tenant_pk(tenant), &segment_sk(segment), true).await?;
         item.and_then(|i| text(&i, "inc")).ok_or(MembersError::NoSegment)
     }
