@@ -103,6 +103,17 @@ pub trait RequestLog: Send + Sync {
     async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>>;
     /// Records that fan-out has made every row of the request; the first call's time stays.
     async fn finish_fan_out(&self, tenant: &TenantId, request_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Records that fan-out stopped for good before making every row (a page that can never be
+    /// read): it is over at `at` as [`RequestLog::finish_fan_out`] records, the rows made so far
+    /// still send, and `reason` says why the rest were not made. A fan-out already over (finished
+    /// or failed) keeps its time and reason.
+    async fn fail_fan_out(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<()>;
     /// Cancels a stored request: from the moment this returns no row of it is claimed again (rows
     /// inside a provider call finish that call), rows no worker holds end `canceled`, and
     /// fan-out adds no row. Returns when it was canceled (the first call's time).
@@ -119,9 +130,11 @@ pub trait RequestLog: Send + Sync {
 /// The changing part of a send request, kept beside the request itself (which never changes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// When fan-out made the last row of an audience broadcast.
+    /// When fan-out made the last row of an audience broadcast (or stopped for good).
     pub fanned_out_at: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
+    /// Why fan-out stopped before making every row, when it did.
+    pub fan_out_error: Option<String>,
 }
 
 /// Row leases: who may send a row now, and what its attempts came to. Deliver's side of the rows.

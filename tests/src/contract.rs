@@ -273,6 +273,10 @@ pub async fn fan_out_contract(r: &dyn Requests) {
     r.finish_fan_out(&t1, "req_aud", t + Span::seconds(5)).await.unwrap();
     let fanned = r.progress(&t1, "req_aud").await.unwrap().fanned_out_at.expect("fan-out finished");
     assert_eq!(fanned.timestamp_millis(), t.timestamp_millis(), "the first finish stays");
+    r.fail_fan_out(&t1, "req_aud", t + Span::seconds(6), "too late").await.unwrap();
+    let progress = r.progress(&t1, "req_aud").await.unwrap();
+    assert_eq!(progress.fan_out_error, None, "a fan-out that finished did not fail");
+    assert_eq!(progress.fanned_out_at.map(|at| at.timestamp_millis()), Some(t.timestamp_millis()));
 
     // Cancel: another tenant's cancel does nothing; a leased row finishes its attempt.
     assert!(matches!(r.claim_row(&t1, &page[1].id, t, lease).await.unwrap(), Claim::Claimed(_)));
@@ -298,6 +302,24 @@ pub async fn fan_out_contract(r: &dyn Requests) {
     let counts = r.count_rows(&t1, "req_aud").await.unwrap();
     assert_eq!((counts.get(&Status::Sent), counts.get(&Status::Canceled)), (Some(&2), Some(&2)), "{counts:?}");
     assert_eq!(counts.values().sum::<u64>(), 4);
+}
+
+/// A fan-out that stops for good: it is over at its first failure's time with that reason, and a
+/// later failure or finish changes neither.
+pub async fn fan_out_failure_contract(r: &dyn Requests) {
+    let t1 = tenant("t1");
+    let (mut req, _) = sample_request("t1", "req_fails", 0);
+    req.audience = Some(herald::domain::Audience { segments: vec!["s".into()], exclude_segments: vec![] });
+    r.insert_request(&req, &[]).await.expect("insert");
+    let t = now();
+    r.fail_fan_out(&t1, "req_fails", t, "page 3 cannot be read").await.unwrap();
+    r.fail_fan_out(&t1, "req_fails", t + Span::seconds(1), "another reason").await.unwrap();
+    r.finish_fan_out(&t1, "req_fails", t + Span::seconds(2)).await.unwrap();
+    let progress = r.progress(&t1, "req_fails").await.unwrap();
+    assert_eq!(progress.fan_out_error.as_deref(), Some("page 3 cannot be read"), "the first reason stays");
+    assert_eq!(progress.fanned_out_at.map(|at| at.timestamp_millis()), Some(t.timestamp_millis()));
+    assert_eq!(progress.canceled_at, None);
+    assert_eq!(r.progress(&tenant("t2"), "req_fails").await.unwrap(), Default::default(), "tenants are isolated");
 }
 
 /// Many workers race to claim one row: exactly one wins.

@@ -198,3 +198,198 @@ async fn an_audience_is_checked_before_anything_is_stored() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     assert_eq!(s.stored().await.counts.requests, before.requests, "nothing stored");
 }
+
+/// A page of members that cannot be read: a permanent failure ends the fan-out (the rows made
+/// before it still send, the request says why, the job is gone); a transient one comes again.
+mod unreadable_pages {
+    use super::*;
+    use async_trait::async_trait;
+    use herald::adapters::embedded::{self, EmbeddedStore};
+    use herald::app::{Herald, Stores};
+    use herald::domain::{Segment, TenantId};
+    use herald::ports::{JobQueue, MemberPage, MembersError, Segments, StoreError, StoreResult};
+    use herald::providers::sandbox::Sandbox;
+    use herald::providers::Providers;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// The embedded store's segments, with every listing of `segment`'s members failing while
+    /// `failures_left` lasts (`u32::MAX`: always), as `fault` says.
+    struct Unreadable {
+        inner: Arc<EmbeddedStore>,
+        segment: &'static str,
+        fault: fn() -> MembersError,
+        failures_left: AtomicU32,
+        listings: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Segments for Unreadable {
+        async fn put_segment(&self, t: &TenantId, s: &Segment) -> StoreResult<(Segment, bool)> {
+            self.inner.put_segment(t, s).await
+        }
+        async fn get_segment(&self, t: &TenantId, id: &str) -> StoreResult<Option<Segment>> {
+            self.inner.get_segment(t, id).await
+        }
+        async fn list_segments(&self, t: &TenantId) -> StoreResult<Vec<Segment>> {
+            self.inner.list_segments(t).await
+        }
+        async fn delete_segment(&self, t: &TenantId, id: &str) -> StoreResult<bool> {
+            self.inner.delete_segment(t, id).await
+        }
+        async fn add_members(&self, t: &TenantId, seg: &str, ids: &[String]) -> Result<u64, MembersError> {
+            self.inner.add_members(t, seg, ids).await
+        }
+        async fn remove_members(&self, t: &TenantId, seg: &str, ids: &[String]) -> Result<u64, MembersError> {
+            self.inner.remove_members(t, seg, ids).await
+        }
+        async fn list_members(
+            &self,
+            t: &TenantId,
+            seg: &str,
+            cursor: Option<&str>,
+            limit: u32,
+        ) -> Result<MemberPage, MembersError> {
+            if seg == self.segment {
+                self.listings.fetch_add(1, Ordering::SeqCst);
+                let left = self.failures_left.load(Ordering::SeqCst);
+                if left > 0 {
+                    if left != u32::MAX {
+                        self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return Err((self.fault)());
+                }
+            }
+            self.inner.list_members(t, seg, cursor, limit).await
+        }
+        async fn member_count(&self, t: &TenantId, seg: &str) -> Result<u64, MembersError> {
+            self.inner.member_count(t, seg).await
+        }
+        async fn segments_of(&self, t: &TenantId, contact: &str) -> StoreResult<Vec<String>> {
+            self.inner.segments_of(t, contact).await
+        }
+    }
+
+    /// A Herald over the embedded store with `broken`'s members unreadable, served on loopback
+    /// with its workers running.
+    struct Rig {
+        base: String,
+        key: String,
+        http: reqwest::Client,
+        segments: Arc<Unreadable>,
+        queue: Arc<embedded::EmbeddedQueue>,
+        stop: tokio::sync::watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = self.stop.send(true);
+        }
+    }
+
+    async fn rig(fault: fn() -> MembersError, failures: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, queue) = embedded::open(dir.path(), 10).unwrap();
+        let segments = Arc::new(Unreadable {
+            inner: store.clone(),
+            segment: "broken",
+            fault,
+            failures_left: AtomicU32::new(failures),
+            listings: AtomicU32::new(0),
+        });
+        let mut stores = Stores::from_one(store.clone());
+        stores.segments = segments.clone();
+        let sandbox = Arc::new(Sandbox::new(store.clone(), SandboxBehaviour::default()));
+        let h = Arc::new(Herald::new(stores, queue.clone(), Providers::all(sandbox), fast_settings()));
+        let key = herald::service::keys::create_key(h.keys.as_ref(), "default", None).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = herald::http::router(h.clone());
+        tokio::spawn(herald::http::server::serve(listener, app, Default::default(), std::future::pending()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(herald::service::worker::run_pool(h.deliver.clone(), 4, Some(queue.wake_handle()), stopped));
+        Rig { base, key, http: reqwest::Client::new(), segments, queue, stop, _dir: dir }
+    }
+
+    impl Rig {
+        async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+            let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            herald_tests::read(req.send().await.unwrap()).await
+        }
+
+        async fn segment(&self, id: &str, members: std::ops::Range<usize>) {
+            self.call(Method::PUT, &format!("/v1/segments/{id}"), Some(json!({"name": id}))).await;
+            let contacts: Vec<Value> = members.map(|i| json!({"phone": phone(i)})).collect();
+            let path = format!("/v1/segments/{id}/members");
+            let (status, body) = self.call(Method::POST, &path, Some(json!({"contacts": contacts}))).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+
+        /// Broadcasts to `segments` and waits until it has settled; its final view.
+        async fn broadcast(&self, segments: &[&str]) -> Value {
+            let body = json!({"audience": {"segments": segments}, "messages": [{"text": "Hi"}], "channel": "sms"});
+            let (status, answer) = self.call(Method::POST, "/v1/broadcasts", Some(body)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            let id = answer["request_id"].as_str().unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, view) = self.call(Method::GET, &format!("/v1/broadcasts/{id}"), None).await;
+                if view["state"] != "fanning_out" && view["summary"]["pending"] == json!(0) {
+                    return view;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "not settled: {view}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        async fn sandbox_records(&self, request_id: &str) -> usize {
+            let path = format!("/v1/outbox?request_id={request_id}&limit=1000");
+            let (_, body) = self.call(Method::GET, &path, None).await;
+            body["messages"].as_array().unwrap().len()
+        }
+    }
+
+    async fn a_permanent_failure_ends_the_fan_out(fault: fn() -> MembersError) {
+        let r = rig(fault, u32::MAX).await;
+        r.segment("fine", 0..3).await;
+        r.segment("broken", 3..5).await;
+        r.segment("after", 5..7).await;
+        let done = r.broadcast(&["fine", "broken", "after"]).await;
+        let id = done["request_id"].as_str().unwrap();
+        assert_eq!(done["state"], "completed", "{done}");
+        let why = done["fan_out_error"].as_str().unwrap_or_else(|| panic!("no fan_out_error: {done}"));
+        assert!(why.starts_with("fan-out stopped in segment \"broken\" after 1 page of members: "), "{why}");
+        assert_eq!(done["summary"]["total"], json!(3), "{done}");
+        assert_eq!(r.sandbox_records(id).await, 3, "the rows made before the failure still send");
+        // A job retried forever would list the broken segment again every backoff (20 ms here).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(r.segments.listings.load(Ordering::SeqCst), 1, "the failing page is read once");
+        let left = r.queue.receive(10, Duration::from_secs(30)).await.unwrap();
+        assert!(left.is_empty(), "the fan-out job is deleted: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_page_the_store_cannot_read_ends_the_fan_out_as_failed() {
+        a_permanent_failure_ends_the_fan_out(|| MembersError::Store(StoreError::Corrupt("bad member".into()))).await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_cursor_ends_the_fan_out_as_failed() {
+        a_permanent_failure_ends_the_fan_out(|| MembersError::BadCursor("is not a cursor".into())).await;
+    }
+
+    #[tokio::test]
+    async fn a_page_the_store_briefly_cannot_read_comes_again() {
+        let r = rig(|| MembersError::Store(StoreError::Unavailable("blink".into())), 3).await;
+        r.segment("fine", 0..3).await;
+        r.segment("broken", 3..5).await;
+        let done = r.broadcast(&["fine", "broken"]).await;
+        assert_eq!((done["state"].clone(), done["fan_out_error"].clone()), (json!("completed"), Value::Null), "{done}");
+        assert_eq!(r.sandbox_records(done["request_id"].as_str().unwrap()).await, 5);
+        assert_eq!(r.segments.listings.load(Ordering::SeqCst), 4, "three failures, then the page");
+    }
+}

@@ -184,6 +184,12 @@ async fn dynamodb_fan_out_rows_counts_and_cancel() {
 }
 
 #[tokio::test]
+async fn dynamodb_a_fan_out_that_stops_for_good_keeps_its_first_reason() {
+    let aws = setup(10).await;
+    contract::fan_out_failure_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamodb_status_callbacks_find_rows_and_move_forward_only() {
     let aws = setup(10).await;
     contract::callbacks_contract(aws.store().as_ref()).await;

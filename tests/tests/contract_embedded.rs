@@ -106,6 +106,12 @@ async fn fan_out_rows_counts_and_cancel() {
 }
 
 #[tokio::test]
+async fn a_fan_out_that_stops_for_good_keeps_its_first_reason() {
+    let (_d, s, _) = open(10);
+    contract::fan_out_failure_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
 async fn status_callbacks_find_rows_and_move_forward_only() {
     let (_d, s, _) = open(10);
     contract::callbacks_contract(s.as_ref()).await;

@@ -179,6 +179,16 @@ impl herald::ports::RequestLog for FlakyFinish {
         self.inner.finish_fan_out(t, id, at).await
     }
 
+    async fn fail_fan_out(
+        &self,
+        t: &herald::domain::TenantId,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> herald::ports::StoreResult<()> {
+        self.inner.fail_fan_out(t, id, at, reason).await
+    }
+
     async fn cancel_request(
         &self,
         t: &herald::domain::TenantId,

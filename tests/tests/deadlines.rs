@@ -49,6 +49,10 @@ impl RequestLog for Stalled {
         hang().await
     }
 
+    async fn fail_fan_out(&self, _: &TenantId, _: &str, _: DateTime<Utc>, _: &str) -> StoreResult<()> {
+        hang().await
+    }
+
     async fn cancel_request(&self, _: &TenantId, _: &str, _: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
         hang().await
     }

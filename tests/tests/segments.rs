@@ -100,8 +100,8 @@ async fn an_unknown_contact_id_is_named_by_its_path_and_nothing_is_written() {
     let before = s.stored().await;
     let body = json!({"contact_ids": ["ada", "ghost", "ada", "ghost2"], "contacts": [{"phone": "+14155550123"}]});
     let (status, err) = members(&s, &s.key, "vip", body).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
-    assert_eq!(err["error"]["code"], json!("unknown_contacts"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a well-formed body that breaks a rule: {err}");
+    assert_eq!(err["error"]["code"], json!("validation_failed"));
     assert_eq!(error_fields(&err), ["contact_ids[1]", "contact_ids[3]"]);
     assert!(err["error"]["fields"][0]["message"].as_str().unwrap().contains("ghost"));
     assert_eq!(s.stored().await.changes_since(&before), Vec::<String>::new(), "no contact was created");
@@ -134,10 +134,16 @@ async fn more_than_ten_thousand_entries_are_refused_naming_the_limit() {
     let body = json!({"contact_ids": ids, "contacts": [{"phone": "+14155550100"}]});
     let before = s.stored().await;
     let (status, err) = members(&s, &s.key, "vip", body).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
-    assert_eq!(err["error"]["code"], json!("too_many_members"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a well-formed body that breaks a rule: {err}");
+    assert_eq!(
+        (err["error"]["code"].clone(), error_fields(&err)),
+        (json!("validation_failed"), vec!["contact_ids".into()])
+    );
     assert!(err["error"]["message"].as_str().unwrap().contains("10000"), "{err}");
     assert_eq!(s.stored().await.changes_since(&before), Vec::<String>::new());
+    let contacts: Vec<Value> = (0..10_001).map(|i| json!({"phone": format!("+1415{i:07}")})).collect();
+    let (status, err) = s.call(Method::DELETE, "/v1/segments/vip/members", Some(json!({"contacts": contacts}))).await;
+    assert_eq!((status, error_fields(&err)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["contacts".into()]), "{err}");
     let (status, err) = s.call(Method::DELETE, "/v1/segments/vip/members", Some(json!({"contact_ids": ids}))).await;
     assert_eq!((status, err["error"]["code"].clone()), (StatusCode::OK, Value::Null), "10,000 is allowed: {err}");
 }
@@ -166,7 +172,8 @@ async fn a_bad_cursor_or_limit_is_a_400() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     assert_eq!(
         (err["error"]["code"].clone(), error_fields(&err)),
-        (json!("invalid_cursor"), vec!["cursor".to_string()])
+        (json!("invalid_query"), vec!["cursor".to_string()]),
+        "a query Herald cannot read is a 400, as GET /v1/broadcasts/{{id}}?cursor= and ?limit= are"
     );
     for limit in ["0", "1001", "x"] {
         let (status, err) = s.get(&format!("/v1/segments/vip/members?limit={limit}")).await;
@@ -204,7 +211,8 @@ async fn another_tenants_segment_is_not_found_everywhere() {
     assert_eq!((own["name"].clone(), own["member_count"].clone()), (json!("Theirs"), json!(0)));
     assert_eq!(listed_count(&s, "vip").await, 1, "the first tenant's segment is untouched");
     let (status, err) = members(&s, &other, "vip", json!({"contact_ids": ["ada"]})).await;
-    assert_eq!((status, error_fields(&err)), (StatusCode::BAD_REQUEST, vec!["contact_ids[0]".to_string()]), "{err}");
+    let expected = (StatusCode::UNPROCESSABLE_ENTITY, vec!["contact_ids[0]".to_string()]);
+    assert_eq!((status, error_fields(&err)), expected, "{err}");
 }
 
 #[tokio::test]

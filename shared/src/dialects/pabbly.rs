@@ -5,8 +5,9 @@
 //! - `POST /compat/pabbly/api/v1/broadcasts/send` — "Send API Campaign" (the seed): one template
 //!   of an API campaign to one number, delivered inline so the answer carries the message id.
 //! - `POST /compat/pabbly/api/v1/broadcasts` — "Send Broadcast with Regular Message" (`message`)
-//!   or "… with Template Message" (`templateName`) to up to 1,000 numbers, queued; or, with
-//!   `campaignName`, "Add API Campaign" (the seed lists all three at this one path).
+//!   or "… with Template Message" (`templateName`) to up to 1,000 numbers, or to the members of
+//!   Herald segments (`segments`, fanned out through the queue), queued; or, with `campaignName`,
+//!   "Add API Campaign" (the seed lists all three at this one path).
 //! - `POST /compat/pabbly/api/v1/broadcasts/api-campaigns` — "Add API Campaign" too (an alias).
 //!
 //! The page lists the last three without their bodies; theirs are Herald's design in the seed's
@@ -20,7 +21,9 @@ use super::{dialling_phone, required, validate, Renames};
 use crate::api::error::ApiError;
 use crate::api::parse_json;
 use crate::domain::limits::{MAX_RECIPIENTS, MAX_STRING};
-use crate::domain::{check_text, parse_variables, BroadcastBody, Campaign, CampaignBody, Channel, Contact};
+use crate::domain::{
+    check_text, parse_variables, AudienceBody, BroadcastBody, Campaign, CampaignBody, Channel, Contact,
+};
 use crate::domain::{FieldErrors, HeaderKind, Media, MessageBody, Phone, RecipientBody, RecipientRow, Status};
 use crate::domain::{SendPlan, Template, TemplateRef};
 use crate::service::ingest::Accepted;
@@ -47,6 +50,9 @@ pub(crate) const SEND_RENAMES: Renames = &[
 ];
 pub(crate) const BROADCAST_RENAMES: Renames = &[
     ("recipients", "destinations"),
+    ("audience.segments", "segments"),
+    ("audience.exclude_segments", "excludeSegments"),
+    ("audience", "segments"),
     ("messages[0].text", "message"),
     ("messages", "message"),
     ("campaign_id", "message"),
@@ -65,7 +71,8 @@ pub(crate) const CAMPAIGN_RENAMES: Renames =
 /// broadcast body has, and nothing only a broadcast has. Anything else is read (and refused, if
 /// need be) as a broadcast.
 pub(crate) fn adds_a_campaign(body: &[u8]) -> bool {
-    const BROADCAST_ONLY: [&str; 4] = ["broadcastName", "destinations", "message", "templateName"];
+    const BROADCAST_ONLY: [&str; 6] =
+        ["broadcastName", "destinations", "segments", "excludeSegments", "message", "templateName"];
     serde_json::from_slice::<Map<String, Value>>(body)
         .is_ok_and(|m| m.contains_key("campaignName") && !BROADCAST_ONLY.iter().any(|k| m.contains_key(*k)))
 }
@@ -164,6 +171,9 @@ fn api_campaign(errs: &mut FieldErrors, name: &str, mut found: Vec<Campaign>) ->
 pub(crate) struct Broadcast {
     broadcast_name: Option<String>,
     destinations: Option<Vec<String>>,
+    /// Herald segment ids, instead of `destinations`: Pabbly's broadcasts go to a contact list.
+    segments: Option<Vec<String>>,
+    exclude_segments: Option<Vec<String>>,
     message: Option<String>,
     pub(crate) template_name: Option<String>,
     header_params: Option<Vec<String>>,
@@ -193,12 +203,11 @@ pub(crate) fn broadcast_plan(
 ) -> Result<(SendPlan, Vec<Value>, Option<String>), ApiError> {
     let mut errs = FieldErrors::new();
     let name = required_text(&mut errs, "broadcastName", b.broadcast_name);
-    let destinations = required(&mut errs, "destinations", b.destinations).unwrap_or_default();
-    if destinations.len() > MAX_RECIPIENTS
-        || (destinations.is_empty() && errs.0.iter().all(|e| e.field != "destinations"))
-    {
-        errs.push("destinations", format!("must list 1 to {MAX_RECIPIENTS} numbers (got {})", destinations.len()));
-    }
+    let audience = audience(&mut errs, b.destinations.is_some(), b.segments, b.exclude_segments);
+    let destinations = match audience {
+        Some(_) => Vec::new(),
+        None => destinations(&mut errs, b.destinations),
+    };
     let phones: Vec<Option<Phone>> = destinations
         .iter()
         .enumerate()
@@ -222,6 +231,7 @@ pub(crate) fn broadcast_plan(
         destinations.iter().zip(&phones).filter_map(|(d, p)| p.as_ref().map(|p| contact_json(d, p))).collect();
     let native = BroadcastBody {
         recipients: (!recipients.is_empty()).then_some(recipients),
+        audience,
         messages: b.message.map(|text| vec![MessageBody { text }]),
         template: b.template_name.map(TemplateRef::Id),
         header_params: b.header_params,
@@ -237,12 +247,47 @@ pub(crate) fn broadcast_plan(
     Ok((plan, shown, name))
 }
 
-/// The extra `data` of a broadcast's answer.
+/// `destinations`, required when no segment is named: 1 to [`MAX_RECIPIENTS`] numbers.
+fn destinations(errs: &mut FieldErrors, given: Option<Vec<String>>) -> Vec<String> {
+    let Some(list) = given else {
+        errs.push("destinations", format!("is required: 1 to {MAX_RECIPIENTS} numbers, or segments instead"));
+        return Vec::new();
+    };
+    if list.is_empty() || list.len() > MAX_RECIPIENTS {
+        errs.push("destinations", format!("must list 1 to {MAX_RECIPIENTS} numbers (got {})", list.len()));
+    }
+    list
+}
+
+/// `segments` (and `excludeSegments`) as the native audience, when named instead of
+/// `destinations`; the native validation checks the ids.
+fn audience(
+    errs: &mut FieldErrors,
+    has_destinations: bool,
+    segments: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+) -> Option<AudienceBody> {
+    match (&segments, has_destinations) {
+        (Some(_), true) => errs.push("segments", "give destinations or segments, not both"),
+        (None, _) if exclude.is_some() => errs.push("excludeSegments", "is only taken with segments"),
+        (None, _) => {}
+        (Some(_), false) => return Some(AudienceBody { segments, exclude_segments: exclude }),
+    }
+    None
+}
+
+/// The extra `data` of a broadcast's answer: the send request's id and name, and the segments
+/// an audience broadcast goes to (its `contacts` and `messages` are made later, by fan-out).
 pub(crate) fn broadcast_data(accepted: &Accepted, name: Option<String>) -> Map<String, Value> {
-    Map::from_iter([
+    let mut data = Map::from_iter([
         ("broadcastId".to_string(), json!(accepted.request.id)),
         ("broadcastName".to_string(), json!(name)),
-    ])
+    ]);
+    if let Some(a) = &accepted.request.audience {
+        data.insert("segments".into(), json!(a.segments));
+        data.insert("excludeSegments".into(), json!(a.exclude_segments));
+    }
+    data
 }
 
 // ------------------------------------------------------------------------------ add API campaign

@@ -6,7 +6,9 @@
 //!   query string. `block_name` / `block_id` picks a campaign; every other parameter is a user
 //!   attribute stored on the contact before rendering; at most 25 requests per second per bot.
 //! - V2 `POST /compat/smax/public/bots/{bot_id}/send` with `Authorization: Bearer`: a JSON body
-//!   naming the customer by any of four identifiers; extra ones update the contact.
+//!   naming the customer by any of four identifiers; extra ones update the contact. Or, in their
+//!   place, `segments` (Herald segment ids): the block goes to every member, fanned out through
+//!   the queue (SMAX broadcasts to an audience from its dashboard; this is where its API meets one).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +24,7 @@ use crate::api::parse_json;
 use crate::domain::ids::check_field_name;
 use crate::domain::limits::{MAX_VARIABLES, MAX_VARIABLE_VALUE};
 use crate::domain::{check_message_chars, check_text, check_user_id, BroadcastBody, Channel, FieldErrors};
-use crate::domain::{MessageBody, RecipientBody, SendPlan};
+use crate::domain::{Audience, AudienceBody, MessageBody, RecipientBody, SendPlan};
 
 /// SMAX's ceiling for V1: "up to 25 RPS per bot".
 pub(crate) const V1_PER_SECOND: usize = 25;
@@ -41,6 +43,9 @@ pub(crate) const V2_RENAMES: Renames = &[
     ("recipients[0].messenger_psid", "customer_fbid"),
     ("recipients", "customer_id"),
     ("campaign_id", "block_id"),
+    ("audience.segments", "segments"),
+    ("audience.exclude_segments", "exclude_segments"),
+    ("audience", "segments"),
 ];
 
 /// SMAX's one answer shape.
@@ -229,6 +234,9 @@ struct V2Body {
     customer_email: Option<String>,
     customer_phone: Option<String>,
     customer_fbid: Option<String>,
+    /// Herald segment ids, in place of a customer: everyone in them (less `exclude_segments`).
+    segments: Option<Vec<String>>,
+    exclude_segments: Option<Vec<String>>,
     block_id: Option<String>,
     messages: Option<Vec<MessageBody>>,
     notification_messages_token: Option<String>,
@@ -265,14 +273,23 @@ pub(crate) fn v2_plan(body: &[u8]) -> Result<V2Plan, ApiError> {
     Ok(V2Plan { plan, dropped_messages, customer, block })
 }
 
-/// V2's answer for the request `id` Herald took.
-pub(crate) fn v2_answer(campaign_name: Option<&str>, id: &str, dropped_messages: bool) -> Response {
+/// V2's answer for the request `id` Herald took, to one customer or to an audience.
+pub(crate) fn v2_answer(
+    campaign_name: Option<&str>,
+    audience: Option<&Audience>,
+    id: &str,
+    dropped_messages: bool,
+) -> Response {
     let what = match campaign_name {
         Some(name) => format!("block \"{name}\""),
         None => "message".to_string(),
     };
+    let whom = match audience {
+        Some(a) => format!(" for the members of segments {}", a.segments.join(", ")),
+        None => String::new(),
+    };
     let note = if dropped_messages { "; messages were not sent, since block_id was given" } else { "" };
-    answer(StatusCode::OK, true, format!("{what} queued (request {id}){note}"))
+    answer(StatusCode::OK, true, format!("{what} queued{whom} (request {id}){note}"))
 }
 
 /// V2's body as a native plan: the customer's identifiers as one recipient, the block or the
@@ -281,9 +298,7 @@ fn v2_native(b: V2Body) -> Result<SendPlan, ApiError> {
     let mut errs = FieldErrors::new();
     let ids = [&b.customer_id, &b.customer_email, &b.customer_phone, &b.customer_fbid];
     let named = ids.iter().any(|v| v.is_some());
-    if !named {
-        errs.push("customer_id", "give at least one of customer_id, customer_email, customer_phone, customer_fbid");
-    }
+    let audience = v2_audience(&mut errs, named, &b);
     if b.block_id.is_none() && b.messages.is_none() {
         errs.push("block_id", "give block_id (a block to send) or messages (text to send)");
     }
@@ -320,11 +335,41 @@ fn v2_native(b: V2Body) -> Result<SendPlan, ApiError> {
         campaign_id: b.block_id,
         messages,
         priority: (!priority.is_empty()).then(|| priority.iter().map(|c| c.to_string()).collect()),
+        audience,
         messaging_tag: b.messaging_tag,
         metadata: Some(metadata),
         ..Default::default()
     };
     validate(native, errs, V2_RENAMES)
+}
+
+/// Whom a V2 body addresses: one customer (none of this), or the members of `segments`. A
+/// notification token is one person's, so it goes with a customer only.
+fn v2_audience(errs: &mut FieldErrors, named: bool, b: &V2Body) -> Option<AudienceBody> {
+    if b.segments.is_none() {
+        if b.exclude_segments.is_some() {
+            errs.push("exclude_segments", "is only taken with segments");
+        }
+        if !named {
+            errs.push(
+                "customer_id",
+                "give at least one of customer_id, customer_email, customer_phone, customer_fbid (or segments)",
+            );
+        }
+        return None;
+    }
+    if named {
+        errs.push("segments", "give one customer (customer_id, _email, _phone, _fbid) or segments, not both");
+    }
+    for (key, token) in [
+        ("notification_messages_token", &b.notification_messages_token),
+        ("one_time_notif_token", &b.one_time_notif_token),
+    ] {
+        if token.is_some() {
+            errs.push(key, "addresses one customer; it cannot go with segments");
+        }
+    }
+    Some(AudienceBody { segments: b.segments.clone(), exclude_segments: b.exclude_segments.clone() })
 }
 
 /// SMAX's `priority` names identifiers; Herald's names channels. A phone reaches WhatsApp, then SMS.

@@ -136,6 +136,8 @@ pub(crate) fn request_json(
         "audience": req.audience,
         "state": state,
         "canceled_at": progress.canceled_at,
+        // Why an audience's fan-out stopped before its last member, when it did.
+        "fan_out_error": progress.fan_out_error,
         "summary": {"total": total, "rows_made": made, "pending": pending, "terminal": made - pending, "by_status": by_status},
         "recipients": recipients,
         "next_cursor": next,

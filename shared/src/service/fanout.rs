@@ -32,15 +32,32 @@ const PAGES_PER_JOB: u32 = 10;
 /// ... or for this long, whichever comes first (well inside the queue's visibility timeout).
 const JOB_BUDGET: Duration = Duration::from_secs(2);
 
+/// Why a page was not expanded.
+#[derive(Debug)]
+enum PageError {
+    /// The store or queue blinked: everything a page does is safe to repeat, so it comes again.
+    Transient(StoreError),
+    /// It would fail the same way every time (a cursor no store gave out, data that does not
+    /// read back): the fan-out stops here, with this reason.
+    Permanent { reason: &'static str, detail: String },
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => PageError::Transient(e),
+            StoreError::Corrupt(_) => {
+                PageError::Permanent { reason: "stored data it needs does not read back", detail: e.to_string() }
+            }
+        }
+    }
+}
+
 /// Expands pages from `step` on: each page's rows are stored and their jobs queued at once; the
 /// job for the page after the last one expanded takes this job's place. A crash in the middle
 /// means this job comes again and expands its pages again, which makes no second row.
 pub async fn expand(h: &FanOut, job: &Job, step: &FanOutStep) -> JobResult {
     let started = std::time::Instant::now();
-    let again = |step: FanOutStep| {
-        let job = Job { fan_out: Some(step), ..job.clone() };
-        JobResult::Replace(vec![OutgoingJob { job, delay: backoff(&h.settings, 1, None) }])
-    };
     // A send request never changes once stored: read once for all the pages of this job.
     let request = match h.log.get_request(&job.tenant_id, &job.request_id).await {
         Ok(Some(r)) if r.audience.is_some() => r,
@@ -48,22 +65,18 @@ pub async fn expand(h: &FanOut, job: &Job, step: &FanOutStep) -> JobResult {
             tracing::error!(request_id = %job.request_id, "fan-out job for no stored audience request; dropped");
             return JobResult::Delete;
         }
-        Err(e) => {
-            tracing::warn!(request_id = %job.request_id, error = %e, "fan-out could not read its request; it comes again");
-            return again(step.clone());
-        }
+        Err(e) => return page_failed(h, job, step, None, e.into()).await,
     };
     let mut step = step.clone();
     for _ in 0..PAGES_PER_JOB {
-        let expanded = match expand_page(h, &request, &step).await {
-            Ok(page) => page,
+        let next = match expand_page(h, &request, &step).await {
+            Ok(next) => next,
             Err(e) => {
-                // Everything a page does is safe to repeat: it comes again after a pause.
-                tracing::warn!(request_id = %job.request_id, page = step.page, error = %e, "fan-out page failed; it comes again");
-                return again(step);
+                let segment = request.audience.as_ref().and_then(|a| a.segments.get(step.segment as usize));
+                return page_failed(h, job, &step, segment.map(String::as_str), e).await;
             }
         };
-        let Some(next) = expanded else { return JobResult::Delete };
+        let Some(next) = next else { return JobResult::Delete };
         step = next;
         if started.elapsed() >= JOB_BUDGET {
             break;
@@ -72,9 +85,40 @@ pub async fn expand(h: &FanOut, job: &Job, step: &FanOutStep) -> JobResult {
     JobResult::Replace(vec![OutgoingJob { job: Job { fan_out: Some(step), ..job.clone() }, delay: Duration::ZERO }])
 }
 
+/// A page that failed: a transient failure comes again after a pause; a permanent one ends the
+/// fan-out as failed (the rows made so far still send) and the job with it, logged once.
+async fn page_failed(h: &FanOut, job: &Job, step: &FanOutStep, segment: Option<&str>, e: PageError) -> JobResult {
+    let again = || {
+        let job = Job { fan_out: Some(step.clone()), ..job.clone() };
+        JobResult::Replace(vec![OutgoingJob { job, delay: backoff(&h.settings, 1, None) }])
+    };
+    let (reason, detail) = match e {
+        PageError::Transient(e) => {
+            tracing::warn!(request_id = %job.request_id, page = step.page, error = %e, "fan-out page failed; it comes again");
+            return again();
+        }
+        PageError::Permanent { reason, detail } => (reason, detail),
+    };
+    let at = segment.map(|s| format!(" in segment \"{s}\"")).unwrap_or_default();
+    let pages = if step.page == 1 { "page" } else { "pages" };
+    let reason =
+        format!("fan-out stopped{at} after {} {pages} of members: {reason}; the rows made still send", step.page);
+    match h.log.fail_fan_out(&job.tenant_id, &job.request_id, crate::domain::now(), &reason).await {
+        Ok(()) => {
+            tracing::error!(request_id = %job.request_id, page = step.page, error = %detail, "{reason}");
+            JobResult::Delete
+        }
+        Err(e) => {
+            // Not recorded, so not ended: the page comes again, fails again, and is recorded then.
+            tracing::warn!(request_id = %job.request_id, error = %e, "could not record a failed fan-out; it comes again");
+            again()
+        }
+    }
+}
+
 /// Expands one page of `request`'s audience: its rows stored, their jobs queued. The step after
 /// it, or `None` once the audience is done (or the request canceled).
-async fn expand_page(h: &FanOut, request: &SendRequest, step: &FanOutStep) -> Result<Option<FanOutStep>, StoreError> {
+async fn expand_page(h: &FanOut, request: &SendRequest, step: &FanOutStep) -> Result<Option<FanOutStep>, PageError> {
     let tenant = &request.tenant_id;
     let Some(audience) = &request.audience else { return Ok(None) };
     if h.log.progress(tenant, &request.id).await?.canceled_at.is_some() {
@@ -84,20 +128,17 @@ async fn expand_page(h: &FanOut, request: &SendRequest, step: &FanOutStep) -> Re
         h.log.finish_fan_out(tenant, &request.id, crate::domain::now()).await?;
         return Ok(None);
     };
-    let (members, next_cursor) = match h
-        .segments
-        .list_members(tenant, segment, step.cursor.as_deref(), FanOutStep::PAGE as u32)
-        .await
-    {
-        Ok(page) => (page.contact_ids, page.next_cursor),
-        // A segment deleted while its broadcast fans out has no more members to give.
-        Err(MembersError::NoSegment) => (Vec::new(), None),
-        Err(MembersError::BadCursor(e)) => {
-            tracing::error!(request_id = %request.id, %segment, error = %e, "fan-out cursor refused; the segment's remaining members are skipped");
-            (Vec::new(), None)
-        }
-        Err(MembersError::Store(e)) => return Err(e),
-    };
+    let (members, next_cursor) =
+        match h.segments.list_members(tenant, segment, step.cursor.as_deref(), FanOutStep::PAGE as u32).await {
+            Ok(page) => (page.contact_ids, page.next_cursor),
+            // A segment deleted while its broadcast fans out has no more members to give.
+            Err(MembersError::NoSegment) => (Vec::new(), None),
+            Err(MembersError::BadCursor(e)) => {
+                let reason = "the store refused the cursor to its members";
+                return Err(PageError::Permanent { reason, detail: format!("cursor {e}") });
+            }
+            Err(MembersError::Store(e)) => return Err(e.into()),
+        };
     let members = without_excluded(h, tenant, &audience.exclude_segments, members).await?;
     let rows = rows_for(request, step.page, &members);
     if !rows.is_empty() {

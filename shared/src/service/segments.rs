@@ -17,8 +17,9 @@ const IN_FLIGHT: usize = 16;
 /// Why a members call was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentsError {
-    /// The request cannot be taken as sent (too many entries, unknown contact ids, a cursor
-    /// Herald did not give out): nothing was written.
+    /// A query Herald cannot read (a cursor it did not give out), a `400` as every unreadable
+    /// query is. A body that breaks a rule (too many entries, unknown contact ids) is
+    /// `Service(Invalid)`, a `422`, as everywhere else.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String, fields: FieldErrors },
     #[error(transparent)]
@@ -38,7 +39,7 @@ impl From<MembersError> for SegmentsError {
             MembersError::BadCursor(why) => {
                 let mut fields = FieldErrors::new();
                 fields.push("cursor", why.clone());
-                SegmentsError::BadRequest { code: "invalid_cursor", message: format!("cursor {why}"), fields }
+                SegmentsError::BadRequest { code: "invalid_query", message: format!("cursor {why}"), fields }
             }
             MembersError::Store(s) => s.into(),
         }
@@ -104,14 +105,15 @@ struct Checked {
 
 fn check_body(body: MembersBody) -> Result<Checked, SegmentsError> {
     let total = body.contact_ids.len() + body.contacts.len();
+    let mut errs = FieldErrors::new();
     if total > MAX_MEMBERS_PER_CALL {
+        let field = if body.contact_ids.is_empty() { "contacts" } else { "contact_ids" };
         let message =
             format!("at most {MAX_MEMBERS_PER_CALL} entries (contact_ids and contacts together) per call; got {total}");
-        let mut fields = FieldErrors::new();
-        fields.push("body", message.clone());
-        return Err(SegmentsError::BadRequest { code: "too_many_members", message, fields });
+        // Nothing else is checked: its entries need not be read one by one to be refused.
+        errs.push(field, message);
+        return Err(SegmentsError::Service(errs.into()));
     }
-    let mut errs = FieldErrors::new();
     if total == 0 {
         errs.push("contact_ids", "give contact_ids, contacts or both");
     }
@@ -148,8 +150,7 @@ async fn require_contacts(contacts: &dyn Contacts, tenant: &TenantId, ids: &[Str
     if fields.is_empty() {
         return Ok(());
     }
-    let message = format!("{} contact id(s) name no contact; nothing was added", fields.0.len());
-    Err(SegmentsError::BadRequest { code: "unknown_contacts", message, fields })
+    Err(SegmentsError::Service(fields.into()))
 }
 
 /// Finds or creates each draft's contact (merging the draft, as `POST /v1/contacts` does).

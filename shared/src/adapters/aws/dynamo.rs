@@ -735,6 +735,32 @@ impl RequestLog for DynamoStore {
         Ok(())
     }
 
+    async fn fail_fan_out(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(request_pk(tenant, request_id), "PROGRESS")))
+            .update_expression("SET fanned_out_at = :t, fan_out_error = :e")
+            // A fan-out already over keeps its time and reason.
+            .condition_expression("attribute_not_exists(fanned_out_at)")
+            .expression_attribute_values(":t", n(millis(at)))
+            .expression_attribute_values(":e", s(reason))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed!(e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn cancel_request(
         &self,
         tenant: &TenantId,
@@ -762,7 +788,11 @@ impl RequestLog for DynamoStore {
             return Ok(Progress::default());
         };
         let at = |name| number(&item, name).and_then(DateTime::from_timestamp_millis);
-        Ok(Progress { fanned_out_at: at("fanned_out_at"), canceled_at: at("canceled_at") })
+        Ok(Progress {
+            fanned_out_at: at("fanned_out_at"),
+            canceled_at: at("canceled_at"),
+            fan_out_error: text(&item, "fan_out_error"),
+        })
     }
 }
 

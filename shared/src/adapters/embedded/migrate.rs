@@ -59,6 +59,20 @@ pub(super) fn take_old_queue(dir: &Path, conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// `request_progress.fan_out_error` (why a fan-out stopped for good), added to a database from
+/// before it; a new database has it from its schema.
+pub(super) fn add_fan_out_error(conn: &Connection) -> StoreResult<()> {
+    let present: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('request_progress') WHERE name = 'fan_out_error'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        conn.execute_batch("ALTER TABLE request_progress ADD COLUMN fan_out_error TEXT")?;
+    }
+    Ok(())
+}
+
 /// Row counts per request and status, kept by triggers in the transaction of every row write, so
 /// a broadcast's summary never reads its rows. A database from before them gets the table, the
 /// triggers and the counts of the rows it holds, in one transaction.

@@ -117,7 +117,8 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
     let schema = format!("{}\n{}\n{}\n{}", store::SCHEMA, queue::SCHEMA, segments::SCHEMA, imports::SCHEMA);
     let prepare = |c: &Connection| {
         migrate::take_old_queue(dir, c)?;
-        migrate::add_row_counts(c)
+        migrate::add_row_counts(c)?;
+        migrate::add_fan_out_error(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
     let store = EmbeddedStore::new(Db::new(engine.clone()), imports::files_root(dir));

@@ -39,7 +39,7 @@ CREATE INDEX IF NOT EXISTS recipient_rows_request ON recipient_rows(tenant_id, r
 CREATE INDEX IF NOT EXISTS recipient_rows_status ON recipient_rows(status);
 CREATE INDEX IF NOT EXISTS recipient_rows_external ON recipient_rows(external_message_id) WHERE external_message_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS request_progress (
-    tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, fanned_out_at INTEGER, canceled_at INTEGER,
+    tenant_id TEXT NOT NULL, request_id TEXT NOT NULL, fanned_out_at INTEGER, canceled_at INTEGER, fan_out_error TEXT,
     PRIMARY KEY (tenant_id, request_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -618,6 +618,29 @@ impl RequestLog for EmbeddedStore {
             .await
     }
 
+    async fn fail_fan_out(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let (tenant, request_id, at, reason) = (tenant.to_string(), request_id.to_string(), ms(at), reason.to_string());
+        self.db
+            .write(move |c| {
+                // SET reads the old values: the reason lands only where fan-out was not over yet.
+                c.prepare_cached(
+                    "INSERT INTO request_progress (tenant_id, request_id, fanned_out_at, fan_out_error) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant_id, request_id) DO UPDATE SET
+                         fan_out_error = CASE WHEN fanned_out_at IS NULL THEN excluded.fan_out_error ELSE fan_out_error END,
+                         fanned_out_at = COALESCE(fanned_out_at, excluded.fanned_out_at)",
+                )?
+                .execute(params![tenant, request_id, at, reason])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn cancel_request(
         &self,
         tenant: &TenantId,
@@ -657,14 +680,19 @@ impl RequestLog for EmbeddedStore {
         let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
         self.db
             .read(move |c| {
-                let found: Option<(Option<i64>, Option<i64>)> = c
+                let found: Option<(Option<i64>, Option<i64>, Option<String>)> = c
                     .prepare_cached(
-                        "SELECT fanned_out_at, canceled_at FROM request_progress WHERE tenant_id = ?1 AND request_id = ?2",
+                        "SELECT fanned_out_at, canceled_at, fan_out_error FROM request_progress
+                         WHERE tenant_id = ?1 AND request_id = ?2",
                     )?
-                    .query_row(params![tenant, request_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![tenant, request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
-                let (fanned, canceled) = found.unwrap_or_default();
-                Ok(Progress { fanned_out_at: fanned.and_then(from_ms), canceled_at: canceled.and_then(from_ms) })
+                let (fanned, canceled, fan_out_error) = found.unwrap_or_default();
+                Ok(Progress {
+                    fanned_out_at: fanned.and_then(from_ms),
+                    canceled_at: canceled.and_then(from_ms),
+                    fan_out_error,
+                })
             })
             .await
     }

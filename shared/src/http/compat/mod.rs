@@ -14,8 +14,8 @@ use axum::Router;
 use std::sync::Arc;
 
 use crate::app::Herald;
-use crate::domain::Campaign;
 use crate::domain::TenantId;
+use crate::domain::{Audience, Campaign};
 use crate::http::error::ApiError;
 
 /// Every dialect's routes, merged into the main router.
@@ -39,4 +39,15 @@ fn with_request_id(mut response: Response, request_id: &str) -> Response {
 /// named by the caller; Herald names are not unique, so the caller decides what several mean).
 async fn campaigns_named(h: &Herald, tenant: &TenantId, name: &str) -> Result<Vec<Campaign>, ApiError> {
     Ok(h.catalog.list_campaigns(tenant).await?.into_iter().filter(|c| c.name == name).collect())
+}
+
+/// Every segment an audience names must be the tenant's; the first that is not is named in a
+/// `404` (ingest would refuse it too, without saying which).
+async fn require_segments(h: &Herald, tenant: &TenantId, audience: &Audience) -> Result<(), ApiError> {
+    for id in audience.segments.iter().chain(&audience.exclude_segments) {
+        if h.segments.get_segment(tenant, id).await?.is_none() {
+            return Err(ApiError::NotFound(format!("no segment \"{id}\"")));
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-use super::{campaigns_named, with_request_id};
+use super::{campaigns_named, require_segments, with_request_id};
 use crate::app::Herald;
 use crate::dialects::pabbly::{self, adds_a_campaign, whatsapp_answer, SendFound};
 use crate::dialects::pabbly::{BROADCAST_RENAMES, CAMPAIGN_RENAMES, SEND_RENAMES};
@@ -91,6 +91,9 @@ async fn broadcast_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Res
         .try_collect()
         .await?;
     let (plan, shown, name) = pabbly::broadcast_plan(b, template, contacts)?;
+    if let Some(audience) = &plan.audience {
+        require_segments(h, tenant, audience).await?;
+    }
     let accepted = ingest(&h.ingest, tenant, plan, "pabbly").await.map_err(|e| rename(e.into(), BROADCAST_RENAMES))?;
     let extra = pabbly::broadcast_data(&accepted, name);
     Ok(answer(&accepted, shown, extra))

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{campaigns_named, with_request_id};
+use super::{campaigns_named, require_segments, with_request_id};
 use crate::app::Herald;
 use crate::dialects::rename;
 use crate::dialects::smax::{answer, error, no_bot, too_many, Block, V1Query, V1_PER_SECOND, V1_RENAMES, V2_RENAMES};
@@ -182,8 +182,9 @@ async fn v2_send(
 async fn v2_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Response, ApiError> {
     let (plan, dropped_messages) = v2_plan(h, tenant, body).await?;
     let accepted = ingest(&h.ingest, tenant, plan, "smax_v2").await.map_err(|e| rename(e.into(), V2_RENAMES))?;
-    let id = &accepted.request.id;
-    Ok(with_request_id(v2_answer(accepted.request.campaign_name.as_deref(), id, dropped_messages), id))
+    let (id, audience) = (&accepted.request.id, accepted.request.audience.as_ref());
+    let campaign = accepted.request.campaign_name.as_deref();
+    Ok(with_request_id(v2_answer(campaign, audience, id, dropped_messages), id))
 }
 
 /// A V2 body as a native plan whose customer and block exist, and whether its `messages` were
@@ -199,6 +200,9 @@ pub(crate) async fn v2_plan(h: &Herald, tenant: &TenantId, body: &[u8]) -> Resul
         if h.catalog.get_campaign(tenant, id).await?.is_none() {
             return Err(ApiError::NotFound(format!("no block with id \"{id}\"")));
         }
+    }
+    if let Some(audience) = &plan.audience {
+        require_segments(h, tenant, audience).await?;
     }
     Ok((plan, dropped_messages))
 }
