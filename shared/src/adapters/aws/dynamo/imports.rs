@@ -85,7 +85,8 @@ impl Imports for DynamoStore {
 
     async fn list_imports(&self, tenant: &TenantId, limit: u32) -> StoreResult<Vec<Import>> {
         let mut all: Vec<Import> = self.list_entries(tenant, "IMPORT#").await?;
-        all.sort_by(|a, b| b.id.cmp(&a.id));
+        // Newest first by time: an upload's import id is a digest, not time-ordered.
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         all.truncate(limit as usize);
         Ok(all)
     }
