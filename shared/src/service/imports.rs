@@ -63,7 +63,7 @@ pub async fn start(
         Err(FileError::Body(e)) => return Err(ImportError::Body(e.to_string())),
         Err(FileError::Store(e)) => return Err(e.into()),
     };
-    begin(h, tenant, segment_id, &id, bytes, BadHeader::Refuse).await
+    begin(h, tenant, segment_id, &id, bytes, Origin::Api).await
 }
 
 /// An import of a file uploaded straight to the file store (an object under `imports/` in the
@@ -78,26 +78,36 @@ pub async fn start_uploaded(
     source: &str,
 ) -> Result<Import, ImportError> {
     if let Some(existing) = h.imports.get_import(tenant, id).await? {
+        if existing.state == ImportState::Running {
+            // The notice came again because queueing failed (or the process died) after the
+            // import was stored: queue it again. A second job for it is harmless, since a
+            // chunk applies only where the import stands.
+            h.queue.send_batch(&[OutgoingJob { job: Job::import(tenant, id), delay: Duration::ZERO }]).await?;
+        }
         return Ok(existing);
     }
     let bytes = h.files.adopt(tenant, id, source).await?;
     if h.segments.get_segment(tenant, segment_id).await?.is_none() {
-        let import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+        let mut import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+        import.state = ImportState::Failed;
+        import.failure = Some(format!("no segment \"{segment_id}\" in this tenant"));
+        import.finished_at = Some(import.created_at);
         h.imports.create_import(&import).await?;
-        h.imports.fail_import(tenant, id, &format!("no segment \"{segment_id}\" in this tenant"), now()).await?;
         let _ = h.files.remove(tenant, id).await;
-        return Ok(h.imports.get_import(tenant, id).await?.unwrap_or(import));
+        return Ok(import);
     }
-    begin(h, tenant, segment_id, id, bytes, BadHeader::Record).await
+    begin(h, tenant, segment_id, id, bytes, Origin::Upload).await
 }
 
-/// What a header the rules refuse comes to.
+/// Who started an import, which decides what a failure comes to.
 #[derive(PartialEq, Eq)]
-enum BadHeader {
-    /// A `422` to the caller, nothing stored.
-    Refuse,
-    /// A failed import that says why.
-    Record,
+enum Origin {
+    /// An API call: a header the rules refuse is a `422` and nothing is stored; an import that
+    /// cannot be queued fails, and the caller hears so.
+    Api,
+    /// An upload's notice, with no caller: a refused header is kept as a failed import saying
+    /// why; an import that cannot be queued stays running for the notice's retry to queue.
+    Upload,
 }
 
 fn new_import(
@@ -139,12 +149,12 @@ async fn begin(
     segment_id: &str,
     id: &str,
     bytes: u64,
-    bad_header: BadHeader,
+    origin: Origin,
 ) -> Result<Import, ImportError> {
     let head = h.files.read_at(tenant, id, 0, CHUNK_BYTES).await?;
     let mut import = match read_header(&head, head.len() as u64 >= bytes) {
         Ok((columns, offset, line)) => new_import(tenant, segment_id, id, bytes, columns, offset, line),
-        Err(why) if bad_header == BadHeader::Record => {
+        Err(why) if origin == Origin::Upload => {
             let mut import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
             import.state = ImportState::Failed;
             import.failure = Some(why);
@@ -170,8 +180,10 @@ async fn begin(
     }
     let job = OutgoingJob { job: Job::import(tenant, id), delay: Duration::ZERO };
     if let Err(e) = h.queue.send_batch(&[job]).await {
-        let _ = h.imports.fail_import(tenant, id, "it could not be queued", now()).await;
-        let _ = h.files.remove(tenant, id).await;
+        if origin == Origin::Api {
+            let _ = h.imports.fail_import(tenant, id, "it could not be queued", now()).await;
+            let _ = h.files.remove(tenant, id).await;
+        }
         return Err(e.into());
     }
     tracing::info!(import_id = %id, bytes, "import started");

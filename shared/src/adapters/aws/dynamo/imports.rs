@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use std::collections::HashMap;
 
 use super::{key, n, tenant_pk, with_doc, DynamoStore, Item, OCC_TRIES};
 use crate::domain::ids::new_id;
@@ -71,6 +72,43 @@ impl DynamoStore {
     }
 }
 
+/// The chunk's lines (by index) in groups such that lines sharing a key, directly or through
+/// other lines, are in one group, each group in file order.
+fn key_groups(drafts: &[(u64, ContactDraft)]) -> Vec<Vec<usize>> {
+    let mut group_of_key: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, (_, draft)) in drafts.iter().enumerate() {
+        let mut probe = Contact::new(String::new());
+        probe.apply(draft);
+        let keys: Vec<String> = probe.keys().iter().map(|k| k.as_key()).collect();
+        let mut joined: Vec<usize> = keys.iter().filter_map(|k| group_of_key.get(k).copied()).collect();
+        joined.sort_unstable();
+        joined.dedup();
+        let target = match joined.first() {
+            Some(&g) => g,
+            None => {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        // Lines bridging two groups merge the later groups into the first.
+        for &other in joined.iter().skip(1) {
+            let moved = std::mem::take(&mut groups[other]);
+            groups[target].extend(moved);
+            for g in group_of_key.values_mut().filter(|g| **g == other) {
+                *g = target;
+            }
+        }
+        groups[target].push(i);
+        groups[target].sort_unstable();
+        for k in keys {
+            group_of_key.insert(k, target);
+        }
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
 #[async_trait]
 impl Imports for DynamoStore {
     async fn create_import(&self, import: &Import) -> StoreResult<()> {
@@ -98,10 +136,24 @@ impl Imports for DynamoStore {
             return Ok(None);
         }
         self.incarnation(tenant, &stored.segment_id).await?;
-        let lines: Vec<_> = chunk.drafts.iter().map(|(_, d)| self.import_line(tenant, d)).collect();
-        let results: Vec<_> = futures::stream::iter(lines).buffered(self.lines_at_once).collect().await;
+        // Lines that may touch the same contact run one after another, in file order: a contact
+        // is written without a version check, so two at once could lose one line's fields.
+        let groups = key_groups(&chunk.drafts);
+        let runs: Vec<_> = groups
+            .iter()
+            .map(|group| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for &i in group {
+                    out.push((i, self.import_line(tenant, &chunk.drafts[i].1).await));
+                }
+                out
+            })
+            .collect();
+        let done: Vec<Vec<_>> = futures::stream::iter(runs).buffer_unordered(self.lines_at_once).collect().await;
+        let mut results: Vec<_> = done.into_iter().flatten().collect();
+        results.sort_by_key(|(i, _)| *i);
         let (mut ids, mut outcomes, mut refused) = (Vec::new(), Vec::new(), Vec::new());
-        for ((line, _), r) in chunk.drafts.iter().zip(results) {
+        for ((line, _), (_, r)) in chunk.drafts.iter().zip(results) {
             match r? {
                 Ok((id, outcome)) => {
                     ids.push(id);
@@ -139,5 +191,35 @@ impl Imports for DynamoStore {
             }
         }
         Err(StoreError::Unavailable(format!("import {id} kept changing")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Phone};
+
+    fn draft(phone: Option<&str>, email: Option<&str>) -> (u64, ContactDraft) {
+        let d = ContactDraft {
+            phone: phone.map(|p| Phone::parse(p).unwrap()),
+            email: email.map(|e| Email::parse(e).unwrap()),
+            ..Default::default()
+        };
+        (0, d)
+    }
+
+    #[test]
+    fn lines_sharing_a_key_directly_or_through_others_share_a_group() {
+        let drafts = vec![
+            draft(Some("+14155550101"), None),
+            draft(None, Some("a@example.com")),
+            draft(Some("+14155550102"), None),
+            draft(Some("+14155550101"), Some("a@example.com")),
+            draft(Some("+14155550102"), None),
+            draft(Some("+14155550103"), None),
+        ];
+        let mut groups = key_groups(&drafts);
+        groups.sort();
+        assert_eq!(groups, vec![vec![0, 1, 3], vec![2, 4], vec![5]]);
     }
 }
