@@ -714,27 +714,8 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
     let file =
         "phone,email,name\n+14155550101,,Ann\n+14155550102,,Bo\n+14155550190,,Renamed\n+14155550190,b@example.com,\n";
     let (columns, offset, line) = read_header(file.as_bytes(), true).unwrap();
-    let now = herald::domain::now();
-    let import = herald::domain::import::Import {
-        id: "imp_1".into(),
-        tenant_id: t.clone(),
-        segment_id: "vip".into(),
-        state: ImportState::Running,
-        columns: columns.clone(),
-        bytes: file.len() as u64,
-        offset,
-        next_line: line,
-        lines: 0,
-        created: 0,
-        updated: 0,
-        unchanged: 0,
-        rejected: 0,
-        errors: vec![],
-        failure: None,
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-    };
+    let import =
+        herald::domain::import::Import::new(&t, "vip", "imp_1", file.len() as u64, columns.clone(), offset, line);
     s.create_import(&import).await.unwrap();
     let chunk = parse_chunk(&columns, &file.as_bytes()[offset as usize..], offset, line, true).unwrap();
     let done = s.apply_chunk(&import, &chunk).await.unwrap().expect("applied");

@@ -249,6 +249,13 @@ pub fn check_timezone(value: &str) -> Result<String, String> {
 }
 
 impl ContactDraft {
+    /// Every unique key the draft sets, in the order a contact lists them.
+    pub fn keys(&self) -> Vec<ContactKey> {
+        let mut probe = Contact::new(String::new());
+        probe.apply(self);
+        probe.keys()
+    }
+
     /// Whether the draft holds an identifier a contact can be found or created by.
     pub fn has_key(&self) -> bool {
         self.phone.is_some()

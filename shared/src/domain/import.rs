@@ -228,6 +228,40 @@ pub struct Import {
 }
 
 impl Import {
+    /// A running import of a stored file of `bytes`, whose lines start at `offset` (file line
+    /// `line`), nothing counted yet.
+    pub fn new(
+        tenant: &TenantId,
+        segment_id: &str,
+        id: &str,
+        bytes: u64,
+        columns: Vec<Column>,
+        offset: u64,
+        line: u64,
+    ) -> Import {
+        let at = super::now();
+        Import {
+            id: id.to_string(),
+            tenant_id: tenant.clone(),
+            segment_id: segment_id.to_string(),
+            state: ImportState::Running,
+            columns,
+            bytes,
+            offset,
+            next_line: line,
+            lines: 0,
+            created: 0,
+            updated: 0,
+            unchanged: 0,
+            rejected: 0,
+            errors: Vec::new(),
+            failure: None,
+            created_at: at,
+            updated_at: at,
+            finished_at: None,
+        }
+    }
+
     /// Lines that made or found a contact now in the segment.
     pub fn imported(&self) -> u64 {
         self.created + self.updated + self.unchanged
@@ -425,26 +459,8 @@ mod tests {
     #[test]
     fn counters_keep_the_first_hundred_errors_and_count_the_rest() {
         let now = crate::domain::now();
-        let mut import = Import {
-            id: "imp_1".into(),
-            tenant_id: TenantId::parse("t1").unwrap(),
-            segment_id: "s".into(),
-            state: ImportState::Running,
-            columns: vec![Column::Phone],
-            bytes: 10,
-            offset: 0,
-            next_line: 2,
-            lines: 0,
-            created: 0,
-            updated: 0,
-            unchanged: 0,
-            rejected: 0,
-            errors: vec![],
-            failure: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-        };
+        let t = TenantId::parse("t1").unwrap();
+        let mut import = Import::new(&t, "s", "imp_1", 10, vec![Column::Phone], 0, 2);
         let rejected = (0..150).map(|i| LineError { line: i + 2, reason: "bad".into() }).collect();
         let chunk = Chunk { from: 0, to: 10, next_line: 160, lines: 152, rejected, done: true, ..Chunk::default() };
         import.apply(&chunk, &[LineOutcome::Created, LineOutcome::Unchanged], now);

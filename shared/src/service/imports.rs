@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::ids::new_id;
-use crate::domain::import::{parse_chunk, read_header, Chunk, Column, Import, ImportState, CHUNK_BYTES};
+use crate::domain::import::{parse_chunk, read_header, Chunk, Import, ImportState, CHUNK_BYTES};
 use crate::domain::{now, FieldErrors, Job, TenantId};
 use crate::ports::{
     ByteStream, FileError, ImportFiles, Imports, JobQueue, MembersError, OutgoingJob, Segments, StoreError,
@@ -88,7 +88,7 @@ pub async fn start_uploaded(
     }
     let bytes = h.files.adopt(tenant, id, source).await?;
     if h.segments.get_segment(tenant, segment_id).await?.is_none() {
-        let mut import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+        let mut import = Import::new(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
         import.state = ImportState::Failed;
         import.failure = Some(format!("no segment \"{segment_id}\" in this tenant"));
         import.finished_at = Some(import.created_at);
@@ -110,38 +110,6 @@ enum Origin {
     Upload,
 }
 
-fn new_import(
-    tenant: &TenantId,
-    segment_id: &str,
-    id: &str,
-    bytes: u64,
-    columns: Vec<Column>,
-    offset: u64,
-    line: u64,
-) -> Import {
-    let at = now();
-    Import {
-        id: id.to_string(),
-        tenant_id: tenant.clone(),
-        segment_id: segment_id.to_string(),
-        state: ImportState::Running,
-        columns,
-        bytes,
-        offset,
-        next_line: line,
-        lines: 0,
-        created: 0,
-        updated: 0,
-        unchanged: 0,
-        rejected: 0,
-        errors: Vec::new(),
-        failure: None,
-        created_at: at,
-        updated_at: at,
-        finished_at: None,
-    }
-}
-
 /// Checks the stored file's header, stores the import and queues its first chunk.
 async fn begin(
     h: &ImportRun,
@@ -153,9 +121,9 @@ async fn begin(
 ) -> Result<Import, ImportError> {
     let head = h.files.read_at(tenant, id, 0, CHUNK_BYTES).await?;
     let mut import = match read_header(&head, head.len() as u64 >= bytes) {
-        Ok((columns, offset, line)) => new_import(tenant, segment_id, id, bytes, columns, offset, line),
+        Ok((columns, offset, line)) => Import::new(tenant, segment_id, id, bytes, columns, offset, line),
         Err(why) if origin == Origin::Upload => {
-            let mut import = new_import(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
+            let mut import = Import::new(tenant, segment_id, id, bytes, Vec::new(), 0, 1);
             import.state = ImportState::Failed;
             import.failure = Some(why);
             import.finished_at = Some(import.created_at);

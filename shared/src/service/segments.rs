@@ -215,9 +215,7 @@ pub async fn remove_members(
 
 /// The id of the contact holding the draft's first key that any contact holds.
 async fn find(contacts: &dyn Contacts, tenant: &TenantId, draft: &ContactDraft) -> Result<Option<String>, StoreError> {
-    let mut probe = Contact::new(String::new());
-    probe.apply(draft);
-    for key in probe.keys() {
+    for key in draft.keys() {
         if let Some(c) = contacts.find_contact(tenant, &key).await? {
             return Ok(Some(c.id));
         }

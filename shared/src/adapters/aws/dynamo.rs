@@ -372,6 +372,16 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// The contact holding the first of `keys` that any contact holds.
+    async fn find_by_any_key(&self, tenant: &TenantId, keys: &[ContactKey]) -> StoreResult<Option<Contact>> {
+        for k in keys {
+            if let Some(c) = self.find_contact(tenant, k).await? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     async fn owner(&self, tenant: &TenantId, k: &ContactKey) -> StoreResult<Option<String>> {
         Ok(self.get(ckey_pk(tenant, k), "CKEY", true).await?.and_then(|i| text(&i, "contact_id")))
     }
@@ -601,17 +611,9 @@ impl Contacts for DynamoStore {
         d: &ContactDraft,
         merge: bool,
     ) -> Result<(Contact, bool), ContactWriteError> {
-        let mut probe = Contact::new(String::new());
-        probe.apply(d);
+        let keys = d.keys();
         for _ in 0..OCC_TRIES {
-            let mut found = None;
-            for k in probe.keys() {
-                if let Some(c) = self.find_contact(tenant, &k).await? {
-                    found = Some(c);
-                    break;
-                }
-            }
-            match found {
+            match self.find_by_any_key(tenant, &keys).await? {
                 Some(existing) if !merge => return Ok((existing, false)),
                 Some(mut existing) => {
                     existing.apply(d);

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use super::segments::read_segment;
-use super::store::{owner_of, read_contact, write_contact, EmbeddedStore};
+use super::store::{find_by_any_key, write_contact, EmbeddedStore};
 use crate::domain::ids::new_id;
 use crate::domain::import::{merge_line, Chunk, Import, ImportState, LineError, LineOutcome};
 use crate::domain::{Contact, ContactDraft, TenantId};
@@ -49,15 +49,7 @@ fn import_line(
     tenant: &str,
     draft: &ContactDraft,
 ) -> StoreResult<Result<(String, LineOutcome), String>> {
-    let mut probe = Contact::new(String::new());
-    probe.apply(draft);
-    let mut found = None;
-    for key in probe.keys() {
-        if let Some(id) = owner_of(c, tenant, &key)? {
-            found = read_contact(c, tenant, &id)?;
-            break;
-        }
-    }
+    let found = find_by_any_key(c, tenant, &draft.keys())?;
     let (write, outcome) = merge_line(found.clone(), draft, || new_id("ct"));
     let Some(contact) = write else {
         return Ok(Ok((found.map(|f| f.id).unwrap_or_default(), outcome)));

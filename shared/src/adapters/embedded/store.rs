@@ -408,6 +408,16 @@ pub(super) fn read_contact(c: &Connection, tenant: &str, id: &str) -> StoreResul
     Ok(data.map(|d| serde_json::from_str(&d)).transpose()?)
 }
 
+/// The contact holding the first of `keys` that any contact holds.
+pub(super) fn find_by_any_key(c: &Connection, tenant: &str, keys: &[ContactKey]) -> StoreResult<Option<Contact>> {
+    for key in keys {
+        if let Some(id) = owner_of(c, tenant, key)? {
+            return read_contact(c, tenant, &id);
+        }
+    }
+    Ok(None)
+}
+
 pub(super) fn owner_of(c: &Connection, tenant: &str, key: &ContactKey) -> StoreResult<Option<String>> {
     Ok(c.prepare_cached("SELECT contact_id FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?
         .query_row(params![tenant, key.as_key()], |r| r.get(0))
@@ -458,15 +468,7 @@ impl Contacts for EmbeddedStore {
             .db
             .write(move |c| {
                 let tx = c.savepoint()?;
-                let mut probe = Contact::new(String::new());
-                probe.apply(&draft);
-                let mut found = None;
-                for key in probe.keys() {
-                    if let Some(id) = owner_of(&tx, &tenant, &key)? {
-                        found = read_contact(&tx, &tenant, &id)?;
-                        break;
-                    }
-                }
+                let found = find_by_any_key(&tx, &tenant, &draft.keys())?;
                 let (contact, created) = match found {
                     Some(existing) if !merge => return Ok(Ok((existing, false))),
                     Some(mut existing) => {

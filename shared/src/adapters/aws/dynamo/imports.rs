@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use super::{key, n, tenant_pk, with_doc, DynamoStore, Item, OCC_TRIES};
 use crate::domain::ids::new_id;
 use crate::domain::import::{merge_line, Chunk, Import, ImportState, LineError, LineOutcome};
-use crate::domain::{Contact, ContactDraft, TenantId};
-use crate::ports::{ContactWriteError, Contacts, Imports, MembersError, Segments, StoreError, StoreResult};
+use crate::domain::{ContactDraft, TenantId};
+use crate::ports::{ContactWriteError, Imports, MembersError, Segments, StoreError, StoreResult};
 
 /// A chunk's bytes here: about 2,000 lines, each a few requests, so that a chunk is written in
 /// seconds, well inside the send function's 30 s.
@@ -37,16 +37,9 @@ impl DynamoStore {
         tenant: &TenantId,
         draft: &ContactDraft,
     ) -> StoreResult<Result<(String, LineOutcome), String>> {
-        let mut probe = Contact::new(String::new());
-        probe.apply(draft);
+        let keys = draft.keys();
         for _ in 0..OCC_TRIES {
-            let mut found = None;
-            for k in probe.keys() {
-                if let Some(c) = self.find_contact(tenant, &k).await? {
-                    found = Some(c);
-                    break;
-                }
-            }
+            let found = self.find_by_any_key(tenant, &keys).await?;
             let found_id = found.as_ref().map(|c| c.id.clone());
             let (write, outcome) = merge_line(found, draft, || new_id("ct"));
             let Some(contact) = write else { return Ok(Ok((found_id.unwrap_or_default(), outcome))) };
@@ -78,9 +71,7 @@ fn key_groups(drafts: &[(u64, ContactDraft)]) -> Vec<Vec<usize>> {
     let mut group_of_key: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, (_, draft)) in drafts.iter().enumerate() {
-        let mut probe = Contact::new(String::new());
-        probe.apply(draft);
-        let keys: Vec<String> = probe.keys().iter().map(|k| k.as_key()).collect();
+        let keys: Vec<String> = draft.keys().iter().map(|k| k.as_key()).collect();
         let mut joined: Vec<usize> = keys.iter().filter_map(|k| group_of_key.get(k).copied()).collect();
         joined.sort_unstable();
         joined.dedup();
