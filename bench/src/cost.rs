@@ -95,7 +95,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
         let mut sent = 0;
         for id in &ids {
             let counts = check.count_rows(&"acme".into(), id).await.map_err(|e| e.to_string())?;
-            sent += counts.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
+            sent += counts.by_status.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
         }
         if sent != args.recipients as u64 {
             return Err(format!("{round}: {sent} of {} rows ended sent", args.recipients));
@@ -177,7 +177,7 @@ async fn audience_round(
     let id = v["request_id"].as_str().unwrap_or_default().to_string();
     drain(source, h).await;
     let counts = check.count_rows(&tenant, &id).await.map_err(|e| e.to_string())?;
-    let sent = counts.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
+    let sent = counts.by_status.get(&herald::domain::Status::Sent).copied().unwrap_or(0);
     if sent != recipients as u64 {
         return Err(format!("segment audience: {sent} of {recipients} rows ended sent ({counts:?})"));
     }

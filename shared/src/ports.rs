@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::domain::{
-    Campaign, Channel, Contact, ContactDraft, ContactKey, Job, RecipientRow, SendRequest, Status, Template, TenantId,
+    Campaign, Channel, Contact, ContactDraft, ContactKey, Job, RecipientRow, RecountStep, SendRequest, Status,
+    Template, TenantId,
 };
 
 /// A store or queue failed. Never shown to API callers (they get an opaque 500).
@@ -78,9 +79,31 @@ pub trait JobQueue: Send + Sync {
 // Claims and outcomes belong to the row's state machine (`domain::row`); the row ports speak them.
 pub use crate::domain::{Claim, Outcome};
 
+/// Status counts a store may keep apart from its rows. SQLite counts inside every row write; the
+/// DynamoDB adapter adds up each row's move in memory and writes the sums in one update per
+/// request when asked, so a send job of ten rows costs one counter write, not ten.
+#[async_trait]
+pub trait RowCounters: Send + Sync {
+    /// Writes the status moves made since the last flush. Callers flush once their unit of work
+    /// (a job, a batch of jobs, a callback) has written its rows. Moves whose write fails are
+    /// dropped, not kept for later, and [`RequestLog::recount`] repairs the counts they miss.
+    async fn flush_counts(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// A request's rows per status, from its counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub by_status: BTreeMap<Status, u64>,
+    /// The counters look stuck behind the rows (rows still pending, or a count below zero, with
+    /// no move for a while): ask for a [`RequestLog::recount`].
+    pub stalled: bool,
+}
+
 /// The request log: send requests and their rows as ingest wrote them, and what status pages read.
 #[async_trait]
-pub trait RequestLog: Send + Sync {
+pub trait RequestLog: RowCounters {
     /// Stores a send request and all its rows, `queued`. Storing the same request again (a retry
     /// whose first try's answer was lost) changes nothing and succeeds.
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()>;
@@ -93,9 +116,23 @@ pub trait RequestLog: Send + Sync {
         after: Option<u32>,
         limit: u32,
     ) -> StoreResult<Vec<RecipientRow>>;
-    /// Rows per status for a request, from counters kept with every row write (never by reading
-    /// the rows: an audience broadcast has a million).
-    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>>;
+    /// Rows per status for a request, from counters kept with the row writes (never by reading
+    /// the rows: an audience broadcast has a million). Moves not yet flushed are not counted.
+    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<RowCounts>;
+    /// Recounts a request whose counters fell behind its rows (a process that died between its
+    /// row writes and their flush), a slice of rows at a time. With `None` it claims the recount
+    /// (one at a time per request) and returns its first step, or `None` if there is nothing to
+    /// recount; with a step it counts the next slice and returns the step after it, or `None`
+    /// once the counters are corrected (or left alone because they moved meanwhile). Stores that
+    /// count inside their row writes never fall behind and have nothing to recount.
+    async fn recount(
+        &self,
+        _tenant: &TenantId,
+        _request_id: &str,
+        _step: Option<RecountStep>,
+    ) -> StoreResult<Option<RecountStep>> {
+        Ok(None)
+    }
     /// Stores rows that fan-out made for a stored request, each only if no row has its id yet, and
     /// none once the request is canceled. Returns the ids of the given rows that are `queued`
     /// afterwards: the new ones, and any that an earlier try at the same page stored but may not
@@ -139,7 +176,7 @@ pub struct Progress {
 
 /// Row leases: who may send a row now, and what its attempts came to. Deliver's side of the rows.
 #[async_trait]
-pub trait RowLeases: Send + Sync {
+pub trait RowLeases: RowCounters {
     /// Conditionally moves a row to `sending` (attempts + 1, leased until `lease_until`).
     async fn claim_row(
         &self,

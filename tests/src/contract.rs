@@ -22,6 +22,7 @@ fn job(n: usize) -> OutgoingJob {
             row_ids: vec![format!("rcp_{n}")],
             fan_out: None,
             import: false,
+            recount: None,
         },
         delay: Duration::ZERO,
     }
@@ -117,7 +118,14 @@ pub async fn queue_defer_contract(q: &dyn JobQueue, max_receives: u32) {
 /// their own delays, and the received job never comes back; replacing with nothing deletes.
 pub async fn queue_replace_contract(q: &dyn JobQueue) {
     let rows: Vec<String> = (1..=3).map(|n| format!("rcp_{n}")).collect();
-    let multi = Job { tenant_id: "t1".into(), request_id: "req_1".into(), row_ids: rows, fan_out: None, import: false };
+    let multi = Job {
+        tenant_id: "t1".into(),
+        request_id: "req_1".into(),
+        row_ids: rows,
+        fan_out: None,
+        import: false,
+        recount: None,
+    };
     q.send_batch(&[OutgoingJob { job: multi.clone(), delay: Duration::ZERO }]).await.expect("send");
     // Short visibilities throughout: a received job left behind would come back within the test.
     let short = Duration::from_secs(1);
@@ -168,6 +176,18 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
     (req, rows)
 }
 
+/// A request's rows per status once the moves made so far are flushed.
+async fn flushed_counts(
+    r: &dyn Requests,
+    tenant: &herald::domain::TenantId,
+    request_id: &str,
+) -> std::collections::BTreeMap<Status, u64> {
+    r.flush_counts().await.expect("flush counts");
+    let counts = r.count_rows(tenant, request_id).await.expect("count rows");
+    assert!(!counts.stalled, "counters just written are not stalled: {counts:?}");
+    counts.by_status
+}
+
 /// Requests and rows: storage, paging, counts, and the conditional claim / finish protocol.
 pub async fn requests_contract(r: &dyn Requests) {
     let (req, rows) = sample_request("t1", "req_a", 5);
@@ -180,7 +200,7 @@ pub async fn requests_contract(r: &dyn Requests) {
     let page2 = r.list_rows(&tenant("t1"), "req_a", Some(page1[1].seq), 10).await.unwrap();
     let seqs: Vec<u32> = page1.iter().chain(&page2).map(|r| r.seq).collect();
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-    assert_eq!(r.count_rows(&tenant("t1"), "req_a").await.unwrap().get(&Status::Queued), Some(&5));
+    assert_eq!(flushed_counts(r, &tenant("t1"), "req_a").await.get(&Status::Queued), Some(&5));
 
     let t = now();
     let lease = t + Span::seconds(30);
@@ -228,7 +248,7 @@ pub async fn requests_contract(r: &dyn Requests) {
     let failed = r.get_row(&tenant("t1"), &rows[3].id).await.unwrap().unwrap();
     assert_eq!((failed.status, failed.error_message.as_deref()), (Status::Failed, Some("could not queue")));
 
-    let counts = r.count_rows(&tenant("t1"), "req_a").await.unwrap();
+    let counts = flushed_counts(r, &tenant("t1"), "req_a").await;
     assert_eq!(counts.values().sum::<u64>(), 5);
     assert_eq!(counts.get(&Status::Failed), Some(&1));
 }
@@ -266,7 +286,7 @@ pub async fn fan_out_contract(r: &dyn Requests) {
     assert_eq!(r.add_rows(&t1, "req_aud", &[member_row(1_000, "ct_1")]).await.unwrap(), vec![page[1].id.clone()]);
     let listed = r.list_rows(&t1, "req_aud", None, 10).await.unwrap();
     assert_eq!(listed.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3], "one row per contact, in seq order");
-    let counts = r.count_rows(&t1, "req_aud").await.unwrap();
+    let counts = flushed_counts(r, &t1, "req_aud").await;
     assert_eq!((counts.get(&Status::Sent), counts.get(&Status::Queued)), (Some(&1), Some(&3)), "{counts:?}");
 
     r.finish_fan_out(&t1, "req_aud", t).await.unwrap();
@@ -299,7 +319,7 @@ pub async fn fan_out_contract(r: &dyn Requests) {
     );
     assert_eq!(r.get_row(&t1, &extra.id).await.unwrap(), None);
     assert!(matches!(r.claim_row(&t1, &page[3].id, t, lease).await.unwrap(), Claim::Done(_)));
-    let counts = r.count_rows(&t1, "req_aud").await.unwrap();
+    let counts = flushed_counts(r, &t1, "req_aud").await;
     assert_eq!((counts.get(&Status::Sent), counts.get(&Status::Canceled)), (Some(&2), Some(&2)), "{counts:?}");
     assert_eq!(counts.values().sum::<u64>(), 4);
 }
@@ -565,6 +585,8 @@ pub async fn callbacks_contract(r: &dyn Requests) {
     let row = r.get_row(&tenant("t1"), id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Read);
     assert!(row.times.contains_key(&Status::Delivered) && row.error_message.is_none());
+    let counts = flushed_counts(r, &tenant("t1"), "req_cb").await;
+    assert_eq!(counts, [(Status::Read, 1)].into(), "the counters follow every forward move");
 }
 
 /// Tenant webhook endpoints: one per tenant, replaced whole, isolated.

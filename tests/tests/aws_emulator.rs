@@ -7,12 +7,15 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald::adapters::aws::{DynamoStore, SqsQueue};
 use herald::app::aws::AwsConfig;
 use herald::app::{Herald, Settings, Stores};
+use herald::domain::Status;
+use herald::ports::{RequestLog, RowCounters, RowLeases};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;
 use herald_tests::aws::{create_resources, emulator_endpoint, reset_emulator, sdk_config, EventSource, Resources};
@@ -150,6 +153,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
                 row_ids: vec!["x".into()],
                 fan_out: None,
                 import: false,
+                recount: None,
             },
             delay: Duration::ZERO,
         }])
@@ -259,6 +263,90 @@ fn fixture(name: &str, replacements: &[(&str, &str)]) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Counters are written after their rows, so a process that dies in between leaves them behind.
+/// Once they have stood still for the stall time, a status page asks for a recount; its jobs read
+/// the rows through the send handler and correct the counters.
+#[tokio::test]
+async fn dynamodb_counters_left_behind_by_a_dead_process_are_recounted() {
+    let aws = setup(5).await;
+    let stall = Duration::from_millis(1_500);
+    let store = Arc::new(DynamoStore::new(aws.ddb.clone(), aws.table.clone()).with_count_stall(stall));
+    let h = Arc::new(Herald::new(
+        Stores::from_one(store.clone()),
+        aws.queue(),
+        Providers::all(Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()))),
+        herald_tests::fast_settings(),
+    ));
+    let t = tenant("t1");
+    let (req, rows) = contract::sample_request("t1", "req_lost", 30);
+    store.insert_request(&req, &rows).await.unwrap();
+    let send = |store: Arc<DynamoStore>, ids: Vec<String>| async move {
+        for id in ids {
+            let at = herald::domain::now();
+            let claim = store.claim_row(&tenant("t1"), &id, at, at + chrono::Duration::seconds(30)).await.unwrap();
+            assert!(matches!(claim, herald::domain::Claim::Claimed(_)), "{claim:?}");
+            let sent = herald::domain::Outcome { status: Some(Status::Sent), ..Default::default() };
+            assert!(store.finish_row(&tenant("t1"), &id, 1, sent).await.unwrap());
+        }
+    };
+    // A process sends ten rows and dies before flushing; this one sends five and flushes.
+    let dead = Arc::new(DynamoStore::new(aws.ddb.clone(), aws.table.clone()));
+    send(dead, rows[..10].iter().map(|r| r.id.clone()).collect()).await;
+    send(store.clone(), rows[10..15].iter().map(|r| r.id.clone()).collect()).await;
+    store.flush_counts().await.unwrap();
+    let behind = BTreeMap::from([(Status::Queued, 25), (Status::Sent, 5)]);
+    let counts = store.count_rows(&t, "req_lost").await.unwrap();
+    assert_eq!((&counts.by_status, counts.stalled), (&behind, false), "moving counters are not stalled");
+
+    tokio::time::sleep(stall).await;
+    let counts = herald::service::recount::counts(store.as_ref(), h.queue.as_ref(), &t, "req_lost").await.unwrap();
+    assert_eq!((&counts.by_status, counts.stalled), (&behind, true), "still counters with rows pending are stalled");
+    assert_eq!(store.recount(&t, "req_lost", None).await.unwrap(), None, "one recount at a time");
+    let stalled = store.count_rows(&t, "req_lost").await.unwrap();
+    assert!(!stalled.stalled, "a recount under way is not asked for again");
+
+    let right = BTreeMap::from([(Status::Queued, 15), (Status::Sent, 15)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        assert!(response.batch_item_failures.is_empty());
+        aws.settle(&event, &[]).await;
+        let counts = store.count_rows(&t, "req_lost").await.unwrap();
+        if counts.by_status == right {
+            assert!(!counts.stalled, "counters just recounted are not stalled");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the recount never corrected {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "the recount's jobs are done");
+    tokio::time::sleep(stall).await;
+    assert!(!store.count_rows(&t, "req_lost").await.unwrap().stalled, "nothing moved since the recount found them");
+
+    // A recount during which a counter moves leaves the counters alone: the move may be one it
+    // read its row before or after.
+    send(Arc::new(DynamoStore::new(aws.ddb.clone(), aws.table.clone())), vec![rows[15].id.clone()]).await;
+    // A move lost after a recount is found too, the next recount waiting longer than the last.
+    let deadline = std::time::Instant::now() + stall * 8;
+    while !store.count_rows(&t, "req_lost").await.unwrap().stalled {
+        assert!(std::time::Instant::now() < deadline, "counters behind their rows again were never found stalled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut step = store.recount(&t, "req_lost", None).await.unwrap().expect("claimed");
+    send(store.clone(), vec![rows[16].id.clone()]).await;
+    store.flush_counts().await.unwrap();
+    while let Some(next) = store.recount(&t, "req_lost", Some(step)).await.unwrap() {
+        if let Some(at) = next.settle_at {
+            let wait = at - chrono::Utc::now().timestamp_millis();
+            tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+        }
+        step = next;
+    }
+    let left = BTreeMap::from([(Status::Queued, 14), (Status::Sent, 16)]);
+    assert_eq!(store.count_rows(&t, "req_lost").await.unwrap().by_status, left, "a moved counter stops the correction");
+}
+
 #[tokio::test]
 async fn a_request_travels_from_the_ingest_handler_through_sqs_and_the_send_handler_to_dynamodb() {
     let aws = setup(5).await;
@@ -353,7 +441,7 @@ async fn a_batch_of_ten_with_three_poison_messages_reports_exactly_those_three()
     // back as a job of its own, not as a failure of its batch: a later batch sends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap();
+        let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap().by_status;
         if counts.get(&herald::domain::Status::Sent) == Some(&61) {
             break;
         }
@@ -471,7 +559,7 @@ async fn a_poison_row_of_a_multi_row_job_dead_letters_alone_and_its_siblings_are
     assert_eq!(receives, vec![(3, 0), (1, 1), (1, 1), (1, 1)]);
     assert_eq!(aws.depth(&aws.queue_url).await, 0);
     assert_eq!(aws.depth(&aws.dlq_url).await, 1, "only the poison row's job is in the dead-letter queue");
-    let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap();
+    let counts = h.requests.count_rows(&tenant("acme"), &id).await.unwrap().by_status;
     assert_eq!(counts.get(&herald::domain::Status::Sent), Some(&2), "its siblings are sent: {counts:?}");
     let row = h.requests.get_row(&tenant("acme"), &poison_row).await.unwrap().unwrap();
     assert_eq!(row.status, herald::domain::Status::Failed);

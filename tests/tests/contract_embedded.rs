@@ -52,6 +52,7 @@ async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_
         row_ids: vec!["a".into(), "b".into()],
         fan_out: None,
         import: false,
+        recount: None,
     };
     q.send_batch(&[herald::ports::OutgoingJob { job, delay: std::time::Duration::ZERO }]).await.unwrap();
     // A single-row body, as queued before jobs carried several rows.
@@ -75,6 +76,7 @@ async fn queue_recovers_in_flight_jobs_after_a_restart() {
             row_ids: vec!["x".into()],
             fan_out: None,
             import: false,
+            recount: None,
         },
         delay: std::time::Duration::ZERO,
     };

@@ -126,6 +126,13 @@ struct FlakyFinish {
 }
 
 #[async_trait]
+impl herald::ports::RowCounters for FlakyFinish {
+    async fn flush_counts(&self) -> herald::ports::StoreResult<()> {
+        self.inner.flush_counts().await
+    }
+}
+
+#[async_trait]
 impl herald::ports::RequestLog for FlakyFinish {
     async fn insert_request(
         &self,
@@ -157,7 +164,7 @@ impl herald::ports::RequestLog for FlakyFinish {
         &self,
         t: &herald::domain::TenantId,
         id: &str,
-    ) -> herald::ports::StoreResult<std::collections::BTreeMap<herald::domain::Status, u64>> {
+    ) -> herald::ports::StoreResult<herald::ports::RowCounts> {
         self.inner.count_rows(t, id).await
     }
 

@@ -4,7 +4,6 @@
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,8 @@ async fn hang<T>() -> StoreResult<T> {
     std::future::pending().await
 }
 
+impl herald::ports::RowCounters for Stalled {}
+
 #[async_trait]
 impl RequestLog for Stalled {
     async fn insert_request(&self, _: &SendRequest, _: &[RecipientRow]) -> StoreResult<()> {
@@ -37,7 +38,7 @@ impl RequestLog for Stalled {
         hang().await
     }
 
-    async fn count_rows(&self, _: &TenantId, _: &str) -> StoreResult<BTreeMap<Status, u64>> {
+    async fn count_rows(&self, _: &TenantId, _: &str) -> StoreResult<herald::ports::RowCounts> {
         hang().await
     }
 

@@ -24,6 +24,8 @@ pub async fn handle_batch(h: Arc<Herald>, event: SqsEvent) -> SqsBatchResponse {
         .filter_map(|failed| async move { failed })
         .collect()
         .await;
+    // The batch's row moves, in one counter write per request.
+    herald::service::worker::flush_counts(&h.deliver).await;
     let mut response = SqsBatchResponse::default();
     for id in failures {
         let mut item = BatchItemFailure::default();

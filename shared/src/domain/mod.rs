@@ -28,7 +28,7 @@ pub use request::{
     validate_metadata, Audience, AudienceBody, BroadcastBody, FlowBody, FlowTrigger, MessageBody, MessageSource,
     PlannedMessage, RecipientBody, RecipientSpec, SendPlan, SendRequest, TemplateRef, MESSAGING_TAGS,
 };
-pub use row::{Claim, FanOutStep, Job, Outcome, RecipientRow, RowView};
+pub use row::{Claim, FanOutStep, Job, Outcome, RecipientRow, RecountStep, RowView};
 pub use segment::{MemberCursor, MembersBody, Segment, SegmentBody};
 pub use status::Status;
 

@@ -119,6 +119,7 @@ impl RecipientRow {
             row_ids: vec![self.id.clone()],
             fan_out: None,
             import: false,
+            recount: None,
         }
     }
 }
@@ -349,6 +350,33 @@ pub struct Job {
     /// A CSV import's next chunk: `request_id` is then the import's id.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub import: bool,
+    /// The next slice of a recount of the request's rows (see `RequestLog::recount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recount: Option<RecountStep>,
+}
+
+/// Where a recount of a request's rows stands: a store whose counters are written apart from its
+/// rows (DynamoDB) can fall behind them when a process dies between the two, and a recount
+/// carries its running totals from job to job until it has read every row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecountStep {
+    /// The last `seq` counted; `None` before the first slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u32>,
+    /// Rows per status counted so far.
+    #[serde(default)]
+    pub counts: BTreeMap<Status, u64>,
+    /// When the recount last renewed its claim (ms): each slice renews it, and the correction
+    /// lands only while it holds.
+    pub claimed: i64,
+    /// When each counter last moved as the recount began (ms, 0 if never): the correction lands
+    /// only if none has moved since, or it would undo moves made while the rows were read.
+    #[serde(default)]
+    pub seen: Vec<i64>,
+    /// Set once every row is read: the correction waits until then (ms), so that a move noted
+    /// before its row was read has been written (and stops the correction) or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_at: Option<i64>,
 }
 
 /// Where fan-out of an audience stands: the page of members to expand next.
@@ -398,7 +426,26 @@ impl Job {
 
     /// The job that reads an import's next chunk.
     pub fn import(tenant: &TenantId, import_id: &str) -> Job {
-        Job { tenant_id: tenant.clone(), request_id: import_id.into(), row_ids: vec![], fan_out: None, import: true }
+        Job {
+            tenant_id: tenant.clone(),
+            request_id: import_id.into(),
+            row_ids: vec![],
+            fan_out: None,
+            import: true,
+            recount: None,
+        }
+    }
+
+    /// The job that counts the next slice of a request's rows.
+    pub fn recount(tenant: &TenantId, request_id: &str, step: RecountStep) -> Job {
+        Job {
+            tenant_id: tenant.clone(),
+            request_id: request_id.into(),
+            row_ids: vec![],
+            fan_out: None,
+            import: false,
+            recount: Some(step),
+        }
     }
 
     /// The same request's job for one of these rows alone.
@@ -409,6 +456,7 @@ impl Job {
             row_ids: vec![row_id.into()],
             fan_out: None,
             import: false,
+            recount: None,
         }
     }
 }
@@ -426,6 +474,8 @@ struct JobBody {
     fan_out: Option<FanOutStep>,
     #[serde(default)]
     import: bool,
+    #[serde(default)]
+    recount: Option<RecountStep>,
 }
 
 impl TryFrom<JobBody> for Job {
@@ -434,11 +484,21 @@ impl TryFrom<JobBody> for Job {
     fn try_from(b: JobBody) -> Result<Job, String> {
         let mut row_ids = b.row_ids;
         row_ids.extend(b.row_id);
-        let kinds = usize::from(!row_ids.is_empty()) + usize::from(b.fan_out.is_some()) + usize::from(b.import);
+        let kinds = usize::from(!row_ids.is_empty())
+            + usize::from(b.fan_out.is_some())
+            + usize::from(b.import)
+            + usize::from(b.recount.is_some());
         if kinds != 1 {
-            return Err("a job names rows, a fan-out step or an import".into());
+            return Err("a job names rows, a fan-out step, an import or a recount".into());
         }
-        Ok(Job { tenant_id: b.tenant_id, request_id: b.request_id, row_ids, fan_out: b.fan_out, import: b.import })
+        Ok(Job {
+            tenant_id: b.tenant_id,
+            request_id: b.request_id,
+            row_ids,
+            fan_out: b.fan_out,
+            import: b.import,
+            recount: b.recount,
+        })
     }
 }
 
@@ -454,6 +514,7 @@ mod tests {
             row_ids: vec!["rcp_1_0".into()],
             fan_out: None,
             import: false,
+            recount: None,
         };
         let body = r#"{"tenant_id":"acme","request_id":"req_1","row_ids":["rcp_1_0"]}"#;
         assert_eq!(serde_json::to_string(&job).unwrap(), body);
@@ -468,6 +529,7 @@ mod tests {
             row_ids: vec!["a".into(), "b".into()],
             fan_out: None,
             import: false,
+            recount: None,
         };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","row_ids":["a","b"]}"#);
@@ -487,12 +549,33 @@ mod tests {
             row_ids: vec![],
             fan_out: Some(step),
             import: false,
+            recount: None,
         };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","fan_out":{"segment":1,"cursor":"c","page":7}}"#);
         assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
         let both = r#"{"tenant_id":"t","request_id":"r","row_ids":["a"],"fan_out":{"segment":0,"page":0}}"#;
         assert!(serde_json::from_str::<Job>(both).is_err(), "a job is rows or a step, never both");
+    }
+
+    #[test]
+    fn a_recount_job_carries_its_totals_and_nothing_else() {
+        let step = RecountStep {
+            after: Some(999),
+            counts: BTreeMap::from([(Status::Sent, 990), (Status::Queued, 10)]),
+            claimed: 1_700_000_000_000,
+            seen: vec![0, 5],
+            settle_at: None,
+        };
+        let job = Job::recount(&TenantId::new("t"), "r", step);
+        let body = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            body,
+            r#"{"tenant_id":"t","request_id":"r","recount":{"after":999,"counts":{"queued":10,"sent":990},"claimed":1700000000000,"seen":[0,5]}}"#
+        );
+        assert_eq!(serde_json::from_str::<Job>(&body).unwrap(), job);
+        let both = r#"{"tenant_id":"t","request_id":"r","import":true,"recount":{"claimed":1}}"#;
+        assert!(serde_json::from_str::<Job>(both).is_err(), "a job is one kind of work");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::domain::TenantId;
 use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
 use crate::ports::Progress;
 use crate::service::ingest::ingest;
+use crate::service::recount;
 
 pub async fn create(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {
     // The router's idempotency layer has taken the key, if any.
@@ -62,7 +63,7 @@ pub async fn get(
     let Some(request) = h.requests.get_request(&tenant, &id).await? else {
         return Err(ApiError::NotFound(format!("no send request \"{id}\"")));
     };
-    let counts = h.requests.count_rows(&tenant, &id).await?;
+    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
     let progress = h.requests.progress(&tenant, &id).await?;
     let rows = h.requests.list_rows(&tenant, &id, after, limit).await?;
     // An audience's rows have no known last `seq`: a full page may have more behind it.
@@ -79,7 +80,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (request, progress) = crate::service::cancel::cancel(h.requests.as_ref(), &tenant, &id).await?;
-    let counts = h.requests.count_rows(&tenant, &id).await?;
+    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
     Ok(Json(request_json(&request, &counts, &progress, &[], None)))
 }
 

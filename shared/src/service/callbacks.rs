@@ -55,6 +55,11 @@ pub async fn apply(
             }
         }
     }
+    if out.moved > 0 {
+        if let Err(e) = h.rows.flush_counts().await {
+            tracing::warn!(provider, error = %e, "status counts not written; a recount repairs them");
+        }
+    }
     let tenant = h.inbound_tenant.clone();
     for m in inbound {
         let draft = match &m.from {

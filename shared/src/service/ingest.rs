@@ -279,6 +279,7 @@ fn fan_out_job(request: &SendRequest) -> OutgoingJob {
         row_ids: Vec::new(),
         fan_out: Some(FanOutStep::first()),
         import: false,
+        recount: None,
     };
     OutgoingJob { job, delay: Duration::ZERO }
 }
@@ -339,6 +340,9 @@ async fn fail_rows(h: &Ingest, tenant: &TenantId, rows: &[RecipientRow], message
             tracing::error!(row_id = %row.id, error = %e, "could not fail a row that will not be sent");
         }
     }
+    if let Err(e) = h.rows.flush_counts().await {
+        tracing::warn!(error = %e, "status counts not written; a recount repairs them");
+    }
 }
 
 /// Delivers rows now, a few at a time, through the same code path as the workers.
@@ -348,9 +352,13 @@ async fn deliver_inline(h: &Ingest, rows: &[RecipientRow]) -> Result<(), Service
         let results =
             futures::future::join_all(chunk.iter().map(|r| deliver::deliver(&h.deliver, &r.tenant_id, &r.id))).await;
         for r in results {
-            r?;
+            if let Err(e) = r {
+                super::worker::flush_counts(&h.deliver).await;
+                return Err(e.into());
+            }
         }
     }
+    super::worker::flush_counts(&h.deliver).await;
     Ok(())
 }
 

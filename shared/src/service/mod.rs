@@ -10,6 +10,7 @@ pub mod imports;
 pub mod ingest;
 pub mod key_cache;
 pub mod keys;
+pub mod recount;
 pub mod render;
 pub mod segments;
 mod settings;

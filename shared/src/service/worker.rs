@@ -57,6 +57,9 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
     if let Some(step) = &job.fan_out {
         return super::fanout::expand(&h.fan_out, &job, step).await;
     }
+    if let Some(step) = &job.recount {
+        return super::recount::run(&h, &job, step).await;
+    }
     if job.import {
         let Some(imports) = &h.imports else {
             tracing::error!(import_id = %job.request_id, "import job where imports are not set up; left to dead-letter");
@@ -206,6 +209,7 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
             let (h, slots, in_hand) = (h.clone(), slots.clone(), in_hand.clone());
             tokio::spawn(async move {
                 let result = handle_job_within(h.clone(), &received, Some(slots)).await;
+                flush_counts(&h).await;
                 settle(&h, &received, result).await;
                 in_hand.settle(rows);
             });
@@ -237,6 +241,14 @@ impl InHand {
         self.rows.fetch_sub(rows, std::sync::atomic::Ordering::AcqRel);
         // notify_one keeps the wake-up if the pool is not waiting yet, so none is lost.
         self.settled.notify_one();
+    }
+}
+
+/// Writes the status moves of the jobs handled so far (`RowCounters`): after a job's rows, before
+/// the job is settled. The send Lambda flushes once per batch.
+pub async fn flush_counts(h: &Deliver) {
+    if let Err(e) = h.log.flush_counts().await {
+        tracing::warn!(error = %e, "status counts not written; a recount repairs them");
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::sdk_text;
 use crate::domain::{
-    ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, SendRequest, Status, Template,
-    TenantId,
+    ids::new_id, now, Campaign, Contact, ContactDraft, ContactKey, RecipientRow, RecountStep, SendRequest, Status,
+    Template, TenantId,
 };
 use crate::ports::*;
 use crate::retry::Policy;
@@ -37,12 +37,18 @@ const BATCH_RETRY: Policy = Policy {
 };
 /// Tries for optimistic-concurrency conflicts.
 const OCC_TRIES: u32 = 8;
+/// See [`DynamoStore::with_count_stall`].
+const COUNT_STALL: Duration = Duration::from_secs(300);
 
 pub struct DynamoStore {
     client: Client,
     table: String,
     /// Lines of an import chunk written at once.
     lines_at_once: usize,
+    /// Row moves not yet added to the status counters.
+    moves: counts::Moves,
+    /// How long counters must stay still, with rows pending, before a recount is asked for.
+    count_stall: Duration,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -102,9 +108,19 @@ macro_rules! condition_failed {
     };
 }
 
+mod counts;
+
 impl DynamoStore {
     pub fn new(client: Client, table: String) -> DynamoStore {
-        DynamoStore { client, table, lines_at_once: 16 }
+        DynamoStore { client, table, lines_at_once: 16, moves: Default::default(), count_stall: COUNT_STALL }
+    }
+
+    /// Asks for a recount once counters have stayed still this long with rows pending (five
+    /// minutes unless set: far beyond the send function's 30 s, so every move a live process
+    /// noted has been flushed).
+    pub fn with_count_stall(mut self, stall: Duration) -> DynamoStore {
+        self.count_stall = stall;
+        self
     }
 
     /// Writes this many lines of an import chunk at once (16 unless set; at least 1).
@@ -324,12 +340,14 @@ impl DynamoStore {
                 None => self.read_row(tenant, id).await?,
             };
             let Some((mut row, ver)) = read else { return Ok(missing) };
+            let before = row.status;
             let (answer, write) = f(&mut row);
             if !write {
                 return Ok(answer);
             }
             let item = Self::row_item(&row, ver + 1)?;
             if self.put_if(item, "ver = :v", HashMap::from([(":v".to_string(), n(ver))])).await? {
+                self.note_move(&row, Some(before));
                 return Ok(answer);
             }
         }
@@ -641,11 +659,19 @@ impl Contacts for DynamoStore {
 // ---------------------------------------------------------------- requests and rows
 
 #[async_trait]
+impl RowCounters for DynamoStore {
+    async fn flush_counts(&self) -> StoreResult<()> {
+        self.flush_moves().await
+    }
+}
+
+#[async_trait]
 impl RequestLog for DynamoStore {
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
         // Rows first: a request item is only ever visible with all its rows behind it.
         let items = rows.iter().map(|r| Self::row_item(r, 0)).collect::<StoreResult<Vec<_>>>()?;
         self.batch_put(items).await?;
+        self.put_count_base(&request.tenant_id, &request.id, rows, request.audience.is_some()).await?;
         self.put(with_doc(key(request_pk(&request.tenant_id, &request.id), "REQ"), request)?).await
     }
 
@@ -677,22 +703,29 @@ impl RequestLog for DynamoStore {
         Ok(rows)
     }
 
-    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<BTreeMap<Status, u64>> {
-        let Some(req) = self.get_request(tenant, request_id).await? else { return Ok(BTreeMap::new()) };
+    async fn count_rows(&self, tenant: &TenantId, request_id: &str) -> StoreResult<RowCounts> {
+        if let Some(counts) = self.counted_rows(tenant, request_id).await? {
+            return Ok(counts);
+        }
+        // A request stored before counters were kept: its rows, read.
+        let Some(req) = self.get_request(tenant, request_id).await? else { return Ok(RowCounts::default()) };
         let ids: Vec<String> = if req.audience.is_some() {
             self.fanned_out_ids(tenant, request_id, 0, u32::MAX).await?
         } else {
             (0..req.row_count).map(|seq| RecipientRow::id_for(request_id, seq)).collect()
         };
         let keys = ids.iter().map(|id| key(row_pk(tenant, id), "ROW")).collect();
-        let mut counts = BTreeMap::new();
-        for item in self.batch_get(keys, Some("#st")).await? {
-            let st = text(&item, "status")
-                .and_then(|s| Status::parse(&s))
-                .ok_or_else(|| StoreError::Corrupt("row without status".into()))?;
-            *counts.entry(st).or_insert(0) += 1;
-        }
-        Ok(counts)
+        let by_status = counts::tally(self.batch_get(keys, Some("#st")).await?.iter())?;
+        Ok(RowCounts { by_status, stalled: false })
+    }
+
+    async fn recount(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        step: Option<RecountStep>,
+    ) -> StoreResult<Option<RecountStep>> {
+        self.recount_step(tenant, request_id, step).await
     }
 
     async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>> {
@@ -811,6 +844,7 @@ impl DynamoStore {
     /// Puts a fan-out row unless one has its id; its id if it is `queued` afterwards.
     async fn put_new_row(&self, tenant: &TenantId, row: RecipientRow) -> StoreResult<Option<String>> {
         if self.put_if(Self::row_item(&row, 0)?, "attribute_not_exists(pk)", HashMap::new()).await? {
+            self.note_move(&row, None);
             return Ok(Some(row.id));
         }
         let stored = self.read_row(tenant, &row.id).await?;
