@@ -408,6 +408,27 @@ pub trait ApiKeys: Send + Sync {
     /// Revokes the tenant's key with this lookup id; `false` if it has none such or it was
     /// revoked already. A revoked key authenticates nothing.
     async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// The tenant's settings; the defaults if it never set any.
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings>;
+    /// Replaces the tenant's settings whole.
+    async fn put_settings(&self, tenant: &TenantId, settings: &TenantSettings) -> StoreResult<()>;
+}
+
+/// What a tenant sets for itself (`PUT /v1/settings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TenantSettings {
+    /// The timezone of recipients Herald knows no timezone for (IANA name); UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl TenantSettings {
+    /// The tenant's timezone (UTC unless set).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.as_deref().and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC)
+    }
 }
 
 // ---------------------------------------------------------------- idempotency

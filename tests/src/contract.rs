@@ -168,6 +168,9 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
         metadata: Default::default(),
         background: true,
         send_at: None,
+        send_at_local: None,
+        send_window: None,
+        throttle: None,
         recipient_count: rows,
         row_count: rows,
         audience: None,
@@ -458,6 +461,7 @@ pub async fn catalog_contract(c: &dyn Catalog) {
         name: "Welcome".into(),
         template_ids: vec!["b".into()],
         defaults: [("name".to_string(), "there".to_string())].into(),
+        send_window: None,
         created_at: now(),
         updated_at: now(),
     };
@@ -475,7 +479,16 @@ pub async fn catalog_contract(c: &dyn Catalog) {
 }
 
 pub async fn keys_contract(k: &dyn ApiKeys) {
-    assert_eq!(k.count_tenants().await.unwrap(), 0);
+    // Settings: defaults until set, replaced whole, per tenant.
+    assert_eq!(k.get_settings(&tenant("acme")).await.unwrap(), TenantSettings::default());
+    let set = TenantSettings { timezone: Some("Asia/Tokyo".into()), updated_at: Some(now()) };
+    k.put_settings(&tenant("acme"), &set).await.unwrap();
+    assert_eq!(k.get_settings(&tenant("acme")).await.unwrap(), set);
+    assert_eq!(k.get_settings(&tenant("acme")).await.unwrap().tz(), chrono_tz::Asia::Tokyo);
+    assert_eq!(k.get_settings(&tenant("other")).await.unwrap(), TenantSettings::default(), "tenants are isolated");
+    k.put_settings(&tenant("acme"), &TenantSettings::default()).await.unwrap();
+    assert_eq!(k.get_settings(&tenant("acme")).await.unwrap().tz(), chrono_tz::UTC);
+    assert_eq!(k.count_tenants().await.unwrap(), 0, "settings make no tenant");
     assert!(k.ensure_tenant(&tenant("acme")).await.unwrap());
     assert!(!k.ensure_tenant(&tenant("acme")).await.unwrap());
     let key = herald::service::keys::create_key(k, "acme", None).await.unwrap();

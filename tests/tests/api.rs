@@ -386,7 +386,8 @@ async fn a_scheduled_send_waits_for_send_at() {
     let id = answer["request_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (_, early) = s.get(&format!("/v1/broadcasts/{id}")).await;
-    assert_eq!(early["state"], "queued", "nothing is sent before send_at");
+    assert_eq!(early["state"], "scheduled", "nothing is sent before send_at");
+    assert_eq!(early["summary"]["scheduled"], 1, "{early}");
     let done = s.wait_terminal(id, WAIT).await;
     let sent_at = chrono::DateTime::parse_from_rfc3339(done["recipients"][0]["is_sent_at"].as_str().unwrap()).unwrap();
     assert!(sent_at >= chrono::DateTime::parse_from_rfc3339(&at).unwrap());
@@ -533,7 +534,7 @@ async fn a_job_that_arrives_before_send_at_waits_instead_of_sending() {
     let delivery = herald::service::deliver::deliver(&h.deliver, &row.tenant_id, &row.id).await.unwrap();
     let herald::service::deliver::Delivery::RetryAfter(wait) = delivery else { panic!("sent early: {delivery:?}") };
     assert!(wait > Duration::from_secs(7100) && wait < Duration::from_secs(7300), "{wait:?}");
-    assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "queued");
+    assert_eq!(s.get(&format!("/v1/broadcasts/{id}")).await.1["recipients"][0]["status"], "scheduled");
     assert_eq!(s.local.store.counts().await.unwrap().outbox, 0);
 }
 

@@ -349,8 +349,17 @@ fn option_cases() -> Vec<Case> {
         patched("body_params entry of 1025 chars", json!({"body_params": ["x".repeat(1025)]}))
             .invalid(&["body_params[0]"]),
         patched("send_at not RFC 3339", json!({"send_at": "tomorrow"})).invalid(&["send_at"]),
-        patched("send_at 31 days ahead", json!({"send_at": from_now(chrono::Duration::days(31))}))
+        patched("send_at 366 days ahead", json!({"send_at": from_now(chrono::Duration::days(366))}))
             .invalid(&["send_at"]),
+        patched("send_at_local not a local time", json!({"send_at_local": "2027-01-04T09:00Z"}))
+            .invalid(&["send_at_local"]),
+        patched(
+            "send_window with an unknown day",
+            json!({"send_window": {"days": ["someday"], "from": "09:00", "until": "17:00"}}),
+        )
+        .invalid(&["send_window.days[0]"]),
+        patched("throttle above a million a minute", json!({"throttle": {"per_minute": 1_000_001}}))
+            .invalid(&["throttle.per_minute"]),
         patched("background:false with 101 rows", json!({"background": false, "recipients": recipients(101)}))
             .invalid(&["background"]),
         patched(

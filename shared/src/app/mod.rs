@@ -92,8 +92,13 @@ impl Stores {
 impl Herald {
     /// Wires the use cases: each context gets the capabilities it needs, from the same stores.
     pub fn new(stores: Stores, queue: Arc<dyn JobQueue>, providers: Providers, settings: Settings) -> Herald {
+        let timing = Arc::new(crate::service::schedule::Timing {
+            tenants: stores.keys.clone(),
+            contacts: stores.contacts.clone(),
+        });
         let fan_out = Arc::new(FanOut {
             log: stores.requests.clone(),
+            timing: timing.clone(),
             segments: stores.segments.clone(),
             queue: queue.clone(),
             settings: settings.clone(),
@@ -120,6 +125,7 @@ impl Herald {
             imports: imports.clone(),
         });
         let ingest = Ingest {
+            timing,
             requests: stores.requests.clone(),
             rows: stores.requests.clone(),
             catalog: stores.catalog.clone(),

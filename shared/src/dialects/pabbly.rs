@@ -308,7 +308,12 @@ pub(crate) fn read_campaign(body: &[u8]) -> Result<ApiCampaign, ApiError> {
 /// An API campaign is a Herald campaign: the templates `broadcasts/send` may fire under its
 /// name, and the fallbacks they render with.
 pub(crate) fn campaign_body(b: ApiCampaign) -> CampaignBody {
-    CampaignBody { name: b.campaign_name, template_ids: b.template_names, defaults: b.default_contact_field_values }
+    CampaignBody {
+        name: b.campaign_name,
+        template_ids: b.template_names,
+        defaults: b.default_contact_field_values,
+        send_window: None,
+    }
 }
 
 /// The refusal of a second API campaign of one name: sends find it by name.

@@ -168,6 +168,10 @@ pub struct Campaign {
     pub template_ids: Vec<String>,
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// When its sends may reach a recipient, in the recipient's timezone; a request's own
+    /// `send_window` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_window: Option<super::schedule::SendWindow>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -179,6 +183,7 @@ pub struct CampaignBody {
     pub name: Option<String>,
     pub template_ids: Option<Vec<String>>,
     pub defaults: Option<serde_json::Map<String, serde_json::Value>>,
+    pub send_window: Option<super::schedule::SendWindowBody>,
 }
 
 impl CampaignBody {
@@ -200,8 +205,10 @@ impl CampaignBody {
             }
         }
         let defaults = parse_variables(&mut errs, "defaults", self.defaults.as_ref());
+        let send_window = self.send_window.and_then(|w| w.validate(&mut errs, "send_window"));
         let now = super::now();
-        errs.finish(Campaign { id: id.to_string(), name, template_ids, defaults, created_at: now, updated_at: now })
+        let (created_at, updated_at) = (now, now);
+        errs.finish(Campaign { id: id.to_string(), name, template_ids, defaults, send_window, created_at, updated_at })
     }
 }
 

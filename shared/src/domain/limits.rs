@@ -29,7 +29,7 @@ pub const MAX_TEMPLATES: usize = 10;
 /// `background: false` delivers inline; beyond this many rows the call must be queued.
 pub const MAX_INLINE_ROWS: usize = 100;
 /// How far ahead `send_at` may be.
-pub const MAX_SCHEDULE_DAYS: i64 = 30;
+pub const MAX_SCHEDULE_DAYS: i64 = 365;
 /// `Idempotency-Key` header length.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 

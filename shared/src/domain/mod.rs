@@ -11,6 +11,7 @@ pub mod limits;
 mod report;
 mod request;
 mod row;
+pub mod schedule;
 pub mod segment;
 mod status;
 
@@ -20,7 +21,7 @@ pub(crate) use catalog::{check_message_chars, check_text, parse_variables};
 pub use catalog::{
     Campaign, CampaignBody, HeaderKind, Media, Template, TemplateBody, TemplateHeader, WhatsappTemplate,
 };
-pub use contact::{Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
+pub use contact::{check_timezone, Contact, ContactBody, ContactChannel, ContactDraft, ContactKey};
 pub use error::{FieldError, FieldErrors};
 pub use ids::TenantId;
 pub use report::{Inbound, StatusReport};

@@ -1,7 +1,7 @@
 //! The native send request (`POST /v1/broadcasts`): its wire body, its validation into a
 //! [`SendPlan`], and the [`SendRequest`] record that ingest stores.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use super::catalog::{check_text, check_url, parse_variables, Media, Template, Te
 use super::error::FieldErrors;
 use super::ids::{check_id, TenantId};
 use super::limits::*;
+use super::schedule::{SendWindow, Throttle};
 
 /// Messenger message tags that allow a send outside the 24 h window.
 pub const MESSAGING_TAGS: [&str; 4] =
@@ -39,6 +40,17 @@ pub struct BroadcastBody {
     pub metadata: Option<Map<String, Value>>,
     pub background: Option<bool>,
     pub send_at: Option<String>,
+    /// A wall-clock time (`2026-12-24T09:00`) each row is due at in its recipient's timezone.
+    pub send_at_local: Option<String>,
+    pub send_window: Option<super::schedule::SendWindowBody>,
+    pub throttle: Option<ThrottleBody>,
+}
+
+/// `throttle` on the wire.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleBody {
+    pub per_minute: Option<i64>,
 }
 
 /// `audience` on the wire: the segments whose members a broadcast goes to, less the members of
@@ -200,6 +212,10 @@ pub struct SendPlan {
     pub metadata: Map<String, Value>,
     pub background: bool,
     pub send_at: Option<DateTime<Utc>>,
+    pub send_at_local: Option<NaiveDateTime>,
+    /// The request's own window; the campaign's applies when it has none.
+    pub send_window: Option<SendWindow>,
+    pub throttle: Option<Throttle>,
     /// Fallback field values for this send, layered over the campaign's `defaults` (Pabbly's
     /// `defaultContactFieldValues`). The native body has no such field: it stays empty there.
     pub defaults: BTreeMap<String, String>,
@@ -242,6 +258,13 @@ pub struct SendRequest {
     pub background: bool,
     #[serde(default)]
     pub send_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at_local: Option<NaiveDateTime>,
+    /// The window the rows are sent in (the request's, else its campaign's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_window: Option<SendWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
     /// 0 for an audience: its rows are made by fan-out, and counted by the request's counters.
     pub recipient_count: u32,
     pub row_count: u32,
@@ -281,6 +304,13 @@ impl BroadcastBody {
         }
         let metadata = validate_metadata(&mut errs, self.metadata);
         let send_at = self.send_at.as_deref().and_then(|s| errs.take("send_at", parse_send_at(s)));
+        let send_at_local =
+            self.send_at_local.as_deref().and_then(|s| errs.take("send_at_local", parse_send_at_local(s)));
+        if self.send_at.is_some() && self.send_at_local.is_some() {
+            errs.push("send_at_local", "give either send_at or send_at_local, not both");
+        }
+        let send_window = self.send_window.and_then(|w| w.validate(&mut errs, "send_window"));
+        let throttle = self.throttle.and_then(|t| validate_throttle(&mut errs, t));
         let (Some(recipients), Some(source)) = (recipients, source) else {
             return Err(errs);
         };
@@ -298,6 +328,9 @@ impl BroadcastBody {
             metadata,
             background: self.background.unwrap_or(true),
             send_at,
+            send_at_local,
+            send_window,
+            throttle,
             defaults: BTreeMap::new(),
             id_style: Default::default(),
         })
@@ -538,6 +571,30 @@ fn nesting(v: &Value) -> usize {
         Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+fn validate_throttle(errs: &mut FieldErrors, t: ThrottleBody) -> Option<Throttle> {
+    match t.per_minute {
+        Some(n) if (1..=i64::from(Throttle::MAX_PER_MINUTE)).contains(&n) => Some(Throttle { per_minute: n as u32 }),
+        _ => {
+            errs.push("throttle.per_minute", format!("must be a whole number from 1 to {}", Throttle::MAX_PER_MINUTE));
+            None
+        }
+    }
+}
+
+/// A wall-clock time with no offset, at most [`MAX_SCHEDULE_DAYS`] ahead wherever it falls (the
+/// earliest timezone is 14 hours ahead of UTC).
+fn parse_send_at_local(s: &str) -> Result<NaiveDateTime, String> {
+    let t = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s.trim(), f).ok())
+        .ok_or_else(|| "must be a local time with no offset, such as 2026-12-24T09:00".to_string())?;
+    let latest = super::now().naive_utc() + chrono::Duration::days(MAX_SCHEDULE_DAYS) + chrono::Duration::hours(14);
+    if t > latest {
+        return Err(format!("must be at most {MAX_SCHEDULE_DAYS} days ahead"));
+    }
+    Ok(t)
 }
 
 fn parse_send_at(s: &str) -> Result<DateTime<Utc>, String> {

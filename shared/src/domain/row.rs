@@ -50,6 +50,13 @@ pub struct RecipientRow {
     /// While `sending`: until when the claiming worker owns the row.
     #[serde(default)]
     pub lease_until: Option<DateTime<Utc>>,
+    /// When the row was due to go out when it was made (`send_at`, `send_at_local`, the throttle
+    /// and the send window applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// The recipient's timezone, where the request's schedule or send window depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -78,6 +85,8 @@ impl RecipientRow {
             address: None,
             next_attempt_at: None,
             lease_until: None,
+            due_at: None,
+            timezone: None,
             created_at: now,
             updated_at: now,
         }
@@ -99,6 +108,16 @@ impl RecipientRow {
         h.update(message_index.to_be_bytes());
         let digest = hex::encode(&h.finalize()[..12]);
         format!("rcp_{}_m{digest}", request_id.strip_prefix("req_").unwrap_or(request_id))
+    }
+
+    /// Makes the row due at `due`: `scheduled` until then if that is later than `now`.
+    pub fn schedule(&mut self, due: DateTime<Utc>, now: DateTime<Utc>) {
+        self.due_at = Some(due);
+        if due > now {
+            self.next_attempt_at = Some(due);
+            self.status = Status::Scheduled;
+            self.times = BTreeMap::from([(Status::Scheduled, self.created_at)]);
+        }
     }
 
     /// Moves the row to `status` at `at`, stamping the main-line statuses it implies.
@@ -172,8 +191,8 @@ impl RecipientRow {
     /// Whether the row may be claimed at `now`, and how, without changing it.
     fn claim_decision(&self, now: DateTime<Utc>) -> Claim {
         match self.status {
-            // A queued row's next_attempt_at is its send_at: a job that arrives early waits.
-            Status::Queued | Status::Retrying => match self.next_attempt_at {
+            // A waiting row's next_attempt_at is its due time: a job that arrives early waits.
+            Status::Scheduled | Status::Queued | Status::Retrying => match self.next_attempt_at {
                 Some(t) if t > now => Claim::NotDue(t),
                 _ => Claim::Claimed(self.clone()),
             },
@@ -252,10 +271,10 @@ impl RecipientRow {
         true
     }
 
-    /// Cancels a row no worker holds (`queued` or `retrying`): its broadcast was canceled.
-    /// `false`, and the row untouched, otherwise (a row inside a provider call finishes it).
+    /// Cancels a row no worker holds (`scheduled`, `queued` or `retrying`): its broadcast was
+    /// canceled. `false`, and the row untouched, otherwise (a row inside a provider call finishes it).
     pub fn cancel(&mut self, at: DateTime<Utc>) -> bool {
-        if !matches!(self.status, Status::Queued | Status::Retrying) {
+        if !matches!(self.status, Status::Scheduled | Status::Queued | Status::Retrying) {
             return false;
         }
         self.set_status(Status::Canceled, at);
@@ -325,6 +344,8 @@ impl RowView<'_> {
         m.insert("error_message".into(), json!(r.error_message));
         m.insert("external_message_id".into(), json!(r.external_message_id));
         m.insert("next_attempt_at".into(), json!(r.next_attempt_at));
+        m.insert("due_at".into(), json!(r.due_at.unwrap_or(r.created_at)));
+        m.insert("timezone".into(), json!(r.timezone));
         m.insert("created_at".into(), json!(r.created_at));
         m.insert("updated_at".into(), json!(r.updated_at));
         Value::Object(m)

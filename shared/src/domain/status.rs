@@ -1,12 +1,14 @@
 use serde::{Deserialize, Serialize};
 
 /// A recipient row's status. It only ever moves forward:
-/// `queued → sending → sent → delivered → read|opened|played`, with `retrying` as the pause between
+/// `queued → sending → sent → delivered → read|opened|played`, or from `scheduled` (a row whose
+/// due time was still ahead when it was made) to `sending`, with `retrying` as the pause between
 /// attempts and the terminal branches `skipped`, `failed`, `bounced`, `complained`, `unsubscribed`
 /// and `canceled` (its broadcast was canceled before the row was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    Scheduled,
     Queued,
     Retrying,
     Sending,
@@ -24,7 +26,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 14] = [
+    pub const ALL: [Status; 15] = [
+        Status::Scheduled,
         Status::Queued,
         Status::Retrying,
         Status::Sending,
@@ -43,6 +46,7 @@ impl Status {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Scheduled => "scheduled",
             Status::Queued => "queued",
             Status::Retrying => "retrying",
             Status::Sending => "sending",
@@ -66,7 +70,12 @@ impl Status {
 
     /// Herald still has work to do on the row.
     pub fn is_pending(self) -> bool {
-        matches!(self, Status::Queued | Status::Retrying | Status::Sending)
+        matches!(self, Status::Scheduled | Status::Queued | Status::Retrying | Status::Sending)
+    }
+
+    /// Waiting for a claim: nothing of the row has reached a provider (`scheduled`, `queued`).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Status::Scheduled | Status::Queued)
     }
 
     /// The send pipeline is done with the row (a provider may still report progress on `sent`).
@@ -77,7 +86,7 @@ impl Status {
     /// Position on the main line; `None` for the terminal branches.
     fn rank(self) -> Option<u8> {
         Some(match self {
-            Status::Queued => 0,
+            Status::Scheduled | Status::Queued => 0,
             Status::Retrying => 1,
             Status::Sending => 2,
             Status::Sent => 3,

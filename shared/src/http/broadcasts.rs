@@ -84,6 +84,16 @@ pub async fn cancel(
     Ok(Json(request_json(&request, &counts, &progress, &[], None)))
 }
 
+/// A send window as the API spells it.
+pub(crate) fn window_json(w: &crate::domain::schedule::SendWindow) -> Value {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    json!({
+        "days": w.days.iter().filter_map(|d| DAYS.get(*d as usize)).collect::<Vec<_>>(),
+        "from": w.from.format("%H:%M").to_string(),
+        "until": w.until.format("%H:%M").to_string(),
+    })
+}
+
 /// The API view of a send request: its settings, a status summary and a page of its rows.
 pub(crate) fn request_json(
     req: &SendRequest,
@@ -104,6 +114,9 @@ pub(crate) fn request_json(
         "completed"
     } else if pending == made && counts.get(&Status::Queued) == Some(&made) {
         "queued"
+    } else if counts.get(&Status::Scheduled) == Some(&pending) {
+        // Nothing is in flight: every row still to go waits for its due time.
+        "scheduled"
     } else {
         "sending"
     };
@@ -131,6 +144,9 @@ pub(crate) fn request_json(
         "campaign_name": req.campaign_name,
         "background": req.background,
         "send_at": req.send_at,
+        "send_at_local": req.send_at_local.map(|t| t.format("%Y-%m-%dT%H:%M").to_string()),
+        "send_window": req.send_window.as_ref().map(window_json),
+        "throttle": req.throttle,
         "metadata": req.metadata,
         "recipient_count": recipient_count,
         "row_count": row_count,
@@ -139,7 +155,14 @@ pub(crate) fn request_json(
         "canceled_at": progress.canceled_at,
         // Why an audience's fan-out stopped before its last member, when it did.
         "fan_out_error": progress.fan_out_error,
-        "summary": {"total": total, "rows_made": made, "pending": pending, "terminal": made - pending, "by_status": by_status},
+        "summary": {
+            "total": total,
+            "rows_made": made,
+            "pending": pending,
+            "scheduled": counts.get(&Status::Scheduled).copied().unwrap_or(0),
+            "terminal": made - pending,
+            "by_status": by_status,
+        },
         "recipients": recipients,
         "next_cursor": next,
     })

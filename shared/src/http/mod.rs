@@ -12,6 +12,7 @@ mod imports;
 pub mod request_target;
 mod segments;
 pub mod server;
+mod settings;
 mod webhook;
 
 use axum::extract::{Query, State};
@@ -60,6 +61,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/imports/{id}", get(imports::get))
         .route("/v1/outbox", get(outbox))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
+        .route("/v1/settings", put(settings::put).get(settings::get))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
         .merge(compat::routes(&h))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

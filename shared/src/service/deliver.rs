@@ -127,7 +127,7 @@ pub async fn deliver(h: &Deliver, tenant: &TenantId, row_id: &str) -> Result<Del
 /// How the activity summary counts an attempt that ended in `status`.
 fn attempt_end(status: Status) -> Option<Attempt> {
     match status {
-        Status::Queued | Status::Sending => None,
+        Status::Scheduled | Status::Queued | Status::Sending => None,
         Status::Retrying => Some(Attempt::Retrying),
         Status::Failed | Status::Bounced | Status::Complained => Some(Attempt::Failed),
         Status::Skipped | Status::Unsubscribed | Status::Canceled => Some(Attempt::Skipped),
@@ -263,6 +263,19 @@ async fn attempt_row(
     reclaimed: bool,
     now: DateTime<Utc>,
 ) -> Result<(Outcome, Delivery), StoreError> {
+    // Quiet hours: a row outside its send window (a job that came late, a retry) waits for the
+    // window's next opening, and the attempt does not count.
+    let window = request.send_window.as_ref();
+    let open = super::schedule::in_window(window, row, now);
+    if open > now {
+        let o = Outcome {
+            status: Some(Status::Scheduled),
+            next_attempt_at: Some(open),
+            refund_attempt: true,
+            ..Default::default()
+        };
+        return Ok((o, Delivery::RetryAfter(until_from(now, open))));
+    }
     let ready = match prepare(h, request, row, now).await? {
         Step::Go(ready) => ready,
         Step::Stop(outcome, delivery) => return Ok((outcome, delivery)),
@@ -274,7 +287,15 @@ async fn attempt_row(
         }
     }
     let answer = call_provider(h, row, &ready).await;
-    let (outcome, delivery) = to_outcome(h, row, &ready, answer, now).await;
+    let (mut outcome, mut delivery) = to_outcome(h, row, &ready, answer, now).await;
+    // A retry due outside the window waits for its next opening too.
+    if let (Some(Status::Retrying), Some(next)) = (outcome.status, outcome.next_attempt_at) {
+        let open = super::schedule::in_window(window, row, next);
+        if open > next {
+            outcome.next_attempt_at = Some(open);
+            delivery = Delivery::RetryAfter(until_from(now, open));
+        }
+    }
     Ok((learnt(&ready.known, outcome), delivery))
 }
 

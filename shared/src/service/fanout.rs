@@ -21,6 +21,8 @@ use super::Settings;
 /// What fanning out needs, and nothing more. Built once by `app`.
 pub struct FanOut {
     pub log: Arc<dyn RequestLog>,
+    /// When each row is due.
+    pub timing: Arc<super::schedule::Timing>,
     pub segments: Arc<dyn Segments>,
     pub queue: Arc<dyn JobQueue>,
     pub settings: Settings,
@@ -140,14 +142,12 @@ async fn expand_page(h: &FanOut, request: &SendRequest, step: &FanOutStep) -> Re
             Err(MembersError::Store(e)) => return Err(e.into()),
         };
     let members = without_excluded(h, tenant, &audience.exclude_segments, members).await?;
-    let rows = rows_for(request, step.page, &members);
+    let mut rows = rows_for(request, step.page, &members);
     if !rows.is_empty() {
-        let queued = h.log.add_rows(tenant, &request.id, &rows).await?;
         let now = crate::domain::now();
-        let delay = request.send_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default();
-        let to_queue = rows.iter().filter(|r| queued.contains(&r.id));
-        let jobs: Vec<OutgoingJob> =
-            Job::for_rows(to_queue).into_iter().map(|job| OutgoingJob { job, delay }).collect();
+        h.timing.plan(request, &mut rows, now).await?;
+        let queued = h.log.add_rows(tenant, &request.id, &rows).await?;
+        let jobs = super::schedule::jobs_for(rows.iter().filter(|r| queued.contains(&r.id)), now);
         if !jobs.is_empty() {
             h.queue.send_batch(&jobs).await?;
         }
@@ -197,7 +197,6 @@ fn rows_for(request: &SendRequest, page: u32, members: &[String]) -> Vec<Recipie
             row.id = RecipientRow::id_for_member(&request.id, contact, mi as u32);
             row.template_id = message.template_id.clone();
             row.recipient = RecipientSpec { contact_id: Some(contact.clone()), ..Default::default() };
-            row.next_attempt_at = request.send_at.filter(|t| *t > row.created_at);
             rows.push(row);
         }
     }

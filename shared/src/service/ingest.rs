@@ -18,10 +18,12 @@ use crate::retry;
 use super::admission::Admission;
 use super::deliver::Deliver;
 use super::render::positional_needed;
-use super::{deliver, ServiceError, Settings};
+use super::{deliver, schedule, ServiceError, Settings};
 
 /// What ingesting a send plan needs, and nothing more. Built once by `app`.
 pub struct Ingest {
+    /// When each row is due.
+    pub timing: Arc<super::schedule::Timing>,
     /// Where send requests and their rows are stored.
     pub requests: Arc<dyn RequestLog>,
     /// Fails rows that were stored but could not be queued.
@@ -132,7 +134,8 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
         source: source.to_string(),
         campaign_id: campaign.as_ref().map(|c| c.id.clone()),
         campaign_name: campaign.as_ref().map(|c| c.name.clone()),
-        // A send's own defaults are more specific than its campaign's, so they win.
+        // A send's own window and defaults are more specific than its campaign's, so they win.
+        send_window: plan.send_window.or_else(|| campaign.as_ref().and_then(|c| c.send_window.clone())),
         defaults: campaign.map(|c| c.defaults).unwrap_or_default().into_iter().chain(plan.defaults).collect(),
         recipient_count: plan.recipients.len() as u32,
         row_count: (plan.recipients.len() * messages.len()) as u32,
@@ -147,6 +150,8 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
         metadata: plan.metadata,
         background: plan.background,
         send_at: plan.send_at,
+        send_at_local: plan.send_at_local,
+        throttle: plan.throttle,
         audience: plan.audience,
     };
     if request.audience.is_some() {
@@ -161,10 +166,10 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
             let mut row = RecipientRow::new(tenant, &request.id, seq, ri as u32, mi as u32);
             row.template_id = message.template_id.clone();
             row.recipient = recipient.clone();
-            row.next_attempt_at = request.send_at.filter(|t| *t > now);
             rows.push(row);
         }
     }
+    h.timing.plan(&request, &mut rows, now).await?;
     store_and_queue(h, &request, &rows, keyed, now).await?;
     tracing::debug!(request_id = %request.id, rows = rows.len(), source, "send request queued");
     ACTIVITY.accepted(rows.len());
@@ -215,12 +220,10 @@ async fn store_and_queue(
 
     // `background: false` delivers inline after this; its jobs wait one lease as a safety net, so a
     // row left `retrying` (or a process that dies mid-call) is still finished by the workers.
-    let delay = if request.background {
-        request.send_at.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default()
-    } else {
-        h.settings.lease
+    let jobs: Vec<OutgoingJob> = match request.background {
+        true => schedule::jobs_for(rows, now),
+        false => Job::for_rows(rows).into_iter().map(|job| OutgoingJob { job, delay: h.settings.lease }).collect(),
     };
-    let jobs: Vec<OutgoingJob> = Job::for_rows(rows).into_iter().map(|job| OutgoingJob { job, delay }).collect();
     // A second copy of a job is harmless (a row is claimed once), so a failed enqueue is retried.
     let queued = store_within(STORE_BUDGET, "queueing jobs", || h.queue.send_batch(&jobs)).await;
     if let Err(e) = queued {
@@ -316,15 +319,7 @@ async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceErr
     let rows = listed.await?;
     let now = crate::domain::now();
     let pending: Vec<&RecipientRow> = rows.iter().filter(|r| r.status.is_pending()).collect();
-    // A job comes when its soonest row is due; a row not yet due goes back alone.
-    let jobs: Vec<OutgoingJob> = pending
-        .chunks(Job::MAX_ROWS)
-        .flat_map(|chunk| {
-            let due = chunk.iter().filter_map(|r| r.next_attempt_at).min();
-            let delay = due.map(|t| (t - now).to_std().unwrap_or_default()).unwrap_or_default();
-            Job::for_rows(chunk.iter().copied()).into_iter().map(move |job| OutgoingJob { job, delay })
-        })
-        .collect();
+    let jobs = schedule::jobs_for(pending.iter().copied(), now);
     if !jobs.is_empty() {
         super::retry_store("queueing jobs", 5, || h.queue.send_batch(&jobs)).await?;
     }
@@ -547,6 +542,15 @@ fn check_plan(plan: &SendPlan, messages: &[PlannedMessage]) -> Result<(), Servic
         }
         if plan.send_at.is_some_and(|t| t > crate::domain::now()) {
             errs.push("send_at", "a scheduled send needs background: true");
+        }
+        for (field, set) in [
+            ("send_at_local", plan.send_at_local.is_some()),
+            ("send_window", plan.send_window.is_some()),
+            ("throttle", plan.throttle.is_some()),
+        ] {
+            if set {
+                errs.push(field, "a scheduled send needs background: true");
+            }
         }
     }
     errs.finish(()).map_err(Into::into)

@@ -54,6 +54,14 @@ impl ApiKeys for CachedKeys {
         self.inner.count_tenants().await
     }
 
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<crate::ports::TenantSettings> {
+        self.inner.get_settings(tenant).await
+    }
+
+    async fn put_settings(&self, tenant: &TenantId, settings: &crate::ports::TenantSettings) -> StoreResult<()> {
+        self.inner.put_settings(tenant, settings).await
+    }
+
     async fn insert_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
         self.forget(&key.lookup);
         self.inner.insert_key(key).await
@@ -121,6 +129,12 @@ mod tests {
         async fn revoke_key(&self, _: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
             let mut r = self.records.lock().unwrap();
             Ok(r.get_mut(lookup).map(|k| k.revoked_at = Some(at)).is_some())
+        }
+        async fn get_settings(&self, _: &TenantId) -> StoreResult<crate::ports::TenantSettings> {
+            Ok(Default::default())
+        }
+        async fn put_settings(&self, _: &TenantId, _: &crate::ports::TenantSettings) -> StoreResult<()> {
+            Ok(())
         }
     }
 

@@ -12,6 +12,7 @@ pub mod key_cache;
 pub mod keys;
 pub mod recount;
 pub mod render;
+pub mod schedule;
 pub mod segments;
 mod settings;
 pub mod worker;

@@ -469,6 +469,14 @@ impl ApiKeys for DynamoStore {
         self.count_partition("TENANTS".into(), false).await
     }
 
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        Ok(self.get_entry(tenant, "SETTINGS").await?.unwrap_or_default())
+    }
+
+    async fn put_settings(&self, tenant: &TenantId, settings: &TenantSettings) -> StoreResult<()> {
+        self.put_entry(tenant, "SETTINGS".into(), settings).await
+    }
+
     async fn insert_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
         let attrs = |mut item: Item| {
             item.insert("hash".into(), AttributeValue::B(k.hash.to_vec().into()));
@@ -841,14 +849,14 @@ fn pages_pk(tenant: &str, request_id: &str) -> String {
 }
 
 impl DynamoStore {
-    /// Puts a fan-out row unless one has its id; its id if it is `queued` afterwards.
+    /// Puts a fan-out row unless one has its id; its id if it is waiting (`queued`, `scheduled`) afterwards.
     async fn put_new_row(&self, tenant: &TenantId, row: RecipientRow) -> StoreResult<Option<String>> {
         if self.put_if(Self::row_item(&row, 0)?, "attribute_not_exists(pk)", HashMap::new()).await? {
             self.note_move(&row, None);
             return Ok(Some(row.id));
         }
         let stored = self.read_row(tenant, &row.id).await?;
-        Ok(stored.filter(|(row, _)| row.status == Status::Queued).map(|(row, _)| row.id))
+        Ok(stored.filter(|(row, _)| row.status.is_waiting()).map(|(row, _)| row.id))
     }
 
     /// Up to `limit` ids of an audience request's rows from `seq` `from` on, as its fan-out page

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE TABLE IF NOT EXISTS tenant_webhooks (tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenant_settings (tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, tenant_id TEXT NOT NULL,
     request_id TEXT NOT NULL, row_id TEXT NOT NULL, data TEXT NOT NULL
@@ -108,7 +109,7 @@ impl EmbeddedStore {
         self.db
             .read(move |c| {
                 let mut st = c.prepare_cached(
-                    "SELECT data FROM recipient_rows WHERE status IN ('queued', 'retrying', 'sending')",
+                    "SELECT data FROM recipient_rows WHERE status IN ('scheduled', 'queued', 'retrying', 'sending')",
                 )?;
                 let docs = st.query_map([], |r| r.get::<_, String>(0))?;
                 // Only the `limit` oldest are kept while reading: a broadcast of a million rows
@@ -284,6 +285,35 @@ impl ApiKeys for EmbeddedStore {
 
     async fn revoke_key(&self, tenant: &TenantId, lookup: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         self.revoke(tenant, lookup, at).await
+    }
+
+    async fn get_settings(&self, tenant: &TenantId) -> StoreResult<TenantSettings> {
+        let tenant = tenant.to_string();
+        self.db
+            .read(move |c| {
+                let data: Option<String> = c
+                    .prepare_cached("SELECT data FROM tenant_settings WHERE tenant_id = ?1")?
+                    .query_row(params![tenant], |r| r.get(0))
+                    .optional()?;
+                Ok(match data {
+                    Some(d) => serde_json::from_str(&d)?,
+                    None => TenantSettings::default(),
+                })
+            })
+            .await
+    }
+
+    async fn put_settings(&self, tenant: &TenantId, settings: &TenantSettings) -> StoreResult<()> {
+        let (tenant, data) = (tenant.to_string(), serde_json::to_string(settings)?);
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO tenant_settings (tenant_id, data) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET data = excluded.data",
+                    params![tenant, data],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn list_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -502,8 +532,10 @@ impl RequestLog for EmbeddedStore {
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
         let req = serde_json::to_string(request)?;
         let (tenant, id) = (request.tenant_id.clone(), request.id.clone());
-        let rows: Vec<(String, u32, String)> =
-            rows.iter().map(|r| Ok((r.id.clone(), r.seq, serde_json::to_string(r)?))).collect::<StoreResult<_>>()?;
+        let rows: Vec<(String, u32, &'static str, String)> = rows
+            .iter()
+            .map(|r| Ok((r.id.clone(), r.seq, r.status.as_str(), serde_json::to_string(r)?)))
+            .collect::<StoreResult<_>>()?;
         self.db
             .write(move |c| {
                 let tx = c.savepoint()?;
@@ -518,10 +550,10 @@ impl RequestLog for EmbeddedStore {
                 }
                 {
                     let mut st = tx.prepare_cached(
-                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
-                    for (row_id, seq, data) in &rows {
-                        st.execute(params![tenant, row_id, id, seq, data])?;
+                    for (row_id, seq, status, data) in &rows {
+                        st.execute(params![tenant, row_id, id, seq, status, data])?;
                     }
                 }
                 tx.commit()?;
@@ -583,8 +615,10 @@ impl RequestLog for EmbeddedStore {
 
     async fn add_rows(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) -> StoreResult<Vec<String>> {
         let (tenant, request_id) = (tenant.to_string(), request_id.to_string());
-        let rows: Vec<(String, u32, String)> =
-            rows.iter().map(|r| Ok((r.id.clone(), r.seq, serde_json::to_string(r)?))).collect::<StoreResult<_>>()?;
+        let rows: Vec<(String, u32, &'static str, String)> = rows
+            .iter()
+            .map(|r| Ok((r.id.clone(), r.seq, r.status.as_str(), serde_json::to_string(r)?)))
+            .collect::<StoreResult<_>>()?;
         self.db
             .write(move |c| {
                 let tx = c.savepoint()?;
@@ -594,14 +628,15 @@ impl RequestLog for EmbeddedStore {
                 let mut queued = Vec::new();
                 {
                     let mut insert = tx.prepare_cached(
-                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)
+                        "INSERT INTO recipient_rows (tenant_id, id, request_id, seq, status, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT (tenant_id, id) DO NOTHING",
                     )?;
                     let mut status =
                         tx.prepare_cached("SELECT status FROM recipient_rows WHERE tenant_id = ?1 AND id = ?2")?;
-                    for (row_id, seq, data) in rows {
-                        let new = insert.execute(params![tenant, row_id, request_id, seq, data])? == 1;
-                        if new || status.query_row(params![tenant, row_id], |r| r.get::<_, String>(0))? == "queued" {
+                    for (row_id, seq, st, data) in rows {
+                        let new = insert.execute(params![tenant, row_id, request_id, seq, st, data])? == 1;
+                        let waiting = |s: String| Status::parse(&s).is_some_and(Status::is_waiting);
+                        if new || waiting(status.query_row(params![tenant, row_id], |r| r.get::<_, String>(0))?) {
                             queued.push(row_id);
                         }
                     }
@@ -675,7 +710,7 @@ impl RequestLog for EmbeddedStore {
                     "UPDATE recipient_rows SET status = 'canceled', data = json_set(data,
                          '$.status', 'canceled', '$.times.canceled', ?3, '$.updated_at', ?3,
                          '$.next_attempt_at', NULL, '$.lease_until', NULL)
-                     WHERE tenant_id = ?1 AND request_id = ?2 AND status IN ('queued', 'retrying')",
+                     WHERE tenant_id = ?1 AND request_id = ?2 AND status IN ('scheduled', 'queued', 'retrying')",
                 )?
                 .execute(params![tenant, request_id, stamp])?;
                 tx.commit()?;

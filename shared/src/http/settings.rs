@@ -1,0 +1,42 @@
+//! `GET/PUT /v1/settings`: what a tenant sets for itself. Today its `timezone`: the one Herald
+//! uses for a recipient whose contact has none and whose phone number's country has several.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use super::error::ApiError;
+use super::extract::{parse_json, JsonBytes, Tenant};
+use crate::app::Herald;
+use crate::domain::{check_timezone, FieldErrors};
+use crate::ports::TenantSettings;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    timezone: Option<String>,
+}
+
+fn view(s: &TenantSettings) -> Value {
+    json!({"timezone": s.tz().name(), "updated_at": s.updated_at})
+}
+
+pub async fn get(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&h.keys.get_settings(&tenant).await?)))
+}
+
+/// Replaces the settings whole: a field left out goes back to its default.
+pub async fn put(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    JsonBytes(b): JsonBytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Body = parse_json(&b)?;
+    let mut errs = FieldErrors::new();
+    let timezone = body.timezone.and_then(|t| errs.take("timezone", check_timezone(&t)));
+    errs.finish(()).map_err(ApiError::from)?;
+    let settings = TenantSettings { timezone, updated_at: Some(crate::domain::now()) };
+    h.keys.put_settings(&tenant, &settings).await?;
+    Ok(Json(view(&settings)))
+}
