@@ -1,7 +1,7 @@
 # Shared by scripts/test.sh and scripts/bench.sh: install the pinned tools, start the AWS emulator.
 # Source it from the repository root.
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== [%ss] %s\n' "$SECONDS" "$*"; }
 
 # A .venv with the pinned AWS emulator, cfn-lint, SAM CLI, cargo-lambda and zig; the arm64 Rust
 # target the Lambda bootstraps are built for; curl, jq and ip from Debian.
