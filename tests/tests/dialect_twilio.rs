@@ -358,3 +358,17 @@ async fn a_bad_notification_gets_twilios_code() {
     let tag = vec![("Tag".to_string(), "all".to_string()), ("Body".to_string(), "x".to_string())];
     assert_twilio_error(&notify(&s, &tag).await, 400, 20001);
 }
+
+#[tokio::test]
+async fn what_the_dialect_does_not_serve_is_refused_in_twilios_shape() {
+    let s = TestServer::start().await;
+    let ac = account_sid(&s).await;
+    let json_body = s.http.post(s.url(&messages_path(&ac))).basic_auth(&ac, Some(&s.key)).json(&json!({"To": TO}));
+    assert_twilio_error(&answer(json_body).await, 415, 20001);
+    let list = s.http.get(s.url(&messages_path(&ac))).basic_auth(&ac, Some(&s.key));
+    assert_twilio_error(&answer(list).await, 405, 20004);
+    let one = format!("/compat/twilio/2010-04-01/Accounts/{ac}/Messages/SM00000000000000000000000000000000.json");
+    assert_twilio_error(&answer(s.http.delete(s.url(&one)).basic_auth(&ac, Some(&s.key))).await, 405, 20004);
+    let too_many = notify_form(10_001, Some("x"));
+    assert_twilio_error(&notify(&s, &too_many).await, 400, 20001);
+}
