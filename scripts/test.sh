@@ -53,6 +53,8 @@ export HERALD_TEST_AWS_ENDPOINT="$AWS_EMULATOR"
 # ---------------------------------------------------------------- tests
 step "cargo test: unit, contract (SQLite and AWS), API, handlers, batching, restart, README"
 cargo test --workspace --all-targets --locked --features herald-tests/aws-emulator
+step "the official twilio package against the Twilio dialect of herald serve (built by cargo test)"
+.venv/bin/python scripts/test_twilio_sdk.py
 
 stop_emulator
 

@@ -181,6 +181,8 @@ async fn keys_create(tenant: &str, store: &StoreArgs) -> Result<(), String> {
     let key = herald::service::keys::create_key(store.as_ref(), tenant, None).await.map_err(|e| e.to_string())?;
     eprintln!("API key for tenant {tenant:?} (shown once; Herald keeps only its hash):");
     println!("{key}");
+    // On stderr, so `KEY=$(herald keys create …)` still captures the key alone.
+    eprintln!("Twilio account SID (the Twilio dialect's username): {}", herald::dialects::twilio::account_sid(tenant));
     Ok(())
 }
 

@@ -95,8 +95,10 @@ fn keys_are_created_listed_and_revoked_from_the_cli() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (ok, key, _) = herald(&["keys", "create", "--tenant", "acme"]);
+    let (ok, key, err) = herald(&["keys", "create", "--tenant", "acme"]);
     assert!(ok);
+    let sid = herald::dialects::twilio::account_sid("acme");
+    assert!(err.contains(&sid) && !key.contains(&sid), "the account SID goes to stderr: {err}");
     let key = key.trim().to_string();
     assert!(key.starts_with("hk_") && key.len() == 51, "{key}");
     let (ok, listed, _) = herald(&["keys", "list", "--tenant", "acme"]);

@@ -60,14 +60,19 @@ async fn imported_segment(s: &TestServer, id: &str, members: std::ops::Range<usi
         csv.push('\n');
     }
     let req = s.http.post(s.url(&format!("/v1/imports?segment_id={id}"))).bearer_auth(&s.key);
-    let (status, import) = herald_tests::read(req.header("content-type", "text/csv").body(csv).send().await.unwrap()).await;
+    let (status, import) =
+        herald_tests::read(req.header("content-type", "text/csv").body(csv).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{import}");
     let path = format!("/v1/imports/{}", import["import_id"].as_str().unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         let (_, now) = s.get(&path).await;
         if now["state"] != "running" {
-            assert_eq!((now["state"].clone(), now["created"].clone()), (json!("completed"), json!(members.len())), "{now}");
+            assert_eq!(
+                (now["state"].clone(), now["created"].clone()),
+                (json!("completed"), json!(members.len())),
+                "{now}"
+            );
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "import still running: {now}");

@@ -8,6 +8,7 @@ pub(crate) mod csml;
 pub(crate) mod invent;
 pub(crate) mod pabbly;
 pub(crate) mod smax;
+pub mod twilio;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

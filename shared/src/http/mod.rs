@@ -60,6 +60,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/imports", axum::routing::post(imports::create).get(imports::list))
         .route("/v1/imports/{id}", get(imports::get))
         .route("/v1/outbox", get(outbox))
+        .route("/v1/account", get(account))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/settings", put(settings::put).get(settings::get))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
@@ -127,6 +128,12 @@ pub(crate) fn limit_param(q: &HashMap<String, String>, default: u32, max: u32) -
             }),
         },
     }
+}
+
+/// `GET /v1/account`: who the key belongs to, and the account SID the Twilio dialect knows it by.
+async fn account(Tenant(tenant): Tenant) -> Json<serde_json::Value> {
+    let sid = crate::dialects::twilio::account_sid(tenant.as_str());
+    Json(json!({"tenant_id": tenant, "twilio_account_sid": sid}))
 }
 
 /// `GET /v1/outbox`: what the sandbox provider recorded for the caller's tenant.

@@ -7,6 +7,7 @@ pub(crate) mod csml;
 pub(crate) mod invent;
 pub(crate) mod pabbly;
 pub(crate) mod smax;
+pub(crate) mod twilio;
 
 use axum::http::HeaderValue;
 use axum::response::Response;
@@ -20,7 +21,12 @@ use crate::http::error::ApiError;
 
 /// Every dialect's routes, merged into the main router.
 pub(crate) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    Router::new().merge(csml::routes(h)).merge(smax::routes(h)).merge(invent::routes(h)).merge(pabbly::routes(h))
+    Router::new()
+        .merge(csml::routes(h))
+        .merge(smax::routes(h))
+        .merge(invent::routes(h))
+        .merge(pabbly::routes(h))
+        .merge(twilio::routes())
 }
 
 /// The header every dialect's send answer carries: the native request id, for

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The official `twilio` package (pinned in scripts/requirements-test.txt) driving the Twilio
+dialect of a real `herald serve`, changed only where its HTTP client sends requests: a
+`TwilioHttpClient` that rewrites https://api.twilio.com and https://notify.twilio.com to the
+loopback server's /compat/twilio. Starts the debug `herald` binary (built by `cargo test`) on a
+free port with a temporary data directory; exits non-zero on any mismatch.
+
+    .venv/bin/python scripts/test_twilio_sdk.py
+"""
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+HERALD = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "herald")
+KEY = "hk_twilio_sdk_test_key_0123456789abcdef"
+TO = "+14155550123"
+FAILURES = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        FAILURES.append(what)
+
+
+class Loopback(TwilioHttpClient):
+    """Twilio's own HTTP client, sending to Herald instead of Twilio."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def request(self, method, url, *args, **kwargs):
+        for host in ("https://api.twilio.com", "https://notify.twilio.com"):
+            if url.startswith(host):
+                url = self.base + "/compat/twilio" + url[len(host):]
+        return super().request(method, url, *args, **kwargs)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(data_dir, port):
+    env = dict(os.environ, HERALD_API_KEY=KEY, HERALD_LOG="warn")
+    args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                sys.exit("herald serve did not come up")
+            time.sleep(0.1)
+
+
+def account_sid(base):
+    req = urllib.request.Request(base + "/v1/account", headers={"Authorization": "Bearer " + KEY})
+    return json.load(urllib.request.urlopen(req))["twilio_account_sid"]
+
+
+def refused(call, code, status):
+    try:
+        call()
+    except TwilioRestException as e:
+        return e.code == code and e.status == status
+    return False
+
+
+def list_refused(client):
+    """The SDK reads a refused page as a plain TwilioException holding the response."""
+    try:
+        client.messages.list(limit=5)
+    except TwilioRestException:
+        return False
+    except TwilioException as e:
+        response = e.args[1] if len(e.args) > 1 else None
+        return response is not None and response.status_code == 405 and json.loads(response.text)["code"] == 20004
+    return False
+
+
+def messages(client, ac):
+    m = client.messages.create(to=TO, from_="+15005550006", body="Hello from the Twilio SDK")
+    check(m.sid.startswith("SM") and len(m.sid) == 34, f"create: sid {m.sid}")
+    check(m.account_sid == ac and m.to == TO and m.status == "queued", f"create: {m.account_sid} {m.to} {m.status}")
+    check(isinstance(m.date_created, datetime.datetime), f"create: date_created parsed ({m.date_created!r})")
+    check(m.num_segments == "1" and m.api_version == "2010-04-01", "create: num_segments, api_version")
+    deadline = time.time() + 20
+    while True:
+        f = client.messages(m.sid).fetch()
+        if f.status in ("sent", "delivered", "read") or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    check(f.sid == m.sid and f.status in ("sent", "delivered", "read"), f"fetch: status {f.status}")
+    check(isinstance(f.date_sent, datetime.datetime), f"fetch: date_sent parsed ({f.date_sent!r})")
+    wa = client.messages.create(to="whatsapp:" + TO, from_="whatsapp:+15005550006", body="Hola")
+    check(wa.to == "whatsapp:" + TO, f"create: WhatsApp to {wa.to}")
+    check(refused(lambda: client.messages.create(to="12", from_="+15005550006", body="x"), 21211, 400),
+          "create: an invalid To is 21211")
+    check(refused(lambda: client.messages.create(to=TO, from_="+15005550006"), 21602, 400),
+          "create: no Body is 21602")
+    check(refused(lambda: client.messages("SM" + "0" * 32).fetch(), 20404, 404), "fetch: an unknown sid is 20404")
+    check(list_refused(client), "list: refused with 405, code 20004 (Herald does not list messages; docs/dialects.md)")
+
+
+def main():
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data_dir:
+        proc = start(data_dir, port)
+        try:
+            ac = account_sid(base)
+            check(ac.startswith("AC") and len(ac) == 34, f"GET /v1/account: {ac}")
+            client = Client(ac, KEY, http_client=Loopback(base))
+            messages(client, ac)
+            bindings = [json.dumps({"binding_type": "sms", "address": f"+1415555{i:04}"}) for i in range(3)]
+            n = client.notify.v1.services("IS" + "0" * 32).notifications.create(to_binding=bindings, body="Hi all")
+            check(n.sid.startswith("NT") and len(n.sid) == 34 and n.body == "Hi all", f"notify: {n.sid}")
+            stranger = Client(ac, "hk_not_a_key", http_client=Loopback(base))
+            check(refused(lambda: stranger.messages.create(to=TO, from_="+15005550006", body="x"), 20003, 401),
+                  "a wrong key is 20003")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    if FAILURES:
+        sys.exit(f"{len(FAILURES)} check(s) failed")
+    print("the Twilio SDK drove Herald's Twilio dialect without a mismatch")
+
+
+if __name__ == "__main__":
+    main()
