@@ -18,9 +18,15 @@ pub const CONCURRENCY: usize = 10;
 
 /// Delivers every record; a failed record never fails the batch, it is named in the response.
 pub async fn handle_batch(h: Arc<Herald>, event: SqsEvent) -> SqsBatchResponse {
+    handle_batch_with(h, event, CONCURRENCY).await
+}
+
+/// [`handle_batch`] with `concurrency` records at once (the cost benchmark's emulator takes one
+/// at a time).
+pub async fn handle_batch_with(h: Arc<Herald>, event: SqsEvent, concurrency: usize) -> SqsBatchResponse {
     let failures: Vec<String> = futures::stream::iter(event.records)
         .map(|m| handle_record(h.clone(), m))
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(concurrency.max(1))
         .filter_map(|failed| async move { failed })
         .collect()
         .await;
