@@ -12,6 +12,9 @@ use crate::domain::schedule::{due_at, recipient_timezone, SendWindow};
 use crate::domain::{Contact, ContactKey, Job, RecipientRow, SendRequest};
 use crate::ports::{ApiKeys, Contacts, OutgoingJob, StoreResult};
 
+/// Contacts read at once for their timezones.
+const CONTACT_READS_AT_ONCE: usize = 16;
+
 /// What timing rows needs to read: the tenant's default timezone and the recipients' contacts.
 pub struct Timing {
     pub tenants: Arc<dyn ApiKeys>,
@@ -35,30 +38,16 @@ impl Timing {
         if !is_timed(request) {
             return Ok(());
         }
-        let tenant_tz = match needs_timezone(request) {
-            true => Some(self.tenants.get_settings(&request.tenant_id).await?.tz()),
+        let zones = match needs_timezone(request) {
+            true => Some(self.zones(request, rows).await?),
             false => None,
         };
         let per = request.messages.len().max(1) as u64;
-        let mut zones: HashMap<u32, chrono_tz::Tz> = HashMap::new();
         for row in rows.iter_mut() {
-            let tz = match tenant_tz {
-                Some(fallback) => {
-                    let tz = match zones.get(&row.recipient_index) {
-                        Some(tz) => *tz,
-                        None => {
-                            let contact = self.contact_of(row).await?;
-                            let phone = row.recipient.phone.as_ref().map(|p| p.to_string());
-                            let phone = phone
-                                .or_else(|| contact.as_ref().and_then(|c| c.phone.as_ref()).map(|p| p.to_string()));
-                            let own = contact.as_ref().and_then(|c| c.timezone.as_deref());
-                            let tz = recipient_timezone(own, phone.as_deref(), fallback);
-                            zones.insert(row.recipient_index, tz);
-                            tz
-                        }
-                    };
+            let tz = match zones.as_ref().and_then(|z| z.get(&row.recipient_index)) {
+                Some(tz) => {
                     row.timezone = Some(tz.name().to_string());
-                    tz
+                    *tz
                 }
                 None => chrono_tz::UTC,
             };
@@ -69,6 +58,34 @@ impl Timing {
             row.schedule(due, now);
         }
         Ok(())
+    }
+
+    /// Each recipient's timezone, by recipient index: their contacts are read a few at a time
+    /// (a fan-out page names a thousand).
+    async fn zones(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<HashMap<u32, chrono_tz::Tz>> {
+        let fallback = self.tenants.get_settings(&request.tenant_id).await?.tz();
+        let mut first: HashMap<u32, &RecipientRow> = HashMap::new();
+        for row in rows {
+            first.entry(row.recipient_index).or_insert(row);
+        }
+        let firsts: Vec<&RecipientRow> = first.into_values().collect();
+        let mut zones = HashMap::with_capacity(firsts.len());
+        for chunk in firsts.chunks(CONTACT_READS_AT_ONCE) {
+            for found in futures::future::join_all(chunk.iter().map(|row| self.zone_of(row, fallback))).await {
+                let (index, tz) = found?;
+                zones.insert(index, tz);
+            }
+        }
+        Ok(zones)
+    }
+
+    /// A recipient's timezone, by its row.
+    async fn zone_of(&self, row: &RecipientRow, fallback: chrono_tz::Tz) -> StoreResult<(u32, chrono_tz::Tz)> {
+        let contact = self.contact_of(row).await?;
+        let phone = row.recipient.phone.as_ref().map(|p| p.to_string());
+        let phone = phone.or_else(|| contact.as_ref().and_then(|c| c.phone.as_ref()).map(|p| p.to_string()));
+        let own = contact.as_ref().and_then(|c| c.timezone.as_deref());
+        Ok((row.recipient_index, recipient_timezone(own, phone.as_deref(), fallback)))
     }
 
     /// The contact a row names or whose phone, email or channel id it gives, if one exists yet
