@@ -299,7 +299,8 @@ impl DynamoStore {
             let found = step.counts.get(&st).copied().unwrap_or(0) as i64;
             let diff = found - c.sums.get(&st).copied().unwrap_or(0);
             if diff != 0 {
-                fixed += diff.abs();
+                // Rows the counters held at a wrong status, counted once each at their right one.
+                fixed += diff.max(0);
                 adds.push(format!("#s{i} :s{i}"));
                 update = update
                     .expression_attribute_names(format!("#s{i}"), st.as_str())
@@ -328,7 +329,7 @@ impl DynamoStore {
         }
         match self.transact(items).await {
             Ok(()) => {
-                tracing::info!(%request_id, moves_repaired = fixed / 2, "status counters recounted");
+                tracing::info!(%request_id, rows_corrected = fixed, "status counters recounted");
                 Ok(())
             }
             Err(TransactError::Canceled) => {
