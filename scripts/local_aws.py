@@ -29,6 +29,7 @@ PID_FILE = os.path.join(TARGET, "local-aws.pid")
 PORT = int(os.environ.get("HERALD_LOCAL_AWS_PORT", "5000"))
 ENDPOINT = f"http://127.0.0.1:{PORT}"
 TABLE = "herald"
+SCHEDULE_GROUP = "herald-jobs"
 REGION = "us-east-1"
 # The template's MaxReceiveCount default, so the functions and the queue agree as they do on AWS.
 MAX_RECEIVE_COUNT = 8
@@ -113,16 +114,23 @@ def create_resources():
     dlq = sqs.create_queue(QueueName="herald-jobs-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
-    return sqs.create_queue(QueueName="herald-jobs", Attributes={
+    queue = sqs.create_queue(QueueName="herald-jobs", Attributes={
         "VisibilityTimeout": "180", "RedrivePolicy": json.dumps(redrive)})["QueueUrl"]
+    # Jobs due more than 15 minutes ahead wait as schedules in this group (the emulator keeps
+    # them but never fires them).
+    client("scheduler").create_schedule_group(Name=SCHEDULE_GROUP)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return queue, queue_arn, dlq_arn
 
 
-def write_env(queue):
+def write_env(queue, queue_arn, dlq_arn):
     # AWS_DEFAULT_REGION too: boto3 and the aws CLI read only that one.
     env = {
         "AWS_ENDPOINT_URL": ENDPOINT, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "TABLE_NAME": TABLE, "QUEUE_URL": queue,
         "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT), "EVENTS_TENANT": "demo",
+        "SCHEDULE_GROUP": SCHEDULE_GROUP, "QUEUE_ARN": queue_arn, "DEAD_LETTER_QUEUE_ARN": dlq_arn,
+        "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/herald-scheduler",
     }
     with open(ENV_FILE, "w") as f:
         f.writelines(f"{k}={v}\n" for k, v in env.items())
@@ -151,8 +159,8 @@ def up():
         sys.exit(f"127.0.0.1 port(s) {busy} in use; set HERALD_LOCAL_AWS_PORT to move the emulator, "
                  "stop whatever holds 9000/9001")
     start_emulator()
-    queue = create_resources()
-    write_env(queue)
+    queue, queue_arn, dlq_arn = create_resources()
+    write_env(queue, queue_arn, dlq_arn)
     print(f"emulator on {ENDPOINT}; table {TABLE}; queue {queue}")
     start_watchers(recorded())
     print("each function compiles on its first invoke (about 2.5 min the first time on 2 cores)")

@@ -38,6 +38,8 @@ pub struct Resources {
     pub table: String,
     pub queue_url: String,
     pub dlq_url: String,
+    pub queue_arn: String,
+    pub dlq_arn: String,
 }
 
 /// Creates Herald's resources on a (freshly reset) emulator: the table with its TTL, the
@@ -99,7 +101,51 @@ pub async fn create_resources(
         .unwrap()
         .queue_url
         .unwrap();
-    Resources { table, queue_url, dlq_url }
+    let queue_arn = queue_arn(sqs, &queue_url).await;
+    Resources { table, queue_url, dlq_url, queue_arn, dlq_arn }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attrs = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await;
+    attrs.unwrap().attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+/// The schedule group template.yaml declares, and the role its schedules send with (the emulator
+/// does not check roles).
+pub const SCHEDULE_GROUP: &str = "herald-jobs";
+pub const SCHEDULER_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/herald-scheduler";
+
+pub async fn create_schedule_group(scheduler: &aws_sdk_scheduler::Client) {
+    scheduler.create_schedule_group().name(SCHEDULE_GROUP).send().await.expect("create the schedule group");
+}
+
+/// EventBridge Scheduler, played by hand (the emulator stores schedules but never fires them):
+/// every schedule of the group puts its input on the queue its target names, then deletes itself
+/// as `ActionAfterCompletion: DELETE` does. Answers what was fired: (expression, input).
+pub async fn fire_schedules(
+    scheduler: &aws_sdk_scheduler::Client,
+    sqs: &aws_sdk_sqs::Client,
+    queues: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut fired = Vec::new();
+    for name in schedule_names(scheduler).await {
+        let s = scheduler.get_schedule().group_name(SCHEDULE_GROUP).name(&name).send().await.expect("get schedule");
+        let target = s.target().expect("a schedule has a target");
+        let url = queues.iter().find(|(arn, _)| *arn == target.arn()).map(|(_, url)| *url);
+        let url = url.unwrap_or_else(|| panic!("schedule {name} targets {}, not a queue of the stack", target.arn()));
+        let input = target.input().unwrap_or_default().to_string();
+        sqs.send_message().queue_url(url).message_body(&input).send().await.expect("the target's SendMessage");
+        scheduler.delete_schedule().group_name(SCHEDULE_GROUP).name(&name).send().await.expect("delete schedule");
+        fired.push((s.schedule_expression().unwrap_or_default().to_string(), input));
+    }
+    fired
+}
+
+/// The names of the group's schedules.
+pub async fn schedule_names(scheduler: &aws_sdk_scheduler::Client) -> Vec<String> {
+    let out = scheduler.list_schedules().group_name(SCHEDULE_GROUP).max_results(100).send().await;
+    out.expect("list schedules").schedules().iter().map(|s| s.name().unwrap_or_default().to_string()).collect()
 }
 
 /// The Lambda event source mapping of the job queue, played by hand: receive a batch, build the

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::adapters::aws::{DynamoStore, SqsQueue};
+use herald::adapters::aws::{DynamoStore, ScheduleTarget, Schedules, SqsQueue};
 use herald::app::aws::AwsConfig;
 use herald::app::{Herald, Settings, Stores};
 use herald::domain::Status;
 use herald::ports::{RequestLog, RowCounters, RowLeases};
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
 use herald_ingest::Ingest;
-use herald_tests::aws::{create_resources, emulator_endpoint, reset_emulator, sdk_config, EventSource, Resources};
+use herald_tests::aws::{
+    create_resources, create_schedule_group, emulator_endpoint, fire_schedules, reset_emulator, schedule_names,
+    sdk_config, EventSource, Resources, SCHEDULER_ROLE_ARN, SCHEDULE_GROUP,
+};
 use herald_tests::{contract, tenant};
 
 /// The emulator is shared state: one test at a time, each on a freshly reset emulator.
@@ -27,10 +30,13 @@ static EMULATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Aws {
     ddb: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
+    scheduler: aws_sdk_scheduler::Client,
     endpoint: String,
     table: String,
     queue_url: String,
     dlq_url: String,
+    queue_arn: String,
+    dlq_arn: String,
     _guard: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -43,8 +49,10 @@ async fn setup(max_receives: u32) -> Aws {
     let sdk = sdk_config(&endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let Resources { table, queue_url, dlq_url } = create_resources(&ddb, &sqs, max_receives).await;
-    Aws { ddb, sqs, endpoint, table, queue_url, dlq_url, _guard: guard }
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk);
+    let Resources { table, queue_url, dlq_url, queue_arn, dlq_arn } = create_resources(&ddb, &sqs, max_receives).await;
+    create_schedule_group(&scheduler).await;
+    Aws { ddb, sqs, scheduler, endpoint, table, queue_url, dlq_url, queue_arn, dlq_arn, _guard: guard }
 }
 
 impl Aws {
@@ -57,6 +65,10 @@ impl Aws {
             ("AWS_REGION", "us-east-1"),
             ("TABLE_NAME", self.table.as_str()),
             ("QUEUE_URL", self.queue_url.as_str()),
+            ("QUEUE_ARN", self.queue_arn.as_str()),
+            ("DEAD_LETTER_QUEUE_ARN", self.dlq_arn.as_str()),
+            ("SCHEDULE_GROUP", SCHEDULE_GROUP),
+            ("SCHEDULER_ROLE_ARN", SCHEDULER_ROLE_ARN),
         ] {
             std::env::set_var(k, v);
         }
@@ -67,6 +79,25 @@ impl Aws {
     }
     fn queue(&self) -> Arc<SqsQueue> {
         Arc::new(SqsQueue::new(self.sqs.clone(), self.queue_url.clone()))
+    }
+
+    /// The queue as the template wires it: waits over 15 minutes go to the schedule group.
+    fn scheduling_queue(&self) -> Arc<SqsQueue> {
+        let target = ScheduleTarget {
+            group: SCHEDULE_GROUP.into(),
+            queue_arn: self.queue_arn.clone(),
+            role_arn: SCHEDULER_ROLE_ARN.into(),
+            dead_letter_arn: Some(self.dlq_arn.clone()),
+        };
+        let queue = SqsQueue::new(self.sqs.clone(), self.queue_url.clone());
+        Arc::new(queue.with_schedules(Schedules::new(self.scheduler.clone(), target)))
+    }
+
+    /// Fires every schedule by hand, as EventBridge Scheduler would when due.
+    async fn fire(&self) -> Vec<(String, String)> {
+        let queues =
+            [(self.queue_arn.as_str(), self.queue_url.as_str()), (self.dlq_arn.as_str(), self.dlq_url.as_str())];
+        fire_schedules(&self.scheduler, &self.sqs, &queues).await
     }
 
     /// Receives like the Lambda event source mapping does and builds the SQS event it would pass.
@@ -869,4 +900,121 @@ async fn imports_travel_from_the_ingest_handler_and_from_s3_uploads_through_the_
     );
     let answer = ingest.handle(notice).await.unwrap();
     assert_eq!(answer["imports"][0]["state"], "failed", "{answer}");
+}
+
+// ------------------------------------------------------------- waits on EventBridge Scheduler
+
+/// The rows of a request that ended `status`.
+async fn rows_in(store: &DynamoStore, id: &str, status: Status) -> usize {
+    let rows = store.list_rows(&tenant("acme"), id, None, 1_000).await.unwrap();
+    rows.iter().filter(|r| r.status == status).count()
+}
+
+/// Jobs due days ahead become one schedule per request and minute, made once however often they
+/// are queued, and the job a schedule puts on the queue is split and sent like any other.
+#[tokio::test]
+async fn jobs_due_beyond_15_minutes_wait_on_one_schedule_per_minute_and_are_sent_once_fired() {
+    use herald::ports::{JobQueue, OutgoingJob};
+    let aws = setup(5).await;
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let queue = aws.scheduling_queue();
+    let herald = Arc::new(Herald::new(
+        Stores::from_one(store.clone()),
+        queue.clone(),
+        Providers::all(sandbox),
+        Settings::default(),
+    ));
+    let id = queue_rows(&herald, 25).await;
+    // Take the rows' jobs off the queue and hand them back due in two days, one row per job, as
+    // the send function hands back rows a send window holds.
+    let mut jobs = Vec::new();
+    while aws.depth(&aws.queue_url).await > 0 {
+        let event = aws.receive_event(10).await;
+        for r in &event.records {
+            let job: herald::domain::Job = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            for row in &job.row_ids {
+                let one = herald::domain::Job { row_ids: vec![row.clone()], ..job.clone() };
+                jobs.push(OutgoingJob { job: one, delay: Duration::from_secs(2 * 86_400) });
+            }
+        }
+        aws.settle(&event, &[]).await;
+    }
+    assert_eq!(jobs.len(), 25);
+    let now = chrono::Utc::now();
+    queue.send_batch(&jobs).await.unwrap();
+    queue.send_batch(&jobs).await.unwrap();
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "nothing hops on SQS");
+    let names = schedule_names(&aws.scheduler).await;
+    assert_eq!(names.len(), 1, "one schedule for the request's minute, made once: {names:?}");
+
+    let s = aws.scheduler.get_schedule().group_name(SCHEDULE_GROUP).name(&names[0]).send().await.unwrap();
+    let due = (now + chrono::TimeDelta::days(2)).format("%Y-%m-%dT%H:%M").to_string();
+    let expression = s.schedule_expression().unwrap();
+    assert!(expression.starts_with(&format!("at({due}")) && expression.ends_with(":00)"), "{expression}");
+    assert_eq!(s.schedule_expression_timezone(), Some("UTC"));
+    assert_eq!(s.flexible_time_window().unwrap().mode().as_str(), "OFF");
+    assert_eq!(s.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+    let target = s.target().unwrap();
+    assert_eq!(target.arn(), aws.queue_arn);
+    assert_eq!(target.role_arn(), SCHEDULER_ROLE_ARN);
+    assert_eq!(target.dead_letter_config().and_then(|d| d.arn()), Some(aws.dlq_arn.as_str()));
+    let merged: herald::domain::Job = serde_json::from_str(target.input().unwrap()).unwrap();
+    assert_eq!(merged.row_ids.len(), 25, "the minute's rows travel in one message");
+
+    let fired = aws.fire().await;
+    assert_eq!(fired.len(), 1);
+    assert_eq!(schedule_names(&aws.scheduler).await.len(), 0, "a fired schedule deletes itself");
+    let event = aws.receive_event(10).await;
+    let response = herald_send::handle_batch(herald.clone(), event.clone()).await;
+    assert!(response.batch_item_failures.is_empty());
+    aws.settle(&event, &[]).await;
+    assert_eq!(aws.depth(&aws.queue_url).await, 3, "split into jobs of ten rows");
+    drain(&aws, &herald).await;
+    assert_eq!(rows_in(&store, &id, Status::Sent).await, 25);
+}
+
+/// A broadcast due in two days, through the functions' own start-up path: its rows wait on a
+/// schedule, a schedule that fires early hands them back to one, and a cancel ends them.
+#[tokio::test]
+async fn a_broadcast_due_in_two_days_waits_on_a_schedule_through_the_handlers_and_cancels() {
+    let aws = setup(5).await;
+    aws.export_env();
+    let herald = Arc::new(AwsConfig::from_env().unwrap().connect().await.unwrap());
+    let key = herald::service::keys::create_key(herald.keys.as_ref(), "acme", None).await.unwrap();
+    let ingest = Ingest::new(herald.clone(), None);
+    let send_at = (chrono::Utc::now() + chrono::TimeDelta::days(2)).to_rfc3339();
+    let mut post = fixture("apigw_v2_post_broadcast.json", &[("{{API_KEY}}", &key)]);
+    let body = json!({"recipients": [{"phone": "+14155550123"}, {"phone": "+14155550124"}],
+                      "messages": [{"text": "Doors open at nine"}], "send_at": send_at});
+    post["body"] = json!(body.to_string());
+    let answer = ingest.handle(post).await.unwrap();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let id = serde_json::from_str::<Value>(answer["body"].as_str().unwrap()).unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(aws.depth(&aws.queue_url).await, 0, "no SQS message waits");
+    assert_eq!(schedule_names(&aws.scheduler).await.len(), 1);
+    let store = aws.store();
+    assert_eq!(rows_in(&store, &id, Status::Scheduled).await, 2);
+
+    // Fired early (a clock skew, a hand-made test): the rows are not due, so they go back to a
+    // schedule, not to SQS hops, and nothing is sent.
+    aws.fire().await;
+    drain(&aws, &herald).await;
+    assert_eq!(aws.depth(&aws.queue_url).await, 0);
+    assert_eq!(schedule_names(&aws.scheduler).await.len(), 1, "back on a schedule");
+    assert_eq!(rows_in(&store, &id, Status::Scheduled).await, 2);
+
+    let cancel = herald::service::cancel::cancel(herald.requests.as_ref(), &tenant("acme"), &id).await;
+    assert!(cancel.is_ok(), "{cancel:?}");
+    aws.fire().await;
+    drain(&aws, &herald).await;
+    assert_eq!(rows_in(&store, &id, Status::Canceled).await, 2, "a canceled row is not sent when its schedule fires");
+    assert_eq!(schedule_names(&aws.scheduler).await.len(), 0, "and is not scheduled again");
+
+    std::env::remove_var("QUEUE_ARN");
+    let missing = AwsConfig::from_env().unwrap_err();
+    assert_eq!(missing.name, "QUEUE_ARN", "a schedule group without the queue's ARN stops start-up");
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Herald, Settings, Stores};
-use crate::adapters::aws::{sdk_text, DynamoStore, SqsQueue};
+use crate::adapters::aws::{sdk_text, DynamoStore, ScheduleTarget, Schedules, SqsQueue};
 use crate::providers::{sandbox::Sandbox, Providers};
 
 /// A required setting is missing or malformed; start-up stops and names it.
@@ -48,6 +48,9 @@ pub struct AwsConfig {
     pub import_bucket: Option<String>,
     /// Lines of an import chunk written to DynamoDB at once (`IMPORT_LINES_AT_ONCE`, 16).
     pub import_lines_at_once: usize,
+    /// Where waits over 15 minutes are scheduled (`SCHEDULE_GROUP`, `QUEUE_ARN`,
+    /// `SCHEDULER_ROLE_ARN`, `DEAD_LETTER_QUEUE_ARN`); without a group they hop on the queue.
+    pub schedules: Option<ScheduleTarget>,
 }
 
 /// Names the provider settings present, never their values (they include credentials).
@@ -63,6 +66,7 @@ impl std::fmt::Debug for AwsConfig {
             .field("secrets_arn", &self.secrets_arn)
             .field("import_bucket", &self.import_bucket)
             .field("import_lines_at_once", &self.import_lines_at_once)
+            .field("schedules", &self.schedules)
             .finish()
     }
 }
@@ -97,6 +101,7 @@ impl AwsConfig {
             secrets_arn,
             import_bucket: std::env::var("IMPORT_BUCKET").ok().filter(|b| !b.trim().is_empty()),
             import_lines_at_once: optional_number("IMPORT_LINES_AT_ONCE", 16)?,
+            schedules: schedule_target()?,
         })
     }
 
@@ -113,7 +118,11 @@ impl AwsConfig {
             DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), self.table)
                 .with_lines_at_once(self.import_lines_at_once),
         );
-        let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url));
+        let mut queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_url);
+        if let Some(target) = self.schedules {
+            queue = queue.with_schedules(Schedules::new(aws_sdk_scheduler::Client::new(&sdk), target));
+        }
+        let queue = Arc::new(queue);
         // A channel without a configured provider falls back to the sandbox, which records sends
         // in the table, so a deployment can be tried end to end before providers are set up.
         let sandbox = Arc::new(Sandbox::new(store.clone(), Default::default()));
@@ -131,6 +140,24 @@ impl AwsConfig {
         }
         Ok(Herald::new(stores, queue, providers, self.settings).with_provider_config(provider_config))
     }
+}
+
+/// The schedule group and what its schedules need, all or nothing: a group without the queue's ARN
+/// or the role would fail at the first long wait, so it stops start-up instead.
+fn schedule_target() -> Result<Option<ScheduleTarget>, ConfigError> {
+    let Some(group) = std::env::var("SCHEDULE_GROUP").ok().filter(|g| !g.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let need = |name: &'static str| {
+        required(name)
+            .map_err(|_| ConfigError { name, problem: "is needed with SCHEDULE_GROUP (see template.yaml)".into() })
+    };
+    Ok(Some(ScheduleTarget {
+        group,
+        queue_arn: need("QUEUE_ARN")?,
+        role_arn: need("SCHEDULER_ROLE_ARN")?,
+        dead_letter_arn: std::env::var("DEAD_LETTER_QUEUE_ARN").ok().filter(|a| !a.trim().is_empty()),
+    }))
 }
 
 /// The provider settings held in a Secrets Manager secret: a JSON object of strings, named like

@@ -27,6 +27,15 @@ pub enum JobResult {
     Leave,
 }
 
+/// A job naming more rows than one delivery takes on (a schedule sends up to a hundred in one
+/// message) goes back as jobs of [`Job::MAX_ROWS`], due at once.
+fn split(job: &Job) -> Vec<OutgoingJob> {
+    job.row_ids
+        .chunks(Job::MAX_ROWS)
+        .map(|ids| OutgoingJob { job: Job { row_ids: ids.to_vec(), ..job.clone() }, delay: Duration::ZERO })
+        .collect()
+}
+
 /// How one row's delivery ended.
 enum RowEnd {
     Done,
@@ -66,6 +75,9 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
             return JobResult::Leave;
         };
         return super::imports::run(imports, &job).await;
+    }
+    if job.row_ids.len() > Job::MAX_ROWS {
+        return JobResult::Replace(split(&job));
     }
     let at_once = h.settings.job_rows_at_once.max(1);
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());

@@ -1,7 +1,7 @@
-//! What Herald costs on AWS, counted on the wire: an SDK interceptor that counts every SQS and
-//! DynamoDB request attempt the adapters make (retries included, as AWS bills them) and the
-//! DynamoDB capacity units each one consumes, computed from the items in the request and the
-//! answer with DynamoDB's published sizing rules.
+//! What Herald costs on AWS, counted on the wire: an SDK interceptor that counts every SQS,
+//! DynamoDB and EventBridge Scheduler request attempt the adapters make (retries included, as AWS
+//! bills them) and the DynamoDB capacity units each one consumes, computed from the items in the
+//! request and the answer with DynamoDB's published sizing rules.
 //!
 //! Capacity rules applied (on-demand mode):
 //! - a write costs one unit per started KiB of the item written (`PutItem`, each `PutRequest` of a
@@ -17,6 +17,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use serde::Serialize;
@@ -36,7 +37,7 @@ pub struct MeterCounts {
 }
 
 impl MeterCounts {
-    /// Request attempts to one service (`sqs` or `dynamodb`).
+    /// Request attempts to one service (`sqs`, `dynamodb` or `scheduler`).
     pub fn requests_to(&self, service: &str) -> u64 {
         let prefix = format!("{service}:");
         self.requests.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, n)| n).sum()
@@ -83,6 +84,12 @@ impl Meter {
         let sqs = aws_sdk_sqs::config::Builder::from(sdk).interceptor(self.interceptor()).build();
         (aws_sdk_dynamodb::Client::from_conf(ddb), aws_sdk_sqs::Client::from_conf(sqs))
     }
+
+    /// An EventBridge Scheduler client for `sdk` whose every request is counted here.
+    pub fn scheduler_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_scheduler::Client {
+        let conf = aws_sdk_scheduler::config::Builder::from(sdk).interceptor(self.interceptor()).build();
+        aws_sdk_scheduler::Client::from_conf(conf)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -115,12 +122,17 @@ impl Intercept for MeterInterceptor {
     ) -> Result<(), BoxError> {
         let request = context.request();
         let target = request.headers().get("x-amz-target").unwrap_or_default();
-        let (service, op) = match target.split_once('.') {
-            Some((s, op)) if s.starts_with("DynamoDB") => ("dynamodb", op),
-            Some((s, op)) if s.starts_with("AmazonSQS") => ("sqs", op),
-            Some((_, op)) => ("other", op),
-            None => ("other", "unknown"),
+        // REST services (EventBridge Scheduler) name the operation only in the SDK's metadata.
+        let metadata = cfg.load::<Metadata>();
+        let (service, op) = match (target.split_once('.'), metadata) {
+            (Some((s, op)), _) if s.starts_with("DynamoDB") => ("dynamodb", op),
+            (Some((s, op)), _) if s.starts_with("AmazonSQS") => ("sqs", op),
+            (_, Some(m)) if m.service().eq_ignore_ascii_case("scheduler") => ("scheduler", m.name()),
+            (Some((_, op)), _) => ("other", op),
+            (None, _) => ("other", "unknown"),
         };
+        let (service, op) = (service, op.to_string());
+        let op = op.as_str();
         let body: Value = request.body().bytes().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
         let write = if service == "dynamodb" { write_units(op, &body) } else { 0.0 };
         self.meter.add(format!("{service}:{op}"), 0.0, write);

@@ -1,11 +1,13 @@
 //! The job queue on SQS: `SendMessageBatch` in groups of 10 with the failed entries retried,
 //! `DelaySeconds` up to 900 s, waits re-sent as fresh messages (`SendMessageBatch`, then the
-//! received one deleted) so they use up no receives.
+//! received one deleted) so they use up no receives. Longer waits go to EventBridge Scheduler
+//! when the stack has a schedule group ([`Schedules`]); without one they hop, 15 minutes at a time.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use std::time::Duration;
 
+use super::scheduler::Schedules;
 use super::sdk_text;
 use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreError, StoreResult};
 use crate::retry::Policy;
@@ -27,11 +29,28 @@ fn delay_seconds(d: Duration) -> i32 {
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    schedules: Option<Schedules>,
 }
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: String) -> SqsQueue {
-        SqsQueue { client, url }
+        SqsQueue { client, url, schedules: None }
+    }
+
+    /// Jobs due more than 15 minutes ahead go on one-time schedules instead of hopping.
+    pub fn with_schedules(mut self, schedules: Schedules) -> SqsQueue {
+        self.schedules = Some(schedules);
+        self
+    }
+
+    /// Ten entries per call; a few calls in flight at once.
+    async fn send_now(&self, jobs: &[OutgoingJob]) -> StoreResult<()> {
+        let chunks: Vec<&[OutgoingJob]> = jobs.chunks(BATCH).collect();
+        for group in chunks.chunks(8) {
+            let results = futures::future::join_all(group.iter().map(|c| self.send_chunk(c))).await;
+            results.into_iter().collect::<StoreResult<Vec<()>>>()?;
+        }
+        Ok(())
     }
 
     async fn send_chunk(&self, chunk: &[OutgoingJob]) -> StoreResult<()> {
@@ -92,11 +111,14 @@ impl SqsQueue {
 #[async_trait]
 impl JobQueue for SqsQueue {
     async fn send_batch(&self, jobs: &[OutgoingJob]) -> StoreResult<()> {
-        // Ten entries per call; a few calls in flight at once.
-        let chunks: Vec<&[OutgoingJob]> = jobs.chunks(BATCH).collect();
-        for group in chunks.chunks(8) {
-            let results = futures::future::join_all(group.iter().map(|c| self.send_chunk(c))).await;
-            results.into_iter().collect::<StoreResult<Vec<()>>>()?;
+        let Some(schedules) = &self.schedules else {
+            return self.send_now(jobs).await;
+        };
+        let (later, soon): (Vec<OutgoingJob>, Vec<OutgoingJob>) =
+            jobs.iter().cloned().partition(|j| whole_seconds(j.delay) > MAX_DELAY_SECONDS);
+        self.send_now(&soon).await?;
+        if !later.is_empty() {
+            schedules.put(&later, crate::domain::now()).await?;
         }
         Ok(())
     }
@@ -141,9 +163,9 @@ impl JobQueue for SqsQueue {
 
     async fn replace(&self, received: &ReceivedJob, jobs: &[OutgoingJob]) -> StoreResult<()> {
         // Fresh messages, so the waits use up none of the job's receives (SQS cannot reset a
-        // message's receive count); a wait beyond 15 minutes hops: it comes back early, finds
-        // its row not due, and goes back again. If the delete fails, two copies are out, which
-        // is harmless: a row is claimed once.
+        // message's receive count); a wait beyond 15 minutes is scheduled, or without a schedule
+        // group hops: it comes back early, finds its row not due, and goes back again. If the
+        // delete fails, two copies are out, which is harmless: a row is claimed once.
         self.send_batch(jobs).await?;
         self.delete(&received.receipt).await
     }
