@@ -4,6 +4,7 @@
 //! DynamoDB capacity it consumes (`herald::adapters::aws::meter`). It runs twice over the same
 //! audience: first to new contacts (created on first send), then to known ones; then once more
 //! to the same contacts as a segment, one audience broadcast fanned out through the queue.
+//! Last, the same people 30 days ahead: what the rows' wait costs on EventBridge Scheduler.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -11,11 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use herald::adapters::aws::meter::{Meter, MeterCounts};
-use herald::adapters::aws::{DynamoStore, SqsQueue};
+use herald::adapters::aws::{DynamoStore, ScheduleTarget, Schedules, SqsQueue};
 use herald::app::{Herald, Settings, Stores};
 use herald::ports::RequestLog;
 use herald::providers::{OutboundMessage, Provider, ProviderError, ProviderReceipt, Providers};
-use herald_tests::aws::{create_resources, reset_emulator, sdk_config, EventSource};
+use herald_tests::aws::{
+    create_resources, create_schedule_group, fire_schedules, reset_emulator, schedule_names, sdk_config, EventSource,
+    Resources, SCHEDULER_ROLE_ARN, SCHEDULE_GROUP,
+};
 
 use crate::proc::KEY;
 
@@ -26,6 +30,9 @@ use crate::proc::KEY;
 pub const SQS_PER_MILLION: f64 = 0.40;
 pub const WRITE_UNIT_PER_MILLION: f64 = 0.625;
 pub const READ_UNIT_PER_MILLION: f64 = 0.125;
+/// EventBridge Scheduler, per million scheduled invocations beyond the free tier
+/// (aws.amazon.com/eventbridge/pricing, same caveat).
+pub const SCHEDULER_PER_MILLION: f64 = 1.00;
 pub const PRICES_DATE: &str = "as published from 2024-11-01; not re-checked online from this machine";
 
 #[derive(clap::Args)]
@@ -57,11 +64,20 @@ pub async fn run(args: Args) -> Result<Value, String> {
     let sdk = sdk_config(&endpoint).await;
     let (plain_ddb, plain_sqs) = (aws_sdk_dynamodb::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
     let resources = create_resources(&plain_ddb, &plain_sqs, 5).await;
+    let plain_scheduler = aws_sdk_scheduler::Client::new(&sdk);
+    create_schedule_group(&plain_scheduler).await;
     let (herald_meter, esm_meter) = (Meter::new(), Meter::new());
     let (ddb, sqs) = herald_meter.clients(&sdk);
     let (_, esm_sqs) = esm_meter.clients(&sdk);
     let store = Arc::new(DynamoStore::new(ddb, resources.table.clone()));
-    let queue = Arc::new(SqsQueue::new(sqs, resources.queue_url.clone()));
+    let target = ScheduleTarget {
+        group: SCHEDULE_GROUP.into(),
+        queue_arn: resources.queue_arn.clone(),
+        role_arn: SCHEDULER_ROLE_ARN.into(),
+        dead_letter_arn: Some(resources.dlq_arn.clone()),
+    };
+    let schedules = Schedules::new(herald_meter.scheduler_client(&sdk), target);
+    let queue = Arc::new(SqsQueue::new(sqs, resources.queue_url.clone()).with_schedules(schedules));
     let h = Arc::new(Herald::new(
         Stores::from_one(store.clone()),
         queue,
@@ -105,7 +121,10 @@ pub async fn run(args: Args) -> Result<Value, String> {
         rounds.push(json!({"round": round, "figures": figures}));
     }
     rounds.push(json!({"round": "segment audience", "figures": audience_round(&h, &herald_meter, &esm_meter, &source, &ingest, &check, args.recipients).await?}));
+    let fire = Firing { scheduler: &plain_scheduler, sqs: &plain_sqs, resources: &resources };
+    let scheduled = scheduled_round(&h, (&herald_meter, &esm_meter), &source, &ingest, &fire, args.recipients).await?;
     Ok(json!({
+        "scheduled": scheduled,
         "recipients": args.recipients,
         "prices": {
             "region": "us-east-1",
@@ -113,6 +132,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
             "sqs_per_million_requests": SQS_PER_MILLION,
             "dynamodb_per_million_write_units": WRITE_UNIT_PER_MILLION,
             "dynamodb_per_million_read_units": READ_UNIT_PER_MILLION,
+            "scheduler_per_million_invocations": SCHEDULER_PER_MILLION,
         },
         "rounds": rounds,
     }))
@@ -200,4 +220,77 @@ fn per_recipient(herald: &MeterCounts, esm: &MeterCounts, n: usize) -> Value {
         "requests": herald.requests,
         "event_source_requests": esm.requests,
     })
+}
+
+/// What EventBridge Scheduler does when a schedule is due, played by hand on the emulator.
+struct Firing<'a> {
+    scheduler: &'a aws_sdk_scheduler::Client,
+    sqs: &'a aws_sdk_sqs::Client,
+    resources: &'a Resources,
+}
+
+/// The same people, due in 30 days: the requests that park their rows on schedules, and those
+/// that turn each fired schedule back into send jobs (the scheduler's `SendMessage`, the send
+/// handler's split into jobs of ten). Sending them then costs what the known contacts' round
+/// does. The rows are not due yet when fired by hand, so the round stops after the split.
+async fn scheduled_round(
+    h: &Arc<Herald>,
+    (herald_meter, esm_meter): (&Meter, &Meter),
+    source: &EventSource,
+    ingest: &herald_ingest::Ingest,
+    fire: &Firing<'_>,
+    recipients: usize,
+) -> Result<Value, String> {
+    herald_meter.reset();
+    esm_meter.reset();
+    let send_at = (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339();
+    for first in (0..recipients).step_by(1000) {
+        let mut body: Value = serde_json::from_str(&crate::broadcast_body(first, (recipients - first).min(1000)))
+            .map_err(|e| e.to_string())?;
+        body["send_at"] = json!(send_at);
+        let answer = ingest.handle(crate::apigw_post(&body.to_string(), None)).await.map_err(|e| e.to_string())?;
+        if answer["statusCode"] != 202 {
+            return Err(format!("ingest answered {answer}"));
+        }
+    }
+    let parked = herald_meter.counts();
+    let schedules = schedule_names(fire.scheduler).await.len();
+    let r = fire.resources;
+    let fired = fire_schedules(fire.scheduler, fire.sqs, &[(&r.queue_arn, &r.queue_url)]).await.len();
+    herald_meter.reset();
+    esm_meter.reset();
+    let mut split = 0;
+    while split < fired {
+        let event = source.receive(10, 0).await;
+        if event.records.is_empty() {
+            return Err(format!("{split} of {fired} fired jobs came off the queue"));
+        }
+        split += event.records.len();
+        let answer = herald_send::handle_batch_with(h.clone(), event.clone(), 1).await;
+        let failed: Vec<String> = answer.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        source.settle(&event, &failed).await;
+    }
+    let firing = (herald_meter.counts(), esm_meter.counts());
+    let _ = fire.sqs.purge_queue().queue_url(&r.queue_url).send().await;
+    let n = recipients as f64;
+    let per = |x: u64| x as f64 / n;
+    // The scheduler's own SendMessage per fired schedule, as SQS bills it.
+    let firing_sqs = per(firing.0.requests_to("sqs") + firing.1.requests_to("sqs")) + per(fired as u64);
+    let usd =
+        per(fired as u64) * SCHEDULER_PER_MILLION + (per(parked.requests_to("sqs")) + firing_sqs) * SQS_PER_MILLION;
+    let figures = json!({
+        "wait_days": 30,
+        "schedules": schedules,
+        "rows_per_schedule": n / schedules.max(1) as f64,
+        "scheduler_requests_per_row": per(parked.requests_to("scheduler")),
+        "scheduler_invocations_per_row": per(fired as u64),
+        "sqs_requests_per_row_while_waiting": per(parked.requests_to("sqs")),
+        "sqs_requests_per_row_when_due": firing_sqs,
+        "sqs_requests_per_row_hopping": 2.0 * 30.0 * 24.0 * 4.0,
+        "usd_per_million_rows_waiting": usd,
+        "requests_parking": parked.requests,
+        "requests_firing": firing.0.requests,
+    });
+    println!("cost, scheduled 30 days ahead: {figures}");
+    Ok(figures)
 }
