@@ -154,6 +154,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
                 fan_out: None,
                 import: false,
                 recount: None,
+                event: None,
             },
             delay: Duration::ZERO,
         }])
@@ -233,6 +234,12 @@ async fn dynamodb_idempotency_contract() {
 async fn dynamodb_webhook_endpoints_contract() {
     let aws = setup(10).await;
     contract::webhook_endpoints_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_contract() {
+    let aws = setup(10).await;
+    contract::event_store_contract(aws.store().as_ref()).await;
 }
 
 #[tokio::test]
@@ -869,4 +876,49 @@ async fn imports_travel_from_the_ingest_handler_and_from_s3_uploads_through_the_
     );
     let answer = ingest.handle(notice).await.unwrap();
     assert_eq!(answer["imports"][0]["state"], "failed", "{answer}");
+}
+
+/// Status events in the AWS shape: subscriptions in DynamoDB, the events on SQS through the send
+/// handler, `broadcast.completed` once the counters (flushed per batch) show every row final.
+#[tokio::test]
+async fn status_events_travel_through_sqs_and_the_send_handler() {
+    use herald::domain::events::EventSubscription;
+    use herald::ports::EventStore;
+    let aws = setup(10).await;
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let settings = Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() };
+    let stores = Stores::from_one(store.clone()).with_events(store.clone());
+    let h = Arc::new(Herald::new(stores, aws.queue(), Providers::all(sandbox), settings));
+    let rx = herald_tests::fake::FakeProvider::start(herald_tests::fake::Reply::raw(200, "")).await;
+    let now = herald::domain::now();
+    let sub = EventSubscription {
+        id: "all".into(),
+        url: rx.url.clone(),
+        events: vec!["*".into()],
+        secret: herald::providers::webhook::new_secret(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_subscription(&tenant("acme"), &sub).await.unwrap();
+    let id = queue_rows(&h, 2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rx.requests().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "events posted: {}", rx.requests().len());
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    let key = herald::providers::webhook::signing_key(&sub.secret).unwrap();
+    let mut kinds: Vec<String> = Vec::new();
+    for r in rx.requests() {
+        let (eid, ts) = (&r.headers["webhook-id"], r.headers["webhook-timestamp"].parse::<i64>().unwrap());
+        assert_eq!(r.headers["webhook-signature"], herald::providers::webhook::sign(&key, eid, ts, &r.body));
+        kinds.push(r.json()["type"].as_str().unwrap().to_string());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["broadcast.completed", "message.sent", "message.sent"]);
+    let completed = rx.requests().iter().map(|r| r.json()).find(|e| e["type"] == "broadcast.completed").unwrap();
+    assert_eq!(completed["data"]["request_id"], json!(id));
 }
