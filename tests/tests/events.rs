@@ -338,3 +338,33 @@ async fn a_send_job_received_again_after_a_crash_posts_the_event_again_with_its_
     verify(&got[1], &secret);
     assert_eq!(s.outbox(&request_id).await.len(), 1, "the message itself went once");
 }
+
+#[tokio::test]
+async fn an_audience_broadcast_completes_once_fan_out_is_over_even_with_no_member() {
+    let s = TestServer::start().await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    subscribe(&s, "done", &rx.url, json!(["broadcast.completed"])).await;
+    for (segment, members) in [("empty", 0), ("three", 3)] {
+        assert!(s.put(&format!("/v1/segments/{segment}"), json!({"name": segment})).await.0.is_success());
+        if members > 0 {
+            let contacts: Vec<Value> = (0..members).map(|i| json!({"phone": format!("+1415555{i:04}")})).collect();
+            let (status, body) =
+                s.post(&format!("/v1/segments/{segment}/members"), json!({"contacts": contacts})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    let mut ids = Vec::new();
+    for segment in ["empty", "three"] {
+        let body = json!({"audience": {"segments": [segment]}, "messages": [{"text": "Hi"}]});
+        ids.push(broadcast(&s, body).await);
+    }
+    let got = posts(&rx, 2).await;
+    assert_eq!(got.len(), 2, "one completion each");
+    let mut done: Vec<(String, Value)> = got
+        .iter()
+        .map(|r| r.json())
+        .map(|e| (e["data"]["request_id"].as_str().unwrap().to_string(), e["data"]["summary"]["total"].clone()))
+        .collect();
+    done.sort_by_key(|(id, _)| ids.iter().position(|i| i == id));
+    assert_eq!(done, [(ids[0].clone(), json!(0)), (ids[1].clone(), json!(3))]);
+}

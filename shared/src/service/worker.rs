@@ -55,7 +55,13 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
         }
     };
     if let Some(step) = &job.fan_out {
-        return super::fanout::expand(&h.fan_out, &job, step).await;
+        let expanded = super::fanout::expand(&h.fan_out, &job, step).await;
+        // An audience that made no row (or whose rows all went before fan-out was over) completes
+        // here: no row's job would look again.
+        if let Some(events) = &h.events {
+            events.check_completed(&job.tenant_id, &job.request_id).await;
+        }
+        return expanded;
     }
     if let Some(step) = &job.recount {
         return super::recount::run(&h, &job, step).await;
