@@ -359,7 +359,8 @@ impl RowView<'_> {
 ///
 /// A job with `fan_out` names no rows: it is the next page of an audience broadcast's members,
 /// which the worker turns into rows and their jobs. A job with `import` is the next chunk of a
-/// CSV import.
+/// CSV import. A job with `event` posts a status event to a subscription, or takes a step that
+/// finds events to emit (`domain::events::EventJob`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "JobBody")]
 pub struct Job {
