@@ -922,3 +922,56 @@ async fn status_events_travel_through_sqs_and_the_send_handler() {
     let completed = rx.requests().iter().map(|r| r.json()).find(|e| e["type"] == "broadcast.completed").unwrap();
     assert_eq!(completed["data"]["request_id"], json!(id));
 }
+
+/// DynamoDB cancels a row when its job claims it, not in bulk: that claim emits the row's
+/// `message.canceled`, once, and the last one completes the request.
+#[tokio::test]
+async fn rows_canceled_at_their_claim_emit_message_canceled_once() {
+    use herald::domain::events::EventSubscription;
+    use herald::ports::EventStore;
+    let aws = setup(10).await;
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let settings = Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() };
+    let stores = Stores::from_one(store.clone()).with_events(store.clone());
+    let h = Arc::new(Herald::new(stores, aws.queue(), Providers::all(sandbox), settings));
+    let rx = herald_tests::fake::FakeProvider::start(herald_tests::fake::Reply::raw(200, "")).await;
+    let now = herald::domain::now();
+    let sub = EventSubscription {
+        id: "c".into(),
+        url: rx.url.clone(),
+        events: vec!["message.canceled".into(), "broadcast.completed".into()],
+        secret: herald::providers::webhook::new_secret(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_subscription(&tenant("acme"), &sub).await.unwrap();
+    let body = json!({"recipients": [{"phone": "+14155550101"}, {"phone": "+14155550102"}],
+        "messages": [{"text": "hi"}], "background": true});
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(body).unwrap().validate().unwrap();
+    let id =
+        herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "native").await.unwrap().request.id.clone();
+    herald::service::cancel::cancel(h.requests.as_ref(), h.events.as_deref(), &tenant("acme"), &id).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rx.requests().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "events posted: {}", rx.requests().len());
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    // Whatever is left on the queue (the rows' jobs, already done) posts nothing more.
+    for _ in 0..3 {
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    let mut kinds: Vec<String> = rx.requests().iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["broadcast.completed", "message.canceled", "message.canceled"]);
+    let mut rows: Vec<String> =
+        rx.requests().iter().filter_map(|r| r.json()["data"]["id"].as_str().map(String::from)).collect();
+    rows.dedup();
+    assert_eq!(rows.len(), 2, "one event per row");
+}
