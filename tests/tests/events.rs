@@ -368,3 +368,20 @@ async fn an_audience_broadcast_completes_once_fan_out_is_over_even_with_no_membe
     done.sort_by_key(|(id, _)| ids.iter().position(|i| i == id));
     assert_eq!(done, [(ids[0].clone(), json!(0)), (ids[1].clone(), json!(3))]);
 }
+
+#[tokio::test]
+async fn a_cancel_of_more_rows_than_a_page_posts_every_rows_event_once() {
+    let s = TestServer::start().await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    subscribe(&s, "c", &rx.url, json!(["message.canceled"])).await;
+    let recipients: Vec<Value> = (0..450).map(|i| json!({"phone": format!("+1415555{i:04}")})).collect();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let body = json!({"recipients": recipients, "messages": [{"text": "hi"}], "send_at": later});
+    let request_id = broadcast(&s, body).await;
+    assert_eq!(s.post(&format!("/v1/broadcasts/{request_id}/cancel"), json!({})).await.0, StatusCode::OK);
+    let got = posts(&rx, 450).await;
+    let mut rows: Vec<String> = got.iter().map(|r| r.json()["data"]["id"].as_str().unwrap().to_string()).collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!((got.len(), rows.len()), (450, 450), "each of three pages' rows once");
+}

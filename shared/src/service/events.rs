@@ -311,8 +311,11 @@ async fn scan_canceled(ev: &Events, job: &Job, at: DateTime<Utc>, after: Option<
         .cloned()
         .collect();
     ev.rows_moved(tenant, request_id, &ended).await;
+    // A row still waiting after the cancel means this store ends rows as their jobs claim them
+    // (DynamoDB), and each such claim emits its row's event: reading on would find none.
+    let lazy = rows.iter().any(|r| r.status.is_waiting() || r.status == Status::Retrying);
     match rows.last() {
-        Some(last) if rows.len() as u32 == SCAN_PAGE => {
+        Some(last) if rows.len() as u32 == SCAN_PAGE && !lazy => {
             let next = Job::event(tenant, request_id, EventJob::Canceled { at, after: Some(last.seq) });
             JobResult::Replace(vec![OutgoingJob { job: next, delay: Duration::ZERO }])
         }
