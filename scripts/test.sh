@@ -55,6 +55,8 @@ step "cargo test: unit, contract (SQLite and AWS), API, handlers, batching, rest
 cargo test --workspace --all-targets --locked --features herald-tests/aws-emulator
 step "the official twilio package against the Twilio dialect of herald serve (built by cargo test)"
 .venv/bin/python scripts/test_twilio_sdk.py
+step "the official standardwebhooks package verifying the status events of herald serve"
+.venv/bin/python scripts/test_events_sdk.py
 
 stop_emulator
 

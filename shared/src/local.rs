@@ -82,7 +82,7 @@ impl Local {
             .map_err(OpenError::Providers)?;
         let herald = Arc::new(
             Herald::new(
-                Stores::from_one(store.clone()).with_imports(store.clone()),
+                Stores::from_one(store.clone()).with_imports(store.clone()).with_events(store.clone()),
                 queue.clone(),
                 providers,
                 settings,

@@ -521,3 +521,39 @@ pub trait Outbox: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<OutboxEntry>>;
 }
+
+// ---------------------------------------------------------------- status event subscriptions
+
+use crate::domain::events::{EventFailure, EventSubscription};
+
+/// Tenants' event subscriptions, the events that used up their retries, and the one-time mark
+/// that a request's `broadcast.completed` was emitted.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Creates the subscription, or replaces its URL and events keeping its secret and
+    /// `created_at`; returns it as stored and whether it is new. Of racing creators of one id,
+    /// exactly one gets `true` and every one the same secret.
+    async fn put_subscription(
+        &self,
+        tenant: &TenantId,
+        sub: &EventSubscription,
+    ) -> StoreResult<(EventSubscription, bool)>;
+    async fn get_subscription(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<EventSubscription>>;
+    /// The tenant's subscriptions, by id.
+    async fn list_subscriptions(&self, tenant: &TenantId) -> StoreResult<Vec<EventSubscription>>;
+    /// Deletes the subscription and its failures; `false` if there was none.
+    async fn delete_subscription(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
+    /// Records a dead letter (replacing one with the same event id).
+    async fn put_failure(&self, tenant: &TenantId, failure: &EventFailure) -> StoreResult<()>;
+    /// A subscription's failures, oldest last attempt first, at most `limit`.
+    async fn list_failures(&self, tenant: &TenantId, subscription: &str, limit: u32) -> StoreResult<Vec<EventFailure>>;
+    /// Removes a failure and returns it; `None` if there was none. Of racing takers, one gets it.
+    async fn take_failure(
+        &self,
+        tenant: &TenantId,
+        subscription: &str,
+        event_id: &str,
+    ) -> StoreResult<Option<EventFailure>>;
+    /// Marks the request's completion event emitted: `true` for the first call only.
+    async fn mark_completed(&self, tenant: &TenantId, request_id: &str) -> StoreResult<bool>;
+}

@@ -23,6 +23,7 @@ fn job(n: usize) -> OutgoingJob {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         },
         delay: Duration::ZERO,
     }
@@ -125,6 +126,7 @@ pub async fn queue_replace_contract(q: &dyn JobQueue) {
         fan_out: None,
         import: false,
         recount: None,
+        event: None,
     };
     q.send_batch(&[OutgoingJob { job: multi.clone(), delay: Duration::ZERO }]).await.expect("send");
     // Short visibilities throughout: a received job left behind would come back within the test.
@@ -787,4 +789,76 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
     let failed = s.get_import(&t, "imp_3").await.unwrap().unwrap();
     assert_eq!((failed.state, failed.failure.as_deref()), (ImportState::Failed, Some("the segment was deleted")));
     assert_eq!(s.apply_chunk(&third, &chunk).await.unwrap(), None, "an ended import takes no chunk");
+}
+
+// ---------------------------------------------------------------- status events
+
+/// Event subscriptions, dead letters and completion marks: a replaced subscription keeps its
+/// secret, failures are listed oldest first and taken once, a mark is set once, tenants are
+/// isolated.
+pub async fn event_store_contract(e: &dyn EventStore) {
+    use herald::domain::events::{EventFailure, EventSubscription};
+    let (t1, t2) = (tenant("t1"), tenant("t2"));
+    let at = now();
+    let sub = EventSubscription {
+        id: "hooks".into(),
+        url: "https://example.com/a".into(),
+        events: vec!["message.*".into()],
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        created_at: at,
+        updated_at: at,
+    };
+    assert_eq!(e.put_subscription(&t1, &sub).await.unwrap(), (sub.clone(), true));
+    let later = at + Span::seconds(5);
+    let replaced = EventSubscription {
+        url: "https://example.com/b".into(),
+        secret: "whsec_other".into(),
+        created_at: later,
+        updated_at: later,
+        ..sub.clone()
+    };
+    let (stored, created) = e.put_subscription(&t1, &replaced).await.unwrap();
+    assert!(!created);
+    assert_eq!((stored.secret.as_str(), stored.created_at), (sub.secret.as_str(), at), "the secret stays");
+    assert_eq!(stored.url, "https://example.com/b");
+    assert_eq!(e.get_subscription(&t1, "hooks").await.unwrap(), Some(stored.clone()));
+    assert_eq!(e.get_subscription(&t2, "hooks").await.unwrap(), None, "tenants are isolated");
+    let second = EventSubscription { id: "a-first".into(), ..sub.clone() };
+    e.put_subscription(&t1, &second).await.unwrap();
+    let ids: Vec<String> = e.list_subscriptions(&t1).await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["a-first", "hooks"]);
+    assert!(e.list_subscriptions(&t2).await.unwrap().is_empty());
+
+    let failure = |id: &str, secs: i64| EventFailure {
+        subscription_id: "hooks".into(),
+        event_id: id.into(),
+        kind: "message.sent".into(),
+        body: r#"{"type":"message.sent"}"#.into(),
+        attempts: 8,
+        last_error: "answered 500".into(),
+        last_status: Some(500),
+        first_attempt_at: at,
+        last_attempt_at: at + Span::seconds(secs),
+        request_id: "req_1".into(),
+    };
+    e.put_failure(&t1, &failure("msg_b", 20)).await.unwrap();
+    e.put_failure(&t1, &failure("msg_a", 10)).await.unwrap();
+    let listed: Vec<String> =
+        e.list_failures(&t1, "hooks", 10).await.unwrap().into_iter().map(|f| f.event_id).collect();
+    assert_eq!(listed, ["msg_a", "msg_b"], "oldest last attempt first");
+    assert_eq!(e.list_failures(&t1, "hooks", 1).await.unwrap().len(), 1);
+    assert!(e.list_failures(&t2, "hooks", 10).await.unwrap().is_empty());
+    assert_eq!(e.take_failure(&t2, "hooks", "msg_a").await.unwrap(), None);
+    assert_eq!(e.take_failure(&t1, "hooks", "msg_a").await.unwrap(), Some(failure("msg_a", 10)));
+    assert_eq!(e.take_failure(&t1, "hooks", "msg_a").await.unwrap(), None, "taken once");
+
+    assert!(e.mark_completed(&t1, "req_1").await.unwrap());
+    assert!(!e.mark_completed(&t1, "req_1").await.unwrap(), "marked once");
+    assert!(e.mark_completed(&t2, "req_1").await.unwrap());
+
+    assert!(!e.delete_subscription(&t2, "hooks").await.unwrap());
+    assert!(e.delete_subscription(&t1, "hooks").await.unwrap());
+    assert_eq!(e.get_subscription(&t1, "hooks").await.unwrap(), None);
+    e.put_subscription(&t1, &sub).await.unwrap();
+    assert!(e.list_failures(&t1, "hooks", 10).await.unwrap().is_empty(), "failures go with their subscription");
 }

@@ -85,6 +85,13 @@ impl TestServer {
         TestServer { local, addr, key, http: reqwest::Client::new(), stop, _dir: dir }
     }
 
+    /// With status events retried after these waits (milliseconds) rather than over a day.
+    pub async fn start_with_event_schedule(waits_ms: &[u64]) -> TestServer {
+        let schedule = waits_ms.iter().map(|ms| Duration::from_millis(*ms)).collect();
+        let settings = Settings { event_retry_schedule: schedule, ..fast_settings() };
+        TestServer::start_with(settings, SandboxBehaviour::default(), 8).await
+    }
+
     /// A key for another tenant.
     pub async fn key_for(&self, tenant: &str) -> String {
         herald::service::keys::create_key(self.local.herald.keys.as_ref(), tenant, None).await.expect("key")

@@ -116,6 +116,7 @@ async fn jobs_are_sent_in_groups_of_10_and_failed_entries_are_retried() {
                 fan_out: None,
                 import: false,
                 recount: None,
+                event: None,
             },
             delay: Duration::from_secs(if i == 0 { 4000 } else { 0 }),
         })

@@ -185,6 +185,7 @@ async fn sqs_hops_a_wait_longer_than_15_minutes_as_a_fresh_delayed_message() {
                 fan_out: None,
                 import: false,
                 recount: None,
+                event: None,
             },
             delay: Duration::ZERO,
         }])
@@ -264,6 +265,12 @@ async fn dynamodb_idempotency_contract() {
 async fn dynamodb_webhook_endpoints_contract() {
     let aws = setup(10).await;
     contract::webhook_endpoints_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
+async fn dynamodb_event_store_contract() {
+    let aws = setup(10).await;
+    contract::event_store_contract(aws.store().as_ref()).await;
 }
 
 #[tokio::test]
@@ -1007,7 +1014,8 @@ async fn a_broadcast_due_in_two_days_waits_on_a_schedule_through_the_handlers_an
     assert_eq!(schedule_names(&aws.scheduler).await.len(), 1, "back on a schedule");
     assert_eq!(rows_in(&store, &id, Status::Scheduled).await, 2);
 
-    let cancel = herald::service::cancel::cancel(herald.requests.as_ref(), &tenant("acme"), &id).await;
+    let cancel =
+        herald::service::cancel::cancel(herald.requests.as_ref(), herald.events.as_deref(), &tenant("acme"), &id).await;
     assert!(cancel.is_ok(), "{cancel:?}");
     aws.fire().await;
     drain(&aws, &herald).await;
@@ -1017,4 +1025,102 @@ async fn a_broadcast_due_in_two_days_waits_on_a_schedule_through_the_handlers_an
     std::env::remove_var("QUEUE_ARN");
     let missing = AwsConfig::from_env().unwrap_err();
     assert_eq!(missing.name, "QUEUE_ARN", "a schedule group without the queue's ARN stops start-up");
+}
+
+/// Status events in the AWS shape: subscriptions in DynamoDB, the events on SQS through the send
+/// handler, `broadcast.completed` once the counters (flushed per batch) show every row final.
+#[tokio::test]
+async fn status_events_travel_through_sqs_and_the_send_handler() {
+    use herald::domain::events::EventSubscription;
+    use herald::ports::EventStore;
+    let aws = setup(10).await;
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let settings = Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() };
+    let stores = Stores::from_one(store.clone()).with_events(store.clone());
+    let h = Arc::new(Herald::new(stores, aws.queue(), Providers::all(sandbox), settings));
+    let rx = herald_tests::fake::FakeProvider::start(herald_tests::fake::Reply::raw(200, "")).await;
+    let now = herald::domain::now();
+    let sub = EventSubscription {
+        id: "all".into(),
+        url: rx.url.clone(),
+        events: vec!["*".into()],
+        secret: herald::providers::webhook::new_secret(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_subscription(&tenant("acme"), &sub).await.unwrap();
+    let id = queue_rows(&h, 2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rx.requests().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "events posted: {}", rx.requests().len());
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    let key = herald::providers::webhook::signing_key(&sub.secret).unwrap();
+    let mut kinds: Vec<String> = Vec::new();
+    for r in rx.requests() {
+        let (eid, ts) = (&r.headers["webhook-id"], r.headers["webhook-timestamp"].parse::<i64>().unwrap());
+        assert_eq!(r.headers["webhook-signature"], herald::providers::webhook::sign(&key, eid, ts, &r.body));
+        kinds.push(r.json()["type"].as_str().unwrap().to_string());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["broadcast.completed", "message.sent", "message.sent"]);
+    let completed = rx.requests().iter().map(|r| r.json()).find(|e| e["type"] == "broadcast.completed").unwrap();
+    assert_eq!(completed["data"]["request_id"], json!(id));
+}
+
+/// DynamoDB cancels a row when its job claims it, not in bulk: that claim emits the row's
+/// `message.canceled`, once, and the last one completes the request.
+#[tokio::test]
+async fn rows_canceled_at_their_claim_emit_message_canceled_once() {
+    use herald::domain::events::EventSubscription;
+    use herald::ports::EventStore;
+    let aws = setup(10).await;
+    let store = aws.store();
+    let sandbox = Arc::new(herald::providers::sandbox::Sandbox::new(store.clone(), Default::default()));
+    let settings = Settings { job_rows_at_once: 1, ..herald_tests::fast_settings() };
+    let stores = Stores::from_one(store.clone()).with_events(store.clone());
+    let h = Arc::new(Herald::new(stores, aws.queue(), Providers::all(sandbox), settings));
+    let rx = herald_tests::fake::FakeProvider::start(herald_tests::fake::Reply::raw(200, "")).await;
+    let now = herald::domain::now();
+    let sub = EventSubscription {
+        id: "c".into(),
+        url: rx.url.clone(),
+        events: vec!["message.canceled".into(), "broadcast.completed".into()],
+        secret: herald::providers::webhook::new_secret(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_subscription(&tenant("acme"), &sub).await.unwrap();
+    let body = json!({"recipients": [{"phone": "+14155550101"}, {"phone": "+14155550102"}],
+        "messages": [{"text": "hi"}], "background": true});
+    let plan = serde_json::from_value::<herald::domain::BroadcastBody>(body).unwrap().validate().unwrap();
+    let id =
+        herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "native").await.unwrap().request.id.clone();
+    herald::service::cancel::cancel(h.requests.as_ref(), h.events.as_deref(), &tenant("acme"), &id).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rx.requests().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "events posted: {}", rx.requests().len());
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    // Whatever is left on the queue (the rows' jobs, already done) posts nothing more.
+    for _ in 0..3 {
+        let event = aws.receive_event(10).await;
+        let response = herald_send::handle_batch(h.clone(), event.clone()).await;
+        let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        aws.settle(&event, &failed).await;
+    }
+    let mut kinds: Vec<String> = rx.requests().iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["broadcast.completed", "message.canceled", "message.canceled"]);
+    let mut rows: Vec<String> =
+        rx.requests().iter().filter_map(|r| r.json()["data"]["id"].as_str().map(String::from)).collect();
+    rows.dedup();
+    assert_eq!(rows.len(), 2, "one event per row");
 }

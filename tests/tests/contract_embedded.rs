@@ -53,6 +53,7 @@ async fn the_sweeper_reads_the_rows_of_multi_row_jobs_and_of_jobs_queued_before_
         fan_out: None,
         import: false,
         recount: None,
+        event: None,
     };
     q.send_batch(&[herald::ports::OutgoingJob { job, delay: std::time::Duration::ZERO }]).await.unwrap();
     // A single-row body, as queued before jobs carried several rows.
@@ -77,6 +78,7 @@ async fn queue_recovers_in_flight_jobs_after_a_restart() {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         },
         delay: std::time::Duration::ZERO,
     };
@@ -153,6 +155,12 @@ async fn idempotency() {
 async fn webhook_endpoints() {
     let (_d, s, _) = open(10);
     contract::webhook_endpoints_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn event_store() {
+    let (_d, s, _) = open(10);
+    contract::event_store_contract(s.as_ref()).await;
 }
 
 #[tokio::test]

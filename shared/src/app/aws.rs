@@ -130,7 +130,7 @@ impl AwsConfig {
         let providers = Providers::from_config(&provider_config, client, sandbox, store.clone(), false)
             .map_err(|problem| ConfigError { name: "HERALD_*", problem })?
             .with_ses(&provider_config, &sdk);
-        let mut stores = Stores::from_one(store.clone());
+        let mut stores = Stores::from_one(store.clone()).with_events(store.clone());
         if let Some(bucket) = self.import_bucket {
             // An emulator on an endpoint URL takes buckets in the path, not in the host name.
             let path_style = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| !e.is_empty());

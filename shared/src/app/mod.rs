@@ -10,12 +10,13 @@ use std::sync::Arc;
 use crate::service::key_cache::CachedKeys;
 
 use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
-use crate::ports::{ImportFiles, Imports, Segments};
+use crate::ports::{EventStore, ImportFiles, Imports, Segments};
 use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
 use crate::service::admission::Admission;
 use crate::service::callbacks::Callbacks;
 use crate::service::deliver::Deliver;
+use crate::service::events::Events;
 use crate::service::fanout::FanOut;
 use crate::service::imports::ImportRun;
 use crate::service::ingest::Ingest;
@@ -45,6 +46,8 @@ pub struct Herald {
     pub deliver: Arc<Deliver>,
     /// Provider callbacks: `service::callbacks::apply`.
     pub callbacks: Callbacks,
+    /// Status events (`/v1/event-subscriptions`); `None` where the shape keeps no subscriptions.
+    pub events: Option<Arc<Events>>,
 }
 
 /// The stores behind a [`Herald`]; one adapter usually implements them all.
@@ -59,6 +62,8 @@ pub struct Stores {
     pub segments: Arc<dyn Segments>,
     /// CSV imports and where their files wait; `None` where the shape has no file store.
     pub imports: Option<(Arc<dyn Imports>, Arc<dyn ImportFiles>)>,
+    /// Status event subscriptions; `None` where the shape keeps none.
+    pub events: Option<Arc<dyn EventStore>>,
 }
 
 impl Stores {
@@ -76,6 +81,7 @@ impl Stores {
             webhooks: s.clone(),
             segments: s.clone(),
             imports: None,
+            events: None,
             outbox: Some(s),
         }
     }
@@ -85,6 +91,12 @@ impl Stores {
     /// With CSV imports, their records and files kept by `s`.
     pub fn with_imports<S: Imports + ImportFiles + 'static>(mut self, s: Arc<S>) -> Stores {
         self.imports = Some((s.clone(), s));
+        self
+    }
+
+    /// With status event subscriptions kept by `s`.
+    pub fn with_events<S: EventStore + 'static>(mut self, s: Arc<S>) -> Stores {
+        self.events = Some(s);
         self
     }
 }
@@ -112,6 +124,10 @@ impl Herald {
                 settings: settings.clone(),
             })
         });
+        let events = stores.events.clone().map(|store| {
+            let log = stores.requests.clone();
+            Arc::new(Events::new(store, queue.clone(), log.clone(), log, &settings))
+        });
         let deliver = Arc::new(Deliver {
             requests: stores.requests.clone(),
             lookup: stores.requests.clone(),
@@ -123,6 +139,7 @@ impl Herald {
             cache: Default::default(),
             fan_out,
             imports: imports.clone(),
+            events: events.clone(),
         });
         let ingest = Ingest {
             timing,
@@ -141,6 +158,7 @@ impl Herald {
             rows: stores.requests.clone(),
             contacts: stores.contacts.clone(),
             inbound_tenant: provider_config.inbound_tenant.clone(),
+            events: events.clone(),
         };
         Herald {
             // Every authenticated call reads its key; found keys are trusted for a second.
@@ -159,6 +177,7 @@ impl Herald {
             ingest,
             deliver,
             callbacks,
+            events,
         }
     }
 

@@ -4,6 +4,7 @@ mod address;
 mod catalog;
 mod contact;
 mod error;
+pub mod events;
 pub mod ids;
 pub mod import;
 pub mod json;

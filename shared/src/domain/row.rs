@@ -139,6 +139,7 @@ impl RecipientRow {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         }
     }
 }
@@ -358,7 +359,8 @@ impl RowView<'_> {
 ///
 /// A job with `fan_out` names no rows: it is the next page of an audience broadcast's members,
 /// which the worker turns into rows and their jobs. A job with `import` is the next chunk of a
-/// CSV import.
+/// CSV import. A job with `event` posts a status event to a subscription, or takes a step that
+/// finds events to emit (`domain::events::EventJob`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "JobBody")]
 pub struct Job {
@@ -374,6 +376,9 @@ pub struct Job {
     /// The next slice of a recount of the request's rows (see `RequestLog::recount`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recount: Option<RecountStep>,
+    /// A status event for a tenant's subscription, or a step that finds events to emit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<super::events::EventJob>,
 }
 
 /// Where a recount of a request's rows stands: a store whose counters are written apart from its
@@ -454,6 +459,7 @@ impl Job {
             fan_out: None,
             import: true,
             recount: None,
+            event: None,
         }
     }
 
@@ -466,6 +472,20 @@ impl Job {
             fan_out: None,
             import: false,
             recount: Some(step),
+            event: None,
+        }
+    }
+
+    /// An event job about `request_id` (a delivery, or a step that finds events to emit).
+    pub fn event(tenant: &TenantId, request_id: &str, event: super::events::EventJob) -> Job {
+        Job {
+            tenant_id: tenant.clone(),
+            request_id: request_id.into(),
+            row_ids: vec![],
+            fan_out: None,
+            import: false,
+            recount: None,
+            event: Some(event),
         }
     }
 
@@ -478,6 +498,7 @@ impl Job {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         }
     }
 }
@@ -497,6 +518,8 @@ struct JobBody {
     import: bool,
     #[serde(default)]
     recount: Option<RecountStep>,
+    #[serde(default)]
+    event: Option<super::events::EventJob>,
 }
 
 impl TryFrom<JobBody> for Job {
@@ -508,9 +531,10 @@ impl TryFrom<JobBody> for Job {
         let kinds = usize::from(!row_ids.is_empty())
             + usize::from(b.fan_out.is_some())
             + usize::from(b.import)
-            + usize::from(b.recount.is_some());
+            + usize::from(b.recount.is_some())
+            + usize::from(b.event.is_some());
         if kinds != 1 {
-            return Err("a job names rows, a fan-out step, an import or a recount".into());
+            return Err("a job names rows, a fan-out step, an import, a recount or an event".into());
         }
         Ok(Job {
             tenant_id: b.tenant_id,
@@ -519,6 +543,7 @@ impl TryFrom<JobBody> for Job {
             fan_out: b.fan_out,
             import: b.import,
             recount: b.recount,
+            event: b.event,
         })
     }
 }
@@ -536,6 +561,7 @@ mod tests {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         };
         let body = r#"{"tenant_id":"acme","request_id":"req_1","row_ids":["rcp_1_0"]}"#;
         assert_eq!(serde_json::to_string(&job).unwrap(), body);
@@ -551,6 +577,7 @@ mod tests {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","row_ids":["a","b"]}"#);
@@ -571,6 +598,7 @@ mod tests {
             fan_out: Some(step),
             import: false,
             recount: None,
+            event: None,
         };
         let body = serde_json::to_string(&job).unwrap();
         assert_eq!(body, r#"{"tenant_id":"t","request_id":"r","fan_out":{"segment":1,"cursor":"c","page":7}}"#);

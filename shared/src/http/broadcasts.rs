@@ -79,7 +79,8 @@ pub async fn cancel(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (request, progress) = crate::service::cancel::cancel(h.requests.as_ref(), &tenant, &id).await?;
+    let (request, progress) =
+        crate::service::cancel::cancel(h.requests.as_ref(), h.events.as_deref(), &tenant, &id).await?;
     let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
     Ok(Json(request_json(&request, &counts, &progress, &[], None)))
 }

@@ -6,6 +6,7 @@ mod catalog;
 pub(crate) mod compat;
 pub use crate::api::error;
 mod events;
+mod events_api;
 pub mod extract;
 mod idempotency;
 mod imports;
@@ -63,6 +64,10 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/account", get(account))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/settings", put(settings::put).get(settings::get))
+        .route("/v1/event-subscriptions", get(events_api::list))
+        .route("/v1/event-subscriptions/{id}", put(events_api::put).get(events_api::get).delete(events_api::delete))
+        .route("/v1/event-subscriptions/{id}/failures", get(events_api::failures))
+        .route("/v1/event-subscriptions/{id}/failures/{event_id}/redeliver", axum::routing::post(events_api::redeliver))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
         .merge(compat::routes(&h))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

@@ -16,6 +16,8 @@ pub struct Callbacks {
     pub contacts: Arc<dyn Contacts>,
     /// The tenant inbound messages belong to (`HERALD_INBOUND_TENANT`).
     pub inbound_tenant: TenantId,
+    /// Status events for the rows reports move.
+    pub events: Option<Arc<super::events::Events>>,
 }
 
 /// What the callback changed, for the answer and the logs.
@@ -49,6 +51,10 @@ pub async fn apply(
             Some((tenant, row_id)) => {
                 if h.rows.advance_row(&tenant, &row_id, r.status, r.at, r.error.clone()).await? {
                     out.moved += 1;
+                    // Only a report that moved the row: a repeated callback emits nothing.
+                    if let Some(ev) = &h.events {
+                        ev.row_id_moved(&tenant, &row_id, r.status).await;
+                    }
                 } else {
                     out.ignored += 1;
                 }

@@ -39,6 +39,8 @@ pub struct Deliver {
     pub fan_out: Arc<super::fanout::FanOut>,
     /// Import jobs come on the same queue.
     pub imports: Option<Arc<super::imports::ImportRun>>,
+    /// Status events to tenants' subscriptions; `None` where the shape keeps no subscriptions.
+    pub events: Option<Arc<super::events::Events>>,
 }
 
 /// Send requests are immutable once stored, so delivery caches them.
@@ -77,13 +79,32 @@ pub enum Delivery {
 /// Delivers one row of a job. `Err` only when a store failed: the row's job should stay on the
 /// queue.
 pub async fn deliver(h: &Deliver, tenant: &TenantId, row_id: &str) -> Result<Delivery, StoreError> {
+    deliver_again(h, tenant, row_id, false).await
+}
+
+/// [`deliver`], told whether the job was received before (its worker may have died between
+/// moving the row and emitting the row's status event).
+pub async fn deliver_again(
+    h: &Deliver,
+    tenant: &TenantId,
+    row_id: &str,
+    redelivered: bool,
+) -> Result<Delivery, StoreError> {
     let now = crate::domain::now();
     let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
     let (row, reclaimed) = match claim(h, tenant, row_id, now, lease_until).await? {
         Claim::Claimed(row) => (row, false),
         Claim::Reclaimed(row) => (row, true),
         Claim::Busy(until) | Claim::NotDue(until) => return Ok(Delivery::RetryAfter(until_from(now, until))),
-        Claim::Done(_) => return Ok(Delivery::Done),
+        Claim::Done(row) => {
+            // The claim itself canceled the row (its request was canceled), or a job came again
+            // after a crash: the event goes out, with the same id if it went out before.
+            let canceled_now = row.status == Status::Canceled && row.times.get(&Status::Canceled) == Some(&now);
+            if let (Some(ev), true) = (&h.events, canceled_now || redelivered) {
+                ev.row_moved(&row).await;
+            }
+            return Ok(Delivery::Done);
+        }
         Claim::Missing => {
             tracing::warn!(%row_id, "job names a row that does not exist; dropping it");
             return Ok(Delivery::Done);
@@ -118,6 +139,9 @@ pub async fn deliver(h: &Deliver, tenant: &TenantId, row_id: &str) -> Result<Del
         return Ok(Delivery::Done);
     }
     tracing::debug!(row_id = %row.id, attempt, status = ?status, "attempt recorded");
+    if let (Some(ev), Some(s)) = (&h.events, status) {
+        ev.row_id_moved(tenant, row_id, s).await;
+    }
     if let Some(end) = status.and_then(attempt_end) {
         ACTIVITY.attempt(end);
     }

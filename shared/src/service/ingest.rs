@@ -283,6 +283,7 @@ fn fan_out_job(request: &SendRequest) -> OutgoingJob {
         fan_out: Some(FanOutStep::first()),
         import: false,
         recount: None,
+        event: None,
     };
     OutgoingJob { job, delay: Duration::ZERO }
 }
@@ -331,8 +332,10 @@ async fn resume(h: &Ingest, request: SendRequest) -> Result<Accepted, ServiceErr
 async fn fail_rows(h: &Ingest, tenant: &TenantId, rows: &[RecipientRow], message: &str) {
     for row in rows {
         let r = super::retry_store("failing an unqueued row", 5, || h.rows.fail_pending(tenant, &row.id, message));
-        if let Err(e) = r.await {
-            tracing::error!(row_id = %row.id, error = %e, "could not fail a row that will not be sent");
+        match (r.await, &h.deliver.events) {
+            (Err(e), _) => tracing::error!(row_id = %row.id, error = %e, "could not fail a row that will not be sent"),
+            (Ok(true), Some(ev)) => ev.row_id_moved(tenant, &row.id, crate::domain::Status::Failed).await,
+            (Ok(_), _) => {}
         }
     }
     if let Err(e) = h.rows.flush_counts().await {
@@ -354,6 +357,9 @@ async fn deliver_inline(h: &Ingest, rows: &[RecipientRow]) -> Result<(), Service
         }
     }
     super::worker::flush_counts(&h.deliver).await;
+    if let (Some(ev), Some(first)) = (&h.deliver.events, rows.first()) {
+        ev.check_completed(&first.tenant_id, &first.request_id).await;
+    }
     Ok(())
 }
 

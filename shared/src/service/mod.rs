@@ -5,6 +5,7 @@ pub mod callbacks;
 pub mod cancel;
 pub mod catalog;
 pub mod deliver;
+pub mod events;
 pub mod fanout;
 pub mod imports;
 pub mod ingest;

@@ -31,7 +31,15 @@ pub struct Settings {
     pub job_rows_at_once: usize,
     /// Largest CSV import file (bytes); above it the answer is `413`.
     pub max_import_bytes: u64,
+    /// Waits between a status event's posts after the first: one post more than waits, then the
+    /// event is a dead letter (`GET /v1/event-subscriptions/{id}/failures`).
+    pub event_retry_schedule: Vec<Duration>,
+    /// Longest wait for a subscriber's answer to one post.
+    pub event_timeout: Duration,
 }
+
+/// Standard Webhooks' retry schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27 h).
+pub const EVENT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -49,6 +57,8 @@ impl Default for Settings {
             job_rows_at_once: crate::domain::Job::MAX_ROWS,
             // A million lines of a dozen columns is about 100 MB.
             max_import_bytes: 1 << 30,
+            event_retry_schedule: EVENT_RETRY_SCHEDULE.iter().map(|s| Duration::from_secs(*s)).collect(),
+            event_timeout: Duration::from_secs(10),
         }
     }
 }

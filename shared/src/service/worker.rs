@@ -12,7 +12,7 @@ use crate::domain::Job;
 use crate::ports::{OutgoingJob, ReceivedJob, StoreError};
 use crate::retry::Policy;
 
-use super::deliver::{backoff, deliver, Deliver, Delivery};
+use super::deliver::{backoff, deliver_again, Deliver, Delivery};
 
 /// What the queue should do with one received job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +64,23 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
         }
     };
     if let Some(step) = &job.fan_out {
-        return super::fanout::expand(&h.fan_out, &job, step).await;
+        let expanded = super::fanout::expand(&h.fan_out, &job, step).await;
+        // An audience that made no row (or whose rows all went before fan-out was over) completes
+        // here: no row's job would look again.
+        if let Some(events) = &h.events {
+            events.check_completed(&job.tenant_id, &job.request_id).await;
+        }
+        return expanded;
     }
     if let Some(step) = &job.recount {
         return super::recount::run(&h, &job, step).await;
+    }
+    if let Some(step) = &job.event {
+        let Some(events) = &h.events else {
+            tracing::error!(request_id = %job.request_id, "event job where events are not set up; left to dead-letter");
+            return JobResult::Leave;
+        };
+        return super::events::run(events, &job, step).await;
     }
     if job.import {
         let Some(imports) = &h.imports else {
@@ -81,6 +94,7 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
     }
     let at_once = h.settings.job_rows_at_once.max(1);
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());
+    let redelivered = received.receive_count > 1;
     let ends: Vec<RowEnd> = futures::stream::iter(job.row_ids.clone())
         .map(move |row_id| {
             let (h, tenant, gate) = (hd.clone(), tenant.clone(), gate.clone());
@@ -91,13 +105,16 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
                     }
                     None => None,
                 };
-                deliver(&h, &tenant, &row_id).await
+                deliver_again(&h, &tenant, &row_id, redelivered).await
             })
         })
         .buffered(at_once)
         .map(row_end)
         .collect()
         .await;
+    if let Some(events) = &h.events {
+        events.check_completed(&job.tenant_id, &job.request_id).await;
+    }
     if let [end] = &ends[..] {
         return single(&h, received, &job, end).await;
     }
@@ -159,8 +176,13 @@ async fn single(h: &Deliver, received: &ReceivedJob, job: &Job, end: &RowEnd) ->
             h.requests.fail_pending(&job.tenant_id, row_id, &msg)
         })
         .await;
-        if let Err(e) = marked {
-            tracing::error!(%row_id, error = %e, "could not mark a dead-lettered row failed");
+        match (marked, &h.events) {
+            (Err(e), _) => tracing::error!(%row_id, error = %e, "could not mark a dead-lettered row failed"),
+            (Ok(true), Some(ev)) => {
+                ev.row_id_moved(&job.tenant_id, row_id, crate::domain::Status::Failed).await;
+                ev.check_completed(&job.tenant_id, &job.request_id).await;
+            }
+            (Ok(_), _) => {}
         }
     }
     JobResult::Leave

@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::ports::*;
 use crate::retry::Policy;
 
+mod events;
 mod imports;
 mod segments;
 

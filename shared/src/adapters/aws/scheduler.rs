@@ -166,7 +166,7 @@ pub fn plan(jobs: &[OutgoingJob], now: DateTime<Utc>) -> Vec<Planned> {
 }
 
 fn is_rows_only(job: &Job) -> bool {
-    !job.row_ids.is_empty() && job.fan_out.is_none() && !job.import && job.recount.is_none()
+    !job.row_ids.is_empty() && job.fan_out.is_none() && !job.import && job.recount.is_none() && job.event.is_none()
 }
 
 #[cfg(test)]
@@ -182,6 +182,7 @@ mod tests {
             fan_out: None,
             import: false,
             recount: None,
+            event: None,
         }
     }
 

@@ -114,6 +114,12 @@ pub(super) fn add_row_counts(conn: &Connection) -> StoreResult<()> {
     Ok(added?)
 }
 
+/// The status event tables (subscriptions, dead letters, completion marks): new tables only, so
+/// a database from before them gets them as they are created on a new one.
+pub(super) fn add_events(conn: &Connection) -> StoreResult<()> {
+    Ok(conn.execute_batch(super::events::SCHEMA)?)
+}
+
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot move an old data file: {e}"))
 }

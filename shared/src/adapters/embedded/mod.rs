@@ -3,6 +3,7 @@
 //! commit writer and read through a pool ([`engine`]).
 
 mod engine;
+mod events;
 mod faults;
 mod imports;
 mod migrate;
@@ -118,7 +119,8 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
     let prepare = |c: &Connection| {
         migrate::take_old_queue(dir, c)?;
         migrate::add_row_counts(c)?;
-        migrate::add_fan_out_error(c)
+        migrate::add_fan_out_error(c)?;
+        migrate::add_events(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
     let store = EmbeddedStore::new(Db::new(engine.clone()), imports::files_root(dir));
