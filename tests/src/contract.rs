@@ -326,6 +326,29 @@ pub async fn requests_listing_contract(r: &dyn Requests) {
     assert_eq!(next.requests.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), newest_first[3..5].to_vec());
     let full = r.list_requests(&tenant("lst_a"), None, None, 1).await.unwrap();
     assert_eq!(full.requests[0], r.get_request(&tenant("lst_a"), &newest_first[0]).await.unwrap().unwrap());
+    many_days_of_two_sources(r).await;
+}
+
+/// Forty days with a request of each of two sources: more days than one read of a store's
+/// per-day bookkeeping may cover, listed whole and in order.
+async fn many_days_of_two_sources(r: &dyn Requests) {
+    let start = now() - Span::days(60);
+    let mut made = Vec::new();
+    for day in 0..40i64 {
+        for (k, source) in ["native", "twilio"].iter().enumerate() {
+            let id = format!("req_day{day:02}{k}");
+            let (mut req, rows) = sample_request("lst_c", &id, 1);
+            req.created_at = start + Span::days(day) + Span::minutes(k as i64 * 7);
+            req.source = source.to_string();
+            r.insert_request(&req, &rows).await.expect("insert");
+            made.push(id);
+        }
+    }
+    made.reverse();
+    assert_eq!(all_requests(r, "lst_c", None, 200).await, made, "eighty requests over forty days");
+    assert_eq!(all_requests(r, "lst_c", None, 7).await, made, "in pages of seven");
+    let twilio: Vec<String> = made.iter().filter(|id| id.ends_with('1')).cloned().collect();
+    assert_eq!(all_requests(r, "lst_c", Some("twilio"), 9).await, twilio, "one source over forty days");
 }
 
 /// Fan-out's side of the rows: rows added only once (a page made again re-queues only what is
