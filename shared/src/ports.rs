@@ -162,6 +162,65 @@ pub trait RequestLog: RowCounters {
     ) -> StoreResult<DateTime<Utc>>;
     /// What has happened to a request since it was stored.
     async fn progress(&self, tenant: &TenantId, request_id: &str) -> StoreResult<Progress>;
+    /// The tenant's send requests newest first (by `created_at`, then id), only those whose
+    /// `source` is `source` when given: at most `limit` after `cursor`. A page may hold fewer
+    /// than `limit` with more behind it; only a `next_cursor` of `None` says the list is done.
+    async fn list_requests(
+        &self,
+        tenant: &TenantId,
+        source: Option<&str>,
+        cursor: Option<&RequestCursor>,
+        limit: u32,
+    ) -> StoreResult<RequestPage>;
+}
+
+/// A place in a tenant's newest-first list of send requests: the last request a page held. It
+/// names a time and an id, not a store's key, so a cursor means the same in every store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCursor {
+    /// `created_at` in milliseconds since the epoch.
+    pub created_ms: i64,
+    pub id: String,
+}
+
+impl RequestCursor {
+    const TAG: &'static str = "r1.";
+
+    /// The cursor of the page that ends with `request`.
+    pub fn after(request: &SendRequest) -> RequestCursor {
+        RequestCursor { created_ms: request.created_at.timestamp_millis(), id: request.id.clone() }
+    }
+
+    /// The cursor as callers pass it on: `base64url("r1.{millis}.{id}")`.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let raw = format!("{}{}.{}", Self::TAG, self.created_ms, self.id);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A cursor [`RequestCursor::encode`] made; `None` for anything else.
+    pub fn decode(text: &str) -> Option<RequestCursor> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (ms, id) = String::from_utf8(raw)
+            .ok()?
+            .strip_prefix(Self::TAG)?
+            .split_once('.')
+            .map(|(m, i)| (m.to_string(), i.to_string()))?;
+        let digits = !ms.is_empty() && ms.len() <= 18 && ms.bytes().all(|b| b.is_ascii_digit());
+        let created_ms: i64 = ms.parse().ok().filter(|_| digits)?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        let sane = !id.is_empty() && id.len() <= 128 && id.chars().all(plain);
+        sane.then_some(RequestCursor { created_ms, id })
+    }
+}
+
+/// One page of [`RequestLog::list_requests`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPage {
+    pub requests: Vec<SendRequest>,
+    /// Where the next page starts; `None` once the list is done.
+    pub next_cursor: Option<RequestCursor>,
 }
 
 /// The changing part of a send request, kept beside the request itself (which never changes).

@@ -258,6 +258,101 @@ pub async fn requests_contract(r: &dyn Requests) {
     assert_eq!(counts.get(&Status::Failed), Some(&1));
 }
 
+/// Every page of a tenant's requests (of `source`, when given), `limit` at a time: every page
+/// but the last is full, and the last says the list is done.
+async fn all_requests(r: &dyn Requests, tenant_id: &str, source: Option<&str>, limit: u32) -> Vec<String> {
+    let (mut ids, mut cursor) = (Vec::new(), None);
+    for _ in 0..100 {
+        let page = r.list_requests(&tenant(tenant_id), source, cursor.as_ref(), limit).await.expect("list requests");
+        assert!(page.requests.len() <= limit as usize, "a page holds at most its limit");
+        assert!(page.requests.iter().all(|q| q.tenant_id.as_str() == tenant_id), "only the tenant's requests");
+        ids.extend(page.requests.iter().map(|q| q.id.clone()));
+        match page.next_cursor {
+            None => return ids,
+            Some(next) => {
+                assert_eq!(page.requests.len(), limit as usize, "a page before the last is full");
+                let text = next.encode();
+                assert_eq!(RequestCursor::decode(&text).as_ref(), Some(&next), "a cursor reads back as given");
+                cursor = Some(next);
+            }
+        }
+    }
+    panic!("the list of {tenant_id}'s requests never ended")
+}
+
+/// A tenant's requests newest first, over days with long empty stretches between them, paged
+/// in a stable order, by source, and never another tenant's.
+pub async fn requests_listing_contract(r: &dyn Requests) {
+    let empty = r.list_requests(&tenant("lst_none"), None, None, 10).await.unwrap();
+    assert!(empty.requests.is_empty() && empty.next_cursor.is_none(), "a tenant with no requests lists none");
+    let start = now() - Span::days(400);
+    // Days apart, with a 300-day gap, two requests in the same millisecond, and sources mixed.
+    let offsets = [0i64, 0, 1, 2, 2, 303, 303, 304, 399, 399];
+    let mut made: Vec<(i64, String, String)> = Vec::new();
+    for (i, days) in offsets.iter().enumerate() {
+        let id = format!("req_lst{i:02}");
+        let (mut req, rows) = sample_request("lst_a", &id, 1);
+        req.created_at = start + Span::days(*days) + Span::minutes(i as i64);
+        if i == 4 {
+            req.created_at = start + Span::days(2) + Span::minutes(3);
+        }
+        req.source = if i % 3 == 0 { "twilio".into() } else { "native".into() };
+        r.insert_request(&req, &rows).await.expect("insert");
+        made.push((req.created_at.timestamp_millis(), id, req.source.clone()));
+        let (mut other, rows) = sample_request("lst_b", &format!("req_other{i:02}"), 1);
+        other.created_at = req.created_at;
+        r.insert_request(&other, &rows).await.expect("insert another tenant's");
+    }
+    // Stored again (a retry whose answer was lost): still listed once.
+    let (mut again, rows) = sample_request("lst_a", "req_lst05", 1);
+    again.created_at = start + Span::days(303) + Span::minutes(5);
+    r.insert_request(&again, &rows).await.expect("insert again");
+
+    made.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    let newest_first: Vec<String> = made.iter().map(|m| m.1.clone()).collect();
+    assert!(made.windows(2).any(|w| w[0].0 == w[1].0), "two requests share a millisecond");
+    for limit in [1, 3, 4, 10, 200] {
+        assert_eq!(all_requests(r, "lst_a", None, limit).await, newest_first, "pages of {limit}");
+    }
+    let twilio: Vec<String> = made.iter().filter(|m| m.2 == "twilio").map(|m| m.1.clone()).collect();
+    assert_eq!(all_requests(r, "lst_a", Some("twilio"), 2).await, twilio, "one source's requests");
+    assert!(all_requests(r, "lst_a", Some("smax_v1"), 5).await.is_empty(), "a source with no requests");
+    let others = all_requests(r, "lst_b", None, 4).await;
+    assert_eq!(others.len(), offsets.len());
+    assert!(others.iter().all(|id| id.starts_with("req_other")), "each tenant sees its own: {others:?}");
+
+    // A page starts right after its cursor, whichever request that is.
+    let third = r.list_requests(&tenant("lst_a"), None, None, 3).await.unwrap();
+    let from = third.next_cursor.expect("more than three");
+    let next = r.list_requests(&tenant("lst_a"), None, Some(&from), 2).await.unwrap();
+    assert_eq!(next.requests.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), newest_first[3..5].to_vec());
+    let full = r.list_requests(&tenant("lst_a"), None, None, 1).await.unwrap();
+    assert_eq!(full.requests[0], r.get_request(&tenant("lst_a"), &newest_first[0]).await.unwrap().unwrap());
+    many_days_of_two_sources(r).await;
+}
+
+/// Forty days with a request of each of two sources: more days than one read of a store's
+/// per-day bookkeeping may cover, listed whole and in order.
+async fn many_days_of_two_sources(r: &dyn Requests) {
+    let start = now() - Span::days(60);
+    let mut made = Vec::new();
+    for day in 0..40i64 {
+        for (k, source) in ["native", "twilio"].iter().enumerate() {
+            let id = format!("req_day{day:02}{k}");
+            let (mut req, rows) = sample_request("lst_c", &id, 1);
+            req.created_at = start + Span::days(day) + Span::minutes(k as i64 * 7);
+            req.source = source.to_string();
+            r.insert_request(&req, &rows).await.expect("insert");
+            made.push(id);
+        }
+    }
+    made.reverse();
+    assert_eq!(all_requests(r, "lst_c", None, 200).await, made, "eighty requests over forty days");
+    assert_eq!(all_requests(r, "lst_c", None, 7).await, made, "in pages of seven");
+    let twilio: Vec<String> = made.iter().filter(|id| id.ends_with('1')).cloned().collect();
+    assert_eq!(all_requests(r, "lst_c", Some("twilio"), 9).await, twilio, "one source over forty days");
+}
+
 /// Fan-out's side of the rows: rows added only once (a page made again re-queues only what is
 /// still `queued`), counters that follow every move, the progress record, and cancel — after
 /// which nothing is claimed, queued rows end `canceled` and no row is added.

@@ -214,6 +214,12 @@ async fn dynamodb_requests_contract() {
 }
 
 #[tokio::test]
+async fn dynamodb_requests_listed_newest_first() {
+    let aws = setup(10).await;
+    contract::requests_listing_contract(aws.store().as_ref()).await;
+}
+
+#[tokio::test]
 async fn dynamodb_fan_out_rows_counts_and_cancel() {
     let aws = setup(10).await;
     contract::fan_out_contract(aws.store().as_ref()).await;

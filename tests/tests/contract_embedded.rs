@@ -104,6 +104,12 @@ async fn requests_and_rows() {
 }
 
 #[tokio::test]
+async fn requests_listed_newest_first() {
+    let (_d, s, _) = open(10);
+    contract::requests_listing_contract(s.as_ref()).await;
+}
+
+#[tokio::test]
 async fn fan_out_rows_counts_and_cancel() {
     let (_d, s, _) = open(10);
     contract::fan_out_contract(s.as_ref()).await;

@@ -212,6 +212,16 @@ impl herald::ports::RequestLog for FlakyFinish {
     ) -> herald::ports::StoreResult<herald::ports::Progress> {
         self.inner.progress(t, id).await
     }
+
+    async fn list_requests(
+        &self,
+        t: &herald::domain::TenantId,
+        source: Option<&str>,
+        cursor: Option<&herald::ports::RequestCursor>,
+        limit: u32,
+    ) -> herald::ports::StoreResult<herald::ports::RequestPage> {
+        self.inner.list_requests(t, source, cursor, limit).await
+    }
 }
 
 #[async_trait]

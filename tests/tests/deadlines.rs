@@ -61,6 +61,16 @@ impl RequestLog for Stalled {
     async fn progress(&self, _: &TenantId, _: &str) -> StoreResult<herald::ports::Progress> {
         hang().await
     }
+
+    async fn list_requests(
+        &self,
+        _: &TenantId,
+        _: Option<&str>,
+        _: Option<&herald::ports::RequestCursor>,
+        _: u32,
+    ) -> StoreResult<herald::ports::RequestPage> {
+        hang().await
+    }
 }
 
 #[async_trait]

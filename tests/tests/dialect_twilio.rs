@@ -365,10 +365,113 @@ async fn what_the_dialect_does_not_serve_is_refused_in_twilios_shape() {
     let ac = account_sid(&s).await;
     let json_body = s.http.post(s.url(&messages_path(&ac))).basic_auth(&ac, Some(&s.key)).json(&json!({"To": TO}));
     assert_twilio_error(&answer(json_body).await, 415, 20001);
-    let list = s.http.get(s.url(&messages_path(&ac))).basic_auth(&ac, Some(&s.key));
-    assert_twilio_error(&answer(list).await, 405, 20004);
+    let put = s.http.put(s.url(&messages_path(&ac))).basic_auth(&ac, Some(&s.key));
+    assert_twilio_error(&answer(put).await, 405, 20004);
     let one = format!("/compat/twilio/2010-04-01/Accounts/{ac}/Messages/SM00000000000000000000000000000000.json");
     assert_twilio_error(&answer(s.http.delete(s.url(&one)).basic_auth(&ac, Some(&s.key))).await, 405, 20004);
     let too_many = notify_form(10_001, Some("x"));
     assert_twilio_error(&notify(&s, &too_many).await, 400, 20001);
+}
+
+/// `client.messages.list(...)` as the SDK reads it: the page at `uri` (a Twilio path, as
+/// `next_page_uri` gives it).
+async fn list_page(s: &TestServer, account: &str, uri: &str) -> Answer {
+    let path = format!("/compat/twilio{uri}");
+    answer(s.http.get(s.url(&path)).basic_auth(account, Some(&s.key))).await
+}
+
+#[tokio::test]
+async fn the_messages_list_pages_newest_first_as_twilio_pages() {
+    let s = TestServer::start().await;
+    let ac = account_sid(&s).await;
+    let mut sids = Vec::new();
+    for i in 0..5 {
+        let a = create(&s, &[("To", TO), ("From", "+15005550006"), ("Body", &format!("message {i}"))]).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        sids.push(a.body["sid"].as_str().unwrap().to_string());
+        // A message made in the same millisecond as another would list by id instead.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    sids.reverse();
+    // Neither a native broadcast nor a Notify notification is a Message.
+    let (status, native) =
+        s.post("/v1/broadcasts", json!({"recipients": [{"phone": TO}], "messages": [{"text": "native"}]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{native}");
+    assert_eq!(notify(&s, &notify_form(2, Some("notify"))).await.status, StatusCode::CREATED);
+
+    let base = format!("/2010-04-01/Accounts/{ac}/Messages.json");
+    let first = list_page(&s, &ac, &format!("{base}?PageSize=2")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let b = &first.body;
+    assert_eq!(
+        (b["page"].clone(), b["page_size"].clone(), b["start"].clone(), b["end"].clone()),
+        (json!(0), json!(2), json!(0), json!(1))
+    );
+    assert_eq!(b["uri"], json!(format!("{base}?PageSize=2&Page=0")));
+    assert_eq!(b["first_page_uri"], json!(format!("{base}?PageSize=2&Page=0")));
+    assert_eq!(b["previous_page_uri"], Value::Null);
+    let keys: Vec<&str> = b["messages"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    for field in MESSAGE_FIELDS {
+        assert!(keys.contains(&field), "{field} missing from a listed message");
+    }
+    // A listed message is the one fetch answers.
+    let one = fetch(&s, &s.key, &ac, &sids[0]).await;
+    assert_eq!(b["messages"][0]["sid"], one.body["sid"]);
+    assert_eq!((b["messages"][0]["to"].as_str(), b["messages"][0]["body"].as_str()), (Some(TO), Some("message 4")));
+
+    let (mut listed, mut page, mut next) = (Vec::new(), first, None::<String>);
+    for n in 0.. {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(page.body["page"], json!(n));
+        assert_eq!(page.body["start"], json!(n * 2));
+        if let Some(uri) = &next {
+            assert_eq!(page.body["uri"].as_str(), Some(uri.as_str()), "a page's uri is the link that led to it");
+        }
+        listed.extend(page.body["messages"].as_array().unwrap().iter().map(|m| m["sid"].as_str().unwrap().to_string()));
+        let Some(uri) = page.body["next_page_uri"].as_str().map(str::to_string) else { break };
+        assert!(uri.starts_with(&format!("{base}?PageSize=2&Page={}&PageToken=", n + 1)), "{uri}");
+        page = list_page(&s, &ac, &uri).await;
+        next = Some(uri);
+        assert!(n < 10, "the list never ended");
+    }
+    assert_eq!(listed, sids, "every message once, newest first, and nothing else");
+
+    let all = list_page(&s, &ac, &base).await;
+    assert_eq!(all.body["page_size"], json!(50), "50 a page unless PageSize says otherwise");
+    assert_eq!(all.body["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(all.body["next_page_uri"], Value::Null);
+    // Another tenant lists only its own, and cannot list this account.
+    let other = s.key_for("twilio-other").await;
+    let theirs = tw_account(&s, &other).await;
+    let empty = answer(s.http.get(s.url(&messages_path(&theirs))).basic_auth(&theirs, Some(&other))).await;
+    assert_eq!((empty.status, empty.body["messages"].clone()), (StatusCode::OK, json!([])));
+    let probe = answer(s.http.get(s.url(&messages_path(&ac))).basic_auth(&theirs, Some(&other))).await;
+    assert_twilio_error(&probe, 401, 20003);
+}
+
+async fn tw_account(s: &TestServer, key: &str) -> String {
+    let (status, body) = s.call_as(key, reqwest::Method::GET, "/v1/account", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["twilio_account_sid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_list_query_herald_cannot_answer_is_refused_in_twilios_shape() {
+    let s = TestServer::start().await;
+    let ac = account_sid(&s).await;
+    assert_eq!(create(&s, &[("To", TO), ("From", "+15005550006"), ("Body", "hi")]).await.status, StatusCode::CREATED);
+    let base = format!("/2010-04-01/Accounts/{ac}/Messages.json");
+    for query in [
+        "PageSize=0",
+        "PageSize=many",
+        "Page=1",
+        "PageToken=not-a-token",
+        "To=%2B14155550123",
+        "From=x",
+        "DateSent%3E=2026-01-01",
+    ] {
+        assert_twilio_error(&list_page(&s, &ac, &format!("{base}?{query}")).await, 400, 20001);
+    }
+    let big = list_page(&s, &ac, &format!("{base}?PageSize=5000")).await;
+    assert_eq!((big.status, big.body["page_size"].clone()), (StatusCode::OK, json!(1000)), "{}", big.body);
 }

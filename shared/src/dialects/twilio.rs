@@ -612,9 +612,93 @@ pub fn notification_json(request: &SendRequest, service: &str, body: Option<&str
     })
 }
 
+// ------------------------------------------------------------------------- Messages list
+
+/// The page size Twilio lists by unless `PageSize` says otherwise, and the most it lists at
+/// once (a larger `PageSize`, as `messages.list(limit=5000)` sends, gets pages of this many).
+const LIST_DEFAULT: u32 = 50;
+const LIST_MAX: u32 = 1_000;
+/// Filters of Twilio's Messages list that Herald does not apply (docs/dialects.md).
+const LIST_FILTERS: [&str; 5] = ["To", "From", "DateSent", "DateSent<", "DateSent>"];
+
+/// A `GET …/Messages.json` query: Twilio pages by `PageToken`, and `Page` only numbers the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub page_size: u32,
+    pub page: u32,
+    /// The `PageToken` of a `next_page_uri`, as given.
+    pub page_token: Option<String>,
+}
+
+/// Reads the list's query. A filter Herald does not apply is refused rather than ignored: the
+/// caller would otherwise take every message for the ones it asked for.
+pub fn read_list_query(query: &str) -> Result<ListQuery, TwilioError> {
+    let mut q = ListQuery { page_size: LIST_DEFAULT, page: 0, page_token: None };
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "PageSize" => match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => q.page_size = n.min(LIST_MAX),
+                _ => {
+                    return Err(TwilioError::bad(
+                        20001,
+                        format!("Invalid PageSize '{v}': it must be a whole number from 1."),
+                    ))
+                }
+            },
+            "Page" => {
+                q.page = v.trim().parse().map_err(|_| TwilioError::bad(20001, format!("Invalid Page '{v}'.")))?;
+            }
+            "PageToken" if !v.trim().is_empty() => q.page_token = Some(v.trim().to_string()),
+            name if LIST_FILTERS.contains(&name) => {
+                let m = format!(
+                    "Herald's Messages list does not filter by {name}: list without it and filter the messages."
+                );
+                return Err(TwilioError::bad(20001, m));
+            }
+            _ => {}
+        }
+    }
+    if q.page > 0 && q.page_token.is_none() {
+        return Err(TwilioError::bad(20001, "A Page past 0 needs the PageToken of the previous page's next_page_uri."));
+    }
+    Ok(q)
+}
+
+/// A page of the Messages list as Twilio answers it. Herald pages forwards only, so
+/// `previous_page_uri` is null; `next_page_uri` carries `next_token` when there is more.
+pub fn message_page_json(account: &str, q: &ListQuery, messages: Vec<Value>, next_token: Option<String>) -> Value {
+    let uri = |page: u32, token: Option<&str>| {
+        let token = token.map(|t| format!("&PageToken={t}")).unwrap_or_default();
+        format!("/{API_VERSION}/Accounts/{account}/Messages.json?PageSize={}&Page={page}{token}", q.page_size)
+    };
+    let start = u64::from(q.page) * u64::from(q.page_size);
+    let end = start + (messages.len() as u64).saturating_sub(1);
+    json!({
+        "messages": messages,
+        "page": q.page,
+        "page_size": q.page_size,
+        "uri": uri(q.page, q.page_token.as_deref()),
+        "first_page_uri": uri(0, None),
+        "next_page_uri": next_token.map(|t| uri(q.page + 1, Some(&t))),
+        "previous_page_uri": null,
+        "start": start,
+        "end": end,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_query_reads_twilios_paging_and_refuses_filters_it_would_not_apply() {
+        let q = read_list_query("PageSize=5000&Page=2&PageToken=abc").unwrap();
+        assert_eq!(q, ListQuery { page_size: 1_000, page: 2, page_token: Some("abc".into()) });
+        assert_eq!(read_list_query("").unwrap().page_size, 50);
+        for bad in ["PageSize=0", "PageSize=x", "Page=-1", "Page=3", "To=%2B14155550123", "DateSent%3E=2026-01-01"] {
+            assert_eq!(read_list_query(bad).unwrap_err().code, 20001, "{bad}");
+        }
+    }
 
     #[test]
     fn sids_have_twilios_shape_and_name_their_request() {

@@ -1,4 +1,4 @@
-//! `POST /v1/broadcasts` and `GET /v1/broadcasts/{request_id}`.
+//! `POST /v1/broadcasts`, `GET /v1/broadcasts` and `GET /v1/broadcasts/{request_id}`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,8 +14,8 @@ use super::idempotency::{guarded, NATIVE};
 use super::limit_param;
 use crate::app::Herald;
 use crate::domain::TenantId;
-use crate::domain::{BroadcastBody, FieldError, RecipientRow, RowView, SendRequest, Status};
-use crate::ports::Progress;
+use crate::domain::{BroadcastBody, FieldError, FieldErrors, RecipientRow, RowView, SendRequest, Status};
+use crate::ports::{Progress, RequestCursor};
 use crate::service::ingest::ingest;
 use crate::service::recount;
 
@@ -71,6 +71,73 @@ pub async fn get(
     let next =
         (rows.len() as u32 == limit && rows.last().is_some_and(more)).then(|| rows.last().map(|r| r.seq)).flatten();
     Ok(Json(request_json(&request, &counts, &progress, &rows, next)))
+}
+
+/// Requests a page of `GET /v1/broadcasts` lists unless `limit` says otherwise, and at most.
+const LIST_DEFAULT: u32 = 50;
+const LIST_MAX: u32 = 200;
+/// Requests whose summaries are read at once for one page.
+const SUMMARIES_AT_ONCE: usize = 8;
+
+/// `GET /v1/broadcasts`: the tenant's send requests newest first, each as
+/// `GET /v1/broadcasts/{request_id}` shows it less its rows (state and summary from the
+/// counters), `limit` a page after `cursor`, only those of one `source` when asked.
+pub async fn list(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    use futures::{StreamExt, TryStreamExt};
+    let (limit, cursor, source) = list_query(&q)?;
+    let page = h.requests.list_requests(&tenant, source, cursor.as_ref(), limit).await?;
+    let (h, tenant) = (&*h, &tenant);
+    // Owned requests: a stream of borrowed ones trips the handler's `Send` bound.
+    let data: Vec<Value> = futures::stream::iter(page.requests)
+        .map(|request| async move { summary_json(h, tenant, &request).await })
+        .buffered(SUMMARIES_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(Json(json!({"data": data, "next_cursor": page.next_cursor.map(|c| c.encode())})))
+}
+
+/// `limit`, `cursor` and `source` of a list, each refused by name when it is not one.
+fn list_query(q: &HashMap<String, String>) -> Result<(u32, Option<RequestCursor>, Option<&str>), ApiError> {
+    let mut errs = FieldErrors::new();
+    let limit = match q.get("limit").map(|v| v.parse::<u32>()) {
+        None => LIST_DEFAULT,
+        Some(Ok(n)) if (1..=LIST_MAX).contains(&n) => n,
+        Some(_) => {
+            errs.push("limit", format!("must be a whole number from 1 to {LIST_MAX}"));
+            LIST_DEFAULT
+        }
+    };
+    let cursor = q.get("cursor").and_then(|c| {
+        let read = RequestCursor::decode(c);
+        if read.is_none() {
+            errs.push("cursor", "is not a next_cursor this list gave");
+        }
+        read
+    });
+    let source = q.get("source").map(String::as_str);
+    let plain = |s: &str| {
+        (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+    };
+    if source.is_some_and(|s| !plain(s)) {
+        errs.push("source", "must be native or a dialect's name, such as twilio");
+    }
+    Ok(errs.finish((limit, cursor, source))?)
+}
+
+/// A request as the list shows it: its view without rows.
+async fn summary_json(h: &Herald, tenant: &TenantId, request: &SendRequest) -> Result<Value, ApiError> {
+    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), tenant, &request.id).await?.by_status;
+    let progress = h.requests.progress(tenant, &request.id).await?;
+    let mut view = request_json(request, &counts, &progress, &[], None);
+    if let Some(fields) = view.as_object_mut() {
+        fields.remove("recipients");
+        fields.remove("next_cursor");
+    }
+    Ok(view)
 }
 
 /// `POST /v1/broadcasts/{request_id}/cancel`: answers the request as it stands once canceled.

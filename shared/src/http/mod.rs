@@ -34,7 +34,8 @@ pub use idempotency::fingerprint;
 
 /// Builds the router over a wired [`Herald`].
 pub fn router(h: Arc<Herald>) -> Router {
-    let send = Router::new().route("/v1/broadcasts", axum::routing::post(broadcasts::create));
+    // The guard takes only POSTs: the list goes straight through it.
+    let send = Router::new().route("/v1/broadcasts", axum::routing::post(broadcasts::create).get(broadcasts::list));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody { owner: None }))

@@ -21,6 +21,7 @@ use crate::retry::Policy;
 
 mod events;
 mod imports;
+mod listing;
 mod segments;
 
 type Item = HashMap<String, AttributeValue>;
@@ -50,6 +51,8 @@ pub struct DynamoStore {
     moves: counts::Moves,
     /// How long counters must stay still, with rows pending, before a recount is asked for.
     count_stall: Duration,
+    /// The request listing's day markers this process has written.
+    markers: listing::Markers,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -113,7 +116,14 @@ mod counts;
 
 impl DynamoStore {
     pub fn new(client: Client, table: String) -> DynamoStore {
-        DynamoStore { client, table, lines_at_once: 16, moves: Default::default(), count_stall: COUNT_STALL }
+        DynamoStore {
+            client,
+            table,
+            lines_at_once: 16,
+            moves: Default::default(),
+            count_stall: COUNT_STALL,
+            markers: Default::default(),
+        }
     }
 
     /// Asks for a recount once counters have stayed still this long with rows pending (five
@@ -681,6 +691,8 @@ impl RequestLog for DynamoStore {
         let items = rows.iter().map(|r| Self::row_item(r, 0)).collect::<StoreResult<Vec<_>>>()?;
         self.batch_put(items).await?;
         self.put_count_base(&request.tenant_id, &request.id, rows, request.audience.is_some()).await?;
+        // Listed before it is stored: a listing skips an index item whose request is missing.
+        self.put_listing(request).await?;
         self.put(with_doc(key(request_pk(&request.tenant_id, &request.id), "REQ"), request)?).await
     }
 
@@ -837,6 +849,16 @@ impl RequestLog for DynamoStore {
             canceled_at: at("canceled_at"),
             fan_out_error: text(&item, "fan_out_error"),
         })
+    }
+
+    async fn list_requests(
+        &self,
+        tenant: &TenantId,
+        source: Option<&str>,
+        cursor: Option<&RequestCursor>,
+        limit: u32,
+    ) -> StoreResult<RequestPage> {
+        self.newest_requests(tenant, source, cursor, limit).await
     }
 }
 

@@ -120,6 +120,45 @@ pub(super) fn add_events(conn: &Connection) -> StoreResult<()> {
     Ok(conn.execute_batch(super::events::SCHEMA)?)
 }
 
+/// `requests.created_ms` and `requests.source`, and the indexes that list a tenant's requests
+/// newest first (all of them, or one source's). A database from before them gets them filled
+/// from each request's document, in one transaction; the time is read with chrono, so it is the
+/// same millisecond the store writes for a new request.
+pub(super) fn add_request_listing(conn: &Connection) -> StoreResult<()> {
+    let present: i64 =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = 'created_ms'", [], |r| {
+            r.get(0)
+        })?;
+    if present > 0 {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let added = fill_request_listing(conn).and_then(|()| Ok(conn.execute_batch("COMMIT")?));
+    if added.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    added
+}
+
+fn fill_request_listing(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "ALTER TABLE requests ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE requests ADD COLUMN source TEXT NOT NULL DEFAULT '';
+         CREATE INDEX requests_newest ON requests(tenant_id, created_ms, id);
+         CREATE INDEX requests_newest_by_source ON requests(tenant_id, source, created_ms, id);",
+    )?;
+    let docs: Vec<(i64, String)> = conn
+        .prepare("SELECT rowid, data FROM requests")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut write = conn.prepare("UPDATE requests SET created_ms = ?2, source = ?3 WHERE rowid = ?1")?;
+    for (rowid, data) in docs {
+        let request: crate::domain::SendRequest = serde_json::from_str(&data)?;
+        write.execute(rusqlite::params![rowid, request.created_at.timestamp_millis(), request.source])?;
+    }
+    Ok(())
+}
+
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot move an old data file: {e}"))
 }
@@ -169,5 +208,28 @@ mod tests {
         // Opening again changes nothing.
         let (_, queue) = open(dir.path(), 10).unwrap();
         assert_eq!(queue.dead_letters(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_stored_before_the_list_are_listed_newest_first() {
+        use crate::ports::RequestLog;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Connection::open(dir.path().join(super::super::DATABASE)).unwrap();
+        db.execute_batch(super::super::store::SCHEMA).unwrap();
+        for (id, at, source) in
+            [("req_old", "2026-01-02T03:04:05Z", "native"), ("req_new", "2026-01-02T03:04:05.5Z", "twilio")]
+        {
+            let doc = serde_json::json!({"id": id, "tenant_id": "acme", "created_at": at, "source": source,
+                "messages": [], "background": true, "recipient_count": 0, "row_count": 0});
+            db.execute("INSERT INTO requests (tenant_id, id, data) VALUES ('acme', ?1, ?2)", [id, &doc.to_string()])
+                .unwrap();
+        }
+        drop(db);
+        let (store, _) = open(dir.path(), 10).unwrap();
+        let acme = crate::domain::TenantId::new("acme");
+        let page = store.list_requests(&acme, None, None, 10).await.unwrap();
+        assert_eq!(page.requests.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_new", "req_old"]);
+        let twilio = store.list_requests(&acme, Some("twilio"), None, 10).await.unwrap();
+        assert_eq!(twilio.requests.len(), 1);
     }
 }

@@ -120,7 +120,8 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
         migrate::take_old_queue(dir, c)?;
         migrate::add_row_counts(c)?;
         migrate::add_fan_out_error(c)?;
-        migrate::add_events(c)
+        migrate::add_events(c)?;
+        migrate::add_request_listing(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
     let store = EmbeddedStore::new(Db::new(engine.clone()), imports::files_root(dir));

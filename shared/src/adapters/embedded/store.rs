@@ -532,6 +532,7 @@ impl RequestLog for EmbeddedStore {
     async fn insert_request(&self, request: &SendRequest, rows: &[RecipientRow]) -> StoreResult<()> {
         let req = serde_json::to_string(request)?;
         let (tenant, id) = (request.tenant_id.clone(), request.id.clone());
+        let (created_ms, source) = (request.created_at.timestamp_millis(), request.source.clone());
         let rows: Vec<(String, u32, &'static str, String)> = rows
             .iter()
             .map(|r| Ok((r.id.clone(), r.seq, r.status.as_str(), serde_json::to_string(r)?)))
@@ -542,8 +543,9 @@ impl RequestLog for EmbeddedStore {
                 // Request ids are fresh, so a request already present is this one, written by a
                 // try whose answer was lost: writing it again changes nothing.
                 let inserted = tx.execute(
-                    "INSERT INTO requests (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id, id) DO NOTHING",
-                    params![tenant, id, req],
+                    "INSERT INTO requests (tenant_id, id, data, created_ms, source) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant_id, id) DO NOTHING",
+                    params![tenant, id, req, created_ms, source],
                 )?;
                 if inserted == 0 {
                     return Ok(());
@@ -738,6 +740,58 @@ impl RequestLog for EmbeddedStore {
                 })
             })
             .await
+    }
+
+    async fn list_requests(
+        &self,
+        tenant: &TenantId,
+        source: Option<&str>,
+        cursor: Option<&RequestCursor>,
+        limit: u32,
+    ) -> StoreResult<RequestPage> {
+        self.newest_requests(tenant, source, cursor, limit).await
+    }
+}
+
+/// Newest first after a cursor, with one request more than the page holds to tell whether
+/// another page follows.
+const NEWEST_FIRST: &str = "SELECT data FROM requests
+     WHERE tenant_id = ?1 AND (created_ms, id) < (?2, ?3) ORDER BY created_ms DESC, id DESC LIMIT ?4";
+const NEWEST_FIRST_OF_SOURCE: &str = "SELECT data FROM requests
+     WHERE tenant_id = ?1 AND (created_ms, id) < (?2, ?3) AND source = ?5
+     ORDER BY created_ms DESC, id DESC LIMIT ?4";
+
+impl EmbeddedStore {
+    pub(super) async fn newest_requests(
+        &self,
+        tenant: &TenantId,
+        source: Option<&str>,
+        cursor: Option<&RequestCursor>,
+        limit: u32,
+    ) -> StoreResult<RequestPage> {
+        let (tenant, source) = (tenant.to_string(), source.map(str::to_string));
+        // No cursor: before every request, as no id sorts below "" at the largest time.
+        let (ms, id) = cursor.map(|c| (c.created_ms, c.id.clone())).unwrap_or((i64::MAX, String::new()));
+        let mut requests: Vec<SendRequest> = self
+            .db
+            .read(move |c| {
+                let docs: Vec<String> = match &source {
+                    None => c
+                        .prepare_cached(NEWEST_FIRST)?
+                        .query_map(params![tenant, ms, id, i64::from(limit) + 1], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                    Some(source) => c
+                        .prepare_cached(NEWEST_FIRST_OF_SOURCE)?
+                        .query_map(params![tenant, ms, id, i64::from(limit) + 1, source], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                };
+                docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect()
+            })
+            .await?;
+        let more = requests.len() > limit as usize;
+        requests.truncate(limit as usize);
+        let next_cursor = more.then(|| requests.last().map(RequestCursor::after)).flatten();
+        Ok(RequestPage { requests, next_cursor })
     }
 }
 

@@ -7,7 +7,7 @@
 //! Basic credentials and a form.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,7 @@ use crate::domain::{ContactBody, MembersBody, Phone, SegmentBody, TenantId};
 use crate::http::error::ApiError;
 use crate::http::extract::read_body;
 use crate::http::idempotency::guarded;
+use crate::ports::RequestCursor;
 use crate::service::ingest::ingest;
 use crate::service::keys::authenticate;
 
@@ -33,7 +34,7 @@ const NOTIFICATIONS: &str = "/compat/twilio/v1/Services/{service_sid}/Notificati
 
 pub(super) fn routes() -> Router<Arc<Herald>> {
     Router::new()
-        .route(MESSAGES, post(create_message).fallback(wrong_method))
+        .route(MESSAGES, post(create_message).get(list_messages).fallback(wrong_method))
         .route(MESSAGE, get(fetch_message).fallback(wrong_method))
         .route(NOTIFICATIONS, post(create_notification).fallback(wrong_method))
 }
@@ -160,6 +161,60 @@ async fn fetch_run(
     let rows = h.requests.list_rows(&tenant, &request_id, None, 1).await.map_err(api)?;
     let row = rows.first().ok_or_else(not_found)?;
     Ok(tw::message_json(&request, row, crate::domain::now()))
+}
+
+/// Messages whose rows are read at once for one page of the list.
+const ROWS_AT_ONCE: usize = 8;
+
+async fn list_messages(
+    State(h): State<Arc<Herald>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(Path(account)) = path else { return TwilioError::not_found("Account").into_response() };
+    match list_run(&h, &headers, &account, query.as_deref().unwrap_or_default()).await {
+        Ok(json) => Json(json).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The messages the Messages API sent, newest first: the tenant's requests of source `twilio`
+/// (one row each), as the fetch endpoint answers each.
+async fn list_run(
+    h: &Herald,
+    headers: &HeaderMap,
+    account: &str,
+    query: &str,
+) -> Result<serde_json::Value, TwilioError> {
+    use futures::{StreamExt, TryStreamExt};
+    let tenant = authorize(h, headers, Some(account)).await?;
+    let q = tw::read_list_query(query)?;
+    let cursor = match q.page_token.as_deref() {
+        None => None,
+        Some(t) => Some(RequestCursor::decode(t).ok_or_else(|| {
+            TwilioError::new(
+                StatusCode::BAD_REQUEST,
+                20001,
+                format!("Invalid PageToken '{t}': use the next_page_uri of a page."),
+            )
+        })?),
+    };
+    let page = h.requests.list_requests(&tenant, Some("twilio"), cursor.as_ref(), q.page_size).await.map_err(api)?;
+    let (now, tenant) = (crate::domain::now(), &tenant);
+    // Owned requests: a stream of borrowed ones trips the handler's `Send` bound.
+    let messages: Vec<Option<serde_json::Value>> = futures::stream::iter(page.requests)
+        .map(|request| async move {
+            let rows = h.requests.list_rows(tenant, &request.id, None, 1).await?;
+            Ok::<_, crate::ports::StoreError>(rows.first().map(|row| tw::message_json(&request, row, now)))
+        })
+        .buffered(ROWS_AT_ONCE)
+        .try_collect()
+        .await
+        .map_err(api)?;
+    let ac = tw::account_sid(tenant.as_str());
+    let next = page.next_cursor.map(|c| c.encode());
+    Ok(tw::message_page_json(&ac, &q, messages.into_iter().flatten().collect(), next))
 }
 
 // ---------------------------------------------------------------------------------- Notify
