@@ -36,6 +36,41 @@ fn split(job: &Job) -> Vec<OutgoingJob> {
         .collect()
 }
 
+/// The jobs that are not a request's rows to deliver (fan-out, recount, an event, an import), and
+/// a row job too large for one delivery: what becomes of them, or `None` for a row job.
+async fn not_rows(h: &Arc<Deliver>, job: &Job) -> Option<JobResult> {
+    if let Some(step) = &job.fan_out {
+        let expanded = super::fanout::expand(&h.fan_out, job, step).await;
+        // An audience that made no row (or whose rows all went before fan-out was over) completes
+        // here: no row's job would look again.
+        if let Some(events) = &h.events {
+            events.check_completed(&job.tenant_id, &job.request_id).await;
+        }
+        return Some(expanded);
+    }
+    if let Some(step) = &job.recount {
+        return Some(super::recount::run(h, job, step).await);
+    }
+    if let Some(step) = &job.event {
+        let Some(events) = &h.events else {
+            tracing::error!(request_id = %job.request_id, "event job where events are not set up; left to dead-letter");
+            return Some(JobResult::Leave);
+        };
+        return Some(super::events::run(events, job, step).await);
+    }
+    if job.import {
+        let Some(imports) = &h.imports else {
+            tracing::error!(import_id = %job.request_id, "import job where imports are not set up; left to dead-letter");
+            return Some(JobResult::Leave);
+        };
+        return Some(super::imports::run(imports, job).await);
+    }
+    if job.row_ids.len() > Job::MAX_ROWS {
+        return Some(JobResult::Replace(split(job)));
+    }
+    None
+}
+
 /// How one row's delivery ended.
 enum RowEnd {
     Done,
@@ -63,34 +98,8 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
             return JobResult::Leave;
         }
     };
-    if let Some(step) = &job.fan_out {
-        let expanded = super::fanout::expand(&h.fan_out, &job, step).await;
-        // An audience that made no row (or whose rows all went before fan-out was over) completes
-        // here: no row's job would look again.
-        if let Some(events) = &h.events {
-            events.check_completed(&job.tenant_id, &job.request_id).await;
-        }
-        return expanded;
-    }
-    if let Some(step) = &job.recount {
-        return super::recount::run(&h, &job, step).await;
-    }
-    if let Some(step) = &job.event {
-        let Some(events) = &h.events else {
-            tracing::error!(request_id = %job.request_id, "event job where events are not set up; left to dead-letter");
-            return JobResult::Leave;
-        };
-        return super::events::run(events, &job, step).await;
-    }
-    if job.import {
-        let Some(imports) = &h.imports else {
-            tracing::error!(import_id = %job.request_id, "import job where imports are not set up; left to dead-letter");
-            return JobResult::Leave;
-        };
-        return super::imports::run(imports, &job).await;
-    }
-    if job.row_ids.len() > Job::MAX_ROWS {
-        return JobResult::Replace(split(&job));
+    if let Some(result) = not_rows(&h, &job).await {
+        return result;
     }
     let at_once = h.settings.job_rows_at_once.max(1);
     let (hd, tenant) = (h.clone(), job.tenant_id.clone());
