@@ -481,6 +481,10 @@ pub struct TenantSettings {
     pub timezone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// What Twilio status callbacks are signed with (`X-Twilio-Signature`), as Twilio signs with
+    /// an account's auth token; shown once, on creation, and never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_signing_secret: Option<String>,
 }
 
 impl TenantSettings {
