@@ -624,3 +624,53 @@ async fn without_a_signing_secret_no_status_callback_is_posted() {
     let r = s.http.post(s.url("/v1/account/twilio-signing-secret")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_provider_callback_that_arrives_twice_calls_back_delivered_once() {
+    use herald::net::signatures::hub_signature;
+    let fake = FakeProvider::start(Reply::json(200, json!({"messages": [{"id": "wamid.TW"}]}))).await;
+    let config: std::collections::HashMap<String, String> = [
+        ("WHATSAPP_TOKEN", "wa-token"),
+        ("WHATSAPP_PHONE_NUMBER_ID", "1055"),
+        ("WHATSAPP_BASE_URL", fake.url.as_str()),
+        ("WHATSAPP_APP_SECRET", "meta-app-secret"),
+        ("PUBLIC_URL", "https://herald.example.com"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = herald::providers::config::ProviderConfig::from_map(&config).unwrap();
+    let s = TestServer::start_with_providers(fast_settings(), Default::default(), 4, &config).await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    let secret = signing_secret(&s).await;
+    let url = format!("{}/cb", rx.url);
+    let to = format!("whatsapp:{TO}");
+    // Free-form WhatsApp text goes only within 24 h of the contact's message: send a template.
+    let template = json!({"channel": "whatsapp", "body": "hi", "whatsapp": {"name": "hello", "language": "en"}});
+    assert!(s.put("/v1/templates/HXhello", template).await.0.is_success());
+    let form =
+        [("To", to.as_str()), ("From", "whatsapp:+15005550006"), ("ContentSid", "HXhello"), ("StatusCallback", &url)];
+    let a = create(&s, &form).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+    callbacks(&rx, 1).await;
+    let status =
+        json!({"id": "wamid.TW", "status": "delivered", "timestamp": "1795284000", "recipient_id": "14155550123"});
+    let raw = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550001111",
+        "phone_number_id": "1055"}, "statuses": [status]}}]}]})
+    .to_string();
+    for _ in 0..2 {
+        let req = s
+            .http
+            .post(s.url("/v1/providers/whatsapp/events"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", hub_signature("meta-app-secret", raw.as_bytes()))
+            .body(raw.clone());
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+    }
+    let got = callbacks(&rx, 2).await;
+    let statuses: Vec<String> = got.iter().map(|r| checked(r, &secret, &url)["MessageStatus"].clone()).collect();
+    assert_eq!(statuses, ["sent", "delivered"], "the second provider callback moved nothing");
+    assert_eq!(checked(&got[1], &secret, &url)["To"], to);
+}
