@@ -3,22 +3,28 @@
 dialect of a real `herald serve`, changed only where its HTTP client sends requests: a
 `TwilioHttpClient` that rewrites https://api.twilio.com and https://notify.twilio.com to the
 loopback server's /compat/twilio. Starts the debug `herald` binary (built by `cargo test`) on a
-free port with a temporary data directory; exits non-zero on any mismatch.
+free port with a temporary data directory (loopback URLs allowed, so a local receiver takes the
+status callbacks, each checked with the package's own `RequestValidator`); exits non-zero on any
+mismatch.
 
     .venv/bin/python scripts/test_twilio_sdk.py
 """
 import datetime
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -48,6 +54,24 @@ class Loopback(TwilioHttpClient):
         return super().request(method, url, *args, **kwargs)
 
 
+class Callbacks(http.server.BaseHTTPRequestHandler):
+    """A customer's StatusCallback endpoint: keeps each post's full URL, form and signature."""
+    lock = threading.Lock()
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        params = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        url = f"http://127.0.0.1:{self.server.server_port}{self.path}"
+        with Callbacks.lock:
+            Callbacks.received.append((url, params, self.headers.get("X-Twilio-Signature", "")))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +80,8 @@ def free_port():
 
 def start(data_dir, port):
     env = dict(os.environ, HERALD_API_KEY=KEY, HERALD_LOG="warn")
-    args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4"]
+    args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4",
+            "--allow-loopback-urls"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
     deadline = time.time() + 30
     while True:
@@ -73,6 +98,40 @@ def start(data_dir, port):
 def account_sid(base):
     req = urllib.request.Request(base + "/v1/account", headers={"Authorization": "Bearer " + KEY})
     return json.load(urllib.request.urlopen(req))["twilio_account_sid"]
+
+
+def signing_secret(base):
+    req = urllib.request.Request(base + "/v1/account/twilio-signing-secret", data=b"{}", method="POST",
+                                 headers={"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))["twilio_signing_secret"]
+
+
+def status_callbacks(client, base, rx_url):
+    """A message with status_callback=: each post Herald makes validates with RequestValidator."""
+    secret = signing_secret(base)
+    check(len(secret) == 32, "POST /v1/account/twilio-signing-secret: a secret of 32 characters")
+    url = rx_url + "/twilio/status?customer=42"
+    m = client.messages.create(to=TO, from_="+15005550006", body="call me back", status_callback=url)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        with Callbacks.lock:
+            got = list(Callbacks.received)
+        if got:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    with Callbacks.lock:
+        got = list(Callbacks.received)
+    check(len(got) == 1, f"status callback: one post for the one move ({len(got)})")
+    validator, stranger = RequestValidator(secret), RequestValidator("0" * 32)
+    for posted_url, params, signature in got:
+        check(posted_url == url, f"status callback: posted to the StatusCallback URL ({posted_url})")
+        check(validator.validate(posted_url, params, signature), f"status callback: RequestValidator accepts {params}")
+        check(not stranger.validate(posted_url, params, signature), "status callback: another secret does not")
+        status = client.messages(m.sid).fetch().status
+        check(params.get("MessageSid") == m.sid and params.get("MessageStatus") == status,
+              f"status callback: MessageSid and MessageStatus as fetch shows them ({status})")
+        check(params.get("AccountSid") == m.account_sid and params.get("To") == TO, "status callback: AccountSid, To")
 
 
 def refused(call, code, status):
@@ -146,6 +205,8 @@ def messages(client, ac):
 def main():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    rx = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Callbacks)
+    threading.Thread(target=rx.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as data_dir:
         proc = start(data_dir, port)
         try:
@@ -153,6 +214,7 @@ def main():
             check(ac.startswith("AC") and len(ac) == 34, f"GET /v1/account: {ac}")
             client = Client(ac, KEY, http_client=Loopback(base))
             messages(client, ac)
+            status_callbacks(client, base, f"http://127.0.0.1:{rx.server_port}")
             bindings = [json.dumps({"binding_type": "sms", "address": f"+1415555{i:04}"}) for i in range(3)]
             n = client.notify.v1.services("IS" + "0" * 32).notifications.create(to_binding=bindings, body="Hi all")
             check(n.sid.startswith("NT") and len(n.sid) == 34 and n.body == "Hi all", f"notify: {n.sid}")
@@ -162,6 +224,7 @@ def main():
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            rx.shutdown()
     if FAILURES:
         sys.exit(f"{len(FAILURES)} check(s) failed")
     print("the Twilio SDK drove Herald's Twilio dialect without a mismatch")

@@ -474,13 +474,28 @@ pub trait ApiKeys: Send + Sync {
 }
 
 /// What a tenant sets for itself (`PUT /v1/settings`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TenantSettings {
     /// The timezone of recipients Herald knows no timezone for (IANA name); UTC when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// What Twilio status callbacks are signed with (`X-Twilio-Signature`), as Twilio signs with
+    /// an account's auth token; shown once, on creation, and never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_signing_secret: Option<String>,
+}
+
+/// Without the signing secret: settings may end up in a log or a failed assertion.
+impl std::fmt::Debug for TenantSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSettings")
+            .field("timezone", &self.timezone)
+            .field("updated_at", &self.updated_at)
+            .field("twilio_signing_secret", &self.twilio_signing_secret.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl TenantSettings {

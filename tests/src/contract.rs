@@ -578,7 +578,9 @@ pub async fn catalog_contract(c: &dyn Catalog) {
 pub async fn keys_contract(k: &dyn ApiKeys) {
     // Settings: defaults until set, replaced whole, per tenant.
     assert_eq!(k.get_settings(&tenant("acme")).await.unwrap(), TenantSettings::default());
-    let set = TenantSettings { timezone: Some("Asia/Tokyo".into()), updated_at: Some(now()) };
+    let secret = Some("0123456789abcdef0123456789abcdef".to_string());
+    let set =
+        TenantSettings { timezone: Some("Asia/Tokyo".into()), updated_at: Some(now()), twilio_signing_secret: secret };
     k.put_settings(&tenant("acme"), &set).await.unwrap();
     assert_eq!(k.get_settings(&tenant("acme")).await.unwrap(), set);
     assert_eq!(k.get_settings(&tenant("acme")).await.unwrap().tz(), chrono_tz::Asia::Tokyo);

@@ -1130,3 +1130,35 @@ async fn rows_canceled_at_their_claim_emit_message_canceled_once() {
     rows.dedup();
     assert_eq!(rows.len(), 2, "one event per row");
 }
+
+#[tokio::test]
+async fn a_twilio_status_callback_goes_through_sqs_signed_with_the_secret_in_dynamodb() {
+    use herald::dialects::twilio as tw;
+    use herald_tests::fake::{FakeProvider, Reply};
+    let aws = setup(5).await;
+    let store = aws.store();
+    let sandbox = herald::providers::sandbox::Sandbox::new(store.clone(), Default::default());
+    let stores = Stores::from_one(store.clone()).with_events(store.clone());
+    let h =
+        Arc::new(Herald::new(stores, aws.queue(), Providers::all(Arc::new(sandbox)), herald_tests::fast_settings()));
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    let secret = "00112233445566778899aabbccddeeff";
+    let settings = herald::ports::TenantSettings { twilio_signing_secret: Some(secret.into()), ..Default::default() };
+    h.keys.put_settings(&tenant("acme"), &settings).await.unwrap();
+    let url = format!("{}/cb?customer=7", rx.url);
+    let form = format!("To=%2B14155550123&From=%2B15005550006&Body=hi&StatusCallback={}", urlencode(&url));
+    let plan = tw::message_plan(tw::read_message_form(form.as_bytes()), chrono::Utc::now(), true).unwrap();
+    let accepted = herald::service::ingest::ingest(&h.ingest, &tenant("acme"), plan, "twilio").await.unwrap();
+    drain(&aws, &h).await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 1, "one callback for the one move: {got:?}");
+    let params = got[0].form();
+    assert_eq!(got[0].headers["x-twilio-signature"], herald::net::signatures::twilio_signature(secret, &url, &params));
+    let fields: std::collections::HashMap<_, _> = params.into_iter().collect();
+    assert_eq!(fields["MessageSid"], tw::request_sid("SM", &accepted.request.id));
+    assert_eq!(fields["MessageStatus"], "sent");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use herald_tests::TestServer;
+use herald::providers::sandbox::{FailKind, SandboxBehaviour};
+use herald_tests::fake::{FakeProvider, Recorded, Reply};
+use herald_tests::{fast_settings, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TO: &str = "+14155550123";
@@ -474,4 +476,201 @@ async fn a_list_query_herald_cannot_answer_is_refused_in_twilios_shape() {
     }
     let big = list_page(&s, &ac, &format!("{base}?PageSize=5000")).await;
     assert_eq!((big.status, big.body["page_size"].clone()), (StatusCode::OK, json!(1000)), "{}", big.body);
+}
+
+// ------------------------------------------------------------------- status callbacks
+
+/// Makes the tenant's Twilio signing secret; answers it.
+async fn signing_secret(s: &TestServer) -> String {
+    let (status, body) = s.post("/v1/account/twilio-signing-secret", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["twilio_signing_secret"].as_str().expect("the secret is shown").to_string();
+    assert!(secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    secret
+}
+
+/// `X-Twilio-Signature` as Twilio documents it, computed here apart from Herald's code: the
+/// base64 HMAC-SHA1 of the URL and each parameter's name and value, sorted by name.
+fn twilio_signature(secret: &str, url: &str, form: &[(String, String)]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut sorted = form.to_vec();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in &sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Waits for `n` posts at the receiver (10 s at most), then a little longer to see no more come.
+async fn callbacks(rx: &FakeProvider, n: usize) -> Vec<Recorded> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rx.requests().len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {n} callbacks", rx.requests().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx.requests()
+}
+
+/// Checks a callback's form shape and its signature; answers its fields by name.
+fn checked(r: &Recorded, secret: &str, url: &str) -> std::collections::HashMap<String, String> {
+    assert_eq!((r.method.as_str(), r.headers["content-type"].as_str()), ("POST", "application/x-www-form-urlencoded"));
+    let form = r.form();
+    assert_eq!(r.headers["x-twilio-signature"], twilio_signature(secret, url, &form), "{form:?}");
+    form.into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_status_callback_posts_twilios_form_signed_with_the_signing_secret() {
+    let s = TestServer::start().await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    let secret = signing_secret(&s).await;
+    // Replacing the settings keeps the secret.
+    let (status, body) = s.put("/v1/settings", json!({"timezone": "Europe/Paris"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains(&secret), "{body}");
+    let ac = account_sid(&s).await;
+    let url = format!("{}/twilio/status?token=abc", rx.url);
+    let form = [("To", TO), ("From", "+15005550006"), ("Body", "hi"), ("StatusCallback", url.as_str())];
+    let a = create(&s, &form).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+
+    let got = callbacks(&rx, 1).await;
+    assert_eq!(got.len(), 1, "one post for the one move: {got:?}");
+    assert_eq!(got[0].path, "/twilio/status?token=abc");
+    let f = checked(&got[0], &secret, &url);
+    let sid = a.body["sid"].as_str().unwrap();
+    let fetched = fetch(&s, &s.key, &ac, sid).await.body;
+    assert_eq!((f["MessageSid"].as_str(), f["SmsSid"].as_str()), (sid, sid));
+    assert_eq!(f["MessageStatus"], fetched["status"].as_str().unwrap());
+    assert_eq!((f["MessageStatus"].as_str(), f["SmsStatus"].as_str()), ("sent", "sent"));
+    assert_eq!((f["To"].as_str(), f["From"].as_str()), (TO, "+15005550006"));
+    assert_eq!((f["AccountSid"].as_str(), f["ApiVersion"].as_str()), (ac.as_str(), "2010-04-01"));
+    assert!(!f.contains_key("ErrorCode") && !f.contains_key("MessagingServiceSid"), "{f:?}");
+
+    // A new secret replaces the old one, and the next callback is signed with it.
+    let newer = signing_secret(&s).await;
+    assert_ne!(newer, secret);
+    let form = [("To", TO), ("MessagingServiceSid", "MG0001"), ("Body", "again"), ("StatusCallback", url.as_str())];
+    let a = create(&s, &form).await;
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+    let got = callbacks(&rx, 2).await;
+    let f = checked(&got[1], &newer, &url);
+    assert_eq!((f["MessagingServiceSid"].as_str(), f.get("From")), ("MG0001", None));
+}
+
+#[tokio::test]
+async fn a_failed_message_calls_back_with_its_error_code_and_a_refused_post_is_retried() {
+    let settings = herald::app::Settings { event_retry_schedule: vec![Duration::from_millis(20)], ..fast_settings() };
+    let sandbox = SandboxBehaviour { fail_rate: 1.0, fail_kind: FailKind::Permanent, ..Default::default() };
+    let s = TestServer::start_with(settings, sandbox, 4).await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    rx.script([Reply::raw(500, "")]);
+    let secret = signing_secret(&s).await;
+    let url = format!("{}/cb", rx.url);
+    let a = create(&s, &[("To", TO), ("From", "+15005550006"), ("Body", "hi"), ("StatusCallback", url.as_str())]).await;
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+    let got = callbacks(&rx, 2).await;
+    assert_eq!(got.len(), 2, "the refused post once more, then no more: {got:?}");
+    assert_eq!(
+        (&got[0].body, &got[0].headers["x-twilio-signature"]),
+        (&got[1].body, &got[1].headers["x-twilio-signature"])
+    );
+    let f = checked(&got[1], &secret, &url);
+    assert_eq!((f["MessageStatus"].as_str(), f["ErrorCode"].as_str()), ("failed", "30008"));
+}
+
+#[tokio::test]
+async fn a_canceled_message_calls_back_canceled() {
+    let s = TestServer::start().await;
+    let rx = FakeProvider::start(Reply::raw(204, "")).await;
+    let secret = signing_secret(&s).await;
+    let url = format!("{}/cb", rx.url);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let form = [
+        ("To", TO),
+        ("MessagingServiceSid", "MG0001"),
+        ("Body", "later"),
+        ("SendAt", later.as_str()),
+        ("ScheduleType", "fixed"),
+        ("StatusCallback", url.as_str()),
+    ];
+    let a = create(&s, &form).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let (status, body) = s.post(&format!("/v1/broadcasts/{}/cancel", a.request_id.unwrap()), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = callbacks(&rx, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(checked(&got[0], &secret, &url)["MessageStatus"], "canceled");
+}
+
+#[tokio::test]
+async fn without_a_signing_secret_no_status_callback_is_posted() {
+    let s = TestServer::start().await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    let url = format!("{}/cb", rx.url);
+    let a = create(&s, &[("To", TO), ("From", "+15005550006"), ("Body", "hi"), ("StatusCallback", url.as_str())]).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rx.requests().is_empty(), "{:?}", rx.requests());
+    // The secret is made with a native key only.
+    let r = s.http.post(s.url("/v1/account/twilio-signing-secret")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_provider_callback_that_arrives_twice_calls_back_delivered_once() {
+    use herald::net::signatures::hub_signature;
+    let fake = FakeProvider::start(Reply::json(200, json!({"messages": [{"id": "wamid.TW"}]}))).await;
+    let config: std::collections::HashMap<String, String> = [
+        ("WHATSAPP_TOKEN", "wa-token"),
+        ("WHATSAPP_PHONE_NUMBER_ID", "1055"),
+        ("WHATSAPP_BASE_URL", fake.url.as_str()),
+        ("WHATSAPP_APP_SECRET", "meta-app-secret"),
+        ("PUBLIC_URL", "https://herald.example.com"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = herald::providers::config::ProviderConfig::from_map(&config).unwrap();
+    let s = TestServer::start_with_providers(fast_settings(), Default::default(), 4, &config).await;
+    let rx = FakeProvider::start(Reply::raw(200, "")).await;
+    let secret = signing_secret(&s).await;
+    let url = format!("{}/cb", rx.url);
+    let to = format!("whatsapp:{TO}");
+    // Free-form WhatsApp text goes only within 24 h of the contact's message: send a template.
+    let template = json!({"channel": "whatsapp", "body": "hi", "whatsapp": {"name": "hello", "language": "en"}});
+    assert!(s.put("/v1/templates/HXhello", template).await.0.is_success());
+    let form =
+        [("To", to.as_str()), ("From", "whatsapp:+15005550006"), ("ContentSid", "HXhello"), ("StatusCallback", &url)];
+    let a = create(&s, &form).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    s.wait_terminal(&a.request_id.unwrap(), WAIT).await;
+    callbacks(&rx, 1).await;
+    let status =
+        json!({"id": "wamid.TW", "status": "delivered", "timestamp": "1795284000", "recipient_id": "14155550123"});
+    let raw = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550001111",
+        "phone_number_id": "1055"}, "statuses": [status]}}]}]})
+    .to_string();
+    for _ in 0..2 {
+        let req = s
+            .http
+            .post(s.url("/v1/providers/whatsapp/events"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", hub_signature("meta-app-secret", raw.as_bytes()))
+            .body(raw.clone());
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+    }
+    let got = callbacks(&rx, 2).await;
+    let statuses: Vec<String> = got.iter().map(|r| checked(r, &secret, &url)["MessageStatus"].clone()).collect();
+    assert_eq!(statuses, ["sent", "delivered"], "the second provider callback moved nothing");
+    assert_eq!(checked(&got[1], &secret, &url)["To"], to);
 }

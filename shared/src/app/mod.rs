@@ -126,7 +126,8 @@ impl Herald {
         });
         let events = stores.events.clone().map(|store| {
             let log = stores.requests.clone();
-            Arc::new(Events::new(store, queue.clone(), log.clone(), log, &settings))
+            let form = crate::dialects::twilio::status_callback_form;
+            Arc::new(Events::new(store, queue.clone(), log.clone(), log, stores.keys.clone(), form, &settings))
         });
         let deliver = Arc::new(Deliver {
             requests: stores.requests.clone(),

@@ -34,7 +34,7 @@ const MAX_CALLBACK_CHARS: usize = 4_000;
 /// Metadata keys holding what Twilio keeps and Herald has no field for.
 pub const META_FROM: &str = "twilio_from";
 pub const META_SERVICE: &str = "twilio_messaging_service_sid";
-pub const META_CALLBACK: &str = "twilio_status_callback";
+pub const META_CALLBACK: &str = crate::domain::events::TWILIO_CALLBACK;
 pub const META_NOTIFY_SERVICE: &str = "twilio_notify_service_sid";
 
 /// Native names as the caller sent them, for the native checks that run after Twilio's own.
@@ -456,6 +456,35 @@ pub fn message_json(request: &SendRequest, row: &RecipientRow, now: DateTime<Utc
         "uri": format!("{uri}.json"),
         "subresource_uris": {"media": format!("{uri}/Media.json"), "feedback": format!("{uri}/Feedback.json")},
     })
+}
+
+/// The status callback form Twilio posts for a message's row, its values as the Message
+/// resource shows them (`GET …/Messages/{Sid}.json`). `From` and `MessagingServiceSid` come only
+/// when the message had them, `ErrorCode` only when it did not arrive.
+pub fn status_callback_form(request: &SendRequest, row: &RecipientRow, now: DateTime<Utc>) -> Vec<(String, String)> {
+    let m = message_json(request, row, now);
+    let text = |k: &str| match &m[k] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut form = Vec::new();
+    let mut put = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            form.push((name.to_string(), v));
+        }
+    };
+    put("MessageSid", text("sid"));
+    put("SmsSid", text("sid"));
+    put("AccountSid", text("account_sid"));
+    put("MessagingServiceSid", text("messaging_service_sid"));
+    put("From", text("from"));
+    put("To", text("to"));
+    put("MessageStatus", text("status"));
+    put("SmsStatus", text("status"));
+    put("ErrorCode", text("error_code"));
+    put("ApiVersion", Some(API_VERSION.to_string()));
+    form
 }
 
 /// The address as the caller wrote it: WhatsApp numbers keep Twilio's `whatsapp:` prefix.

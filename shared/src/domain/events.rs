@@ -143,6 +143,30 @@ pub enum EventJob {
     },
     /// Whether the request has completed (all rows terminal, fan-out over).
     Completion,
+    /// A Twilio status callback on its way to a message's `StatusCallback` URL.
+    Twilio(TwilioCallback),
+}
+
+/// The request metadata key holding a Twilio-made message's `StatusCallback` URL.
+pub const TWILIO_CALLBACK: &str = "twilio_status_callback";
+
+/// Twilio's status callback form for a row of a Twilio-made request (the dialect's; given to
+/// the events at wiring, so the status events need not know the dialects).
+pub type TwilioForm = fn(&super::SendRequest, &super::RecipientRow, DateTime<Utc>) -> Vec<(String, String)>;
+
+/// A Twilio-made message's status callback: the form as posted, so every attempt sends (and
+/// signs) the same parameters. The signature is made at each post with the tenant's secret then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwilioCallback {
+    pub url: String,
+    /// The form's parameters, in the order posted.
+    pub form: Vec<(String, String)>,
+    /// Posts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next post is due; a wait longer than the queue's longest delay hops there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// A dead letter: an event that used up its retry schedule.

@@ -63,6 +63,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/imports/{id}", get(imports::get))
         .route("/v1/outbox", get(outbox))
         .route("/v1/account", get(account))
+        .route("/v1/account/twilio-signing-secret", axum::routing::post(settings::new_twilio_secret))
         .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
         .route("/v1/settings", put(settings::put).get(settings::get))
         .route("/v1/event-subscriptions", get(events_api::list))

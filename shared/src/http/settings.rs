@@ -36,7 +36,28 @@ pub async fn put(
     let mut errs = FieldErrors::new();
     let timezone = body.timezone.and_then(|t| errs.take("timezone", check_timezone(&t)));
     errs.finish(()).map_err(ApiError::from)?;
-    let settings = TenantSettings { timezone, updated_at: Some(crate::domain::now()) };
+    // The Twilio signing secret is not a setting the caller writes here: it stays as it was.
+    let kept = h.keys.get_settings(&tenant).await?.twilio_signing_secret;
+    let settings = TenantSettings { timezone, updated_at: Some(crate::domain::now()), twilio_signing_secret: kept };
     h.keys.put_settings(&tenant, &settings).await?;
     Ok(Json(view(&settings)))
+}
+
+/// `POST /v1/account/twilio-signing-secret`: makes (or replaces) the secret Twilio status
+/// callbacks are signed with, and answers it this once.
+pub async fn new_twilio_secret(
+    State(h): State<Arc<Herald>>,
+    Tenant(tenant): Tenant,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let mut settings = h.keys.get_settings(&tenant).await?;
+    settings.twilio_signing_secret = Some(secret.clone());
+    h.keys.put_settings(&tenant, &settings).await?;
+    if let Some(ev) = &h.events {
+        ev.forget(&tenant);
+    }
+    Ok((axum::http::StatusCode::CREATED, Json(json!({"twilio_signing_secret": secret}))))
 }

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::events::{
-    event_id, event_type, EventDelivery, EventFailure, EventJob, EventSubscription, COMPLETED,
+    event_id, event_type, EventDelivery, EventFailure, EventJob, EventSubscription, TwilioForm, COMPLETED,
 };
 use crate::domain::{Job, RecipientRow, RowView, SendRequest, Status, TenantId};
 use crate::net::ssrf;
-use crate::ports::{EventStore, JobQueue, OutgoingJob, Progress, RequestLog, StatusLookup, StoreResult};
+use crate::ports::{ApiKeys, EventStore, JobQueue, OutgoingJob, Progress, RequestLog, StatusLookup, StoreResult};
 
+use super::twilio_status;
 use super::worker::JobResult;
 use super::Settings;
 
@@ -30,7 +31,7 @@ use super::Settings;
 const CACHE_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 1024;
 /// SQS's longest delay: a longer wait hops there in steps of this.
-const MAX_HOP: Duration = Duration::from_secs(900);
+pub(super) const MAX_HOP: Duration = Duration::from_secs(900);
 /// Rows a cancel's event scan reads per job.
 const SCAN_PAGE: u32 = 200;
 
@@ -40,11 +41,17 @@ pub struct Events {
     pub queue: Arc<dyn JobQueue>,
     pub log: Arc<dyn RequestLog>,
     pub lookup: Arc<dyn StatusLookup>,
-    http: reqwest::Client,
-    allow_loopback: bool,
-    schedule: Vec<Duration>,
+    /// Where the tenant's Twilio signing secret is kept (its settings).
+    pub keys: Arc<dyn ApiKeys>,
+    /// The Twilio dialect's status callback form.
+    twilio_form: TwilioForm,
+    pub(super) http: reqwest::Client,
+    pub(super) allow_loopback: bool,
+    pub(super) schedule: Vec<Duration>,
     subs: Mutex<HashMap<TenantId, Cached>>,
-    campaigns: Mutex<HashMap<(TenantId, String), Campaign>>,
+    /// Whether the tenant has a Twilio signing secret, and when that was read.
+    signs: Mutex<HashMap<TenantId, (Instant, bool)>>,
+    requests: Mutex<HashMap<(TenantId, String), Known>>,
 }
 
 /// A tenant's subscriptions, and when they were read.
@@ -53,12 +60,22 @@ type Cached = (Instant, Arc<Vec<EventSubscription>>);
 /// A request's campaign, as a row's API view names it.
 type Campaign = (Option<String>, Option<String>);
 
+/// What emitting reads of a request, once: its campaign, and the request itself when it is a
+/// Twilio message with a status callback.
+#[derive(Clone, Default)]
+struct Known {
+    campaign: Campaign,
+    twilio: Option<Arc<SendRequest>>,
+}
+
 impl Events {
     pub fn new(
         store: Arc<dyn EventStore>,
         queue: Arc<dyn JobQueue>,
         log: Arc<dyn RequestLog>,
         lookup: Arc<dyn StatusLookup>,
+        keys: Arc<dyn ApiKeys>,
+        twilio_form: TwilioForm,
         settings: &Settings,
     ) -> Events {
         // The webhook channel's client: no redirects, and names resolved to public addresses only.
@@ -75,17 +92,44 @@ impl Events {
             queue,
             log,
             lookup,
+            keys,
+            twilio_form,
             http,
             allow_loopback: settings.allow_loopback_urls,
             schedule: settings.event_retry_schedule.clone(),
             subs: Mutex::default(),
-            campaigns: Mutex::default(),
+            signs: Mutex::default(),
+            requests: Mutex::default(),
         }
     }
 
-    /// Drops the tenant's cached subscriptions (after this process changed them).
+    /// Drops the tenant's cached subscriptions and signing secret (after this process changed them).
     pub fn forget(&self, tenant: &TenantId) {
         self.subs.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant);
+        self.signs.lock().unwrap_or_else(|p| p.into_inner()).remove(tenant);
+    }
+
+    /// Whether the tenant has a Twilio signing secret (so its Twilio messages' status callbacks
+    /// are posted), from memory for a few seconds; `false` when it cannot be read (logged).
+    async fn twilio_signs(&self, tenant: &TenantId) -> bool {
+        if let Some((at, signs)) = self.signs.lock().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            if at.elapsed() < CACHE_TTL {
+                return *signs;
+            }
+        }
+        let signs = match self.keys.get_settings(tenant).await {
+            Ok(s) => s.twilio_signing_secret.is_some(),
+            Err(e) => {
+                tracing::error!(%tenant, error = %e, "could not read tenant settings; Twilio status callbacks not posted");
+                return false;
+            }
+        };
+        let mut cache = self.signs.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(tenant.clone(), (Instant::now(), signs));
+        signs
     }
 
     /// The tenant's subscriptions, from memory for a few seconds.
@@ -123,7 +167,7 @@ impl Events {
     /// [`Events::row_moved`] for a row known by id: read only if someone listens.
     pub async fn row_id_moved(&self, tenant: &TenantId, row_id: &str, status: Status) {
         let Some(kind) = event_type(status) else { return };
-        if self.wanting(tenant, kind).await.is_empty() {
+        if self.wanting(tenant, kind).await.is_empty() && !self.twilio_signs(tenant).await {
             return;
         }
         match self.lookup.get_row(tenant, row_id).await {
@@ -135,6 +179,11 @@ impl Events {
 
     /// Emits the events of rows of one request that moved, with one subscription lookup.
     pub async fn rows_moved(&self, tenant: &TenantId, request_id: &str, rows: &[RecipientRow]) {
+        if self.twilio_signs(tenant).await {
+            if let Some(request) = self.known(tenant, request_id).await.twilio {
+                self.enqueue(&twilio_status::jobs(self.twilio_form, &request, rows)).await;
+            }
+        }
         let subs = match self.subscriptions(tenant).await {
             Ok(s) if !s.is_empty() => s,
             Ok(_) => return,
@@ -143,7 +192,7 @@ impl Events {
                 return;
             }
         };
-        let campaign = self.campaign(tenant, request_id).await;
+        let campaign = self.known(tenant, request_id).await.campaign;
         let mut jobs = Vec::new();
         for row in rows {
             let Some(kind) = event_type(row.status) else { continue };
@@ -158,17 +207,20 @@ impl Events {
         self.enqueue(&jobs).await;
     }
 
-    /// The campaign a request names, cached (requests never change).
-    async fn campaign(&self, tenant: &TenantId, request_id: &str) -> Campaign {
+    /// What emitting needs of a request, cached (requests never change).
+    async fn known(&self, tenant: &TenantId, request_id: &str) -> Known {
         let key = (tenant.clone(), request_id.to_string());
-        if let Some(c) = self.campaigns.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(c) = self.requests.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return c.clone();
         }
         let found = match self.log.get_request(tenant, request_id).await {
-            Ok(Some(r)) => (r.campaign_id, r.campaign_name),
-            _ => return (None, None),
+            Ok(Some(r)) => {
+                let twilio = twilio_status::callback_url(&r).is_some().then(|| Arc::new(r.clone()));
+                Known { campaign: (r.campaign_id, r.campaign_name), twilio }
+            }
+            _ => return Known::default(),
         };
-        let mut cache = self.campaigns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
@@ -187,7 +239,9 @@ impl Events {
 
     /// After a cancel that `at` made: its rows' events go out from a paged job.
     pub async fn canceled(&self, tenant: &TenantId, request_id: &str, at: DateTime<Utc>) {
-        if self.wanting(tenant, "message.canceled").await.is_empty() && self.wanting(tenant, COMPLETED).await.is_empty()
+        if self.wanting(tenant, "message.canceled").await.is_empty()
+            && self.wanting(tenant, COMPLETED).await.is_empty()
+            && !self.twilio_signs(tenant).await
         {
             return;
         }
@@ -292,6 +346,7 @@ pub async fn run(ev: &Events, job: &Job, step: &EventJob) -> JobResult {
             JobResult::Delete
         }
         EventJob::Canceled { at, after } => scan_canceled(ev, job, *at, *after).await,
+        EventJob::Twilio(c) => twilio_status::post(ev, job, c).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod render;
 pub mod schedule;
 pub mod segments;
 mod settings;
+mod twilio_status;
 pub mod worker;
 
 pub use settings::Settings;

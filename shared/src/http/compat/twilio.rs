@@ -119,7 +119,8 @@ async fn create_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Respon
         }
     }
     if let Some(url) = plan.metadata.get(tw::META_CALLBACK).and_then(|v| v.as_str()) {
-        check_callback(h, url).await?;
+        let url = check_callback(h, url).await?;
+        note_unsigned(h, tenant, &url).await;
     }
     let accepted = ingest(&h.ingest, tenant, plan, "twilio").await.map_err(api)?;
     let row = accepted.rows.first().ok_or_else(|| api(ApiError::Internal("a message stored no row".into())))?;
@@ -128,10 +129,22 @@ async fn create_run(h: &Herald, tenant: &TenantId, body: &[u8]) -> Result<Respon
 }
 
 /// A `StatusCallback` must resolve to public addresses only, as the webhook channel's URL must.
-async fn check_callback(h: &Herald, raw: &str) -> Result<(), TwilioError> {
+async fn check_callback(h: &Herald, raw: &str) -> Result<url::Url, TwilioError> {
     let bad = |m: String| TwilioError::new(StatusCode::BAD_REQUEST, 21609, format!("Invalid 'StatusCallback': {m}"));
     let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
-    crate::net::ssrf::check_resolved(&url, h.settings.allow_loopback_urls).await.map_err(|e| bad(e.0))
+    crate::net::ssrf::check_resolved(&url, h.settings.allow_loopback_urls).await.map_err(|e| bad(e.0))?;
+    Ok(url)
+}
+
+/// Says once, when a message names a `StatusCallback`, that the tenant has no signing secret
+/// to sign callbacks with, so none will be posted. The URL's query may hold the customer's
+/// tokens: it stays out of the log.
+async fn note_unsigned(h: &Herald, tenant: &TenantId, url: &url::Url) {
+    let signs = h.keys.get_settings(tenant).await.map(|s| s.twilio_signing_secret.is_some());
+    if matches!(signs, Ok(false)) {
+        let url = format!("{}{}", url.origin().ascii_serialization(), url.path());
+        tracing::info!(%tenant, %url, "StatusCallback given but no Twilio signing secret is set (POST /v1/account/twilio-signing-secret): status callbacks are not posted");
+    }
 }
 
 async fn fetch_message(
