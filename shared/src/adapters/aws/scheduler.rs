@@ -145,7 +145,8 @@ pub fn plan(jobs: &[OutgoingJob], now: DateTime<Utc>) -> Vec<Planned> {
     // The schedule still taking rows for each (tenant, request, minute).
     let mut open: HashMap<(&str, &str, DateTime<Utc>), usize> = HashMap::new();
     for OutgoingJob { job, delay } in jobs {
-        let due = now + TimeDelta::from_std(*delay).unwrap_or(TimeDelta::MAX);
+        let wait = TimeDelta::from_std(*delay).unwrap_or(TimeDelta::MAX);
+        let due = now.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let at = due.duration_trunc(TimeDelta::minutes(1)).unwrap_or(due);
         let key = (job.tenant_id.as_str(), job.request_id.as_str(), at);
         let added: usize = job.row_ids.iter().map(|id| id.len() + 3).sum();
@@ -237,6 +238,12 @@ mod tests {
         let plans = plan(&[out(recount.clone(), 3_600), out(job("r1", &["a"]), 3_600)], now);
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].job, recount);
+    }
+
+    #[test]
+    fn a_wait_beyond_the_calendar_is_planned_not_a_panic() {
+        let plans = plan(&[OutgoingJob { job: job("r", &["a"]), delay: Duration::MAX }], Utc::now());
+        assert_eq!(plans.len(), 1);
     }
 
     #[test]
