@@ -10,6 +10,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 cargo lambda build --release "${ARCH:---arm64}" -p ingest -p send --output-format zip
 for f in ingest send; do
   zip="target/lambda/$f/bootstrap.zip"
+  # The zip's own bootstrap beside it: an earlier unzipped build (sam build, cargo lambda watch)
+  # may have left a different one there, and the benchmark report reads this one.
+  unzip -o -q "$zip" bootstrap -d "target/lambda/$f"
   raw=$(unzip -l "$zip" | awk '/bootstrap$/ {print $1}')
   printf '%-7s bootstrap %9s bytes   zip %9s bytes\n' "$f" "$raw" "$(stat -c %s "$zip")"
 done
