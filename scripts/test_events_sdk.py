@@ -11,8 +11,6 @@ temporary data directory; exits non-zero on any failure.
 import http.server
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,23 +18,9 @@ import time
 import urllib.request
 
 from standardwebhooks import Webhook, WebhookVerificationError
+from serve_kit import FAILURES, check, free_port, start
 
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-HERALD = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "herald")
 KEY = "hk_events_sdk_test_key_0123456789abcdef"
-FAILURES = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        FAILURES.append(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -70,23 +54,6 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start(data_dir, port):
-    env = dict(os.environ, HERALD_API_KEY=KEY, HERALD_LOG="warn")
-    args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4",
-            "--allow-loopback-urls"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                sys.exit("herald serve did not come up")
-            time.sleep(0.1)
-
-
 def call(base, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(base + path, data=data, method=method,
@@ -112,7 +79,7 @@ def main():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
-        proc = start(data_dir, port)
+        proc = start(data_dir, port, KEY)
         try:
             url = f"http://127.0.0.1:{rx.server_address[1]}/events"
             status, sub = call(base, "PUT", "/v1/event-subscriptions/sdk", {"url": url, "events": ["*"]})

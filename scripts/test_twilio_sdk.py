@@ -13,8 +13,6 @@ import datetime
 import http.server
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,18 +24,10 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from serve_kit import FAILURES, check, free_port, start
 
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-HERALD = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "herald")
 KEY = "hk_twilio_sdk_test_key_0123456789abcdef"
 TO = "+14155550123"
-FAILURES = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        FAILURES.append(what)
 
 
 class Loopback(TwilioHttpClient):
@@ -70,29 +60,6 @@ class Callbacks(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(data_dir, port):
-    env = dict(os.environ, HERALD_API_KEY=KEY, HERALD_LOG="warn")
-    args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4",
-            "--allow-loopback-urls"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                sys.exit("herald serve did not come up")
-            time.sleep(0.1)
 
 
 def account_sid(base):
@@ -208,7 +175,7 @@ def main():
     rx = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Callbacks)
     threading.Thread(target=rx.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as data_dir:
-        proc = start(data_dir, port)
+        proc = start(data_dir, port, KEY)
         try:
             ac = account_sid(base)
             check(ac.startswith("AC") and len(ac) == 34, f"GET /v1/account: {ac}")
