@@ -51,12 +51,14 @@ pub async fn apply(
             Some((tenant, row_id)) => {
                 if h.rows.advance_row(&tenant, &row_id, r.status, r.at, r.error.clone()).await? {
                     out.moved += 1;
-                    // Only a report that moved the row: a repeated callback emits nothing.
                     if let Some(ev) = &h.events {
                         ev.row_id_moved(&tenant, &row_id, r.status).await;
                     }
                 } else {
                     out.ignored += 1;
+                    if let Some(ev) = &h.events {
+                        ev.row_id_reported_again(&tenant, &row_id, r.status).await;
+                    }
                 }
             }
         }

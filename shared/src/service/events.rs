@@ -3,11 +3,12 @@
 //! and the worker posts the event signed per Standard Webhooks, retrying on the settings'
 //! schedule until a 2xx, then keeping it as a dead letter.
 //!
-//! Exactly one event per subscription per move: events are emitted only where the store confirmed
-//! that the write moved the row. The one exception is the crash window between a move and its
-//! emission: a send job received again that finds its row already terminal emits the row's event
-//! again. Event ids derive from (subscription, row, status), so such a repeat carries the id the
-//! receiver already has and it drops it, as Standard Webhooks asks receivers to.
+//! One event per subscription per move: events are emitted where the store confirmed that the
+//! write moved the row. The crash window between a move and its emission is closed by emitting
+//! again where the work comes again: a send job received again that finds its row already
+//! terminal, and a provider's status report repeated for a row already in that status (the
+//! provider got no answer). Event ids derive from (subscription, row, status), so such a repeat
+//! carries the id the receiver already has and it drops it, as Standard Webhooks asks receivers to.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -166,13 +167,25 @@ impl Events {
 
     /// [`Events::row_moved`] for a row known by id: read only if someone listens.
     pub async fn row_id_moved(&self, tenant: &TenantId, row_id: &str, status: Status) {
+        self.emit_by_id(tenant, row_id, status, false).await
+    }
+
+    /// A report of `status` came again for a row already in it. A provider repeats a report it got
+    /// no answer to, and this process may have died between moving the row and queueing its
+    /// event: the event goes out again, with the id it had, which receivers that have it drop.
+    /// A row that has since moved on emits nothing (its later move emitted its own event).
+    pub async fn row_id_reported_again(&self, tenant: &TenantId, row_id: &str, status: Status) {
+        self.emit_by_id(tenant, row_id, status, true).await
+    }
+
+    async fn emit_by_id(&self, tenant: &TenantId, row_id: &str, status: Status, only_if_still: bool) {
         let Some(kind) = event_type(status) else { return };
         if self.wanting(tenant, kind).await.is_empty() && !self.twilio_signs(tenant).await {
             return;
         }
         match self.lookup.get_row(tenant, row_id).await {
-            Ok(Some(row)) => self.row_moved(&row).await,
-            Ok(None) => {}
+            Ok(Some(row)) if !only_if_still || row.status == status => self.row_moved(&row).await,
+            Ok(_) => {}
             Err(e) => tracing::error!(%row_id, error = %e, "could not read a moved row; its event is not emitted"),
         }
     }
