@@ -45,7 +45,7 @@ start_emulator() {
   step "starting the AWS emulator (moto) on 127.0.0.1:$port"
   moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
   moto_pid=$!
-  trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
+  trap 'stop_background; stop_emulator' EXIT
   for _ in $(seq 1 150); do
     curl -sf -o /dev/null "http://127.0.0.1:$port/moto-api/" && break
     kill -0 "$moto_pid" 2>/dev/null || { cat target/moto.log; echo "the AWS emulator exited" >&2; exit 1; }
@@ -57,6 +57,45 @@ start_emulator() {
 
 # Stops the emulator start_emulator started (the README's own emulator must find the host clear).
 stop_emulator() {
+  [ -n "${moto_pid:-}" ] || return 0
   kill "$moto_pid" 2>/dev/null || true
   wait "$moto_pid" 2>/dev/null || true
+}
+
+# Builds that need no emulator run beside the tests: on 2 cores the test run leaves about a core
+# idle (its processes wait on SQLite, moto and each other), and one crate's front end leaves the
+# other core idle during a build. `background NAME CMD...` starts CMD in a session of its own with
+# its output in target/NAME.log; `finish NAME` waits for it, shows the log and fails the script if
+# CMD failed. Whatever is still running when the script exits is stopped.
+declare -A background_pids=() background_started=()
+background() {
+  local name=$1
+  shift
+  mkdir -p target
+  printf '\n== [%ss] %s: started in the background (target/%s.log)\n' "$SECONDS" "$name" "$name"
+  # Job control gives the job a process group of its own, so stop_background stops its builds too.
+  set -m
+  ("$@") > "target/$name.log" 2>&1 < /dev/null &
+  background_pids[$name]=$!
+  set +m
+  background_started[$name]=$SECONDS
+}
+finish() {
+  local name=$1 status=0
+  wait "${background_pids[$name]}" || status=$?
+  unset "background_pids[$name]"
+  step "$name: finished in the background after $((SECONDS - background_started[$name])) s (exit status $status)"
+  if [ "$status" -ne 0 ]; then
+    cat "target/$name.log"
+    echo "$name failed" >&2
+    exit "$status"
+  fi
+  tail -n 5 "target/$name.log"
+}
+stop_background() {
+  local pid
+  for pid in "${background_pids[@]:-}"; do
+    [ -n "$pid" ] || continue
+    kill -- "-$pid" 2>/dev/null || true
+  done
 }

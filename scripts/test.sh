@@ -28,8 +28,6 @@ install_tools
 if [ -z "${SKIP_LINT:-}" ]; then
   step "rustfmt"
   cargo fmt --all -- --check
-  step "clippy"
-  cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
   step "the Lambda functions link no SQLite"
   if cargo tree -p ingest -p send -e normal --locked | grep -q rusqlite; then
     echo "ingest or send depends on rusqlite: keep the embedded adapters behind herald's 'embedded' feature" >&2
@@ -45,6 +43,23 @@ if [ -z "${SKIP_LINT:-}" ]; then
   step "sam validate --lint"
   sam validate --lint
 fi
+
+# ---------------------------------------------------------------- builds beside the tests
+# Every crate for every target, so the offline builds find them all.
+cargo fetch --locked
+trap 'stop_background; stop_emulator' EXIT
+if [ -z "${SKIP_LINT:-}" ]; then
+  # A target directory of its own: clippy's units are not the test build's, and cargo would make
+  # the two builds take turns on one directory.
+  background clippy env CARGO_TARGET_DIR=target/clippy \
+    cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+fi
+# The deploy path as SAM drives it (template, CodeUri, cargo-lambda, zig, the aarch64 target), with
+# the release profile's optimisation turned down: optimised with thin LTO it costs about 1,460 CPU
+# seconds (12+ minutes on 2 cores), which would double this script. Into target/, so .aws-sam/
+# never holds these bootstraps for a later `sam deploy`.
+background sam-build offline env CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 sam build --build-dir target/sam-build
 
 # ---------------------------------------------------------------- the AWS emulator
 start_emulator
@@ -62,21 +77,16 @@ stop_emulator
 
 # ---------------------------------------------------------------- the README's AWS commands
 step "README \"The functions on your machine\", run as written (offline)"
-# Every crate for every target, so the offline builds find them all.
-cargo fetch --locked
 offline .venv/bin/python scripts/test_local_functions.py
 
-# ---------------------------------------------------------------- the deploy build
-step "sam build: the README's deploy build, both arm64 bootstraps (offline)"
-# The deploy path as SAM drives it (template, CodeUri, cargo-lambda, zig, the aarch64 target), with
-# the release profile's optimisation turned down: optimised with thin LTO it costs about 1,460 CPU
-# seconds (12+ minutes on 2 cores), which would double this script. Into target/, so .aws-sam/
-# never holds these bootstraps for a later `sam deploy`.
-CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
-  offline sam build --build-dir target/sam-build
+# ---------------------------------------------------------------- the background builds
+if [ -z "${SKIP_LINT:-}" ]; then finish clippy; fi
+finish sam-build
+step "sam build made both arm64 bootstraps"
 for f in target/sam-build/IngestFunction/bootstrap target/sam-build/SendFunction/bootstrap; do
   # An ELF file whose e_machine (offset 18) is 0xb7, aarch64: what the template's arm64 runs.
   [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = 177ELF ] && [ "$(od -An -tx2 -j18 -N2 "$f" | tr -d ' ')" = 00b7 ] \
     || { echo "$f is not an arm64 Linux executable" >&2; exit 1; }
   echo "$f: arm64 ELF, $(stat -c %s "$f") bytes"
 done
+step "done"
