@@ -380,19 +380,21 @@ function deadLettersView(ctx, root) {
     try {
       data = await api("GET", `v1/dead-letters${query({ cursor: ctx.params.get("cursor") })}`);
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 404 && e.code === "not_found")) throw e;
-      fill(body, note(`This Herald has no dead-letter list yet: GET /v1/dead-letters answered 404 (${e.message}).`,
+      // A Herald without the endpoint (404), or a deployment that keeps no dead letters (501).
+      if (!(e instanceof ApiError && (e.code === "not_found" || e.status === 501))) throw e;
+      fill(body, note(`This Herald has no dead-letter list: GET /v1/dead-letters answered ${e.status} (${e.message}).`,
         "unavailable"));
       return 0;
     }
     const rows = data.dead_letters.map((d) => h("tr", { "data-dead-letter-id": d.id },
       cell(d.id),
       cell(d.request_id && h("a", { href: `#/requests/${encodeURIComponent(d.request_id)}` }, d.request_id)),
-      cell((d.row_ids || []).length), cell(d.reason, { class: "error-text" }), cell(when(d.dead_at)),
+      cell(d.kind), cell((d.row_ids || []).length), cell(d.receive_count), cell(d.reason, { class: "error-text" }),
+      cell(when(d.dead_at)),
       h("td", null, actionButton(ctx, "Redrive", `v1/dead-letters/${encodeURIComponent(d.id)}/redrive`,
         `Dead letter ${d.id} is back on the queue.`))));
     fill(body,
-      rows.length ? table(["Dead letter", "Request", "Rows", "Reason", "Dead at", ""], rows, { class: "dead-letters" })
+      rows.length ? table(["Dead letter", "Request", "Job", "Rows", "Receives", "Reason", "Dead at", ""], rows, { class: "dead-letters" })
         : note("No dead letter: every job was delivered or is still on its way."),
       pager(ctx, "#/dead-letters", data.next_cursor));
     return IDLE_POLL_MS;
