@@ -26,6 +26,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from serve_kit import FAILURES, ROOT, check, free_port, start
 
 KEY = "hk_dashboard_test_key_0123456789abcdef"
+WRONG_KEY = "hk_not_a_key_of_anyone_0123456789"
 RECIPIENTS = 1000
 SCRIPT_NAME = "<script>alert(1)</script>"
 IMG_NAME = '<img src=x onerror="alert(2)">'
@@ -55,7 +56,7 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1440,900", "--hide-scrollbars"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     # Debian's driver, named outright so Selenium never looks for one to download.
     return webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
 
@@ -83,10 +84,10 @@ def sign_in(driver, api, base):
     driver.get(base + "/dashboard")
     field = wait(driver, lambda d: d.find_element(By.NAME, "api_key"), "the sign-in form shows")
     shot(driver, "sign-in")
-    field.send_keys("hk_not_a_key_of_anyone_0123456789")
+    field.send_keys(WRONG_KEY)
     driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
     refused = wait(driver, lambda d: d.find_element(By.ID, "sign-in-error").text, "a wrong key shows an error")
-    _, answer = api.call("GET", "/v1/account", key="hk_not_a_key_of_anyone_0123456789")
+    _, answer = api.call("GET", "/v1/account", key=WRONG_KEY)
     check(bool(refused) and answer["error"]["message"] in refused and "401" in refused,
           f"a wrong key shows the API's own error ({refused!r})")
     check(stored_key(driver) is None, "a refused key is not kept")
@@ -242,6 +243,25 @@ def console_errors(driver):
     check(not broken, f"no uncaught script error ({broken})")
 
 
+def api_calls(driver, request_id):
+    """What the page sent over the network: each API call with the key as a bearer token only."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            sent.append((request["url"], {k.lower(): v for k, v in request["headers"].items()}))
+    calls = [(url, headers) for url, headers in sent if "/v1/" in url]
+    check(len(calls) > 10, f"the page made its API calls ({len(calls)})")
+    keys = [headers.get("authorization") for _, headers in calls]
+    check(keys.count("Bearer " + WRONG_KEY) == 1 and keys.count("Bearer " + KEY) == len(keys) - 1,
+          "every API call carries the key typed in as a bearer token (the wrong one once, at sign-in)")
+    check(not any(KEY in url or WRONG_KEY in url for url, _ in sent), "no URL the page asked for holds a key")
+    check(not any("cookie" in headers for _, headers in sent), "no request carries a cookie")
+    filtered = [url for url, _ in calls if f"/v1/broadcasts/{request_id}?" in url and "status=failed" in url]
+    check(bool(filtered), f"the status filter is sent to the server as status=failed ({filtered[:1]})")
+
+
 def main():
     # Through herald serve's own environment: 15 % of sends fail for good, each takes 20 ms.
     os.environ.update(HERALD_SANDBOX_FAIL_RATE="0.15", HERALD_SANDBOX_FAIL_KIND="permanent",
@@ -261,6 +281,7 @@ def main():
             dead_letters(driver, api)
             events(driver, api)
             console_errors(driver)
+            api_calls(driver, request_id)
             sign_out(driver, base)
         finally:
             driver.quit()
