@@ -445,7 +445,14 @@ let kept = null; // a message to carry into the next render (after an action)
 /** `#/requests/abc?status=failed` → the view's name, its path arguments and its parameters. */
 function route() {
   const [path, q] = (location.hash.replace(/^#\/?/, "") || "requests").split("?");
-  const [name, ...args] = path.split("/").map(decodeURIComponent);
+  const decode = (part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch (_) {
+      return part; // a hand-typed lone % names nothing; the API answers 404 for it
+    }
+  };
+  const [name, ...args] = path.split("/").map(decode);
   const view = args.length && name === "requests" ? "request" : args.length && name === "events" ? "event" : name;
   return { view: views[view] ? view : "requests", nav: name, args, params: new URLSearchParams(q || "") };
 }
