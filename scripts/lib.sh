@@ -4,7 +4,8 @@
 step() { printf '\n== [%ss] %s\n' "$SECONDS" "$*"; }
 
 # A .venv with the pinned AWS emulator, cfn-lint, SAM CLI, cargo-lambda and zig; the arm64 Rust
-# target the Lambda bootstraps are built for; curl, jq and ip from Debian.
+# target the Lambda bootstraps are built for; curl, jq, ip, and Chromium with its WebDriver (the
+# dashboard's browser test) from Debian.
 install_tools() {
   local venv=.venv requirements=scripts/requirements-test.txt want
   want=$(sha256sum "$requirements" | cut -d' ' -f1)
@@ -20,7 +21,7 @@ install_tools() {
     rustup target add aarch64-unknown-linux-gnu
   fi
   local tool package
-  for tool in curl:curl jq:jq ip:iproute2; do
+  for tool in curl:curl jq:jq ip:iproute2 chromium:chromium chromedriver:chromium-driver; do
     package=${tool#*:} tool=${tool%%:*}
     command -v "$tool" >/dev/null || { step "installing $package"; apt-get update -qq && apt-get install -y -qq "$package"; }
   done

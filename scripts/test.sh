@@ -72,6 +72,8 @@ step "the official twilio package against the Twilio dialect of herald serve (bu
 .venv/bin/python scripts/test_twilio_sdk.py
 step "the official standardwebhooks package verifying the status events of herald serve"
 .venv/bin/python scripts/test_events_sdk.py
+step "the dashboard in headless Chromium: sign in, a 1,000-recipient broadcast to 100 %, a failed row's error"
+.venv/bin/python scripts/test_dashboard.py
 
 stop_emulator
 
