@@ -20,11 +20,14 @@ install_tools() {
     step "installing the Rust standard library for aarch64-unknown-linux-gnu (sam build, arm64)"
     rustup target add aarch64-unknown-linux-gnu
   fi
-  local tool package
+  local tool missing=()
   for tool in curl:curl jq:jq ip:iproute2 chromium:chromium chromedriver:chromium-driver; do
-    package=${tool#*:} tool=${tool%%:*}
-    command -v "$tool" >/dev/null || { step "installing $package"; apt-get update -qq && apt-get install -y -qq "$package"; }
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
 }
 
 # Runs a command with no network but its own loopback (a fresh network namespace), to prove it
