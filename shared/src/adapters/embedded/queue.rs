@@ -396,13 +396,20 @@ impl DeadLetters for EmbeddedQueue {
         let (tenant, id) = (tenant.as_str().to_string(), id.to_string());
         self.db
             .write(move |c| {
-                let mut st = c.prepare_cached(
-                    "DELETE FROM dead_jobs WHERE seq =
-                         (SELECT seq FROM dead_jobs WHERE tenant_id = ?1 AND message_id = ?2 LIMIT 1)
-                     RETURNING message_id, body, receive_count, dead_at",
-                )?;
-                let taken = st.query_map(params![tenant, id], dead_letter)?.next().transpose()?;
-                Ok(taken.flatten())
+                let tx = c.savepoint()?;
+                let found = tx
+                    .prepare_cached(
+                        "SELECT message_id, body, receive_count, dead_at, seq FROM dead_jobs
+                         WHERE tenant_id = ?1 AND message_id = ?2 LIMIT 1",
+                    )?
+                    .query_map(params![tenant, id], |r| Ok((dead_letter(r)?, r.get::<_, i64>(4)?)))?
+                    .next()
+                    .transpose()?;
+                // A body that is no job stays for `herald dlq`: the API never listed it.
+                let Some((Some(letter), seq)) = found else { return Ok(None) };
+                tx.execute("DELETE FROM dead_jobs WHERE seq = ?1", params![seq])?;
+                tx.commit()?;
+                Ok(Some(letter))
             })
             .await
     }
