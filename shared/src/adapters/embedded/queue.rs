@@ -252,6 +252,8 @@ impl JobQueue for EmbeddedQueue {
                             ))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
+                    // A dead letter takes a `seq` of its own: one kept again after a failed
+                    // redrive must never hold the `seq` of a job buried later.
                     let mut bury = tx.prepare_cached(&format!(
                         "INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at, tenant_id)
                          SELECT message_id, body, receive_count, enqueued_at, ?2, {TENANT_OF_BODY} FROM jobs WHERE seq = ?1"
@@ -353,7 +355,7 @@ impl DeadLetters for EmbeddedQueue {
             .write(move |c| {
                 c.execute(
                     "INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at, tenant_id)
-                     SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM dead_jobs WHERE message_id = ?1)",
+                     SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM dead_jobs WHERE tenant_id = ?5 AND message_id = ?1)",
                     params![id, body, count, at, tenant],
                 )?;
                 Ok(())
