@@ -68,28 +68,35 @@ stop_emulator() {
 
 # Builds that need no emulator run beside the tests, at the lowest priority: on 2 cores the test
 # run leaves about a core idle (its processes wait on SQLite, moto and each other), and one
-# crate's front end leaves the other core idle during a build. `background NAME CMD...` starts CMD in a session of its own with
-# its output in target/NAME.log; `finish NAME` waits for it, shows the log and fails the script if
-# CMD failed. Whatever is still running when the script exits is stopped.
+# crate's front end leaves the other core idle during a build. `background NAME CMD...` starts
+# CMD (a command or a function) with its output in target/NAME.log; `finish NAME` waits for it,
+# shows the end of the log (how long it took) and fails the script with the whole log if CMD
+# failed. Whatever is still running when the script exits is stopped.
 declare -A background_pids=() background_started=()
 background() {
   local name=$1
   shift
   mkdir -p target
   printf '\n== [%ss] %s: started in the background (target/%s.log)\n' "$SECONDS" "$name" "$name"
+  background_started[$name]=$SECONDS
   # Job control gives the job a process group of its own, so stop_background stops its builds too.
   set -m
   # At the lowest priority: the tests keep the CPU they ask for, and their timing with it.
-  (renice -n 19 -p "$BASHPID" > /dev/null && "$@") > "target/$name.log" 2>&1 < /dev/null &
+  (
+    renice -n 19 -p "$BASHPID" > /dev/null
+    status=0
+    "$@" || status=$?
+    echo "$name took $((SECONDS - background_started[$name])) s"
+    exit $status
+  ) > "target/$name.log" 2>&1 < /dev/null &
   background_pids[$name]=$!
   set +m
-  background_started[$name]=$SECONDS
 }
 finish() {
   local name=$1 status=0
   wait "${background_pids[$name]}" || status=$?
   unset "background_pids[$name]"
-  step "$name: finished in the background after $((SECONDS - background_started[$name])) s (exit status $status)"
+  step "$name (background): exit status $status"
   if [ "$status" -ne 0 ]; then
     cat "target/$name.log"
     echo "$name failed" >&2
