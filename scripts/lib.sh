@@ -66,9 +66,9 @@ stop_emulator() {
   wait "$moto_pid" 2>/dev/null || true
 }
 
-# Builds that need no emulator run beside the tests: on 2 cores the test run leaves about a core
-# idle (its processes wait on SQLite, moto and each other), and one crate's front end leaves the
-# other core idle during a build. `background NAME CMD...` starts CMD in a session of its own with
+# Builds that need no emulator run beside the tests, at the lowest priority: on 2 cores the test
+# run leaves about a core idle (its processes wait on SQLite, moto and each other), and one
+# crate's front end leaves the other core idle during a build. `background NAME CMD...` starts CMD in a session of its own with
 # its output in target/NAME.log; `finish NAME` waits for it, shows the log and fails the script if
 # CMD failed. Whatever is still running when the script exits is stopped.
 declare -A background_pids=() background_started=()
@@ -79,7 +79,8 @@ background() {
   printf '\n== [%ss] %s: started in the background (target/%s.log)\n' "$SECONDS" "$name" "$name"
   # Job control gives the job a process group of its own, so stop_background stops its builds too.
   set -m
-  ("$@") > "target/$name.log" 2>&1 < /dev/null &
+  # At the lowest priority: the tests keep the CPU they ask for, and their timing with it.
+  (renice -n 19 -p "$BASHPID" > /dev/null && "$@") > "target/$name.log" 2>&1 < /dev/null &
   background_pids[$name]=$!
   set +m
   background_started[$name]=$SECONDS

@@ -87,7 +87,8 @@ impl Local {
                 providers,
                 settings,
             )
-            .with_provider_config(provider_config.clone()),
+            .with_provider_config(provider_config.clone())
+            .with_dead_letters(queue.clone()),
         );
         Ok(Local { herald, store, queue, sandbox, data_dir: dir.to_path_buf(), _lock: lock })
     }

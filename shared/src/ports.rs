@@ -631,3 +631,78 @@ pub trait EventStore: Send + Sync {
     /// Marks the request's completion event emitted: `true` for the first call only.
     async fn mark_completed(&self, tenant: &TenantId, request_id: &str) -> StoreResult<bool>;
 }
+
+// ---------------------------------------------------------------- dead-lettered jobs
+
+/// A job the queue gave up on: received `max_receives` times and never handled (a crash each
+/// time, a poison body). Kept per tenant until it is redriven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The queue's message id: what a redrive names.
+    pub id: String,
+    pub job: Job,
+    /// Why the queue gave up, when it knows; a row's own error usually says more.
+    pub reason: Option<String>,
+    pub receive_count: u32,
+    pub dead_at: DateTime<Utc>,
+}
+
+/// A place in a tenant's oldest-first list of dead letters: the last one a page held. Like
+/// [`RequestCursor`] it names a time and an id, so it means the same in every store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCursor {
+    /// `dead_at` in milliseconds since the epoch.
+    pub dead_ms: i64,
+    pub id: String,
+}
+
+impl DeadLetterCursor {
+    const TAG: &'static str = "d1.";
+
+    pub fn after(dead: &DeadLetter) -> DeadLetterCursor {
+        DeadLetterCursor { dead_ms: dead.dead_at.timestamp_millis(), id: dead.id.clone() }
+    }
+
+    /// `base64url("d1.{millis}.{id}")`.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}{}.{}", Self::TAG, self.dead_ms, self.id))
+    }
+
+    /// A cursor [`DeadLetterCursor::encode`] made; `None` for anything else.
+    pub fn decode(text: &str) -> Option<DeadLetterCursor> {
+        use base64::Engine as _;
+        let raw = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+        let (ms, id) = raw.strip_prefix(Self::TAG)?.split_once('.')?;
+        let digits = !ms.is_empty() && ms.len() <= 18 && ms.bytes().all(|b| b.is_ascii_digit());
+        let sane = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        (digits && sane).then(|| DeadLetterCursor { dead_ms: ms.parse().unwrap_or_default(), id: id.to_string() })
+    }
+}
+
+/// One page of [`DeadLetters::list_dead_letters`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeadLetterPage {
+    pub dead_letters: Vec<DeadLetter>,
+    /// Where the next page starts; `None` once the list is done.
+    pub next_cursor: Option<DeadLetterCursor>,
+}
+
+/// Each tenant's dead-lettered jobs. The embedded queue keeps its own; on AWS the send function
+/// records what SQS moves to the dead-letter queue.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Keeps a dead letter; one already kept under its id stays as it is.
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> StoreResult<()>;
+    /// The tenant's dead letters oldest first (by `dead_at`, then id), at most `limit` after
+    /// `cursor`. Only a `next_cursor` of `None` says the list is done.
+    async fn list_dead_letters(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&DeadLetterCursor>,
+        limit: u32,
+    ) -> StoreResult<DeadLetterPage>;
+    /// Removes the tenant's dead letter and returns it; `None` if it has none such. Of racing
+    /// takers one gets it.
+    async fn take_dead_letter(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<DeadLetter>>;
+}

@@ -153,11 +153,20 @@ pub async fn schedule_names(scheduler: &aws_sdk_scheduler::Client) -> Vec<String
 pub struct EventSource {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
+    /// The records' `eventSourceARN`, as the mapping sets it (the send function tells the jobs
+    /// queue from the dead-letter queue by it).
+    source_arn: Option<String>,
 }
 
 impl EventSource {
     pub fn new(sqs: aws_sdk_sqs::Client, queue_url: &str) -> EventSource {
-        EventSource { sqs, queue_url: queue_url.to_string() }
+        EventSource { sqs, queue_url: queue_url.to_string(), source_arn: None }
+    }
+
+    /// Records that name `arn` as their source.
+    pub fn with_arn(mut self, arn: &str) -> EventSource {
+        self.source_arn = Some(arn.to_string());
+        self
     }
 
     /// Up to `max` messages, waiting up to `wait_seconds` for the first.
@@ -183,7 +192,8 @@ impl EventSource {
                     .unwrap_or_default();
                 json!({
                     "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                    "attributes": attrs, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+                    "attributes": attrs, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                    "eventSourceARN": self.source_arn,
                 })
             })
             .collect();

@@ -746,3 +746,53 @@ async fn a_revoked_key_stops_working_within_a_second_even_when_revoked_by_anothe
     s.herald().keys.revoke_key(&tenant("acme"), &lookup, herald::domain::now()).await.unwrap();
     assert_eq!(get(second).await, StatusCode::UNAUTHORIZED);
 }
+
+/// Pages of `GET /v1/broadcasts/{id}?status=…`, `limit` at a time, as (seq, status) in order.
+async fn filtered(s: &TestServer, id: &str, status: &str, limit: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<u64> = None;
+    for _ in 0..100 {
+        let after = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let (code, page) = s.get(&format!("/v1/broadcasts/{id}?status={status}&limit={limit}{after}")).await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        let rows = rows_of(&page);
+        assert!(rows.len() as u32 <= limit, "{page}");
+        out.extend(
+            rows.iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string())),
+        );
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("the filtered pages never ended");
+}
+
+#[tokio::test]
+async fn a_requests_rows_are_filtered_by_status_and_paged() {
+    let behaviour = SandboxBehaviour { fail_rate: 0.5, fail_kind: FailKind::Permanent, ..Default::default() };
+    let s = TestServer::start_with(fast_settings(), behaviour, 4).await;
+    let recipients: Vec<Value> = (0..40).map(|i| json!({"phone": format!("+1415555{:04}", 1000 + i)})).collect();
+    let (id, done) = send(&s, json!({"recipients": recipients, "messages": [{"text": "x"}]})).await;
+    let all: Vec<(String, String)> = rows_of(&done)
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().into()))
+        .collect();
+    let only = |names: &[&str]| all.iter().filter(|(_, st)| names.contains(&st.as_str())).cloned().collect::<Vec<_>>();
+    let failed = only(&["failed"]);
+    assert!(!failed.is_empty() && failed.len() < all.len(), "a mix of outcomes: {all:?}");
+
+    assert_eq!(filtered(&s, &id, "failed", 3).await, failed, "every failed row once, in seq order");
+    assert_eq!(filtered(&s, &id, "failed", 1000).await, failed);
+    let mut names: Vec<&str> = all.iter().map(|(_, st)| st.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(filtered(&s, &id, &names.join(","), 7).await, all, "several statuses");
+    assert!(filtered(&s, &id, "canceled", 5).await.is_empty());
+
+    let (code, body) = s.get(&format!("/v1/broadcasts/{id}?status=failed,lost")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_fields(&body), ["status"], "{body}");
+    let (code, body) = s.get(&format!("/v1/broadcasts/{id}?status=")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+}

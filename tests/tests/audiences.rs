@@ -425,3 +425,29 @@ mod unreadable_pages {
         assert_eq!(r.segments.listings.load(Ordering::SeqCst), 4, "three failures, then the page");
     }
 }
+
+/// A status filter reads at most 5,000 rows a page: over a large audience where nothing matches
+/// it answers empty pages that go on from the last row read, until the rows are done.
+#[tokio::test]
+async fn a_status_filter_over_a_large_audience_reads_a_bounded_page_and_goes_on() {
+    let s = TestServer::start().await;
+    segment(&s, "many", 0..5_500).await;
+    let id = broadcast(&s, json!({"segments": ["many"]})).await["request_id"].as_str().unwrap().to_string();
+    settled(&s, &id, Duration::from_secs(120)).await;
+
+    // Where five unfiltered pages of 1,000 end: the 5,000th row.
+    let mut cursor = None;
+    for _ in 0..5 {
+        let after = cursor.map(|c: u64| format!("&cursor={c}")).unwrap_or_default();
+        let (_, page) = s.get(&format!("/v1/broadcasts/{id}?limit=1000{after}")).await;
+        cursor = page["next_cursor"].as_u64();
+    }
+    let (status, first) = s.get(&format!("/v1/broadcasts/{id}?status=failed&limit=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["recipients"], json!([]), "nothing failed");
+    assert_eq!(first["next_cursor"].as_u64(), cursor, "goes on from the last row read");
+    let (_, last) = s.get(&format!("/v1/broadcasts/{id}?status=failed&limit=1000&cursor={}", cursor.unwrap())).await;
+    assert_eq!((&last["recipients"], &last["next_cursor"]), (&json!([]), &Value::Null), "the rows are done");
+    let (_, sent) = s.get(&format!("/v1/broadcasts/{id}?status=sent&limit=1000&cursor={}", cursor.unwrap())).await;
+    assert_eq!(sent["recipients"].as_array().unwrap().len(), 500, "{}", sent["next_cursor"]);
+}

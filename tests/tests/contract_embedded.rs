@@ -201,3 +201,33 @@ async fn imports() {
     let (_d, s, _) = open(10);
     contract::imports_contract(s.as_ref()).await;
 }
+
+#[tokio::test]
+async fn dead_letters() {
+    let (_d, _, q) = open(10);
+    contract::dead_letters_contract(q.as_ref()).await;
+}
+
+#[tokio::test]
+async fn dead_letters_from_before_their_tenant_column_are_listed_for_their_tenant() {
+    use herald::ports::DeadLetters;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The dead-letter table as it was before `tenant_id`.
+        let c = rusqlite::Connection::open(dir.path().join(embedded::DATABASE)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE dead_jobs (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, body TEXT NOT NULL,
+                 receive_count INTEGER NOT NULL, enqueued_at INTEGER NOT NULL, dead_at INTEGER NOT NULL);
+             INSERT INTO dead_jobs VALUES (7, 'm-old', '{\"tenant_id\":\"t1\",\"request_id\":\"req_1\",\"row_ids\":[\"rcp_1\"]}', 10, 0, 5);
+             INSERT INTO dead_jobs VALUES (8, 'm-poison', 'not json', 10, 0, 6);
+             INSERT INTO dead_jobs VALUES (9, 'm-odd', '{\"tenant_id\":\"t1\"}', 10, 0, 7);",
+        )
+        .unwrap();
+    }
+    let (_, q) = embedded::open(dir.path(), 10).unwrap();
+    let page = q.list_dead_letters(&tenant("t1"), None, 10).await.unwrap();
+    assert_eq!(page.dead_letters.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["m-old"]);
+    assert_eq!(page.dead_letters[0].job.row_ids, ["rcp_1"]);
+    assert_eq!(q.take_dead_letter(&tenant("t1"), "m-odd").await.unwrap(), None, "a body that is no job");
+    assert_eq!(q.dead_letters(10).await.unwrap().len(), 3, "bodies that are no job are kept for the CLI");
+}

@@ -289,3 +289,30 @@ async fn a_transient_failure_goes_back_as_a_fresh_job_so_it_uses_up_no_receive()
     assert_eq!(state["recipients"][0]["status"], "retrying");
     assert!(state["recipients"][0]["next_attempt_at"].is_string());
 }
+
+/// The dead-letter queue's ARN as template.yaml hands it to the send function.
+const DEAD_LETTER_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:herald-jobs-dlq";
+
+#[tokio::test]
+async fn a_record_from_the_dead_letter_queue_is_kept_for_its_tenant_not_delivered() {
+    std::env::set_var("DEAD_LETTER_QUEUE_ARN", DEAD_LETTER_QUEUE_ARN);
+    let s = quiet_server().await;
+    let (id, bodies) = queued_jobs(&s, 1).await;
+    // A job, a body that is no job, and the job again (SQS hands a message over at least once).
+    let mut event = sqs_event(&[bodies[0].clone(), "not json".into()]);
+    event.records.push(event.records[0].clone());
+    for r in &mut event.records {
+        r.event_source_arn = Some(DEAD_LETTER_QUEUE_ARN.into());
+    }
+    let response = herald_send::handle_batch(s.herald(), event).await;
+    assert!(response.batch_item_failures.is_empty(), "kept, or let go when it names no tenant");
+
+    let (_, page) = s.get("/v1/dead-letters").await;
+    let dead = page["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{page}");
+    assert_eq!((dead[0]["id"].as_str(), dead[0]["request_id"].as_str()), (Some("msg-0"), Some(id.as_str())));
+    assert_eq!(dead[0]["receive_count"], s.herald().settings.max_receives);
+    assert_eq!(dead[0]["dead_at"], "2026-11-21T18:00:00.500Z", "when the dead-letter queue first handed it out");
+    let rows = s.herald().requests.list_rows(&tenant("default"), &id, None, 10).await.unwrap();
+    assert_eq!(rows[0].status, herald::domain::Status::Queued, "a dead letter is kept, not delivered");
+}

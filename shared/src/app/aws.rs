@@ -131,6 +131,7 @@ impl AwsConfig {
             .map_err(|problem| ConfigError { name: "HERALD_*", problem })?
             .with_ses(&provider_config, &sdk);
         let mut stores = Stores::from_one(store.clone()).with_events(store.clone());
+        let dead_letters: Arc<dyn crate::ports::DeadLetters> = store.clone();
         if let Some(bucket) = self.import_bucket {
             // An emulator on an endpoint URL takes buckets in the path, not in the host name.
             let path_style = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| !e.is_empty());
@@ -138,7 +139,8 @@ impl AwsConfig {
             let files = Arc::new(crate::adapters::aws::S3Files::new(aws_sdk_s3::Client::from_conf(s3), bucket));
             stores.imports = Some((store, files));
         }
-        Ok(Herald::new(stores, queue, providers, self.settings).with_provider_config(provider_config))
+        let herald = Herald::new(stores, queue, providers, self.settings).with_provider_config(provider_config);
+        Ok(herald.with_dead_letters(dead_letters))
     }
 }
 

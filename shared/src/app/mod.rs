@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::service::key_cache::CachedKeys;
 
 use crate::ports::{ApiKeys, Catalog, Contacts, Idempotency, JobQueue, Outbox, Requests, WebhookEndpoints};
-use crate::ports::{EventStore, ImportFiles, Imports, Segments};
+use crate::ports::{DeadLetters, EventStore, ImportFiles, Imports, Segments};
 use crate::providers::config::ProviderConfig;
 use crate::providers::Providers;
 use crate::service::admission::Admission;
@@ -48,6 +48,8 @@ pub struct Herald {
     pub callbacks: Callbacks,
     /// Status events (`/v1/event-subscriptions`); `None` where the shape keeps no subscriptions.
     pub events: Option<Arc<Events>>,
+    /// Jobs the queue gave up on (`/v1/dead-letters`); `None` until a shape wires them.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
 }
 
 /// The stores behind a [`Herald`]; one adapter usually implements them all.
@@ -179,7 +181,14 @@ impl Herald {
             deliver,
             callbacks,
             events,
+            dead_letters: None,
         }
+    }
+
+    /// Lists and redrives dead-lettered jobs through `d`.
+    pub fn with_dead_letters(mut self, d: Arc<dyn DeadLetters>) -> Herald {
+        self.dead_letters = Some(d);
+        self
     }
 
     /// Sets the configuration status callbacks are verified with.

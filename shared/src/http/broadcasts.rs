@@ -60,17 +60,93 @@ pub async fn get(
             fields: vec![FieldError { field: "cursor".into(), message: "is not a cursor".into() }],
         })?),
     };
+    let wanted = status_param(&q)?;
     let Some(request) = h.requests.get_request(&tenant, &id).await? else {
         return Err(ApiError::NotFound(format!("no send request \"{id}\"")));
     };
     let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
     let progress = h.requests.progress(&tenant, &id).await?;
-    let rows = h.requests.list_rows(&tenant, &id, after, limit).await?;
+    let (rows, next) = match wanted {
+        None => rows_page(&h, &tenant, &request, after, limit).await?,
+        Some(wanted) => rows_in_status(&h, &tenant, &request, after, limit, &wanted).await?,
+    };
+    Ok(Json(request_json(&request, &counts, &progress, &rows, next)))
+}
+
+/// A page of a request's rows after `after`, and the `seq` the next page starts after, if any.
+async fn rows_page(
+    h: &Herald,
+    tenant: &TenantId,
+    request: &SendRequest,
+    after: Option<u32>,
+    limit: u32,
+) -> Result<(Vec<RecipientRow>, Option<u32>), ApiError> {
+    let rows = h.requests.list_rows(tenant, &request.id, after, limit).await?;
     // An audience's rows have no known last `seq`: a full page may have more behind it.
     let more = |last: &RecipientRow| request.audience.is_some() || last.seq + 1 < request.row_count;
     let next =
         (rows.len() as u32 == limit && rows.last().is_some_and(more)).then(|| rows.last().map(|r| r.seq)).flatten();
-    Ok(Json(request_json(&request, &counts, &progress, &rows, next)))
+    Ok((rows, next))
+}
+
+/// Rows a filtered page reads at most: a filter that matches few rows of a large request answers
+/// a short page (even an empty one) with a `next_cursor`, rather than reading the whole request.
+const FILTER_READ_MAX: u32 = 5_000;
+
+/// `?status=failed,bounced`: the statuses a page keeps, `None` for every row.
+fn status_param(q: &HashMap<String, String>) -> Result<Option<Vec<Status>>, ApiError> {
+    let Some(text) = q.get("status") else { return Ok(None) };
+    let wanted: Option<Vec<Status>> = text.split(',').map(|s| Status::parse(s.trim())).collect();
+    match wanted {
+        Some(w) if !w.is_empty() => Ok(Some(w)),
+        _ => Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "status must be one or more row statuses separated by commas, such as failed,bounced".into(),
+            fields: vec![FieldError {
+                field: "status".into(),
+                message: format!("is not a row status (one of {})", Status::ALL.map(|s| s.as_str()).join(", ")),
+            }],
+        }),
+    }
+}
+
+/// Up to `limit` rows in one of `wanted` after `after`, read a page of `list_rows` at a time until
+/// `limit` match or [`FILTER_READ_MAX`] rows were read. The cursor is the last `seq` read, so the
+/// next page goes on from there, whether or not that row matched.
+async fn rows_in_status(
+    h: &Herald,
+    tenant: &TenantId,
+    request: &SendRequest,
+    mut after: Option<u32>,
+    limit: u32,
+    wanted: &[Status],
+) -> Result<(Vec<RecipientRow>, Option<u32>), ApiError> {
+    let mut kept = Vec::new();
+    let mut read = 0;
+    // Reads grow from `limit` as matches prove sparse, so a small page of a sparse status
+    // takes a few reads, not thousands.
+    let mut size = limit;
+    while read < FILTER_READ_MAX {
+        let (page, next) = rows_page(h, tenant, request, after, size.min(FILTER_READ_MAX - read)).await?;
+        size = (size * 2).min(1_000);
+        let len = page.len();
+        for (i, row) in page.into_iter().enumerate() {
+            read += 1;
+            after = Some(row.seq);
+            if wanted.contains(&row.status) {
+                kept.push(row);
+            }
+            if kept.len() as u32 == limit {
+                // Rows may follow; whether any matches is the next page's to find out.
+                let more = next.is_some() || i + 1 < len;
+                return Ok((kept, after.filter(|_| more)));
+            }
+        }
+        if next.is_none() {
+            return Ok((kept, None));
+        }
+    }
+    Ok((kept, after))
 }
 
 /// Requests a page of `GET /v1/broadcasts` lists unless `limit` says otherwise, and at most.

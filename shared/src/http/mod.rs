@@ -5,6 +5,7 @@ mod broadcasts;
 mod catalog;
 pub(crate) mod compat;
 mod dashboard;
+mod dead_letters;
 pub use crate::api::error;
 mod events;
 mod events_api;
@@ -72,6 +73,7 @@ pub fn router(h: Arc<Herald>) -> Router {
         .route("/v1/event-subscriptions/{id}/failures", get(events_api::failures))
         .route("/v1/event-subscriptions/{id}/failures/{event_id}/redeliver", axum::routing::post(events_api::redeliver))
         .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
+        .merge(dead_letters::routes())
         .merge(compat::routes(&h))
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

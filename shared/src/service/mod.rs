@@ -4,6 +4,7 @@ pub mod admission;
 pub mod callbacks;
 pub mod cancel;
 pub mod catalog;
+pub mod dead_letters;
 pub mod deliver;
 pub mod events;
 pub mod fanout;

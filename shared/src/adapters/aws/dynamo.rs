@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::ports::*;
 use crate::retry::Policy;
 
+mod dead_letters;
 mod events;
 mod imports;
 mod listing;

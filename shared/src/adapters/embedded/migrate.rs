@@ -159,6 +159,26 @@ fn fill_request_listing(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// `dead_jobs.tenant_id`, so a tenant's dead letters are listed by an index instead of reading
+/// every body, added to a database from before it (a new one has it from its schema). Every
+/// open fills it for dead letters that lack it (those an old queue file brought in) and makes
+/// sure of the index; poison bodies name no tenant and stay without.
+pub(super) fn add_dead_letter_tenants(conn: &Connection) -> StoreResult<()> {
+    let present: i64 =
+        conn.query_row("SELECT COUNT(*) FROM pragma_table_info('dead_jobs') WHERE name = 'tenant_id'", [], |r| {
+            r.get(0)
+        })?;
+    if present == 0 {
+        conn.execute_batch("ALTER TABLE dead_jobs ADD COLUMN tenant_id TEXT")?;
+    }
+    conn.execute_batch(&format!(
+        "UPDATE dead_jobs SET tenant_id = {} WHERE tenant_id IS NULL;
+         CREATE INDEX IF NOT EXISTS dead_jobs_by_tenant ON dead_jobs(tenant_id, dead_at, message_id);",
+        super::queue::TENANT_OF_BODY
+    ))?;
+    Ok(())
+}
+
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot move an old data file: {e}"))
 }

@@ -121,7 +121,8 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
         migrate::add_row_counts(c)?;
         migrate::add_fan_out_error(c)?;
         migrate::add_events(c)?;
-        migrate::add_request_listing(c)
+        migrate::add_request_listing(c)?;
+        migrate::add_dead_letter_tenants(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);
     let store = EmbeddedStore::new(Db::new(engine.clone()), imports::files_root(dir));

@@ -10,7 +10,10 @@ use tokio::sync::Notify;
 
 use super::{ms, Db};
 use crate::domain::now;
-use crate::ports::{JobQueue, OutgoingJob, ReceivedJob, StoreResult};
+use crate::domain::TenantId;
+use crate::ports::{
+    DeadLetter, DeadLetterCursor, DeadLetterPage, DeadLetters, JobQueue, OutgoingJob, ReceivedJob, StoreResult,
+};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -31,9 +34,13 @@ CREATE TABLE IF NOT EXISTS dead_jobs (
     body TEXT NOT NULL,
     receive_count INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
-    dead_at INTEGER NOT NULL
+    dead_at INTEGER NOT NULL,
+    tenant_id TEXT
 );
 ";
+
+/// The tenant a job body names, for the dead-letter table's `tenant_id` (NULL for a poison body).
+pub(super) const TENANT_OF_BODY: &str = "CASE WHEN json_valid(body) THEN json_extract(body, '$.tenant_id') END";
 
 /// A job in the dead-letter table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,10 +252,12 @@ impl JobQueue for EmbeddedQueue {
                             ))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
-                    let mut bury = tx.prepare_cached(
-                        "INSERT INTO dead_jobs (seq, message_id, body, receive_count, enqueued_at, dead_at)
-                         SELECT seq, message_id, body, receive_count, enqueued_at, ?2 FROM jobs WHERE seq = ?1",
-                    )?;
+                    // A dead letter takes a `seq` of its own: one kept again after a failed
+                    // redrive must never hold the `seq` of a job buried later.
+                    let mut bury = tx.prepare_cached(&format!(
+                        "INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at, tenant_id)
+                         SELECT message_id, body, receive_count, enqueued_at, ?2, {TENANT_OF_BODY} FROM jobs WHERE seq = ?1"
+                    ))?;
                     let mut delete = tx.prepare_cached("DELETE FROM jobs WHERE seq = ?1")?;
                     let mut take = tx.prepare_cached(
                         "UPDATE jobs SET receive_count = receive_count + 1, receipt = ?2, visible_at = ?3, in_flight = 1
@@ -317,6 +326,92 @@ impl JobQueue for EmbeddedQueue {
                     params![receipt, visible_at],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+}
+
+/// A dead-letter table row as the port shows it; `None` for a body that is not a job (those
+/// name no tenant, so no tenant lists them).
+fn dead_letter(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<DeadLetter>> {
+    let body: String = r.get(1)?;
+    let Ok(job) = serde_json::from_str(&body) else { return Ok(None) };
+    Ok(Some(DeadLetter {
+        id: r.get(0)?,
+        job,
+        reason: None,
+        receive_count: r.get::<_, i64>(2)? as u32,
+        dead_at: chrono::DateTime::from_timestamp_millis(r.get(3)?).unwrap_or_default(),
+    }))
+}
+
+#[async_trait]
+impl DeadLetters for EmbeddedQueue {
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> StoreResult<()> {
+        let body = serde_json::to_string(&dead.job)?;
+        let (id, tenant) = (dead.id.clone(), dead.job.tenant_id.as_str().to_string());
+        let (count, at) = (i64::from(dead.receive_count), ms(dead.dead_at));
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO dead_jobs (message_id, body, receive_count, enqueued_at, dead_at, tenant_id)
+                     SELECT ?1, ?2, ?3, ?4, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM dead_jobs WHERE tenant_id = ?5 AND message_id = ?1)",
+                    params![id, body, count, at, tenant],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&DeadLetterCursor>,
+        limit: u32,
+    ) -> StoreResult<DeadLetterPage> {
+        let tenant = tenant.as_str().to_string();
+        let (after_ms, after_id) = cursor.map_or((i64::MIN, String::new()), |c| (c.dead_ms, c.id.clone()));
+        self.db
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT message_id, body, receive_count, dead_at FROM dead_jobs
+                     WHERE tenant_id = ?1 AND (dead_at, message_id) > (?2, ?3)
+                     ORDER BY dead_at, message_id LIMIT ?4",
+                )?;
+                // One more than the page, to know whether the list goes on.
+                let raw = st
+                    .query_map(params![tenant, after_ms, after_id, i64::from(limit) + 1], |r| {
+                        Ok((r.get::<_, i64>(3)?, r.get::<_, String>(0)?, dead_letter(r)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let more = raw.len() > limit as usize;
+                let page = &raw[..raw.len().min(limit as usize)];
+                let next =
+                    page.last().filter(|_| more).map(|(at, id, _)| DeadLetterCursor { dead_ms: *at, id: id.clone() });
+                let dead_letters = page.iter().filter_map(|(_, _, d)| d.clone()).collect();
+                Ok(DeadLetterPage { dead_letters, next_cursor: next })
+            })
+            .await
+    }
+
+    async fn take_dead_letter(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<DeadLetter>> {
+        let (tenant, id) = (tenant.as_str().to_string(), id.to_string());
+        self.db
+            .write(move |c| {
+                let tx = c.savepoint()?;
+                let found = tx
+                    .prepare_cached(
+                        "SELECT message_id, body, receive_count, dead_at, seq FROM dead_jobs
+                         WHERE tenant_id = ?1 AND message_id = ?2 LIMIT 1",
+                    )?
+                    .query_map(params![tenant, id], |r| Ok((dead_letter(r)?, r.get::<_, i64>(4)?)))?
+                    .next()
+                    .transpose()?;
+                // A body that is no job stays for `herald dlq`: the API never listed it.
+                let Some((Some(letter), seq)) = found else { return Ok(None) };
+                tx.execute("DELETE FROM dead_jobs WHERE seq = ?1", params![seq])?;
+                tx.commit()?;
+                Ok(Some(letter))
             })
             .await
     }
