@@ -4,7 +4,9 @@
 `herald serve` (the debug binary `cargo test` builds) whose sandbox fails a share of sends for
 good. Signs in (a wrong key first), sends a 1,000-recipient broadcast, watches its progress reach
 100 % without a reload, opens a failed row and reads its error, checks that names made of HTML
-show as text, visits every view, redelivers a subscription's failed status event (a loopback
+show as text, visits every view, redrives a dead letter (herald serve is killed inside a
+provider call and restarted with `--max-receives 1`, so the job in hand dies on its next receive;
+the redriven job sends its row), redelivers a subscription's failed status event (a loopback
 receiver refuses it on every post of a short `--event-retry-schedule-ms`, then takes it), signs
 out, and saves a screenshot of each page under target/dashboard/. Exits non-zero on any failed
 check.
@@ -37,6 +39,7 @@ IMG_NAME = '<img src=x onerror="alert(2)">'
 SHOTS = os.path.join(ROOT, "target", "dashboard")
 # herald serve's waits between a status event's posts: a refused event is a failure in 0.4 s.
 RETRY_SCHEDULE_MS = (200, 200)
+SERVE_FLAGS = ["--event-retry-schedule-ms", ",".join(str(ms) for ms in RETRY_SCHEDULE_MS)]
 
 
 class Api:
@@ -54,6 +57,27 @@ class Api:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
+
+
+class Server:
+    """The `herald serve` under test, restarted on the same port and data directory (so the page
+    and its key go on) with other flags."""
+
+    def __init__(self, data_dir, port):
+        self.data_dir, self.port = data_dir, port
+        self.proc = start(data_dir, port, KEY, SERVE_FLAGS)
+
+    def restart(self, *flags, crash=False):
+        if crash:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc = start(self.data_dir, self.port, KEY, [*SERVE_FLAGS, *flags])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def browser():
@@ -211,18 +235,57 @@ def audiences(driver, api):
     shot(driver, "imports")
 
 
-def dead_letters(driver, api):
-    status, _ = api.call("GET", "/v1/dead-letters")
+def row_status(api, request_id):
+    _, req = api.call("GET", f"/v1/broadcasts/{request_id}")
+    return req["recipients"][0]["status"]
+
+
+def crashed_send(api, server):
+    """herald serve dies inside a provider call; restarted with --max-receives 1, it dead-letters
+    the job in hand on its first receive. Returns the dead letter as the API lists it."""
+    # Provider calls of 3 s to die in. The restart frees the dead worker's claim on the row.
+    server.restart("--sandbox-delay-ms", "3000")
+    status, created = api.call("POST", "/v1/broadcasts", {"recipients": [{"phone": "+14155558888"}],
+                                                          "messages": [{"text": "a send herald serve dies in"}]})
+    check(status == 202, f"POST /v1/broadcasts for one row: 202 ({status})")
+    request_id, row_id = created["request_id"], created["recipients"][0]["id"]
+    until("the row is inside its provider call", lambda: row_status(api, request_id) == "sending")
+    server.restart("--max-receives", "1", "--sandbox-fail-rate", "0", crash=True)
+    dead = until("the job herald serve died with is dead-lettered", lambda: [
+        d for d in api.call("GET", "/v1/dead-letters")[1]["dead_letters"] if d["request_id"] == request_id])
+    if not dead:
+        return None
+    shape = (dead[0]["kind"], dead[0]["row_ids"], dead[0]["receive_count"])
+    check(shape == ("rows", [row_id], 1), f"the dead letter is the row's job, received once ({shape})")
+    return dead[0]
+
+
+def dead_letters(driver, api, server):
+    dead = crashed_send(api, server)
     driver.find_element(By.CSS_SELECTOR, '#nav a[data-view="dead-letters"]').click()
-    if status == 404:
-        text = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".unavailable").text,
-                    "a missing dead-letter endpoint is said so")
-        check(bool(text) and "404" in text, f"the dead-letter view says the endpoint answered 404 ({text!r})")
-    else:
-        shown = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.dead-letters, main .note"),
-                     "the dead letters show")
-        check(bool(shown), f"GET /v1/dead-letters ({status}): the view shows its list")
+    if not dead:
+        return
+    row = f'table.dead-letters tr[data-dead-letter-id="{dead["id"]}"]'
+    shown = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row).text, "the dead letter shows in the page")
+    check(bool(shown) and dead["request_id"] in shown, f"the dead letter's row names its request ({shown!r})")
     shot(driver, "dead-letters")
+    request_link = driver.find_element(By.CSS_SELECTOR, f"{row} a").get_attribute("href")
+    before = row_status(api, dead["request_id"])
+    check(before == "sending", f"before the redrive, the row is still in the call herald serve died in ({before})")
+    driver.find_element(By.CSS_SELECTOR, f"{row} button.action").click()
+    flash = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".flash").text, "Redrive says what it did")
+    check(bool(flash) and dead["id"] in flash, f"Redrive says the job is back on the queue ({flash!r})")
+    gone = wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, row)
+                and "No dead letter" in d.find_element(By.CSS_SELECTOR, "main .note").text,
+                "the redriven job leaves the dead letters")
+    _, left = api.call("GET", "/v1/dead-letters")
+    check(bool(gone) and left["dead_letters"] == [], f"no dead letter is left ({left})")
+    shot(driver, "dead-letters-redriven")
+    driver.execute_script("location.hash = arguments[0]", request_link.split("#", 1)[1])
+    sent = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'table.rows tr[data-row-id="{dead["row_ids"][0]}"]')
+                .get_attribute("data-status") == "sent", "the redriven row is sent, in the page")
+    check(bool(sent) and row_status(api, dead["request_id"]) == "sent", "the redriven job sent its row")
+    shot(driver, "redriven-request")
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -370,8 +433,7 @@ def main():
     api = Api(base)
     with tempfile.TemporaryDirectory() as data_dir:
         hook = receiver()
-        proc = start(data_dir, port, KEY,
-                     ["--event-retry-schedule-ms", ",".join(str(ms) for ms in RETRY_SCHEDULE_MS)])
+        server = Server(data_dir, port)
         driver = browser()
         try:
             sign_in(driver, api, base)
@@ -379,15 +441,14 @@ def main():
             watch_progress(driver, api, request_id)
             open_request(driver, api, request_id)
             audiences(driver, api)
-            dead_letters(driver, api)
+            dead_letters(driver, api, server)
             events(driver, api, hook)
             console_errors(driver)
             api_calls(driver, request_id)
             sign_out(driver, base)
         finally:
             driver.quit()
-            proc.terminate()
-            proc.wait(timeout=10)
+            server.stop()
     if FAILURES:
         sys.exit(f"{len(FAILURES)} check(s) failed")
     print(f"the dashboard showed a {RECIPIENTS}-recipient broadcast to the end; screenshots in {SHOTS}")
