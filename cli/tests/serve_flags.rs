@@ -119,7 +119,7 @@ fn refusing_receiver() -> (u16, std::sync::mpsc::Receiver<Instant>) {
 }
 
 #[test]
-fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_seconds() {
+fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_well_under_a_minute() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(dir.path(), &["--allow-loopback-urls", "--event-retry-schedule-ms", "300, 300"], &[]);
     let (port, posts) = refusing_receiver();
@@ -132,8 +132,8 @@ fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_seconds(
     let sent = http.post(format!("{base}/v1/broadcasts")).bearer_auth(KEY).json(&send).send().unwrap();
     assert_eq!(sent.status().as_u16(), 202);
 
-    // Standard Webhooks' schedule would post the second time after 5 s, the third after 5 min.
-    let deadline = Instant::now() + Duration::from_secs(4);
+    // Standard Webhooks' schedule would post the third time after 5 min: a busy machine gets time.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let failures = loop {
         let page: serde_json::Value = http
             .get(format!("{base}/v1/event-subscriptions/ops/failures"))
@@ -145,7 +145,7 @@ fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_seconds(
         if !page["failures"].as_array().unwrap().is_empty() {
             break page["failures"].clone();
         }
-        assert!(Instant::now() < deadline, "no failure within 4 s: {page}");
+        assert!(Instant::now() < deadline, "no failure within 30 s: {page}");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(failures[0]["attempts"], 3, "one post, then one per wait: {failures}");
