@@ -118,10 +118,12 @@ fn refusing_receiver() -> (u16, std::sync::mpsc::Receiver<Instant>) {
     (port, rx)
 }
 
-#[test]
-fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_well_under_a_minute() {
+/// Serves with `--event-retry-schedule-ms schedule`, sends one recipient to a subscription that
+/// refuses every post, and answers the event's failure once listed and when each post came.
+fn refused_event(schedule: &str) -> (serde_json::Value, Vec<Instant>) {
     let dir = tempfile::tempdir().unwrap();
-    let s = serve(dir.path(), &["--allow-loopback-urls", "--event-retry-schedule-ms", "300, 300"], &[]);
+    let flag = format!("--event-retry-schedule-ms={schedule}");
+    let s = serve(dir.path(), &["--allow-loopback-urls", &flag], &[]);
     let (port, posts) = refusing_receiver();
     let http = reqwest::blocking::Client::new();
     let base = format!("http://127.0.0.1:{}", s.1);
@@ -134,25 +136,30 @@ fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_well_und
 
     // Standard Webhooks' schedule would post the third time after 5 min: a busy machine gets time.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let failures = loop {
-        let page: serde_json::Value = http
-            .get(format!("{base}/v1/event-subscriptions/ops/failures"))
-            .bearer_auth(KEY)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if !page["failures"].as_array().unwrap().is_empty() {
-            break page["failures"].clone();
+    loop {
+        let url = format!("{base}/v1/event-subscriptions/ops/failures");
+        let page: serde_json::Value = http.get(url).bearer_auth(KEY).send().unwrap().json().unwrap();
+        if let Some(failure) = page["failures"].as_array().unwrap().first() {
+            return (failure.clone(), posts.try_iter().collect());
         }
         assert!(Instant::now() < deadline, "no failure within 30 s: {page}");
         std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(failures[0]["attempts"], 3, "one post, then one per wait: {failures}");
-    assert_eq!(failures[0]["last_status"], 500, "{failures}");
-    let at: Vec<Instant> = posts.try_iter().collect();
-    assert_eq!(at.len(), 3, "the receiver got three posts");
+    }
+}
+
+#[test]
+fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_well_under_a_minute() {
+    let (failure, at) = refused_event("300, 300");
+    assert_eq!((&failure["attempts"], &failure["last_status"]), (&json!(3), &json!(500)), "{failure}");
+    assert_eq!(at.len(), 3, "one post, then one per wait");
     assert!(at.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(300)), "each wait was kept");
+}
+
+#[test]
+fn an_empty_event_retry_schedule_posts_once() {
+    let (failure, at) = refused_event("");
+    assert_eq!(failure["attempts"], 1, "{failure}");
+    assert_eq!(at.len(), 1);
 }
 
 #[test]
