@@ -25,11 +25,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(data_dir, port, key):
-    """`herald serve` with `key` as its first API key, loopback URLs allowed, once /healthz answers."""
+def start(data_dir, port, key, extra_args=()):
+    """`herald serve` with `key` as its first API key, loopback URLs allowed and `extra_args`,
+    once /healthz answers."""
     env = dict(os.environ, HERALD_API_KEY=key, HERALD_LOG="warn")
     args = [HERALD, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--workers", "4",
-            "--allow-loopback-urls"]
+            "--allow-loopback-urls", *extra_args]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
     deadline = time.time() + 30
     while True:

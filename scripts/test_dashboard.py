@@ -4,15 +4,21 @@
 `herald serve` (the debug binary `cargo test` builds) whose sandbox fails a share of sends for
 good. Signs in (a wrong key first), sends a 1,000-recipient broadcast, watches its progress reach
 100 % without a reload, opens a failed row and reads its error, checks that names made of HTML
-show as text, visits every view, signs out, and saves a screenshot of each page under
-target/dashboard/. Exits non-zero on any failed check.
+show as text, visits every view, redrives a dead letter (herald serve is killed inside a
+provider call and restarted with `--max-receives 1`, so the job in hand dies on its next receive;
+the redriven job sends its row), redelivers a subscription's failed status event (a loopback
+receiver refuses it on every post of a short `--event-retry-schedule-ms`, then takes it), signs
+out, and saves a screenshot of each page under target/dashboard/. Exits non-zero on any failed
+check.
 
     .venv/bin/python scripts/test_dashboard.py
 """
+import http.server
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +37,9 @@ RECIPIENTS = 1000
 SCRIPT_NAME = "<script>alert(1)</script>"
 IMG_NAME = '<img src=x onerror="alert(2)">'
 SHOTS = os.path.join(ROOT, "target", "dashboard")
+# herald serve's waits between a status event's posts: a refused event is a failure in 0.4 s.
+RETRY_SCHEDULE_MS = (200, 200)
+SERVE_FLAGS = ["--event-retry-schedule-ms", ",".join(str(ms) for ms in RETRY_SCHEDULE_MS)]
 
 
 class Api:
@@ -48,6 +57,27 @@ class Api:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
+
+
+class Server:
+    """The `herald serve` under test, restarted on the same port and data directory (so the page
+    and its key go on) with other flags."""
+
+    def __init__(self, data_dir, port):
+        self.data_dir, self.port = data_dir, port
+        self.proc = start(data_dir, port, KEY, SERVE_FLAGS)
+
+    def restart(self, *flags, crash=False):
+        if crash:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc = start(self.data_dir, self.port, KEY, [*SERVE_FLAGS, *flags])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def browser():
@@ -205,33 +235,155 @@ def audiences(driver, api):
     shot(driver, "imports")
 
 
-def dead_letters(driver, api):
-    status, _ = api.call("GET", "/v1/dead-letters")
+def row_status(api, request_id):
+    _, req = api.call("GET", f"/v1/broadcasts/{request_id}")
+    return req["recipients"][0]["status"]
+
+
+def crashed_send(api, server):
+    """herald serve dies inside a provider call; restarted with --max-receives 1, it dead-letters
+    the job in hand on its first receive. Returns the dead letter as the API lists it."""
+    # Provider calls of 3 s to die in. The restart frees the dead worker's claim on the row.
+    server.restart("--sandbox-delay-ms", "3000")
+    status, created = api.call("POST", "/v1/broadcasts", {"recipients": [{"phone": "+14155558888"}],
+                                                          "messages": [{"text": "a send herald serve dies in"}]})
+    check(status == 202, f"POST /v1/broadcasts for one row: 202 ({status})")
+    request_id, row_id = created["request_id"], created["recipients"][0]["id"]
+    until("the row is inside its provider call", lambda: row_status(api, request_id) == "sending")
+    server.restart("--max-receives", "1", "--sandbox-fail-rate", "0", crash=True)
+    dead = until("the job herald serve died with is dead-lettered", lambda: [
+        d for d in api.call("GET", "/v1/dead-letters")[1]["dead_letters"] if d["request_id"] == request_id])
+    if not dead:
+        return None
+    shape = (dead[0]["kind"], dead[0]["row_ids"], dead[0]["receive_count"])
+    check(shape == ("rows", [row_id], 1), f"the dead letter is the row's job, received once ({shape})")
+    return dead[0]
+
+
+def dead_letters(driver, api, server):
+    dead = crashed_send(api, server)
     driver.find_element(By.CSS_SELECTOR, '#nav a[data-view="dead-letters"]').click()
-    if status == 404:
-        text = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".unavailable").text,
-                    "a missing dead-letter endpoint is said so")
-        check(bool(text) and "404" in text, f"the dead-letter view says the endpoint answered 404 ({text!r})")
-    else:
-        shown = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.dead-letters, main .note"),
-                     "the dead letters show")
-        check(bool(shown), f"GET /v1/dead-letters ({status}): the view shows its list")
+    if not dead:
+        return
+    row = f'table.dead-letters tr[data-dead-letter-id="{dead["id"]}"]'
+    shown = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row).text, "the dead letter shows in the page")
+    check(bool(shown) and dead["request_id"] in shown, f"the dead letter's row names its request ({shown!r})")
     shot(driver, "dead-letters")
+    request_link = driver.find_element(By.CSS_SELECTOR, f"{row} a").get_attribute("href")
+    before = row_status(api, dead["request_id"])
+    check(before == "sending", f"before the redrive, the row is still in the call herald serve died in ({before})")
+    driver.find_element(By.CSS_SELECTOR, f"{row} button.action").click()
+    flash = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".flash").text, "Redrive says what it did")
+    check(bool(flash) and dead["id"] in flash, f"Redrive says the job is back on the queue ({flash!r})")
+    gone = wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, row)
+                and "No dead letter" in d.find_element(By.CSS_SELECTOR, "main .note").text,
+                "the redriven job leaves the dead letters")
+    _, left = api.call("GET", "/v1/dead-letters")
+    check(bool(gone) and left["dead_letters"] == [], f"no dead letter is left ({left})")
+    shot(driver, "dead-letters-redriven")
+    driver.execute_script("location.hash = arguments[0]", request_link.split("#", 1)[1])
+    sent = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f'table.rows tr[data-row-id="{dead["row_ids"][0]}"]')
+                .get_attribute("data-status") == "sent", "the redriven row is sent, in the page")
+    check(bool(sent) and row_status(api, dead["request_id"]) == "sent", "the redriven job sent its row")
+    shot(driver, "redriven-request")
 
 
-def events(driver, api):
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A subscriber that answers `status` until told otherwise, and keeps what it was sent."""
+
+    status = 500
+    got = []  # (webhook-id, event) of every post
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        with Receiver.lock:
+            Receiver.got.append((self.headers.get("webhook-id"), json.loads(body or b"null")))
+            status = Receiver.status
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def receiver():
+    rx = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=rx.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{rx.server_address[1]}/hook"
+
+
+def until(what, probe, timeout=15):
+    """`probe()` once it answers something true, polled; a failed check if it never does."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.1)
+    check(False, f"{what} (waited {timeout} s)")
+    return None
+
+
+def events(driver, api, hook):
     status, _ = api.call("PUT", "/v1/event-subscriptions/ops-hook",
-                         {"url": "http://127.0.0.1:9/hook", "events": ["message.failed"]})
+                         {"url": hook, "events": ["message.sent", "message.failed"]})
     check(status == 201, f"PUT /v1/event-subscriptions/ops-hook: 201 ({status})")
     driver.find_element(By.CSS_SELECTOR, '#nav a[data-view="events"]').click()
     link = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-subscription-id="ops-hook"] a'),
                 "the subscription shows")
     shot(driver, "events")
-    if link:
-        link.click()
-        text = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "main .note").text, "its failures show")
-        check(bool(text) and "No failed event" in text, f"a subscription with no failure says so ({text!r})")
-        shot(driver, "event-failures")
+    if not link:
+        return
+    link.click()
+    text = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "main .note").text, "its failures show")
+    check(bool(text) and "No failed event" in text, f"a subscription with no failure says so ({text!r})")
+    failure = failed_event(driver, api)
+    if failure:
+        redeliver(driver, api, failure)
+
+
+def failed_event(driver, api):
+    """One recipient's status event, refused by the receiver on every post of herald serve's
+    short retry schedule, shows in the failures view. Returns the failure as the API lists it."""
+    status, _ = api.call("POST", "/v1/broadcasts", {"recipients": [{"phone": "+14155559999"}],
+                                                    "messages": [{"text": "an event nobody takes"}]})
+    check(status == 202, f"POST /v1/broadcasts for one event: 202 ({status})")
+    failures = until("the refused event becomes a failure",
+                     lambda: api.call("GET", "/v1/event-subscriptions/ops-hook/failures")[1]["failures"])
+    if not failures:
+        return None
+    first = failures[0]
+    event_id, tried = first["event_id"], (first["attempts"], first["last_status"])
+    check(tried == (len(RETRY_SCHEDULE_MS) + 1, 500),
+          f"the event was posted once, then once per wait, each answered 500 (attempts, last status: {tried})")
+    driver.find_element(By.CSS_SELECTOR, "button.refresh").click()
+    row = f'table.failures tr[data-event-id="{event_id}"]'
+    shown = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row).text, "the failure shows in the page")
+    check(bool(shown) and "500" in shown and event_id in shown, f"the failure's row shows its event and 500 ({shown!r})")
+    shot(driver, "event-failures")
+    return first
+
+
+def redeliver(driver, api, failure):
+    """The receiver takes events now; Redeliver posts the failure again, and it leaves the list."""
+    event_id = failure["event_id"]
+    with Receiver.lock:
+        Receiver.status, Receiver.got = 204, []
+    driver.find_element(By.CSS_SELECTOR, f'tr[data-event-id="{event_id}"] button.action').click()
+    flash = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ".flash").text, "Redeliver says what it did")
+    check(bool(flash) and event_id in flash, f"Redeliver says the event goes out again ({flash!r})")
+    got = until("the receiver gets the redelivered event", lambda: list(Receiver.got))
+    ids = [webhook_id for webhook_id, _ in got or []]
+    check(ids == [event_id], f"the receiver got the failure's event once, webhook-id {event_id} ({ids})")
+    check(all(event == failure["event"] for _, event in got or []), "the redelivered body is the failure's event")
+    gone = wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, f'tr[data-event-id="{event_id}"]')
+                and "No failed event" in d.find_element(By.CSS_SELECTOR, "main .note").text,
+                "the redelivered event leaves the failures")
+    _, left = api.call("GET", "/v1/event-subscriptions/ops-hook/failures")
+    check(bool(gone) and left["failures"] == [], f"no failure is left ({left})")
+    shot(driver, "event-redelivered")
 
 
 def sign_out(driver, base):
@@ -280,7 +432,8 @@ def main():
     base = f"http://127.0.0.1:{port}"
     api = Api(base)
     with tempfile.TemporaryDirectory() as data_dir:
-        proc = start(data_dir, port, KEY)
+        hook = receiver()
+        server = Server(data_dir, port)
         driver = browser()
         try:
             sign_in(driver, api, base)
@@ -288,15 +441,14 @@ def main():
             watch_progress(driver, api, request_id)
             open_request(driver, api, request_id)
             audiences(driver, api)
-            dead_letters(driver, api)
-            events(driver, api)
+            dead_letters(driver, api, server)
+            events(driver, api, hook)
             console_errors(driver)
             api_calls(driver, request_id)
             sign_out(driver, base)
         finally:
             driver.quit()
-            proc.terminate()
-            proc.wait(timeout=10)
+            server.stop()
     if FAILURES:
         sys.exit(f"{len(FAILURES)} check(s) failed")
     print(f"the dashboard showed a {RECIPIENTS}-recipient broadcast to the end; screenshots in {SHOTS}")

@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// Base of the exponential retry backoff, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     backoff_base_ms: u64,
+    /// Waits between a status event's posts to a subscriber that does not take it, in
+    /// milliseconds, comma-separated (e.g. `200,200`; empty: one post only). After the last the
+    /// event is a subscription failure. Replaces Standard Webhooks' schedule (5 s … 10 h, about
+    /// 27 h) for tests.
+    #[arg(long, value_name = "MS,MS,...")]
+    event_retry_schedule_ms: Option<String>,
     /// Longest wait for one provider call, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
     provider_timeout_ms: u64,
@@ -106,6 +112,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         provider_timeout,
         lease,
         visibility,
+        event_retry_schedule: retry_schedule(args.event_retry_schedule_ms.as_deref())?,
         ..Settings::default()
     };
     let behaviour = SandboxBehaviour {
@@ -172,6 +179,31 @@ fn connection_limits(args: &ServeArgs) -> Result<herald::http::server::Limits, S
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: args.max_connections,
     })
+}
+
+/// `--event-retry-schedule-ms`: waits in milliseconds, comma-separated; empty for none, absent
+/// for Standard Webhooks' schedule.
+fn retry_schedule(list: Option<&str>) -> Result<Vec<Duration>, String> {
+    const MAX_WAITS: usize = 20;
+    const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
+    let Some(list) = list else { return Ok(Settings::default().event_retry_schedule) };
+    if list.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let waits = list
+        .split(',')
+        .map(|w| w.trim().parse::<u64>().ok().filter(|ms| *ms <= MAX_WAIT_MS).map(Duration::from_millis))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            format!(
+                "--event-retry-schedule-ms must be waits in milliseconds (each at most {MAX_WAIT_MS}, a day) \
+                 separated by commas, e.g. 200,200 (got {list:?})"
+            )
+        })?;
+    if waits.len() > MAX_WAITS {
+        return Err(format!("--event-retry-schedule-ms takes at most {MAX_WAITS} waits (got {})", waits.len()));
+    }
+    Ok(waits)
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,9 @@
 //! `herald serve`'s guard flags on the real binary: loopback URLs only when the operator allows
-//! them, a tenant rate that could admit nothing refused at start-up, and the socket's read
-//! timeouts taken from the command line.
+//! them, a tenant rate that could admit nothing refused at start-up, the socket's read timeouts
+//! taken from the command line, and a status event's retry schedule shortened for tests.
 
 use serde_json::json;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,4 +90,97 @@ fn the_header_timeout_comes_from_the_command_line() {
     // The server closes the connection (0 bytes, or a reset) well before the client's 5 s.
     let _ = slow.read(&mut buf);
     assert!(started.elapsed() < Duration::from_secs(3), "a half-sent request head was kept open");
+}
+
+/// A subscriber that answers every post with a 500, and when each post came.
+fn refusing_receiver() -> (u16, std::sync::mpsc::Receiver<Instant>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let _ = reader.read_exact(&mut vec![0; length]);
+            let _ = tx.send(Instant::now());
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, rx)
+}
+
+/// Serves with `--event-retry-schedule-ms schedule`, sends one recipient to a subscription that
+/// refuses every post, and answers the event's failure once listed and when each post came.
+fn refused_event(schedule: &str) -> (serde_json::Value, Vec<Instant>) {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = format!("--event-retry-schedule-ms={schedule}");
+    let s = serve(dir.path(), &["--allow-loopback-urls", &flag], &[]);
+    let (port, posts) = refusing_receiver();
+    let http = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{}", s.1);
+    let sub = json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["message.sent"]});
+    let put = http.put(format!("{base}/v1/event-subscriptions/ops")).bearer_auth(KEY).json(&sub).send().unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    let send = json!({"recipients": [{"phone": "+14155550100"}], "messages": [{"text": "hi"}]});
+    let sent = http.post(format!("{base}/v1/broadcasts")).bearer_auth(KEY).json(&send).send().unwrap();
+    assert_eq!(sent.status().as_u16(), 202);
+
+    // Standard Webhooks' schedule would post the third time after 5 min: a busy machine gets time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = format!("{base}/v1/event-subscriptions/ops/failures");
+        let page: serde_json::Value = http.get(url).bearer_auth(KEY).send().unwrap().json().unwrap();
+        if let Some(failure) = page["failures"].as_array().unwrap().first() {
+            return (failure.clone(), posts.try_iter().collect());
+        }
+        assert!(Instant::now() < deadline, "no failure within 30 s: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_events_retry_schedule_from_the_command_line_makes_it_a_failure_in_well_under_a_minute() {
+    let (failure, at) = refused_event("300, 300");
+    assert_eq!((&failure["attempts"], &failure["last_status"]), (&json!(3), &json!(500)), "{failure}");
+    assert_eq!(at.len(), 3, "one post, then one per wait");
+    assert!(at.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(300)), "each wait was kept");
+}
+
+#[test]
+fn an_empty_event_retry_schedule_posts_once() {
+    let (failure, at) = refused_event("");
+    assert_eq!(failure["attempts"], 1, "{failure}");
+    assert_eq!(at.len(), 1);
+}
+
+#[test]
+fn a_bad_event_retry_schedule_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let too_many = ["1"; 21].join(",");
+    let cases = [
+        ("200,,200", "waits in milliseconds"),
+        ("200,soon", "waits in milliseconds"),
+        ("-5", "waits in milliseconds"),
+        ("86400001", "each at most 86400000"),
+        (too_many.as_str(), "at most 20 waits"),
+    ];
+    for (bad, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--addr", "127.0.0.1:0", &format!("--event-retry-schedule-ms={bad}"), "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run herald serve");
+        assert!(!out.status.success(), "herald serve started with --event-retry-schedule-ms {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--event-retry-schedule-ms") && stderr.contains(says), "{bad}: {stderr}");
+    }
 }
