@@ -57,6 +57,8 @@ step "the official twilio package against the Twilio dialect of herald serve (bu
 .venv/bin/python scripts/test_twilio_sdk.py
 step "the official standardwebhooks package verifying the status events of herald serve"
 .venv/bin/python scripts/test_events_sdk.py
+step "the OpenAPI document: validated, Schemathesis against herald serve, a Python client generated"
+.venv/bin/python scripts/test_openapi.py
 
 stop_emulator
 
