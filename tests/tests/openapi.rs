@@ -88,3 +88,18 @@ async fn every_documented_operation_is_routed() {
     }
     assert!(operations >= 50, "{operations} operations");
 }
+
+/// The ingest Lambda serves the same router, so the same document, without a key.
+#[tokio::test]
+async fn the_lambda_shape_serves_the_same_document() {
+    let s = TestServer::start_with(herald_tests::fast_settings(), Default::default(), 0).await;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/apigw_v2_get_broadcast.json"))
+        .expect("fixture");
+    let mut event: Value =
+        serde_json::from_str(&text.replace("{{API_KEY}}", "").replace("{{REQUEST_ID}}", "x")).expect("fixture JSON");
+    event["rawPath"] = "/openapi.json".into();
+    event["requestContext"]["http"]["path"] = "/openapi.json".into();
+    let answer = herald_ingest::Ingest::new(s.herald(), None).handle(event).await.expect("handled");
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert_eq!(answer["body"].as_str().unwrap_or_default(), served(&s).await);
+}

@@ -1,4 +1,6 @@
 //! The dialects' bodies and answers, in each vendor's own shapes (`crate::dialects` builds them).
+//! An answer's `Option` field marked `required` is always sent, `null` when empty; one not so
+//! marked may be left out.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -52,6 +54,7 @@ pub(crate) struct CsmlAnswer {
 #[derive(ToSchema)]
 #[schema(as = csml::AnswerClient)]
 pub(crate) struct CsmlAnswerClient {
+    #[schema(required = true)]
     user_id: Option<String>,
     bot_id: String,
     channel_id: String,
@@ -125,36 +128,56 @@ pub(crate) struct InventAnswer {
 #[schema(as = invent::BroadcastRecipient)]
 pub(crate) struct InventRecipient {
     id: String,
+    #[schema(required = true)]
     broadcast_id: Option<String>,
+    #[schema(required = true)]
     broadcast_name: Option<String>,
+    #[schema(required = true)]
     template_id: Option<String>,
+    #[schema(required = true)]
     user_id: Option<String>,
+    #[schema(required = true)]
     name: Option<String>,
+    #[schema(required = true)]
     username: Option<String>,
+    #[schema(required = true)]
     phone: Option<String>,
+    #[schema(required = true)]
     email: Option<String>,
     is_skipped: bool,
+    #[schema(required = true)]
     is_skipped_at: Option<DateTime<Utc>>,
     is_failed: bool,
+    #[schema(required = true)]
     is_failed_at: Option<DateTime<Utc>>,
     is_bounced: bool,
+    #[schema(required = true)]
     is_bounced_at: Option<DateTime<Utc>>,
     is_sent: bool,
+    #[schema(required = true)]
     is_sent_at: Option<DateTime<Utc>>,
     is_delivered: bool,
+    #[schema(required = true)]
     is_delivered_at: Option<DateTime<Utc>>,
     is_complained: bool,
+    #[schema(required = true)]
     is_complained_at: Option<DateTime<Utc>>,
     is_unsubscribed: bool,
+    #[schema(required = true)]
     is_unsubscribed_at: Option<DateTime<Utc>>,
     is_opened: bool,
+    #[schema(required = true)]
     is_opened_at: Option<DateTime<Utc>>,
     is_played: bool,
+    #[schema(required = true)]
     is_played_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     error_message: Option<String>,
+    #[schema(required = true)]
     external_message_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    #[schema(required = true)]
     contact: Option<InventContact>,
 }
 
@@ -162,6 +185,7 @@ pub(crate) struct InventRecipient {
 #[schema(as = invent::Contact)]
 pub(crate) struct InventContact {
     id: String,
+    #[schema(required = true)]
     name: Option<String>,
     blocked: bool,
     unsubscribed: bool,
@@ -171,9 +195,13 @@ pub(crate) struct InventContact {
     properties: BTreeMap<String, String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    #[schema(required = true)]
     blocked_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     unsubscribed_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     unsubscribe_reason: Option<String>,
+    #[schema(required = true)]
     unsubscribe_feedback: Option<String>,
 }
 
@@ -182,18 +210,28 @@ pub(crate) struct InventContact {
 pub(crate) struct InventChannel {
     id: String,
     user_id: String,
+    #[schema(required = true)]
     avatar: Option<String>,
+    #[schema(required = true)]
     name: Option<String>,
+    #[schema(required = true)]
     username: Option<String>,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(required = true)]
     phone: Option<String>,
+    #[schema(required = true)]
     country: Option<String>,
+    #[schema(required = true)]
     agent: Option<String>,
+    #[schema(required = true)]
     ip: Option<String>,
+    #[schema(required = true)]
     language: Option<String>,
     platform_data: Object,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    #[schema(required = true)]
     link: Option<String>,
 }
 
@@ -358,8 +396,10 @@ pub(crate) struct MessageForm {
 pub(crate) struct Message {
     sid: String,
     account_sid: String,
+    #[schema(required = true)]
     messaging_service_sid: Option<String>,
     to: String,
+    #[schema(required = true)]
     from: Option<String>,
     body: String,
     status: String,
@@ -369,9 +409,13 @@ pub(crate) struct Message {
     api_version: String,
     date_created: String,
     date_updated: String,
+    #[schema(required = true)]
     date_sent: Option<String>,
+    #[schema(required = true)]
     error_code: Option<u32>,
+    #[schema(required = true)]
     error_message: Option<String>,
+    #[schema(required = true)]
     price: Option<String>,
     price_unit: String,
     uri: String,
@@ -386,7 +430,9 @@ pub(crate) struct MessagePage {
     page_size: u32,
     uri: String,
     first_page_uri: String,
+    #[schema(required = true)]
     next_page_uri: Option<String>,
+    #[schema(required = true)]
     previous_page_uri: Option<String>,
     start: u64,
     end: u64,
@@ -415,15 +461,26 @@ pub(crate) struct Notification {
     segments: Vec<String>,
     priority: String,
     ttl: u64,
+    #[schema(required = true)]
     title: Option<String>,
+    #[schema(required = true)]
     body: Option<String>,
+    #[schema(required = true)]
     sound: Option<String>,
+    #[schema(required = true)]
     action: Option<String>,
+    #[schema(required = true)]
     data: Option<Object>,
+    #[schema(required = true)]
     apn: Option<Object>,
+    #[schema(required = true)]
     gcm: Option<Object>,
+    #[schema(required = true)]
     fcm: Option<Object>,
+    #[schema(required = true)]
     sms: Option<Object>,
+    #[schema(required = true)]
     facebook_messenger: Option<Object>,
+    #[schema(required = true)]
     alexa: Option<Object>,
 }

@@ -1,4 +1,6 @@
 //! The native API's bodies and answers, as `http::broadcasts`, `catalog`, `segments`, … serve them.
+//! An answer's `Option` field marked `required` is always sent, `null` when empty; one not so
+//! marked may be left out.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -159,20 +161,31 @@ pub(crate) struct SendRequestView {
     created_at: DateTime<Utc>,
     /// `native`, or the dialect it came through (`twilio`, `smax_v2`, …).
     source: String,
+    #[schema(required = true)]
     campaign_id: Option<String>,
+    #[schema(required = true)]
     campaign_name: Option<String>,
     background: bool,
+    #[schema(required = true)]
     send_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     send_at_local: Option<String>,
+    #[schema(required = true)]
     send_window: Option<SendWindow>,
+    #[schema(required = true)]
     throttle: Option<Throttle>,
     metadata: Object,
+    #[schema(required = true)]
     recipient_count: Option<u64>,
+    #[schema(required = true)]
     row_count: Option<u64>,
+    #[schema(required = true)]
     audience: Option<Audience>,
     /// `fanning_out`, `queued`, `scheduled`, `sending`, `completed` or `canceled`.
     state: String,
+    #[schema(required = true)]
     canceled_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     fan_out_error: Option<String>,
     summary: Summary,
     /// Absent from the list's entries.
@@ -183,6 +196,7 @@ pub(crate) struct SendRequestView {
 #[derive(ToSchema)]
 pub(crate) struct Summary {
     /// Known once an audience's fan-out has made its last row.
+    #[schema(required = true)]
     total: Option<u64>,
     rows_made: u64,
     pending: u64,
@@ -194,6 +208,7 @@ pub(crate) struct Summary {
 #[derive(ToSchema)]
 pub(crate) struct BroadcastList {
     data: Vec<SendRequestView>,
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -202,51 +217,79 @@ pub(crate) struct BroadcastList {
 pub(crate) struct Row {
     id: String,
     request_id: String,
+    #[schema(required = true)]
     broadcast_id: Option<String>,
+    #[schema(required = true)]
     broadcast_name: Option<String>,
+    #[schema(required = true)]
     template_id: Option<String>,
     recipient_index: u32,
+    #[schema(required = true)]
     contact_id: Option<String>,
+    #[schema(required = true)]
     user_id: Option<String>,
+    #[schema(required = true)]
     name: Option<String>,
+    #[schema(required = true)]
     phone: Option<String>,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(required = true)]
     channel: Option<Channel>,
+    #[schema(required = true)]
     provider: Option<String>,
     status: RowStatus,
     attempts: u32,
     is_scheduled: bool,
+    #[schema(required = true)]
     is_scheduled_at: Option<DateTime<Utc>>,
     is_queued: bool,
+    #[schema(required = true)]
     is_queued_at: Option<DateTime<Utc>>,
     is_sending: bool,
+    #[schema(required = true)]
     is_sending_at: Option<DateTime<Utc>>,
     is_sent: bool,
+    #[schema(required = true)]
     is_sent_at: Option<DateTime<Utc>>,
     is_delivered: bool,
+    #[schema(required = true)]
     is_delivered_at: Option<DateTime<Utc>>,
     is_read: bool,
+    #[schema(required = true)]
     is_read_at: Option<DateTime<Utc>>,
     is_opened: bool,
+    #[schema(required = true)]
     is_opened_at: Option<DateTime<Utc>>,
     is_played: bool,
+    #[schema(required = true)]
     is_played_at: Option<DateTime<Utc>>,
     is_skipped: bool,
+    #[schema(required = true)]
     is_skipped_at: Option<DateTime<Utc>>,
     is_failed: bool,
+    #[schema(required = true)]
     is_failed_at: Option<DateTime<Utc>>,
     is_bounced: bool,
+    #[schema(required = true)]
     is_bounced_at: Option<DateTime<Utc>>,
     is_complained: bool,
+    #[schema(required = true)]
     is_complained_at: Option<DateTime<Utc>>,
     is_unsubscribed: bool,
+    #[schema(required = true)]
     is_unsubscribed_at: Option<DateTime<Utc>>,
     is_canceled: bool,
+    #[schema(required = true)]
     is_canceled_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     error_message: Option<String>,
+    #[schema(required = true)]
     external_message_id: Option<String>,
+    #[schema(required = true)]
     next_attempt_at: Option<DateTime<Utc>>,
     due_at: DateTime<Utc>,
+    #[schema(required = true)]
     timezone: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -361,12 +404,19 @@ pub(crate) struct ContactChannel {
 #[derive(ToSchema)]
 pub(crate) struct Contact {
     id: String,
+    #[schema(required = true)]
     name: Option<String>,
+    #[schema(required = true)]
     phone: Option<String>,
+    #[schema(required = true)]
     email: Option<String>,
+    #[schema(required = true)]
     messenger_psid: Option<String>,
+    #[schema(required = true)]
     telegram_chat_id: Option<String>,
+    #[schema(required = true)]
     slack_id: Option<String>,
+    #[schema(required = true)]
     webhook_user_id: Option<String>,
     timezone: Option<String>,
     fields: Strings,
@@ -431,6 +481,7 @@ pub(crate) struct MembersRemoved {
 #[derive(ToSchema)]
 pub(crate) struct MemberPage {
     contact_ids: Vec<String>,
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -453,10 +504,12 @@ pub(crate) struct Import {
     unchanged: u64,
     rejected: u64,
     errors: Vec<LineError>,
+    #[schema(required = true)]
     failure: Option<String>,
     bytes: u64,
     bytes_done: u64,
     created_at: DateTime<Utc>,
+    #[schema(required = true)]
     finished_at: Option<DateTime<Utc>>,
 }
 
@@ -483,6 +536,7 @@ pub(crate) struct OutboxEntry {
 #[derive(ToSchema)]
 pub(crate) struct Outbox {
     messages: Vec<OutboxEntry>,
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -522,6 +576,7 @@ pub(crate) struct SettingsBody {
 #[derive(ToSchema)]
 pub(crate) struct Settings {
     timezone: String,
+    #[schema(required = true)]
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -559,6 +614,7 @@ pub(crate) struct EventFailure {
     event: Value,
     attempts: u32,
     last_error: String,
+    #[schema(required = true)]
     last_status: Option<u16>,
     first_attempt_at: DateTime<Utc>,
     last_attempt_at: DateTime<Utc>,
