@@ -63,8 +63,9 @@ async fn broadcast(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b)
     request_body = doc::PabblyCampaign,
     responses(
         (status = 201, description = "Added", body = doc::PabblyCampaignAnswer),
-        (status = 409, description = "An API campaign of that name exists, or the Idempotency-Key is taken", body = ErrorBody),
-        Refusals, BodyRefusals, SendRefusals))]
+        Refusals, BodyRefusals, SendRefusals,
+        // After SendRefusals, whose 409 it replaces: this route's 409 has a reason more.
+        (status = 409, description = "An API campaign of that name exists, or the Idempotency-Key is taken", body = ErrorBody)))]
 async fn add_campaign(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
     add_campaign_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -2,6 +2,7 @@
 //! An answer's `Option` field marked `required` is always sent, `null` when empty; one not so
 //! marked may be left out.
 
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -13,7 +14,8 @@ type Object = BTreeMap<String, Value>;
 
 // -------------------------------------------------------------------------------------- CSML
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = csml::BroadcastBody)]
 pub(crate) struct CsmlBody {
     payload: Option<CsmlPayload>,
@@ -21,7 +23,8 @@ pub(crate) struct CsmlBody {
     metadata: Option<Object>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = csml::Payload)]
 pub(crate) struct CsmlPayload {
     /// `flow_trigger`, the one kind the Broadcasts API documents.
@@ -29,14 +32,16 @@ pub(crate) struct CsmlPayload {
     content: Option<CsmlContent>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = csml::Content)]
 pub(crate) struct CsmlContent {
     flow_id: Option<String>,
     close_flows: Option<bool>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = csml::Client)]
 pub(crate) struct CsmlClient {
     user_id: Option<String>,
@@ -84,7 +89,8 @@ pub(crate) struct SmaxAnswer {
     result: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = smax::V2Body)]
 pub(crate) struct SmaxV2Body {
     customer_id: Option<String>,
@@ -104,7 +110,8 @@ pub(crate) struct SmaxV2Body {
 
 // ------------------------------------------------------------------------------------ Invent
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = invent::SendBody)]
 pub(crate) struct InventBody {
     contact_channel_id: Option<String>,
@@ -247,7 +254,8 @@ pub(crate) struct InventSegment {
 
 // ------------------------------------------------------------------------------------ Pabbly
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = pabbly::SendBody, rename_all = "camelCase")]
 pub(crate) struct PabblySend {
     template_name: Option<String>,
@@ -265,7 +273,8 @@ pub(crate) struct PabblySend {
 
 /// A broadcast (regular or template); with `campaignName` and `templateNames` it adds an API
 /// campaign instead, as `api-campaigns` does.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = pabbly::BroadcastBody, rename_all = "camelCase")]
 pub(crate) struct PabblyBroadcast {
     broadcast_name: Option<String>,
@@ -284,7 +293,8 @@ pub(crate) struct PabblyBroadcast {
     template_names: Option<Vec<String>>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = pabbly::ApiCampaignBody, rename_all = "camelCase")]
 pub(crate) struct PabblyCampaign {
     campaign_name: Option<String>,

@@ -2,6 +2,7 @@
 //! An answer's `Option` field marked `required` is always sent, `null` when empty; one not so
 //! marked may be left out.
 
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -16,7 +17,7 @@ pub(crate) struct Health {
     status: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
 #[schema(rename_all = "snake_case")]
 pub(crate) enum Channel {
     Whatsapp,
@@ -53,7 +54,8 @@ pub(crate) enum RowStatus {
 
 /// `POST /v1/broadcasts`: who (`recipients` or an `audience`), what (a campaign, templates, an
 /// inline template, plain `messages` or a `flow`), and when.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = BroadcastRequest)]
 pub(crate) struct BroadcastBody {
     recipients: Option<Vec<RecipientBody>>,
@@ -84,7 +86,8 @@ pub(crate) struct BroadcastBody {
 }
 
 /// One recipient: `contact_channel_id` > `contact_id` > phone / email / a channel's user id.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(as = Recipient)]
 pub(crate) struct RecipientBody {
     contact_channel_id: Option<String>,
@@ -99,7 +102,8 @@ pub(crate) struct RecipientBody {
     variables: Option<Object>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AudienceBody {
     segments: Option<Vec<String>>,
     exclude_segments: Option<Vec<String>>,
@@ -111,24 +115,28 @@ pub(crate) struct Audience {
     exclude_segments: Option<Vec<String>>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MessageText {
     text: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Flow {
     flow_id: String,
     close_flows: Option<bool>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Media {
     link: String,
     filename: Option<String>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SendWindowBody {
     /// `mon` … `sun`.
     days: Option<Vec<String>>,
@@ -137,7 +145,8 @@ pub(crate) struct SendWindowBody {
     until: Option<String>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ThrottleBody {
     per_minute: Option<i64>,
 }
@@ -297,7 +306,7 @@ pub(crate) struct Row {
 
 // ---------------------------------------------------------------------------------- catalog
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
 pub(crate) struct TemplateHeader {
     /// `text`, `image`, `video` or `document`.
     #[schema(rename = "type")]
@@ -307,7 +316,8 @@ pub(crate) struct TemplateHeader {
     filename: Option<String>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WhatsappTemplate {
     name: String,
     language: String,
@@ -316,7 +326,8 @@ pub(crate) struct WhatsappTemplate {
 }
 
 /// `PUT /v1/templates/{id}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TemplateBody {
     channel: Option<Channel>,
     body: Option<String>,
@@ -345,7 +356,8 @@ pub(crate) struct TemplateList {
 }
 
 /// `PUT /v1/campaigns/{id}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CampaignBody {
     name: Option<String>,
     template_ids: Option<Vec<String>>,
@@ -378,7 +390,8 @@ pub(crate) struct CampaignList {
 }
 
 /// `PUT /v1/contacts/{id}` and `POST /v1/contacts`: every field optional, merged onto the contact.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ContactBody {
     name: Option<String>,
     phone: Option<String>,
@@ -431,7 +444,8 @@ pub(crate) struct Contact {
 
 // ------------------------------------------------------------------------- segments, imports
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SegmentBody {
     name: Option<String>,
 }
@@ -459,7 +473,8 @@ pub(crate) struct SegmentList {
 }
 
 /// `POST` and `DELETE /v1/segments/{id}/members`: contacts by id, or by identifiers.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MembersBody {
     contact_ids: Option<Vec<String>>,
     contacts: Option<Vec<ContactBody>>,
@@ -553,7 +568,8 @@ pub(crate) struct TwilioSigningSecret {
     twilio_signing_secret: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct WebhookBody {
     url: String,
 }
@@ -567,7 +583,8 @@ pub(crate) struct Webhook {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SettingsBody {
     /// An IANA zone; left out, it goes back to its default.
     timezone: Option<String>,
@@ -582,7 +599,8 @@ pub(crate) struct Settings {
 
 // ------------------------------------------------------------------------------ status events
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SubscriptionBody {
     url: String,
     /// Event types (`message.delivered`, …), `message.*` or `*`.
