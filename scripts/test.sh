@@ -74,6 +74,8 @@ step "the official standardwebhooks package verifying the status events of heral
 .venv/bin/python scripts/test_events_sdk.py
 step "the dashboard in headless Chromium: sign in, a 1,000-recipient broadcast to 100 %, a failed row's error"
 .venv/bin/python scripts/test_dashboard.py
+step "the OpenAPI document: validated, Schemathesis against herald serve, a Python client generated"
+.venv/bin/python scripts/test_openapi.py
 
 stop_emulator
 

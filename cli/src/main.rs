@@ -53,6 +53,9 @@ enum Command {
     /// Import a CSV file of contacts into a segment of a running Herald (POST /v1/imports), with
     /// a progress bar, then print the import's counts and refused lines.
     Import(client::ImportArgs),
+    /// Print the OpenAPI document of the API, as `GET /openapi.json` serves it
+    /// (`herald openapi > docs/openapi.json`).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -166,6 +169,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
         Command::Import(args) => client::import(args).await,
+        Command::Openapi => openapi().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,6 +178,16 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The document is built with the router, which wants a wired Herald: a throwaway one does.
+async fn openapi() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let local = herald::local::Local::open(dir.path(), herald::Settings::default(), Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", herald::http::openapi(&local.herald));
+    Ok(())
 }
 
 async fn keys_create(tenant: &str, store: &StoreArgs) -> Result<(), String> {

@@ -10,15 +10,34 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
-use super::idempotency::{guarded, NATIVE};
+use super::idempotency::{guarded, sending, Input, NATIVE};
 use super::limit_param;
+use super::schema::{native as doc, BodyRefusals, Missing, Refusals, SendRefusals};
 use crate::app::Herald;
 use crate::domain::TenantId;
 use crate::domain::{BroadcastBody, FieldError, FieldErrors, RecipientRow, RowView, SendRequest, Status};
 use crate::ports::{Progress, RequestCursor};
 use crate::service::ingest::ingest;
 use crate::service::recount;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// `/v1/broadcasts`: the send route behind the idempotency guard (it takes only POSTs, so the list
+/// goes straight through), and the list.
+pub(super) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    let send = OpenApiRouter::new().routes(routes!(create, list));
+    sending(send, h, NATIVE, Input::JsonBody { owner: None }).routes(routes!(get)).routes(routes!(cancel))
+}
+
+/// `POST /v1/broadcasts`: one message (or several) to a list of recipients or an audience.
+#[utoipa::path(post, path = "/v1/broadcasts", operation_id = "create_broadcast", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body answer the first answer again")),
+    request_body = doc::BroadcastBody,
+    responses(
+        (status = 200, description = "Taken and sent inline: each row as it stands", body = doc::SendRequestView),
+        (status = 202, description = "Taken (`background: true`): rows are sent from the queue", body = doc::SendRequestView),
+        Refusals, BodyRefusals, SendRefusals,
+        (status = 404, description = "A campaign, template or segment it names is not the tenant's", body = super::schema::ErrorBody),
+    ))]
 pub async fn create(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {
     // The router's idempotency layer has taken the key, if any.
     run_create(&h, &tenant, &body, "native").await.unwrap_or_else(IntoResponse::into_response)
@@ -45,6 +64,17 @@ async fn run_create(h: &Herald, tenant: &TenantId, body: &[u8], source: &str) ->
     Ok((status, Json(view)).into_response())
 }
 
+/// `GET /v1/broadcasts/{request_id}`: a send request, its summary and a page of its rows.
+#[utoipa::path(get, path = "/v1/broadcasts/{request_id}", operation_id = "get_broadcast", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("request_id" = String, Path),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Rows in the page (1000)"),
+        ("cursor" = Option<u32>, Query, description = "The `next_cursor` of the previous page"),
+        ("status" = Option<String>, Query, description = "Only rows in these statuses, comma-separated \
+            (`failed,bounced`). A page then reads at most 5,000 rows, so it may hold fewer than `limit` \
+            and still have a `next_cursor`"),
+    ),
+    responses((status = 200, description = "The request", body = doc::SendRequestView), Refusals, Missing))]
 pub async fn get(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
@@ -158,6 +188,15 @@ const SUMMARIES_AT_ONCE: usize = 8;
 /// `GET /v1/broadcasts`: the tenant's send requests newest first, each as
 /// `GET /v1/broadcasts/{request_id}` shows it less its rows (state and summary from the
 /// counters), `limit` a page after `cursor`, only those of one `source` when asked.
+#[utoipa::path(get, path = "/v1/broadcasts", operation_id = "list_broadcasts", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Requests in the page (50)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("source" = Option<String>, Query, description = "Only requests that came this way: `native` or a dialect"),
+    ),
+    responses((status = 200, description = "A page of requests, newest first, without rows", body = doc::BroadcastList),
+        Refusals, (status = 422, description = "`limit`, `cursor` or `source` is not one, each named in `fields`",
+            body = super::schema::ErrorBody)))]
 pub async fn list(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
@@ -217,6 +256,10 @@ async fn summary_json(h: &Herald, tenant: &TenantId, request: &SendRequest) -> R
 }
 
 /// `POST /v1/broadcasts/{request_id}/cancel`: answers the request as it stands once canceled.
+#[utoipa::path(post, path = "/v1/broadcasts/{request_id}/cancel", operation_id = "cancel_broadcast", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("request_id" = String, Path)),
+    responses((status = 200, description = "The request, canceled (a completed one as it stands)", body = doc::SendRequestView),
+        Refusals, Missing))]
 pub async fn cancel(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,

@@ -3,8 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -13,26 +12,31 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::Tenant;
 use super::limit_param;
+use super::schema::{Missing, NotHere, Refusals};
 use crate::app::Herald;
 use crate::domain::FieldError;
 use crate::ports::{DeadLetter, DeadLetterCursor, DeadLetters};
 use crate::service::dead_letters as uc;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Dead letters a page lists unless `limit` says otherwise, and at most.
 const LIST_DEFAULT: u32 = 50;
 const LIST_MAX: u32 = 200;
 
-pub(crate) fn routes() -> Router<Arc<Herald>> {
-    Router::new().route("/v1/dead-letters", get(list)).route("/v1/dead-letters/{id}/redrive", post(redrive))
+pub(crate) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(redrive))
 }
 
 /// A dead-lettered job as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeadLetter)]
 pub(crate) struct DeadLetterView {
     pub id: String,
     pub request_id: String,
     pub row_ids: Vec<String>,
     /// `rows`, `fan_out`, `import`, `recount` or `event`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub reason: Option<String>,
     pub receive_count: u32,
@@ -53,14 +57,14 @@ impl From<DeadLetter> for DeadLetterView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeadLetterList {
     pub dead_letters: Vec<DeadLetterView>,
     /// The next page's `cursor`; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Redriven {
     pub id: String,
     pub requeued: bool,
@@ -75,6 +79,12 @@ fn store(h: &Herald) -> Result<&dyn DeadLetters, ApiError> {
 }
 
 /// `GET /v1/dead-letters`: the tenant's dead letters, oldest first, `limit` after `cursor`.
+#[utoipa::path(get, path = "/v1/dead-letters", operation_id = "list_dead_letters", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Dead letters in the page (50)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "The tenant's dead letters, oldest first", body = DeadLetterList), Refusals, NotHere))]
 pub(crate) async fn list(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
@@ -97,6 +107,9 @@ pub(crate) async fn list(
 }
 
 /// `POST /v1/dead-letters/{id}/redrive`: the job goes back on the queue as a fresh job.
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/redrive", operation_id = "redrive_dead_letter", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202, description = "The job is back on the queue", body = Redriven), Refusals, Missing, NotHere))]
 pub(crate) async fn redrive(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,

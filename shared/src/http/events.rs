@@ -11,12 +11,25 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::read_body;
+use super::schema::{native as doc, ErrorBody};
 use crate::app::Herald;
 use crate::net::signatures::{hub_signature, same, twilio_signature};
 use crate::providers::{messenger, twilio, whatsapp};
 use crate::service::callbacks::apply;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(verify, receive))
+}
 
 /// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` matches.
+#[utoipa::path(get, path = "/v1/providers/{provider}/events", operation_id = "verify_provider_subscription", tag = "callbacks",
+    params(("provider" = String, Path, description = "`whatsapp` or `messenger`"),
+        ("hub.mode" = Option<String>, Query), ("hub.verify_token" = Option<String>, Query), ("hub.challenge" = Option<String>, Query)),
+    responses((status = 200, description = "`hub.challenge`, echoed", content_type = "text/plain", body = String),
+        (status = 400, description = "A path segment Herald cannot read", body = ErrorBody),
+        (status = 401, description = "The verify token does not match", body = ErrorBody),
+        (status = 404, description = "No such provider, or no verify token configured", body = ErrorBody)))]
 pub async fn verify(
     State(h): State<Arc<Herald>>,
     Path(provider): Path<String>,
@@ -39,6 +52,26 @@ pub async fn verify(
     }
 }
 
+/// A provider's status callbacks and inbound messages, verified by its signature.
+#[utoipa::path(post, path = "/v1/providers/{provider}/events", operation_id = "receive_provider_events", tag = "callbacks",
+    params(("provider" = String, Path, description = "`whatsapp`, `messenger` or `sms` (Twilio)"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "Meta's signature of the body"),
+        ("X-Twilio-Signature" = Option<String>, Header, description = "Twilio's signature of the URL and form")),
+    request_body(description = "The provider's webhook: Meta's JSON, or Twilio's form",
+        content(
+            (serde_json::Value = "application/json"),
+            (std::collections::BTreeMap<String, String> = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Applied: JSON for Meta, empty TwiML for Twilio",
+            content((doc::CallbackAnswer = "application/json"), (String = "text/xml"))),
+        (status = 400, description = "A path segment Herald cannot read", body = ErrorBody),
+        (status = 401, description = "The signature is missing or does not match", body = ErrorBody),
+        (status = 404, description = "No such provider, or the provider is not configured", body = ErrorBody),
+        (status = 408, description = "The body came too slowly", body = ErrorBody),
+        (status = 413, description = "The body is larger than Herald takes", body = ErrorBody),
+        (status = 422, description = "The body is not the provider's webhook", body = ErrorBody),
+        (status = 500, description = "Herald could not complete the request", body = ErrorBody),
+        (status = 503, description = "Herald's storage is briefly unavailable", body = ErrorBody)))]
 pub async fn receive(State(h): State<Arc<Herald>>, Path(provider): Path<String>, req: Request) -> Response {
     if !["whatsapp", "messenger", "sms"].contains(&provider.as_str()) {
         return ApiError::NotFound(format!("Herald takes no callbacks from {provider:?}")).into_response();

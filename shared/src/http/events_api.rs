@@ -13,13 +13,23 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
 use super::limit_param;
+use super::schema::{native as doc, BodyRefusals, Missing, NotHere, Refusals};
 use crate::app::Herald;
 use crate::domain::events::{EventSubscription, SubscriptionBody};
 use crate::net::ssrf;
 use crate::providers::webhook::new_secret;
 use crate::service::events::Events;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 type H = State<Arc<Herald>>;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(put, get, delete))
+        .routes(routes!(failures))
+        .routes(routes!(redeliver))
+}
 
 fn events(h: &Herald) -> Result<&Events, ApiError> {
     h.events.as_deref().ok_or_else(|| ApiError::Refused {
@@ -33,6 +43,11 @@ fn unknown(id: &str) -> ApiError {
     ApiError::NotFound(format!("no event subscription \"{id}\""))
 }
 
+#[utoipa::path(put, path = "/v1/event-subscriptions/{id}", operation_id = "put_event_subscription", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path)), request_body = doc::SubscriptionBody,
+    responses((status = 200, description = "Replaced", body = doc::Subscription),
+        (status = 201, description = "Created, with its signing secret", body = doc::Subscription),
+        Refusals, BodyRefusals, NotHere))]
 pub async fn put(
     State(h): H,
     Tenant(tenant): Tenant,
@@ -67,6 +82,9 @@ pub async fn put(
     Ok(Json(answer).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/event-subscriptions/{id}", operation_id = "get_event_subscription", tag = "native", security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The subscription (never its secret)", body = doc::Subscription),
+        Refusals, Missing, NotHere))]
 pub async fn get(State(h): H, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<Response, ApiError> {
     match events(&h)?.store.get_subscription(&tenant, &id).await? {
         Some(s) => Ok(Json(s.to_json()).into_response()),
@@ -74,12 +92,16 @@ pub async fn get(State(h): H, Tenant(tenant): Tenant, Path(id): Path<String>) ->
     }
 }
 
+#[utoipa::path(get, path = "/v1/event-subscriptions", operation_id = "list_event_subscriptions", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Every subscription of the tenant", body = doc::SubscriptionList), Refusals, NotHere))]
 pub async fn list(State(h): H, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
     let subs = events(&h)?.store.list_subscriptions(&tenant).await?;
     let subs: Vec<_> = subs.iter().map(EventSubscription::to_json).collect();
     Ok(Json(json!({"subscriptions": subs})).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/event-subscriptions/{id}", operation_id = "delete_event_subscription", tag = "native", security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), Refusals, Missing, NotHere))]
 pub async fn delete(State(h): H, Tenant(tenant): Tenant, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let ev = events(&h)?;
     let gone = ev.store.delete_subscription(&tenant, &id).await?;
@@ -92,6 +114,10 @@ pub async fn delete(State(h): H, Tenant(tenant): Tenant, Path(id): Path<String>)
 }
 
 /// `GET …/{id}/failures`: events that used up their retries, oldest first.
+#[utoipa::path(get, path = "/v1/event-subscriptions/{id}/failures", operation_id = "list_event_failures", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (100)")),
+    responses((status = 200, description = "Events that used up their retries, oldest first", body = doc::FailureList),
+        Refusals, Missing, NotHere))]
 pub async fn failures(
     State(h): H,
     Tenant(tenant): Tenant,
@@ -109,6 +135,10 @@ pub async fn failures(
 }
 
 /// `POST …/{id}/failures/{event_id}/redeliver`: the event goes out again, from its first attempt.
+#[utoipa::path(post, path = "/v1/event-subscriptions/{id}/failures/{event_id}/redeliver", operation_id = "redeliver_event", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path), ("event_id" = String, Path)),
+    responses((status = 202, description = "Queued again, from its first attempt", body = doc::Redelivered),
+        Refusals, Missing, NotHere))]
 pub async fn redeliver(
     State(h): H,
     Tenant(tenant): Tenant,

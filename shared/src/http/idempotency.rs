@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +26,7 @@ use crate::app::Herald;
 use crate::domain::limits::MAX_IDEMPOTENCY_KEY;
 use crate::domain::TenantId;
 use crate::ports::{Begin, StoredResponse};
+use utoipa_axum::router::OpenApiRouter;
 
 /// How long a key stays locked by a request that never finished (its process died).
 const LOCK: Duration = Duration::from_secs(60);
@@ -57,7 +57,12 @@ struct Guard {
 }
 
 /// Puts every route of `routes` behind the idempotency guard.
-pub(crate) fn sending(routes: Router<Arc<Herald>>, h: &Arc<Herald>, shape: Shape, input: Input) -> Router<Arc<Herald>> {
+pub(crate) fn sending(
+    routes: OpenApiRouter<Arc<Herald>>,
+    h: &Arc<Herald>,
+    shape: Shape,
+    input: Input,
+) -> OpenApiRouter<Arc<Herald>> {
     let guard = Guard { h: h.clone(), shape, input };
     routes.route_layer(axum::middleware::from_fn_with_state(guard, guard_request))
 }

@@ -13,12 +13,18 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::Tenant;
 use super::limit_param;
+use super::schema::{native as doc, Missing, NotHere, Refusals};
 use crate::app::Herald;
 use crate::domain::ids::check_id;
 use crate::domain::FieldError;
 use crate::service::imports::{self as uc, ImportError};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 type H = State<Arc<Herald>>;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get))
+}
 
 /// The import context, or the answer for a deployment without a file store for imports.
 fn imports(h: &Herald) -> Result<&uc::ImportRun, ApiError> {
@@ -49,6 +55,17 @@ fn is_csv(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /v1/imports?segment_id=ID` with a `text/csv` body: `202` once the file is stored.
+#[utoipa::path(post, path = "/v1/imports", operation_id = "create_import", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("segment_id" = String, Query, description = "The segment the file's contacts join")),
+    request_body(content = String, content_type = "text/csv", description = "A header line, then one contact a line"),
+    responses((status = 202, description = "Stored; imported in the background", body = doc::Import,
+            headers(("Location" = String, description = "The import's URL"))),
+        Refusals, NotHere,
+        (status = 408, description = "The file came too slowly", body = super::schema::ErrorBody),
+        (status = 413, description = "The file is larger than one import takes", body = super::schema::ErrorBody),
+        (status = 415, description = "The body is not `text/csv`", body = super::schema::ErrorBody),
+        (status = 422, description = "`segment_id` is missing or not an id", body = super::schema::ErrorBody),
+        (status = 404, description = "No such segment", body = super::schema::ErrorBody)))]
 pub async fn create(
     State(h): H,
     Tenant(t): Tenant,
@@ -74,6 +91,8 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(import.to_json())).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/imports/{id}", operation_id = "get_import", tag = "native", security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The import and its progress", body = doc::Import), Refusals, Missing, NotHere))]
 pub async fn get(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     match imports(&h)?.imports.get_import(&t, &id).await? {
         Some(import) => Ok(Json(import.to_json())),
@@ -81,6 +100,9 @@ pub async fn get(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Resu
     }
 }
 
+#[utoipa::path(get, path = "/v1/imports", operation_id = "list_imports", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "At most this many (20)")),
+    responses((status = 200, description = "The tenant's imports, newest first", body = doc::ImportList), Refusals, NotHere))]
 pub async fn list(
     State(h): H,
     Tenant(t): Tenant,

@@ -13,6 +13,7 @@ pub mod extract;
 mod idempotency;
 mod imports;
 pub mod request_target;
+mod schema;
 mod segments;
 pub mod server;
 mod settings;
@@ -20,15 +21,18 @@ mod webhook;
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::Herald;
 use error::ApiError;
 use extract::Tenant;
+use schema::native as doc;
+use schema::Refusals;
 
 pub use broadcasts::submit;
 pub use compat::REQUEST_ID_HEADER;
@@ -36,45 +40,11 @@ pub use idempotency::fingerprint;
 
 /// Builds the router over a wired [`Herald`].
 pub fn router(h: Arc<Herald>) -> Router {
-    // The guard takes only POSTs: the list goes straight through it.
-    let send = Router::new().route("/v1/broadcasts", axum::routing::post(broadcasts::create).get(broadcasts::list));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(idempotency::sending(send, &h, idempotency::NATIVE, idempotency::Input::JsonBody { owner: None }))
-        .route("/v1/broadcasts/{request_id}", get(broadcasts::get))
-        .route("/v1/broadcasts/{request_id}/cancel", axum::routing::post(broadcasts::cancel))
-        .route("/v1/templates", get(catalog::list_templates))
-        .route(
-            "/v1/templates/{id}",
-            put(catalog::put_template).get(catalog::get_template).delete(catalog::delete_template),
-        )
-        .route("/v1/campaigns", get(catalog::list_campaigns))
-        .route(
-            "/v1/campaigns/{id}",
-            put(catalog::put_campaign).get(catalog::get_campaign).delete(catalog::delete_campaign),
-        )
-        .route("/v1/contacts", axum::routing::post(catalog::upsert_contact))
-        .route("/v1/contacts/{id}", put(catalog::put_contact).get(catalog::get_contact))
-        .route("/v1/segments", get(segments::list))
-        .route("/v1/segments/{id}", put(segments::put).get(segments::get).delete(segments::delete))
-        .route(
-            "/v1/segments/{id}/members",
-            axum::routing::post(segments::add_members).get(segments::list_members).delete(segments::remove_members),
-        )
-        .route("/v1/imports", axum::routing::post(imports::create).get(imports::list))
-        .route("/v1/imports/{id}", get(imports::get))
-        .route("/v1/outbox", get(outbox))
-        .route("/v1/account", get(account))
-        .route("/v1/account/twilio-signing-secret", axum::routing::post(settings::new_twilio_secret))
-        .route("/v1/webhook", put(webhook::put).get(webhook::get).delete(webhook::delete))
-        .route("/v1/settings", put(settings::put).get(settings::get))
-        .route("/v1/event-subscriptions", get(events_api::list))
-        .route("/v1/event-subscriptions/{id}", put(events_api::put).get(events_api::get).delete(events_api::delete))
-        .route("/v1/event-subscriptions/{id}/failures", get(events_api::failures))
-        .route("/v1/event-subscriptions/{id}/failures/{event_id}/redeliver", axum::routing::post(events_api::redeliver))
-        .route("/v1/providers/{provider}/events", get(events::verify).post(events::receive))
-        .merge(dead_letters::routes())
-        .merge(compat::routes(&h))
+    let (routes, document) = api(&h).split_for_parts();
+    let document = Arc::new(Document { api: document, json: std::sync::OnceLock::new() });
+    routes
+        .layer(Extension(document))
+        // The dashboard's page and files: not API operations, so not in the document.
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -83,6 +53,49 @@ pub fn router(h: Arc<Herald>) -> Router {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
         .with_state(h)
+}
+
+/// The OpenAPI document of [`router`]'s API, as `GET /openapi.json` serves it.
+pub fn openapi(h: &Arc<Herald>) -> String {
+    api(h).into_openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// Every route, each with its description: `routes!` takes only handlers that carry a
+/// `#[utoipa::path]`, so no route goes undocumented. A module of routes is one `merge` line.
+fn api(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::with_openapi(schema::frame())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .merge(broadcasts::routes(h))
+        .merge(catalog::routes())
+        .merge(segments::routes())
+        .merge(imports::routes())
+        .merge(account_routes())
+        .merge(webhook::routes())
+        .merge(settings::routes())
+        .merge(events_api::routes())
+        .merge(events::routes())
+        .merge(dead_letters::routes())
+        .merge(compat::routes(h))
+}
+
+fn account_routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(outbox)).routes(routes!(account))
+}
+
+/// The served document, built with the router and written out on its first request: a Lambda
+/// cold start does not pay for a text no one may ask for.
+struct Document {
+    api: utoipa::openapi::OpenApi,
+    json: std::sync::OnceLock<String>,
+}
+
+/// `GET /openapi.json`: this document. No key: it describes the API, it holds nothing of a tenant.
+#[utoipa::path(get, path = "/openapi.json", tag = "native",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = serde_json::Value)))]
+async fn openapi_json(Extension(d): Extension<Arc<Document>>) -> impl IntoResponse {
+    let json = d.json.get_or_init(|| d.api.to_pretty_json().unwrap_or_default());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], json.clone())
 }
 
 /// Every error Herald answers is its JSON error, the ones axum writes itself in plain text too
@@ -119,6 +132,8 @@ async fn error_as_json(resp: axum::response::Response) -> axum::response::Respon
     axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
+/// `GET /healthz`: Herald is up. No key.
+#[utoipa::path(get, path = "/healthz", tag = "native", responses((status = 200, description = "Up", body = doc::Health)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -142,12 +157,22 @@ pub(crate) fn limit_param(q: &HashMap<String, String>, default: u32, max: u32) -
 }
 
 /// `GET /v1/account`: who the key belongs to, and the account SID the Twilio dialect knows it by.
+#[utoipa::path(get, path = "/v1/account", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The caller's tenant", body = doc::Account), Refusals))]
 async fn account(Tenant(tenant): Tenant) -> Json<serde_json::Value> {
     let sid = crate::dialects::twilio::account_sid(tenant.as_str());
     Json(json!({"tenant_id": tenant, "twilio_account_sid": sid}))
 }
 
 /// `GET /v1/outbox`: what the sandbox provider recorded for the caller's tenant.
+#[utoipa::path(get, path = "/v1/outbox", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(
+        ("request_id" = Option<String>, Query, description = "Only this send request's messages"),
+        ("after" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (100)"),
+    ),
+    responses((status = 200, description = "A page of the outbox, oldest first", body = doc::Outbox),
+        Refusals, (status = 404, description = "This deployment has no sandbox outbox", body = schema::ErrorBody)))]
 async fn outbox(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,

@@ -11,12 +11,22 @@ use std::sync::Arc;
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
 use super::limit_param;
+use super::schema::{native as doc, BodyRefusals, Missing, Refusals};
 use crate::app::Herald;
 use crate::domain::segment::MAX_MEMBER_PAGE;
 use crate::domain::{MembersBody, Segment};
 use crate::service::segments::{self as uc, SegmentsError};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 type H = State<Arc<Herald>>;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(put, get, delete)).routes(routes!(
+        add_members,
+        list_members,
+        remove_members
+    ))
+}
 
 impl From<SegmentsError> for ApiError {
     fn from(e: SegmentsError) -> Self {
@@ -39,6 +49,10 @@ fn view(segment: &Segment, member_count: u64) -> Value {
     })
 }
 
+#[utoipa::path(put, path = "/v1/segments/{id}", operation_id = "put_segment", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path)), request_body = doc::SegmentBody,
+    responses((status = 200, description = "Renamed", body = doc::Segment), (status = 201, description = "Created", body = doc::Segment),
+        Refusals, BodyRefusals))]
 pub async fn put(
     State(h): H,
     Tenant(t): Tenant,
@@ -51,16 +65,22 @@ pub async fn put(
     Ok((status, Json(segment)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/segments/{id}", operation_id = "get_segment", tag = "native", security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The segment and its member count", body = doc::SegmentView), Refusals, Missing))]
 pub async fn get(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let (segment, count) = uc::get_segment(h.segments.as_ref(), &t, &id).await?;
     Ok(Json(view(&segment, count)))
 }
 
+#[utoipa::path(get, path = "/v1/segments", operation_id = "list_segments", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Every segment of the tenant", body = doc::SegmentList), Refusals))]
 pub async fn list(State(h): H, Tenant(t): Tenant) -> Result<Json<Value>, ApiError> {
     let all = uc::list_segments(h.segments.as_ref(), &t).await?;
     Ok(Json(json!({"segments": all.iter().map(|(s, n)| view(s, *n)).collect::<Vec<_>>()})))
 }
 
+#[utoipa::path(delete, path = "/v1/segments/{id}", operation_id = "delete_segment", tag = "native", security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), Refusals, Missing))]
 pub async fn delete(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     match h.segments.delete_segment(&t, &id).await? {
         true => Ok(StatusCode::NO_CONTENT),
@@ -68,6 +88,10 @@ pub async fn delete(State(h): H, Tenant(t): Tenant, Path(id): Path<String>) -> R
     }
 }
 
+#[utoipa::path(post, path = "/v1/segments/{id}/members", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path)), request_body = doc::MembersBody,
+    responses((status = 200, description = "Added (contacts given by identifiers are found or created)", body = doc::MembersAdded),
+        Refusals, BodyRefusals, Missing))]
 pub async fn add_members(
     State(h): H,
     Tenant(t): Tenant,
@@ -78,6 +102,9 @@ pub async fn add_members(
     Ok(Json(uc::add_members(h.segments.as_ref(), h.contacts.as_ref(), &t, &id, body).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/segments/{id}/members", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path)), request_body = doc::MembersBody,
+    responses((status = 200, description = "Removed", body = doc::MembersRemoved), Refusals, BodyRefusals, Missing))]
 pub async fn remove_members(
     State(h): H,
     Tenant(t): Tenant,
@@ -89,6 +116,11 @@ pub async fn remove_members(
     Ok(Json(json!({"removed": removed})))
 }
 
+#[utoipa::path(get, path = "/v1/segments/{id}/members", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Members in the page (100)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of member contact ids", body = doc::MemberPage), Refusals, Missing))]
 pub async fn list_members(
     State(h): H,
     Tenant(t): Tenant,

@@ -8,9 +8,15 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
+use super::schema::{native as doc, BodyRefusals, Refusals};
 use crate::app::Herald;
 use crate::domain::{check_timezone, FieldErrors};
 use crate::ports::TenantSettings;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(put, get)).routes(routes!(new_twilio_secret))
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,11 +28,15 @@ fn view(s: &TenantSettings) -> Value {
     json!({"timezone": s.tz().name(), "updated_at": s.updated_at})
 }
 
+#[utoipa::path(get, path = "/v1/settings", operation_id = "get_settings", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The tenant's settings", body = doc::Settings), Refusals))]
 pub async fn get(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant) -> Result<Json<Value>, ApiError> {
     Ok(Json(view(&h.keys.get_settings(&tenant).await?)))
 }
 
 /// Replaces the settings whole: a field left out goes back to its default.
+#[utoipa::path(put, path = "/v1/settings", operation_id = "put_settings", tag = "native", security(("bearer" = []), ("api_key" = [])), request_body = doc::SettingsBody,
+    responses((status = 200, description = "Replaced", body = doc::Settings), Refusals, BodyRefusals))]
 pub async fn put(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
@@ -45,6 +55,8 @@ pub async fn put(
 
 /// `POST /v1/account/twilio-signing-secret`: makes (or replaces) the secret Twilio status
 /// callbacks are signed with, and answers it this once.
+#[utoipa::path(post, path = "/v1/account/twilio-signing-secret", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "Made; shown this once", body = doc::TwilioSigningSecret), Refusals))]
 pub async fn new_twilio_secret(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,

@@ -11,10 +11,16 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use super::extract::{parse_json, JsonBytes, Tenant};
+use super::schema::{native as doc, BodyRefusals, Missing, Refusals};
 use crate::app::Herald;
 use crate::net::ssrf;
 use crate::ports::WebhookEndpoint;
 use crate::providers::webhook::new_secret;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new().routes(routes!(put, get, delete))
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +28,11 @@ struct Body {
     url: String,
 }
 
+#[utoipa::path(put, path = "/v1/webhook", operation_id = "put_webhook", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    params(("rotate_secret" = Option<bool>, Query, description = "`true` makes a new signing secret")),
+    request_body = doc::WebhookBody,
+    responses((status = 200, description = "Updated", body = doc::Webhook), (status = 201, description = "Set", body = doc::Webhook),
+        Refusals, BodyRefusals))]
 pub async fn put(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,
@@ -55,6 +66,8 @@ pub async fn put(
     Ok((status, Json(answer)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/webhook", operation_id = "get_webhook", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The endpoint (never its secret)", body = doc::Webhook), Refusals, Missing))]
 pub async fn get(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant) -> Result<Response, ApiError> {
     match h.webhooks.get_webhook(&tenant).await? {
         Some(e) => {
@@ -64,6 +77,8 @@ pub async fn get(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant) -> Result
     }
 }
 
+#[utoipa::path(delete, path = "/v1/webhook", operation_id = "delete_webhook", tag = "native", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 204, description = "Removed"), Refusals, Missing))]
 pub async fn delete(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant) -> Result<StatusCode, ApiError> {
     if h.webhooks.delete_webhook(&tenant).await? {
         Ok(StatusCode::NO_CONTENT)

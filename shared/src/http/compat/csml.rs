@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use std::sync::Arc;
 
 use super::with_request_id;
@@ -15,14 +14,22 @@ use crate::domain::TenantId;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::http::schema::{dialects as doc, BodyRefusals, Refusals, SendRefusals};
 use crate::service::ingest::ingest;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-const PATH: &str = "/compat/csml/v1/api/broadcasts";
-
-pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody { owner: None })
+pub(super) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    sending(OpenApiRouter::new().routes(routes!(send)), h, NATIVE, Input::JsonBody { owner: None })
 }
 
+/// A flow trigger to the contact whose `webhook_user_id` is `client.user_id`.
+#[utoipa::path(post, path = "/compat/csml/v1/api/broadcasts", operation_id = "csml_send_broadcast", tag = "csml", security(("api_key" = []), ("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::CsmlBody,
+    responses(
+        (status = 200, description = "Queued", body = doc::CsmlAnswer,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        Refusals, BodyRefusals, SendRefusals))]
 async fn send(State(h): State<Arc<Herald>>, Tenant(tenant): Tenant, JsonBytes(body): JsonBytes) -> Response {
     run(&h, &tenant, &body).await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -4,8 +4,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,15 +18,26 @@ use crate::domain::{Contact, ContactKey, RecipientRow, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::http::schema::{dialects as doc, BodyRefusals, Refusals, SendRefusals};
 use crate::ports::{MembersError, StoreError};
 use crate::service::ingest::{ingest, Accepted};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-const PATH: &str = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send";
-
-pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    sending(Router::new().route(PATH, post(send)), h, NATIVE, Input::JsonBody { owner: Some("org_id") })
+pub(super) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    sending(OpenApiRouter::new().routes(routes!(send)), h, NATIVE, Input::JsonBody { owner: Some("org_id") })
 }
 
+/// "Send a Transactional Broadcast": the broadcast is a Herald campaign, the org the tenant.
+#[utoipa::path(post, path = "/compat/invent/orgs/{org_id}/broadcasts/{broadcast_id}/send", operation_id = "invent_send_broadcast", tag = "invent",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("org_id" = String, Path, description = "The tenant id"), ("broadcast_id" = String, Path, description = "A campaign id"),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::InventBody,
+    responses(
+        (status = 200, description = "Sent (or queued, `background: true`): each row as Invent's recipient", body = doc::InventAnswer,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 404, description = "No such org for this key, or no such broadcast", body = crate::http::schema::ErrorBody),
+        Refusals, BodyRefusals, SendRefusals))]
 async fn send(
     State(h): State<Arc<Herald>>,
     Tenant(tenant): Tenant,

@@ -11,17 +11,17 @@ pub(crate) mod twilio;
 
 use axum::http::HeaderValue;
 use axum::response::Response;
-use axum::Router;
 use std::sync::Arc;
 
 use crate::app::Herald;
 use crate::domain::TenantId;
 use crate::domain::{Audience, Campaign};
 use crate::http::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Every dialect's routes, merged into the main router.
-pub(crate) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    Router::new()
+pub(crate) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    OpenApiRouter::new()
         .merge(csml::routes(h))
         .merge(smax::routes(h))
         .merge(invent::routes(h))

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -20,30 +19,53 @@ use crate::domain::{ContactKey, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input, NATIVE};
+use crate::http::schema::{dialects as doc, BodyRefusals, ErrorBody, Refusals, SendRefusals};
 use crate::service::catalog::create_campaign;
 use crate::service::ingest::{ingest, Accepted};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-const SEND: &str = "/compat/pabbly/api/v1/broadcasts/send";
-const BROADCASTS: &str = "/compat/pabbly/api/v1/broadcasts";
-const API_CAMPAIGNS: &str = "/compat/pabbly/api/v1/broadcasts/api-campaigns";
-
-pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
-    let routes = Router::new()
-        .route(SEND, post(send))
-        .route(BROADCASTS, post(broadcast))
-        .route(API_CAMPAIGNS, post(add_campaign));
+pub(super) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
+    let routes = OpenApiRouter::new().routes(routes!(send)).routes(routes!(broadcast)).routes(routes!(add_campaign));
     sending(routes, h, NATIVE, Input::JsonBody { owner: None })
 }
 
+/// "Send message": one template message to one number, under an API campaign's name if given.
+#[utoipa::path(post, path = "/compat/pabbly/api/v1/broadcasts/send", operation_id = "pabbly_send_message", tag = "pabbly", security(("bearer" = []), ("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::PabblySend,
+    responses(
+        (status = 200, description = "Sent", body = doc::PabblyAnswer,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 404, description = "A campaign or template it names does not exist", body = ErrorBody),
+        Refusals, BodyRefusals, SendRefusals))]
 async fn send(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
     send_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A broadcast to numbers or segments; or, with `campaignName` and `templateNames`, adds an API campaign.
+#[utoipa::path(post, path = "/compat/pabbly/api/v1/broadcasts", operation_id = "pabbly_broadcast", tag = "pabbly", security(("bearer" = []), ("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::PabblyBroadcast,
+    responses(
+        (status = 200, description = "Sent", body = doc::PabblyAnswer,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 201, description = "An API campaign added", body = doc::PabblyCampaignAnswer),
+        (status = 404, description = "A template or segment it names does not exist", body = ErrorBody),
+        Refusals, BodyRefusals, SendRefusals))]
 async fn broadcast(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
     let run = if adds_a_campaign(&b) { add_campaign_run(&h, &t, &b).await } else { broadcast_run(&h, &t, &b).await };
     run.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// "Add API Campaign": templates a send may fire under the campaign's (unique) name.
+#[utoipa::path(post, path = "/compat/pabbly/api/v1/broadcasts/api-campaigns", operation_id = "pabbly_add_api_campaign", tag = "pabbly", security(("bearer" = []), ("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::PabblyCampaign,
+    responses(
+        (status = 201, description = "Added", body = doc::PabblyCampaignAnswer),
+        Refusals, BodyRefusals, SendRefusals,
+        // After SendRefusals, whose 409 it replaces: this route's 409 has a reason more.
+        (status = 409, description = "An API campaign of that name exists, or the Idempotency-Key is taken", body = ErrorBody)))]
 async fn add_campaign(State(h): State<Arc<Herald>>, Tenant(t): Tenant, JsonBytes(b): JsonBytes) -> Response {
     add_campaign_run(&h, &t, &b).await.unwrap_or_else(IntoResponse::into_response)
 }

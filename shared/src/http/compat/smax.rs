@@ -6,8 +6,7 @@ use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::post;
-use axum::{Extension, Router};
+use axum::Extension;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,17 +21,18 @@ use crate::domain::{Campaign, ContactDraft, SendPlan};
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBytes, Tenant};
 use crate::http::idempotency::{sending, Input};
+use crate::http::schema::dialects as doc;
 use crate::service::ingest::ingest;
 use crate::service::keys::authenticate;
 use crate::service::ServiceError;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-const V1_PATH: &str = "/compat/smax/bots/{bot_id}/users/{user_id}/send";
-const V2_PATH: &str = "/compat/smax/public/bots/{bot_id}/send";
-
-pub(super) fn routes(h: &Arc<Herald>) -> Router<Arc<Herald>> {
+pub(super) fn routes(h: &Arc<Herald>) -> OpenApiRouter<Arc<Herald>> {
     let limiter = Arc::new(RateLimiter::new(V1_PER_SECOND, Duration::from_secs(1)));
-    let v1 = Router::new().route(V1_PATH, post(v1_send).fallback(wrong_method));
-    let v2 = Router::new().route(V2_PATH, post(v2_send).fallback(wrong_method));
+    let (schemas, paths, v1) = routes!(v1_send);
+    let v1 = OpenApiRouter::new().routes((schemas, paths, v1.fallback(wrong_method)));
+    let (schemas, paths, v2) = routes!(v2_send);
+    let v2 = OpenApiRouter::new().routes((schemas, paths, v2.fallback(wrong_method)));
     // Admission runs before the idempotency layer: a replayed V1 call counts against the bot's
     // rate too, and a call for another bot is refused before it takes a key.
     let admission = axum::middleware::from_fn_with_state(Admission { h: h.clone(), limiter }, admit_v1);
@@ -82,6 +82,22 @@ async fn wrong_method() -> Response {
 // ------------------------------------------------------------------------------------------ V1
 
 /// A V1 call; [`admit_v1`] has admitted it (and named its tenant) unless it is to be refused.
+/// Every query parameter but the token, the block and the tag is a user attribute.
+#[utoipa::path(post, path = "/compat/smax/bots/{bot_id}/users/{user_id}/send", operation_id = "smax_v1_send", tag = "smax", security(("smax_bot_token" = [])),
+    params(("bot_id" = String, Path, description = "The tenant id"), ("user_id" = String, Path, description = "The user's PSID"),
+        ("block_name" = Option<String>, Query), ("block_id" = Option<String>, Query),
+        ("messaging_tag" = Option<String>, Query), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "The block queued for the user, or (no block) the attributes set", body = doc::SmaxAnswer,
+            headers(("herald-request-id" = String, description = "The native request id, when a block was sent"))),
+        (status = 400, description = "A rule broken, in SMAX's words", body = doc::SmaxAnswer),
+        (status = 401, description = "No token, or one that is not valid", body = doc::SmaxAnswer),
+        (status = 404, description = "No such bot for this token, or no such block or customer", body = doc::SmaxAnswer),
+        (status = 409, description = "The Idempotency-Key was used with another request, or is still running", body = doc::SmaxAnswer),
+        (status = 429, description = "Over the rate; see Retry-After", body = doc::SmaxAnswer),
+        (status = 500, description = "Herald could not complete the request", body = doc::SmaxAnswer),
+        (status = 503, description = "Herald's storage is briefly unavailable; see Retry-After", body = doc::SmaxAnswer),
+        (status = 408, description = "The request came too slowly", body = doc::SmaxAnswer)))]
 async fn v1_send(
     State(h): State<Arc<Herald>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -156,6 +172,23 @@ async fn find_block(h: &Herald, tenant: &TenantId, block: &Block) -> Result<Camp
 
 // ------------------------------------------------------------------------------------------ V2
 
+/// A V2 call: a block or messages to one customer, or to the members of segments.
+#[utoipa::path(post, path = "/compat/smax/public/bots/{bot_id}/send", operation_id = "smax_v2_send", tag = "smax", security(("bearer" = []), ("api_key" = [])),
+    params(("bot_id" = String, Path, description = "The tenant id"), ("Idempotency-Key" = Option<String>, Header)),
+    request_body = doc::SmaxV2Body,
+    responses(
+        (status = 200, description = "Queued", body = doc::SmaxAnswer,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 400, description = "A rule broken, in SMAX's words", body = doc::SmaxAnswer),
+        (status = 401, description = "No token, or one that is not valid", body = doc::SmaxAnswer),
+        (status = 404, description = "No such bot for this token, or no such block or customer", body = doc::SmaxAnswer),
+        (status = 409, description = "The Idempotency-Key was used with another request, or is still running", body = doc::SmaxAnswer),
+        (status = 429, description = "Over the rate; see Retry-After", body = doc::SmaxAnswer),
+        (status = 500, description = "Herald could not complete the request", body = doc::SmaxAnswer),
+        (status = 503, description = "Herald's storage is briefly unavailable; see Retry-After", body = doc::SmaxAnswer),
+        (status = 408, description = "The body came too slowly", body = doc::SmaxAnswer),
+        (status = 413, description = "The body is larger than Herald takes", body = doc::SmaxAnswer),
+        (status = 415, description = "The body is not JSON", body = doc::SmaxAnswer)))]
 async fn v2_send(
     State(h): State<Arc<Herald>>,
     path: Result<Path<String>, PathRejection>,

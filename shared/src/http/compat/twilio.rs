@@ -10,8 +10,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -24,19 +23,20 @@ use crate::domain::{ContactBody, MembersBody, Phone, SegmentBody, TenantId};
 use crate::http::error::ApiError;
 use crate::http::extract::read_body;
 use crate::http::idempotency::guarded;
+use crate::http::schema::dialects as doc;
 use crate::ports::RequestCursor;
 use crate::service::ingest::ingest;
 use crate::service::keys::authenticate;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-const MESSAGES: &str = "/compat/twilio/2010-04-01/Accounts/{account_sid}/Messages.json";
-const MESSAGE: &str = "/compat/twilio/2010-04-01/Accounts/{account_sid}/Messages/{sid}";
-const NOTIFICATIONS: &str = "/compat/twilio/v1/Services/{service_sid}/Notifications";
-
-pub(super) fn routes() -> Router<Arc<Herald>> {
-    Router::new()
-        .route(MESSAGES, post(create_message).get(list_messages).fallback(wrong_method))
-        .route(MESSAGE, get(fetch_message).fallback(wrong_method))
-        .route(NOTIFICATIONS, post(create_notification).fallback(wrong_method))
+pub(super) fn routes() -> OpenApiRouter<Arc<Herald>> {
+    let (s, p, messages) = routes!(create_message, list_messages);
+    let (s2, p2, message) = routes!(fetch_message);
+    let (s3, p3, notifications) = routes!(create_notification);
+    OpenApiRouter::new()
+        .routes((s, p, messages.fallback(wrong_method)))
+        .routes((s2, p2, message.fallback(wrong_method)))
+        .routes((s3, p3, notifications.fallback(wrong_method)))
 }
 
 async fn wrong_method() -> Response {
@@ -88,6 +88,25 @@ async fn read_form(req: Request) -> Result<axum::body::Bytes, TwilioError> {
 
 // -------------------------------------------------------------------------------- Messages
 
+/// Creates a Message: one SMS or WhatsApp message.
+#[utoipa::path(post, path = "/compat/twilio/2010-04-01/Accounts/{account_sid}/Messages.json", operation_id = "twilio_create_message", tag = "twilio",
+    security(("twilio_basic" = [])),
+    params(("account_sid" = String, Path, description = "The tenant's account SID or id"), ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = doc::MessageForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 201, description = "Created", body = doc::Message,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 400, description = "A parameter Twilio would refuse, with Twilio's code", body = doc::TwilioError),
+        (status = 408, description = "The body came too slowly", body = doc::TwilioError),
+        (status = 409, description = "The Idempotency-Key was used with another form, or is still running", body = doc::TwilioError),
+        (status = 413, description = "The body is larger than Herald takes", body = doc::TwilioError),
+        (status = 415, description = "The body is not a form", body = doc::TwilioError),
+        (status = 429, description = "20429: over the tenant's sending rate", body = doc::TwilioError),        (status = 401, description = "20003: the credentials do not name this account", body = doc::TwilioError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "20404: no such resource", body = doc::TwilioError),
+        (status = 500, description = "20500: Herald could not complete the request", body = doc::TwilioError),
+        (status = 503, description = "20503: Herald's storage is briefly unavailable", body = doc::TwilioError),
+    ))]
 async fn create_message(
     State(h): State<Arc<Herald>>,
     path: Result<Path<String>, PathRejection>,
@@ -147,6 +166,18 @@ async fn note_unsigned(h: &Herald, tenant: &TenantId, url: &url::Url) {
     }
 }
 
+/// Fetches a Message the Messages API created.
+#[utoipa::path(get, path = "/compat/twilio/2010-04-01/Accounts/{account_sid}/Messages/{sid}", operation_id = "twilio_fetch_message", tag = "twilio",
+    security(("twilio_basic" = [])),
+    params(("account_sid" = String, Path, description = "The tenant's account SID or id"),
+        ("sid" = String, Path, description = "`SM….json`")),
+    responses((status = 200, description = "The Message", body = doc::Message),
+        (status = 401, description = "20003: the credentials do not name this account", body = doc::TwilioError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "20404: no such resource", body = doc::TwilioError),
+        (status = 500, description = "20500: Herald could not complete the request", body = doc::TwilioError),
+        (status = 503, description = "20503: Herald's storage is briefly unavailable", body = doc::TwilioError),
+    ))]
 async fn fetch_message(
     State(h): State<Arc<Herald>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -179,6 +210,21 @@ async fn fetch_run(
 /// Messages whose rows are read at once for one page of the list.
 const ROWS_AT_ONCE: usize = 8;
 
+/// Lists the Messages the Messages API created, newest first.
+#[utoipa::path(get, path = "/compat/twilio/2010-04-01/Accounts/{account_sid}/Messages.json", operation_id = "twilio_list_messages", tag = "twilio",
+    security(("twilio_basic" = [])),
+    params(("account_sid" = String, Path, description = "The tenant's account SID or id"),
+        ("PageSize" = Option<u32>, Query, minimum = 1, description = "Messages a page (50, at most 1000)"),
+        ("Page" = Option<u32>, Query, description = "The page's number; past 0 it needs `PageToken`"),
+        ("PageToken" = Option<String>, Query, description = "From the previous page's `next_page_uri`")),
+    responses((status = 200, description = "A page of Messages", body = doc::MessagePage),
+        (status = 400, description = "A paging value Herald cannot read, or a filter it does not apply", body = doc::TwilioError),
+        (status = 401, description = "20003: the credentials do not name this account", body = doc::TwilioError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "20404: no such resource", body = doc::TwilioError),
+        (status = 500, description = "20500: Herald could not complete the request", body = doc::TwilioError),
+        (status = 503, description = "20503: Herald's storage is briefly unavailable", body = doc::TwilioError),
+    ))]
 async fn list_messages(
     State(h): State<Arc<Herald>>,
     path: Result<Path<String>, PathRejection>,
@@ -232,6 +278,26 @@ async fn list_run(
 
 // ---------------------------------------------------------------------------------- Notify
 
+/// Creates a Notification: one SMS to every `ToBinding`.
+#[utoipa::path(post, path = "/compat/twilio/v1/Services/{service_sid}/Notifications", operation_id = "twilio_create_notification", tag = "twilio",
+    security(("twilio_basic" = [])),
+    params(("service_sid" = String, Path, description = "Any Notify service SID; it is echoed"),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = doc::NotificationForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 201, description = "Created", body = doc::Notification,
+            headers(("herald-request-id" = String, description = "The native request id"))),
+        (status = 400, description = "A parameter Twilio would refuse, with Twilio's code", body = doc::TwilioError),
+        (status = 408, description = "The body came too slowly", body = doc::TwilioError),
+        (status = 409, description = "The Idempotency-Key was used with another form, or is still running", body = doc::TwilioError),
+        (status = 413, description = "The body is larger than Herald takes", body = doc::TwilioError),
+        (status = 415, description = "The body is not a form", body = doc::TwilioError),
+        (status = 429, description = "20429: over the tenant's sending rate", body = doc::TwilioError),        (status = 401, description = "20003: the credentials do not name this account", body = doc::TwilioError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "20404: no such resource", body = doc::TwilioError),
+        (status = 500, description = "20500: Herald could not complete the request", body = doc::TwilioError),
+        (status = 503, description = "20503: Herald's storage is briefly unavailable", body = doc::TwilioError),
+    ))]
 async fn create_notification(
     State(h): State<Arc<Herald>>,
     path: Result<Path<String>, PathRejection>,
