@@ -100,14 +100,29 @@ impl RecipientRow {
 
     /// An audience row's id follows from its request, contact and message, so a page fanned out
     /// twice, or a contact in two of the audience's segments, names the same row.
+    ///
+    /// A contact id Herald made (`ct_` and a time-ordered UUID) is kept whole (`_c{uuid}x{message}`):
+    /// members are paged in contact-id order, so a fan-out page's rows land side by side in the
+    /// store's row index rather than at a thousand random places, and their jobs claim rows that
+    /// sit together. Any other contact id is hashed (`_m{digest}`); the two forms cannot meet.
     pub fn id_for_member(request_id: &str, contact_id: &str, message_index: u32) -> String {
+        let request = request_id.strip_prefix("req_").unwrap_or(request_id);
+        if let Some(uuid) = Self::herald_contact_uuid(contact_id) {
+            return format!("rcp_{request}_c{uuid}x{message_index}");
+        }
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(contact_id.as_bytes());
         h.update([0]);
         h.update(message_index.to_be_bytes());
         let digest = hex::encode(&h.finalize()[..12]);
-        format!("rcp_{}_m{digest}", request_id.strip_prefix("req_").unwrap_or(request_id))
+        format!("rcp_{request}_m{digest}")
+    }
+
+    /// The 32 lowercase hex digits of a contact id Herald made (`ct_…`), if it is one.
+    fn herald_contact_uuid(contact_id: &str) -> Option<&str> {
+        let hex = contact_id.strip_prefix("ct_")?;
+        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
     }
 
     /// Makes the row due at `due`: `scheduled` until then if that is later than `now`.
@@ -551,6 +566,21 @@ impl TryFrom<JobBody> for Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_row_ids_keep_herald_contact_ids_in_order_and_hash_others() {
+        let (a, b) = (crate::domain::ids::new_id("ct"), crate::domain::ids::new_id("ct"));
+        let (ra, rb) = (RecipientRow::id_for_member("req_1", &a, 0), RecipientRow::id_for_member("req_1", &b, 0));
+        assert_eq!(ra, format!("rcp_1_c{}x0", &a[3..]));
+        assert!(a < b && ra < rb, "rows sort as their contacts do");
+        assert_ne!(ra, RecipientRow::id_for_member("req_1", &a, 1), "one row per message");
+        assert_ne!(ra, RecipientRow::id_for_member("req_2", &a, 0), "one row per request");
+        let other = RecipientRow::id_for_member("req_1", "crm-42", 0);
+        assert!(other.starts_with("rcp_1_m") && other.len() == "rcp_1_m".len() + 24, "{other}");
+        assert_eq!(other, RecipientRow::id_for_member("req_1", "crm-42", 0), "the same contact, the same row");
+        let upper = RecipientRow::id_for_member("req_1", &a.to_uppercase().replace("CT_", "ct_"), 0);
+        assert!(upper.starts_with("rcp_1_m"), "only Herald's own lowercase form is kept: {upper}");
+    }
 
     #[test]
     fn a_job_serialises_as_it_did_when_its_tenant_was_a_string() {

@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn a_merged_job_stays_under_the_input_limit() {
         let now = Utc::now();
-        let ids: Vec<String> = (0..1_000).map(|i| format!("rcp_{}_m{:024}", "0".repeat(36), i)).collect();
+        // An audience row's id as fan-out makes it, with a bare-UUID request id: the longest there is.
+        let ids: Vec<String> = (0..1_000).map(|i| format!("rcp_{}_c{:032x}x0", "0".repeat(36), i)).collect();
         let jobs: Vec<OutgoingJob> = ids.iter().map(|id| out(job("r", &[id]), 7 * 86_400)).collect();
         let plans = plan(&jobs, now);
         assert!(plans.len() > 1, "a thousand rows do not fit one input");
