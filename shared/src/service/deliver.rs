@@ -79,16 +79,19 @@ pub enum Delivery {
 /// Delivers one row of a job. `Err` only when a store failed: the row's job should stay on the
 /// queue.
 pub async fn deliver(h: &Deliver, tenant: &TenantId, row_id: &str) -> Result<Delivery, StoreError> {
-    deliver_again(h, tenant, row_id, false).await
+    deliver_again(h, tenant, row_id, false, None).await
 }
 
 /// [`deliver`], told whether the job was received before (its worker may have died between
-/// moving the row and emitting the row's status event).
+/// moving the row and emitting the row's status event), holding `slot` (a permit of the worker
+/// pool's slots, which bound provider calls) until the provider call is over: recording the
+/// outcome needs no slot, so the next row's call need not wait for this row's write.
 pub async fn deliver_again(
     h: &Deliver,
     tenant: &TenantId,
     row_id: &str,
     redelivered: bool,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Delivery, StoreError> {
     let now = crate::domain::now();
     let lease_until = now + chrono::Duration::from_std(h.settings.lease).unwrap_or_default();
@@ -116,6 +119,7 @@ pub async fn deliver_again(
         Ok(None) => Ok((failed(format!("send request {} no longer exists", row.request_id)), Delivery::Done)),
         Err(e) => Err(e),
     };
+    drop(slot);
     let (outcome, delivery) = match attempted {
         Ok(x) => x,
         Err(e) => {

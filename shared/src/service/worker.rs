@@ -89,7 +89,8 @@ pub async fn handle_job(h: Arc<Deliver>, received: &ReceivedJob) -> JobResult {
 }
 
 /// [`handle_job`], each row waiting for a permit of `gate` (the pool's slots) before its
-/// delivery and giving it back as soon as it ends, so a job's slow row holds one slot, not ten.
+/// delivery and giving it back as soon as its provider call is over, so a job's slow row holds
+/// one slot, not ten, and a row recording its outcome holds none.
 pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Option<Arc<Semaphore>>) -> JobResult {
     let job: Job = match serde_json::from_str(&received.body) {
         Ok(j) => j,
@@ -108,13 +109,13 @@ pub async fn handle_job_within(h: Arc<Deliver>, received: &ReceivedJob, gate: Op
         .map(move |row_id| {
             let (h, tenant, gate) = (hd.clone(), tenant.clone(), gate.clone());
             tokio::spawn(async move {
-                let _slot = match gate {
+                let slot = match gate {
                     Some(g) => {
                         Some(g.acquire_owned().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?)
                     }
                     None => None,
                 };
-                deliver_again(&h, &tenant, &row_id, redelivered).await
+                deliver_again(&h, &tenant, &row_id, redelivered, slot).await
             })
         })
         .buffered(at_once)
@@ -204,7 +205,9 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
     let workers = workers.max(1);
     let slots = Arc::new(Semaphore::new(workers));
     // Rows of the jobs received and not yet settled: the pool receives more only while fewer
-    // than `workers` are in hand, so a job waits for slots briefly, never for long.
+    // than twice `workers` are in hand (a row gives its slot back once its provider call is over,
+    // and its outcome is written meanwhile), so a job waits for slots briefly, never for long.
+    let most_in_hand = workers * 2;
     let in_hand = Arc::new(InHand::default());
     let mut idle = Duration::from_millis(5);
     let mut receive_failures = 0;
@@ -213,14 +216,14 @@ pub async fn run_pool(h: Arc<Deliver>, workers: usize, wake: Option<Arc<Notify>>
             break;
         }
         let held = in_hand.rows();
-        if held >= workers {
+        if held >= most_in_hand {
             tokio::select! {
                 _ = in_hand.settled.notified() => {}
                 _ = shutdown.changed() => {}
             }
             continue;
         }
-        let wanted = (workers - held).div_ceil(Job::MAX_ROWS).clamp(1, 10);
+        let wanted = (most_in_hand - held).div_ceil(Job::MAX_ROWS).clamp(1, 10);
         let batch = match h.queue.receive(wanted, h.settings.visibility).await {
             Ok(b) => {
                 receive_failures = 0;
