@@ -230,7 +230,7 @@ fn checkpoint_loop(conn: Connection, engine: Weak<()>) {
             Err(e) => {
                 failures += 1;
                 // The writer's own checkpoints take over meanwhile; say so once in a while.
-                if failures == 1 || failures % 300 == 0 {
+                if failures == 1 || failures.is_multiple_of(300) {
                     tracing::warn!(error = %e, failures, "checkpoint failed");
                 }
             }
