@@ -176,6 +176,7 @@ pub fn sample_request(tenant: &str, id: &str, rows: u32) -> (SendRequest, Vec<Re
         recipient_count: rows,
         row_count: rows,
         audience: None,
+        ordered_member_ids: true,
     };
     let rows = (0..rows).map(|i| RecipientRow::new(&tenant.into(), id, i, i, 0)).collect();
     (req, rows)

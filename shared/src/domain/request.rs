@@ -270,6 +270,12 @@ pub struct SendRequest {
     pub row_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<Audience>,
+    /// How fan-out names this request's rows ([`RecipientRow::id_for_member`]): set on every
+    /// request made since audience rows keep their contact's ordered id. A request stored before
+    /// (absent, `false`) keeps hashed ids ([`RecipientRow::hashed_member_id`]), so a page it
+    /// expands again after an upgrade names the rows it already made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered_member_ids: bool,
 }
 
 impl BroadcastBody {

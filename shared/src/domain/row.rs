@@ -107,9 +107,16 @@ impl RecipientRow {
     /// sit together. Any other contact id is hashed (`_m{digest}`); the two forms cannot meet.
     pub fn id_for_member(request_id: &str, contact_id: &str, message_index: u32) -> String {
         let request = request_id.strip_prefix("req_").unwrap_or(request_id);
-        if let Some(uuid) = Self::herald_contact_uuid(contact_id) {
-            return format!("rcp_{request}_c{uuid}x{message_index}");
+        match Self::herald_contact_uuid(contact_id) {
+            Some(uuid) => format!("rcp_{request}_c{uuid}x{message_index}"),
+            None => Self::hashed_member_id(request_id, contact_id, message_index),
         }
+    }
+
+    /// An audience row's id from a hash of its contact and message (`_m{digest}`): every audience
+    /// row's id before ids kept the contact's, and still the id for a contact Herald did not make.
+    pub fn hashed_member_id(request_id: &str, contact_id: &str, message_index: u32) -> String {
+        let request = request_id.strip_prefix("req_").unwrap_or(request_id);
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(contact_id.as_bytes());
@@ -580,6 +587,11 @@ mod tests {
         assert_eq!(other, RecipientRow::id_for_member("req_1", "crm-42", 0), "the same contact, the same row");
         let upper = RecipientRow::id_for_member("req_1", &a.to_uppercase().replace("CT_", "ct_"), 0);
         assert!(upper.starts_with("rcp_1_m"), "only Herald's own lowercase form is kept: {upper}");
+        assert_eq!(
+            RecipientRow::hashed_member_id("req_1", &a, 0).len(),
+            other.len(),
+            "the older form, for old requests"
+        );
     }
 
     #[test]

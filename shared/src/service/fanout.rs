@@ -194,7 +194,10 @@ fn rows_for(request: &SendRequest, page: u32, members: &[String]) -> Vec<Recipie
             let seq = page * FanOutStep::SEQ_STRIDE + i as u32 * per + mi as u32;
             let index = page * FanOutStep::PAGE as u32 + i as u32;
             let mut row = RecipientRow::new(&request.tenant_id, &request.id, seq, index, mi as u32);
-            row.id = RecipientRow::id_for_member(&request.id, contact, mi as u32);
+            row.id = match request.ordered_member_ids {
+                true => RecipientRow::id_for_member(&request.id, contact, mi as u32),
+                false => RecipientRow::hashed_member_id(&request.id, contact, mi as u32),
+            };
             row.template_id = message.template_id.clone();
             row.recipient = RecipientSpec { contact_id: Some(contact.clone()), ..Default::default() };
             rows.push(row);

@@ -125,7 +125,6 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
             return Err(errs.into());
         }
     }
-
     let now = crate::domain::now();
     let request = SendRequest {
         id: request_id,
@@ -153,6 +152,7 @@ pub async fn ingest(h: &Ingest, tenant: &TenantId, plan: SendPlan, source: &str)
         send_at_local: plan.send_at_local,
         throttle: plan.throttle,
         audience: plan.audience,
+        ordered_member_ids: true,
     };
     if request.audience.is_some() {
         store_and_fan_out(h, &request, keyed).await?;
