@@ -175,7 +175,8 @@ async fn follow(conn: &Conn, id: &str, timeout: u64) -> Result<(), String> {
         bar.set_length(summary["total"].as_u64().unwrap_or(0));
         bar.set_position(summary["terminal"].as_u64().unwrap_or(0));
         bar.set_message(counts_line(&summary["by_status"]));
-        if summary["pending"].as_u64() == Some(0) {
+        // An audience still fanning out may have made no row yet: nothing pending is not done.
+        if summary["pending"].as_u64() == Some(0) && page["state"] != "fanning_out" {
             break;
         }
         if tokio::time::Instant::now() > deadline {
