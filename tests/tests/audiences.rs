@@ -451,3 +451,17 @@ async fn a_status_filter_over_a_large_audience_reads_a_bounded_page_and_goes_on(
     let (_, sent) = s.get(&format!("/v1/broadcasts/{id}?status=sent&limit=1000&cursor={}", cursor.unwrap())).await;
     assert_eq!(sent["recipients"].as_array().unwrap().len(), 500, "{}", sent["next_cursor"]);
 }
+
+/// A request stored before audience rows kept their contact's ordered id has no
+/// `ordered_member_ids`: it reads back as `false`, so a page its fan-out expands again after an
+/// upgrade names its rows by the older, hashed form and makes no second row.
+#[test]
+fn a_request_stored_before_ordered_member_ids_reads_back_as_hashed() {
+    let (mut req, _) = herald_tests::contract::sample_request("t1", "req_old", 0);
+    assert_eq!(serde_json::to_value(&req).unwrap()["ordered_member_ids"], json!(true), "new requests say so");
+    req.ordered_member_ids = false;
+    let old = serde_json::to_value(&req).unwrap();
+    assert!(old.get("ordered_member_ids").is_none(), "older requests were stored without it: {old}");
+    let back: herald::domain::SendRequest = serde_json::from_value(old).unwrap();
+    assert!(!back.ordered_member_ids);
+}
