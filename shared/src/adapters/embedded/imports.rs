@@ -14,7 +14,7 @@ use super::segments::read_segment;
 use super::store::{find_by_any_key, write_contact, EmbeddedStore};
 use crate::domain::ids::new_id;
 use crate::domain::import::{merge_line, Chunk, Import, ImportState, LineError, LineOutcome};
-use crate::domain::{Contact, ContactDraft, TenantId};
+use crate::domain::{Contact, ContactDraft, ContactKey, TenantId};
 use crate::ports::{
     ByteStream, ContactWriteError, FileError, ImportFiles, Imports, MembersError, StoreError, StoreResult,
 };
@@ -49,7 +49,14 @@ fn import_line(
     tenant: &str,
     draft: &ContactDraft,
 ) -> StoreResult<Result<(String, LineOutcome), String>> {
-    let found = find_by_any_key(c, tenant, &draft.keys())?;
+    let keys = draft.keys();
+    if let Some(id) = claim_keys(c, tenant, &keys)? {
+        let mut contact = Contact::new(id);
+        contact.apply(draft);
+        insert_contact(c, tenant, &contact)?;
+        return Ok(Ok((contact.id, LineOutcome::Created)));
+    }
+    let found = find_by_any_key(c, tenant, &keys)?;
     let (write, outcome) = merge_line(found.clone(), draft, || new_id("ct"));
     let Some(contact) = write else {
         return Ok(Ok((found.map(|f| f.id).unwrap_or_default(), outcome)));
@@ -69,11 +76,41 @@ fn import_line(
     }
 }
 
+/// Most lines of a first import are new contacts: their keys are claimed for a new id straight
+/// away, one index probe each rather than a lookup and then an insert. The new id when every key
+/// was free; `None` (and nothing claimed) when one is taken or there are none, for the line to
+/// be looked up and merged instead.
+fn claim_keys(c: &Connection, tenant: &str, keys: &[ContactKey]) -> StoreResult<Option<String>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let id = new_id("ct");
+    let mut claim = c.prepare_cached(
+        "INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant_id, key) DO NOTHING",
+    )?;
+    for (i, key) in keys.iter().enumerate() {
+        if claim.execute(params![tenant, key.as_key(), id])? == 0 {
+            let mut release = c.prepare_cached("DELETE FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?;
+            for claimed in &keys[..i] {
+                release.execute(params![tenant, claimed.as_key()])?;
+            }
+            return Ok(None);
+        }
+    }
+    Ok(Some(id))
+}
+
 fn insert_new(c: &Connection, tenant: &str, contact: &Contact) -> StoreResult<()> {
     let mut key = c.prepare_cached("INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)")?;
     for k in contact.keys() {
         key.execute(params![tenant, k.as_key(), contact.id])?;
     }
+    insert_contact(c, tenant, contact)
+}
+
+/// The contact's document alone (its keys are written already).
+fn insert_contact(c: &Connection, tenant: &str, contact: &Contact) -> StoreResult<()> {
     c.prepare_cached("INSERT INTO contacts (tenant_id, id, data) VALUES (?1, ?2, ?3)")?.execute(params![
         tenant,
         contact.id,

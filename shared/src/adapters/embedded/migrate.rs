@@ -179,6 +179,41 @@ pub(super) fn add_dead_letter_tenants(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// `contacts` and `contact_keys` as `WITHOUT ROWID` tables, each one B-tree keyed by its
+/// primary key, and no index of keys by contact (a contact's keys are read from its document):
+/// a new contact with a phone and an email was ten B-tree inserts and is five. A database from
+/// before gets its two tables copied into the new shape, in one transaction.
+pub(super) fn compact_contacts(conn: &Connection) -> StoreResult<()> {
+    let sql: String =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'contact_keys'", [], |r| {
+            r.get(0)
+        })?;
+    if sql.contains("WITHOUT ROWID") {
+        return Ok(());
+    }
+    let copied = conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE contacts_compact (
+             tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id)
+         ) WITHOUT ROWID;
+         INSERT INTO contacts_compact (tenant_id, id, data) SELECT tenant_id, id, data FROM contacts;
+         DROP TABLE contacts;
+         ALTER TABLE contacts_compact RENAME TO contacts;
+         CREATE TABLE contact_keys_compact (
+             tenant_id TEXT NOT NULL, key TEXT NOT NULL, contact_id TEXT NOT NULL, PRIMARY KEY (tenant_id, key)
+         ) WITHOUT ROWID;
+         INSERT INTO contact_keys_compact (tenant_id, key, contact_id)
+             SELECT tenant_id, key, contact_id FROM contact_keys;
+         DROP TABLE contact_keys;
+         ALTER TABLE contact_keys_compact RENAME TO contact_keys;
+         COMMIT;",
+    );
+    if copied.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    Ok(copied?)
+}
+
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot move an old data file: {e}"))
 }
@@ -251,5 +286,69 @@ mod tests {
         assert_eq!(page.requests.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["req_new", "req_old"]);
         let twilio = store.list_requests(&acme, Some("twilio"), None, 10).await.unwrap();
         assert_eq!(twilio.requests.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn contacts_stored_before_the_compact_tables_keep_their_keys() {
+        use crate::domain::{Contact, ContactDraft, ContactKey, Email, Phone, TenantId};
+        use crate::ports::Contacts;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Connection::open(dir.path().join(super::super::DATABASE)).unwrap();
+        db.execute_batch(
+            "CREATE TABLE contacts (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+             CREATE TABLE contact_keys (
+                 tenant_id TEXT NOT NULL, key TEXT NOT NULL, contact_id TEXT NOT NULL, PRIMARY KEY (tenant_id, key)
+             );
+             CREATE INDEX contact_keys_contact ON contact_keys(tenant_id, contact_id);",
+        )
+        .unwrap();
+        let phone = Phone::parse("+14155550123").unwrap();
+        let mut contact = Contact::new("ct_old".into());
+        contact.apply(&ContactDraft { phone: Some(phone.clone()), ..Default::default() });
+        db.execute(
+            "INSERT INTO contacts (tenant_id, id, data) VALUES ('acme', 'ct_old', ?1)",
+            [serde_json::to_string(&contact).unwrap()],
+        )
+        .unwrap();
+        for key in contact.keys() {
+            db.execute(
+                "INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES ('acme', ?1, 'ct_old')",
+                [key.as_key()],
+            )
+            .unwrap();
+        }
+        drop(db);
+
+        let (store, _) = open(dir.path(), 10).unwrap();
+        let acme = TenantId::new("acme");
+        let found = store.find_contact(&acme, &ContactKey::Phone(phone.clone())).await.unwrap().unwrap();
+        assert_eq!(found.id, "ct_old");
+        // A change of keys lets the old one go and takes the new one, read from the document.
+        let mut moved = found.clone();
+        let email = Email::parse("ada@example.com").unwrap();
+        moved.apply(&ContactDraft { email: Some(email.clone()), ..Default::default() });
+        moved.phone = None;
+        store.put_contact(&acme, &moved).await.unwrap();
+        assert!(store.find_contact(&acme, &ContactKey::Phone(phone)).await.unwrap().is_none());
+        assert_eq!(store.find_contact(&acme, &ContactKey::Email(email)).await.unwrap().unwrap().id, "ct_old");
+        drop(store);
+
+        let db = Connection::open(dir.path().join(super::super::DATABASE)).unwrap();
+        let shapes: Vec<String> = db
+            .prepare("SELECT sql FROM sqlite_master WHERE name IN ('contacts', 'contact_keys') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(shapes.iter().all(|s| s.contains("WITHOUT ROWID")), "{shapes:?}");
+        let index: i64 = db
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'contact_keys_contact'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(index, 0);
+        drop(db);
+        // Opening again changes nothing.
+        let (store, _) = open(dir.path(), 10).unwrap();
+        assert_eq!(store.get_contact(&acme, "ct_old").await.unwrap().unwrap().email, moved.email);
     }
 }

@@ -122,6 +122,7 @@ pub fn open(dir: &Path, max_receives: u32) -> StoreResult<(Arc<EmbeddedStore>, A
         migrate::add_fan_out_error(c)?;
         migrate::add_events(c)?;
         migrate::add_request_listing(c)?;
+        migrate::compact_contacts(c)?;
         migrate::add_dead_letter_tenants(c)
     };
     let engine = Arc::new(Engine::open_with(&path, &schema, prepare)?);

@@ -24,11 +24,12 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant_id);
 CREATE TABLE IF NOT EXISTS templates (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
 CREATE TABLE IF NOT EXISTS campaigns (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
-CREATE TABLE IF NOT EXISTS contacts (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+CREATE TABLE IF NOT EXISTS contacts (
+    tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contact_keys (
     tenant_id TEXT NOT NULL, key TEXT NOT NULL, contact_id TEXT NOT NULL, PRIMARY KEY (tenant_id, key)
-);
-CREATE INDEX IF NOT EXISTS contact_keys_contact ON contact_keys(tenant_id, contact_id);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (tenant_id TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
 CREATE TABLE IF NOT EXISTS recipient_rows (
     tenant_id TEXT NOT NULL, id TEXT NOT NULL, request_id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -413,12 +414,23 @@ pub(super) fn write_contact(tx: &Connection, tenant: &str, contact: &Contact) ->
             return Err(ContactWriteError::KeyTaken { field: key.field(), other });
         }
     }
-    tx.execute("DELETE FROM contact_keys WHERE tenant_id = ?1 AND contact_id = ?2", params![tenant, contact.id])
+    // The keys the contact held are those of its stored document: the ones it no longer has are
+    // let go, the new ones taken (a key is found by its value only, never by its contact).
+    let keys = contact.keys();
+    let held = read_contact(tx, tenant, &contact.id)?.map(|c| c.keys()).unwrap_or_default();
+    let mut release = tx
+        .prepare_cached("DELETE FROM contact_keys WHERE tenant_id = ?1 AND key = ?2 AND contact_id = ?3")
         .map_err(StoreError::from)?;
+    for key in held.iter().filter(|k| !keys.contains(k)) {
+        release.execute(params![tenant, key.as_key(), contact.id]).map_err(StoreError::from)?;
+    }
     let mut insert = tx
-        .prepare_cached("INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
         .map_err(StoreError::from)?;
-    for key in contact.keys() {
+    for key in keys.iter().filter(|k| !held.contains(k)) {
         insert.execute(params![tenant, key.as_key(), contact.id]).map_err(StoreError::from)?;
     }
     let data = serde_json::to_string(contact).map_err(StoreError::from)?;
