@@ -822,6 +822,8 @@ fn canceled_at(c: &Connection, tenant: &str, request_id: &str) -> StoreResult<Op
 
 #[async_trait]
 impl RowLeases for EmbeddedStore {
+    // Each of these is one row's read and at most one write: the engine's own savepoint around
+    // every write is all the atomicity they need (a nested one costs two parsed statements).
     async fn claim_row(
         &self,
         tenant: &TenantId,
@@ -832,14 +834,12 @@ impl RowLeases for EmbeddedStore {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
             .write(move |c| {
-                let tx = c.savepoint()?;
-                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(Claim::Missing) };
+                let Some(mut row) = load_row(c, &tenant, &row_id)? else { return Ok(Claim::Missing) };
                 // Checked in the claim's own transaction: once a cancel has committed, no row of
                 // its request starts a provider call.
-                if canceled_at(&tx, &tenant, &row.request_id)?.is_some() {
+                if canceled_at(c, &tenant, &row.request_id)?.is_some() {
                     if row.cancel(now) {
-                        save_row(&tx, &row)?;
-                        tx.commit()?;
+                        save_row(c, &row)?;
                         return Ok(Claim::Done(row));
                     }
                     if !row.status.is_pending() {
@@ -848,8 +848,7 @@ impl RowLeases for EmbeddedStore {
                 }
                 let claim = row.claim(now, lease_until);
                 if claim.took_lease() {
-                    save_row(&tx, &row)?;
-                    tx.commit()?;
+                    save_row(c, &row)?;
                 }
                 Ok(claim)
             })
@@ -860,13 +859,11 @@ impl RowLeases for EmbeddedStore {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
             .write(move |c| {
-                let tx = c.savepoint()?;
-                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                let Some(mut row) = load_row(c, &tenant, &row_id)? else { return Ok(false) };
                 if !row.finish(attempt, outcome, now()) {
                     return Ok(false);
                 }
-                save_row(&tx, &row)?;
-                tx.commit()?;
+                save_row(c, &row)?;
                 Ok(true)
             })
             .await
@@ -883,13 +880,11 @@ impl RowLeases for EmbeddedStore {
         let (tenant, row_id) = (tenant.to_string(), row_id.to_string());
         self.db
             .write(move |c| {
-                let tx = c.savepoint()?;
-                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                let Some(mut row) = load_row(c, &tenant, &row_id)? else { return Ok(false) };
                 if !row.advance(status, at, error) {
                     return Ok(false);
                 }
-                save_row(&tx, &row)?;
-                tx.commit()?;
+                save_row(c, &row)?;
                 Ok(true)
             })
             .await
@@ -899,13 +894,11 @@ impl RowLeases for EmbeddedStore {
         let (tenant, row_id, message) = (tenant.to_string(), row_id.to_string(), message.to_string());
         self.db
             .write(move |c| {
-                let tx = c.savepoint()?;
-                let Some(mut row) = load_row(&tx, &tenant, &row_id)? else { return Ok(false) };
+                let Some(mut row) = load_row(c, &tenant, &row_id)? else { return Ok(false) };
                 if !row.fail_pending(&message, now()) {
                     return Ok(false);
                 }
-                save_row(&tx, &row)?;
-                tx.commit()?;
+                save_row(c, &row)?;
                 Ok(true)
             })
             .await
