@@ -20,6 +20,19 @@ pub struct Args {
     /// Give up waiting for the last row after this many seconds.
     #[arg(long, default_value_t = 1_800)]
     patience: u64,
+    /// Stop once the import is done (to measure it alone): the figures have no broadcast's.
+    #[arg(long)]
+    import_only: bool,
+}
+
+/// `herald serve`'s CPU seconds by thread since `before`, as a figure.
+fn cpu_since(serve: &Serve, before: &std::collections::BTreeMap<String, f64>) -> Value {
+    let now = serve.thread_cpu_seconds();
+    let used: serde_json::Map<String, Value> = now
+        .iter()
+        .map(|(name, s)| (name.clone(), json!(((s - before.get(name).unwrap_or(&0.0)) * 100.0).round() / 100.0)))
+        .collect();
+    Value::Object(used)
 }
 
 /// A call to the running Herald; its JSON answer, or why not.
@@ -49,6 +62,7 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
 
     let file = write_csv(args.members)?;
     let bytes = file.as_file().metadata().map_err(|e| e.to_string())?.len();
+    let cpu_before = serve.thread_cpu_seconds();
     let started = Instant::now();
     let url = format!("{base}/v1/imports?segment_id=bench");
     let answer = tokio::task::spawn_blocking(move || upload(&url, file)).await.map_err(|e| e.to_string())??;
@@ -66,10 +80,25 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
         return Err(format!("the import did not create every member: {import}"));
     }
     let import_rss = serve.peak_rss_kib().ok_or("cannot read herald serve's peak RSS")?;
+    let import_cpu = cpu_since(&serve, &cpu_before);
     println!(
-        "audience: {} lines imported in {add_seconds:.1} s (upload {upload_seconds:.1} s), peak RSS {import_rss} KiB",
+        "audience: {} lines imported in {add_seconds:.1} s (upload {upload_seconds:.1} s), peak RSS {import_rss} KiB, CPU seconds by thread {import_cpu}",
         args.members
     );
+    let imported = json!({
+        "members": args.members,
+        "workers": args.workers,
+        "import_bytes": bytes,
+        "import_peak_rss_kib": import_rss,
+        "import_cpu_seconds": import_cpu,
+        "upload_seconds": upload_seconds,
+        "add_seconds": add_seconds,
+        "members_added_per_second": args.members as f64 / add_seconds,
+    });
+    if args.import_only {
+        return Ok(imported);
+    }
+    let cpu_before = serve.thread_cpu_seconds();
 
     let body = json!({"audience": {"segments": ["bench"]}, "messages": [{"text": "Hello"}], "channel": "email"});
     let sent_at = Instant::now();
@@ -94,23 +123,24 @@ pub async fn run(args: Args, bin_dir: &Path) -> Result<Value, String> {
     let fan_out_seconds = fanned.unwrap_or(terminal_seconds);
     let rows = done["summary"]["total"].as_u64().unwrap_or(0);
     let rss = serve.peak_rss_kib().ok_or("cannot read herald serve's peak RSS")?;
-    println!("audience: {rows} rows terminal in {terminal_seconds:.1} s, peak RSS {rss} KiB");
-    Ok(json!({
-        "members": args.members,
-        "workers": args.workers,
-        "import_bytes": bytes,
-        "import_peak_rss_kib": import_rss,
-        "upload_seconds": upload_seconds,
-        "add_seconds": add_seconds,
-        "members_added_per_second": args.members as f64 / add_seconds,
-        "rows": rows,
-        "by_status": done["summary"]["by_status"],
-        "fan_out_seconds": fan_out_seconds,
-        "fan_out_rows_per_second": rows as f64 / fan_out_seconds,
-        "terminal_seconds": terminal_seconds,
-        "rows_per_second_end_to_end": rows as f64 / terminal_seconds,
-        "serve_peak_rss_kib": rss,
-    }))
+    let send_cpu = cpu_since(&serve, &cpu_before);
+    println!(
+        "audience: {rows} rows terminal in {terminal_seconds:.1} s, peak RSS {rss} KiB, CPU seconds by thread {send_cpu}"
+    );
+    let mut figures = imported;
+    for (name, value) in [
+        ("broadcast_cpu_seconds", send_cpu),
+        ("rows", json!(rows)),
+        ("by_status", done["summary"]["by_status"].clone()),
+        ("fan_out_seconds", json!(fan_out_seconds)),
+        ("fan_out_rows_per_second", json!(rows as f64 / fan_out_seconds)),
+        ("terminal_seconds", json!(terminal_seconds)),
+        ("rows_per_second_end_to_end", json!(rows as f64 / terminal_seconds)),
+        ("serve_peak_rss_kib", json!(rss)),
+    ] {
+        figures[name] = value;
+    }
+    Ok(figures)
 }
 
 /// A CSV file of `members` contacts as a customer's export looks: a phone, an email, a name, a

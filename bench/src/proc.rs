@@ -19,6 +19,30 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user and system) a live process's threads have used, summed by thread name
+/// (`herald-db-write`, `tokio-rt-worker`, …): where a phase's time went.
+pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let ticks = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat")))
+        else {
+            continue;
+        };
+        // The fields after the command's closing parenthesis: state is the first, utime the 12th.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, f)| f.split_whitespace().collect()).unwrap_or_default();
+        let used: f64 = fields.get(11..13).unwrap_or_default().iter().filter_map(|v| v.parse::<f64>().ok()).sum();
+        *by_name.entry(comm.trim().to_string()).or_insert(0.0) += used / ticks;
+    }
+    by_name
+}
+
 /// A running `herald serve`; killed when dropped.
 pub struct Serve {
     child: Child,
@@ -62,6 +86,10 @@ impl Serve {
 
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(self.child.id())
+    }
+
+    pub fn thread_cpu_seconds(&self) -> std::collections::BTreeMap<String, f64> {
+        thread_cpu_seconds(self.child.id())
     }
 }
 

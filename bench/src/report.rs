@@ -408,6 +408,20 @@ fn audience_section(w: &mut String, a: Option<Value>) {
         num(rss, 1),
         verdict(rss <= 150.0)
     );
+    for (phase, key) in [("the import", "import_cpu_seconds"), ("the broadcast", "broadcast_cpu_seconds")] {
+        let Some(threads) = a[key].as_object().filter(|t| !t.is_empty()) else { continue };
+        let used: Vec<String> = threads
+            .iter()
+            .filter(|(_, s)| f(s) >= 0.05)
+            .map(|(name, s)| format!("`{name}` {} s", num(f(s), 1)))
+            .collect();
+        let _ = writeln!(
+            w,
+            "
+CPU time of `herald serve`'s threads during {phase}: {}.",
+            used.join(", ")
+        );
+    }
 }
 
 /// Part 6's last round: rows due 30 days ahead, waiting on EventBridge Scheduler.
