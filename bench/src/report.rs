@@ -415,12 +415,7 @@ fn audience_section(w: &mut String, a: Option<Value>) {
             .filter(|(_, s)| f(s) >= 0.05)
             .map(|(name, s)| format!("`{name}` {} s", num(f(s), 1)))
             .collect();
-        let _ = writeln!(
-            w,
-            "
-CPU time of `herald serve`'s threads during {phase}: {}.",
-            used.join(", ")
-        );
+        let _ = writeln!(w, "\nCPU time of `herald serve`'s threads during {phase}: {}.", used.join(", "));
     }
 }
 

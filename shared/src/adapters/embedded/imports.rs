@@ -61,12 +61,8 @@ fn import_line(
     let Some(contact) = write else {
         return Ok(Ok((found.map(|f| f.id).unwrap_or_default(), outcome)));
     };
-    if outcome == LineOutcome::Created {
-        // No contact holds any of its keys (just looked up in this transaction): insert it
-        // without `write_contact`'s second look and its delete of old keys.
-        insert_new(c, tenant, &contact)?;
-        return Ok(Ok((contact.id, outcome)));
-    }
+    // A line whose keys were all free was created above: here a key is taken, so the line
+    // merges into its holder (or is refused by `write_contact` if its keys name two contacts).
     match write_contact(c, tenant, &contact) {
         Ok(()) => Ok(Ok((contact.id, outcome))),
         Err(ContactWriteError::KeyTaken { field, other }) => {
@@ -99,14 +95,6 @@ fn claim_keys(c: &Connection, tenant: &str, keys: &[ContactKey]) -> StoreResult<
         }
     }
     Ok(Some(id))
-}
-
-fn insert_new(c: &Connection, tenant: &str, contact: &Contact) -> StoreResult<()> {
-    let mut key = c.prepare_cached("INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)")?;
-    for k in contact.keys() {
-        key.execute(params![tenant, k.as_key(), contact.id])?;
-    }
-    insert_contact(c, tenant, contact)
 }
 
 /// The contact's document alone (its keys are written already).
