@@ -20,6 +20,10 @@ install_tools() {
     step "installing the Rust standard library for aarch64-unknown-linux-gnu (sam build, arm64)"
     rustup target add aarch64-unknown-linux-gnu
   fi
+  if [ ! -x "$CLIPPY_DRIVER" ]; then
+    step "installing clippy (scripts/test.sh lints with it)"
+    rustup component add clippy
+  fi
   local tool missing=()
   for tool in curl:curl jq:jq ip:iproute2 chromium:chromium chromedriver:chromium-driver; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
@@ -28,6 +32,33 @@ install_tools() {
     step "installing ${missing[*]} from Debian"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
+}
+
+# clippy-driver, which `cargo clippy` makes the workspace crates' compiler: scripts/test.sh has the
+# test build compile through it too (RUSTC_WORKSPACE_WRAPPER), so one build both lints and tests.
+# CLIPPY_ARGS is how cargo-clippy hands it the lint flags (`-- -D warnings`): each one followed by
+# __CLIPPY_HACKERY__. lint_self_test proves the pair still fails a build on a lint.
+CLIPPY_DRIVER="$(rustc --print sysroot)/bin/clippy-driver"
+CLIPPY_DENY_WARNINGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+
+# Builds a crate of one function that clippy warns about (clone_on_copy) the way the test build is
+# linted: passes only if that build fails, naming the lint.
+lint_self_test() {
+  local dir status=0
+  dir=$(mktemp -d)
+  mkdir "$dir/src"
+  printf '[package]\nname = "lint-self-test"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n' > "$dir/Cargo.toml"
+  echo 'pub fn planted() -> i32 { let x = 5i32; x.clone() }' > "$dir/src/lib.rs"
+  RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="$CLIPPY_DENY_WARNINGS" \
+    cargo build --offline --quiet --manifest-path "$dir/Cargo.toml" --target-dir "$dir/target" > "$dir/log" 2>&1 \
+    || status=$?
+  if [ "$status" -eq 0 ] || ! grep -q clone_on_copy "$dir/log"; then
+    cat "$dir/log"
+    echo "clippy-driver as RUSTC_WORKSPACE_WRAPPER with CLIPPY_ARGS=$CLIPPY_DENY_WARNINGS no longer fails a build on a lint" >&2
+    rm -rf "$dir"
+    exit 1
+  fi
+  rm -rf "$dir"
 }
 
 # Runs a command with no network but its own loopback (a fresh network namespace), to prove it
