@@ -383,7 +383,7 @@ pub trait Imports: Send + Sync {
     /// import's counters and offset move to `chunk.to`. A line whose keys belong to two contacts
     /// is refused. `None` when the import no longer stands at `chunk.from` (applied already, or
     /// ended): a chunk applied twice counts once.
-    async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError>;
+    async fn apply_chunk(&self, import: &Import, chunk: Chunk) -> Result<Option<Import>, MembersError>;
     /// Bytes of the file one chunk reads: as many lines as `apply_chunk` writes well inside a
     /// job's time.
     fn chunk_bytes(&self) -> usize {

@@ -853,7 +853,7 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
         herald::domain::import::Import::new(&t, "vip", "imp_1", file.len() as u64, columns.clone(), offset, line);
     s.create_import(&import).await.unwrap();
     let chunk = parse_chunk(&columns, &file.as_bytes()[offset as usize..], offset, line, true).unwrap();
-    let done = s.apply_chunk(&import, &chunk).await.unwrap().expect("applied");
+    let done = s.apply_chunk(&import, chunk.clone()).await.unwrap().expect("applied");
     assert_eq!(done.state, ImportState::Completed);
     assert_eq!((done.lines, done.created, done.updated, done.unchanged, done.rejected), (4, 2, 1, 0, 1));
     assert_eq!(done.errors.len(), 1);
@@ -864,7 +864,7 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
     assert_eq!(renamed.unwrap().unwrap().name.as_deref(), Some("Renamed"));
 
     // Applied again (a job delivered twice): nothing moves.
-    assert_eq!(s.apply_chunk(&import, &chunk).await.unwrap(), None);
+    assert_eq!(s.apply_chunk(&import, chunk.clone()).await.unwrap(), None);
     assert_eq!(s.get_import(&t, "imp_1").await.unwrap().unwrap(), done);
     assert_eq!(s.list_imports(&t, 10).await.unwrap(), vec![done.clone()]);
     assert!(s.list_imports(&crate::tenant("t2"), 10).await.unwrap().is_empty(), "tenant isolation");
@@ -873,20 +873,42 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
     // The same lines in a second import: every one unchanged.
     let again = herald::domain::import::Import { id: "imp_2".into(), ..import.clone() };
     s.create_import(&again).await.unwrap();
-    let second = s.apply_chunk(&again, &chunk).await.unwrap().unwrap();
+    let second = s.apply_chunk(&again, chunk.clone()).await.unwrap().unwrap();
     assert_eq!((second.created, second.updated, second.unchanged, second.rejected), (0, 0, 3, 1));
+
+    // A new line whose prepared id is already a contact's (a chunk made twice over in one
+    // process) makes a contact of its own and leaves that one as it was.
+    let ann = ContactKey::Phone(herald::domain::Phone::parse("+14155550101").unwrap());
+    let ann_before = s.find_contact(&t, &ann).await.unwrap().expect("Ann, imported above");
+    let file = "phone,name\n+14155550177,Cy\n";
+    let (cols, offset, line) = read_header(file.as_bytes(), true).unwrap();
+    let fourth = herald::domain::import::Import::new(&t, "vip", "imp_4", file.len() as u64, cols.clone(), offset, line);
+    s.create_import(&fourth).await.unwrap();
+    let mut reused = parse_chunk(&cols, &file.as_bytes()[offset as usize..], offset, line, true).unwrap();
+    reused.created[0].id = ann_before.id.clone();
+    let done = s.apply_chunk(&fourth, reused).await.unwrap().expect("applied");
+    assert_eq!((done.created, done.rejected), (1, 0));
+    assert_eq!(
+        s.find_contact(&t, &ann).await.unwrap(),
+        Some(ann_before.clone()),
+        "the contact whose id was taken is unchanged"
+    );
+    let cy = s.find_contact(&t, &ContactKey::Phone(herald::domain::Phone::parse("+14155550177").unwrap())).await;
+    let cy = cy.unwrap().expect("the line's contact");
+    assert_ne!(cy.id, ann_before.id);
+    assert_eq!(cy.name.as_deref(), Some("Cy"));
 
     // A segment deleted under a running import ends it; failing it keeps why.
     let third = herald::domain::import::Import { id: "imp_3".into(), segment_id: "gone".into(), ..import.clone() };
     s.put_segment(&t, &seg("gone")).await.unwrap();
     s.create_import(&third).await.unwrap();
     s.delete_segment(&t, "gone").await.unwrap();
-    assert!(matches!(s.apply_chunk(&third, &chunk).await, Err(MembersError::NoSegment)));
+    assert!(matches!(s.apply_chunk(&third, chunk.clone()).await, Err(MembersError::NoSegment)));
     assert!(s.fail_import(&t, "imp_3", "the segment was deleted", herald::domain::now()).await.unwrap());
     assert!(!s.fail_import(&t, "imp_3", "twice", herald::domain::now()).await.unwrap(), "only a running import fails");
     let failed = s.get_import(&t, "imp_3").await.unwrap().unwrap();
     assert_eq!((failed.state, failed.failure.as_deref()), (ImportState::Failed, Some("the segment was deleted")));
-    assert_eq!(s.apply_chunk(&third, &chunk).await.unwrap(), None, "an ended import takes no chunk");
+    assert_eq!(s.apply_chunk(&third, chunk).await.unwrap(), None, "an ended import takes no chunk");
 }
 
 // ---------------------------------------------------------------- status events

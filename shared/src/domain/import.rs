@@ -317,7 +317,37 @@ impl Chunk {
     pub fn counted(&self, mut refused: Vec<LineError>) -> Chunk {
         refused.extend(self.rejected.iter().cloned());
         refused.sort_by_key(|e| e.line);
-        Chunk { drafts: Vec::new(), rejected: refused, ..*self }
+        Chunk { drafts: Vec::new(), created: Vec::new(), rejected: refused, ..*self }
+    }
+
+    /// The contact the `i`th draft makes if none of its keys is taken: made while parsing,
+    /// or here for a chunk put together without [`parse_chunk`].
+    pub fn created(&self, i: usize) -> Result<std::borrow::Cow<'_, NewContact>, String> {
+        match self.created.get(i) {
+            Some(c) => Ok(std::borrow::Cow::Borrowed(c)),
+            None => NewContact::of(&self.drafts[i].1).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+/// A line's contact as it is created when none of its keys belongs to a contact yet: its new
+/// id, the keys it claims and its document. Made while the chunk is parsed, beside the store's
+/// writer, so that a store with a single writer (the embedded one) only has to write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewContact {
+    pub id: String,
+    /// Its keys as stored ([`super::ContactKey::as_key`]).
+    pub keys: Vec<String>,
+    /// The contact as JSON.
+    pub doc: String,
+}
+
+impl NewContact {
+    pub fn of(draft: &ContactDraft) -> Result<NewContact, String> {
+        let mut contact = Contact::new(super::ids::new_id("ct"));
+        contact.apply(draft);
+        let doc = serde_json::to_string(&contact).map_err(|e| format!("cannot be stored ({e})"))?;
+        Ok(NewContact { id: contact.id, keys: draft.keys().iter().map(|k| k.as_key()).collect(), doc })
     }
 }
 
@@ -331,6 +361,8 @@ pub struct Chunk {
     pub lines: u64,
     /// The lines' drafts with their line numbers.
     pub drafts: Vec<(u64, ContactDraft)>,
+    /// For each draft, in the same order, the contact it makes if it is new.
+    pub created: Vec<NewContact>,
     pub rejected: Vec<LineError>,
     /// Whether the file ends with this chunk.
     pub done: bool,
@@ -364,8 +396,11 @@ pub fn parse_chunk(columns: &[Column], data: &[u8], from: u64, line: u64, eof: b
     };
     let mut chunk = Chunk { from, to, next_line, lines: records.len() as u64, done: eof, ..Chunk::default() };
     for (_, at, parsed) in records {
-        match parsed {
-            Ok(d) => chunk.drafts.push((at, d)),
+        match parsed.and_then(|d| NewContact::of(&d).map(|c| (d, c))) {
+            Ok((d, created)) => {
+                chunk.drafts.push((at, d));
+                chunk.created.push(created);
+            }
             Err(reason) => chunk.rejected.push(LineError { line: at, reason }),
         }
     }

@@ -217,10 +217,10 @@ pub async fn run(h: &ImportRun, job: &Job) -> JobResult {
         let (applied, read) = match chunk.done {
             false => {
                 let next = read_chunk(h, &import, chunk.to, chunk.next_line);
-                let (a, r) = tokio::join!(h.imports.apply_chunk(&import, &chunk), next);
+                let (a, r) = tokio::join!(h.imports.apply_chunk(&import, chunk), next);
                 (a, Some(r))
             }
-            true => (h.imports.apply_chunk(&import, &chunk).await, None),
+            true => (h.imports.apply_chunk(&import, chunk).await, None),
         };
         match applied {
             Ok(Some(i)) => import = i,

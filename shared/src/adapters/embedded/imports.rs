@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use super::segments::read_segment;
 use super::store::{find_by_any_key, write_contact, EmbeddedStore};
 use crate::domain::ids::new_id;
-use crate::domain::import::{merge_line, Chunk, Import, ImportState, LineError, LineOutcome};
-use crate::domain::{Contact, ContactDraft, ContactKey, TenantId};
+use crate::domain::import::{merge_line, Chunk, Import, ImportState, LineError, LineOutcome, NewContact};
+use crate::domain::{ContactDraft, TenantId};
 use crate::ports::{
     ByteStream, ContactWriteError, FileError, ImportFiles, Imports, MembersError, StoreError, StoreResult,
 };
@@ -42,20 +42,29 @@ fn write_import(c: &Connection, import: &Import) -> StoreResult<()> {
     Ok(())
 }
 
-/// One line: its contact found (by the first of its keys any contact holds) and merged, or
-/// created; `Err` with the reason when its keys belong to another contact.
+/// One line: its contact created when none of its keys is taken (as `created`, made while the
+/// chunk was parsed), or else found by the first of its keys any contact holds and merged; `Err`
+/// with the reason when its keys belong to two contacts.
 fn import_line(
     c: &Connection,
     tenant: &str,
     draft: &ContactDraft,
+    created: &NewContact,
 ) -> StoreResult<Result<(String, LineOutcome), String>> {
-    let keys = draft.keys();
-    if let Some(id) = claim_keys(c, tenant, &keys)? {
-        let mut contact = Contact::new(id);
-        contact.apply(draft);
-        insert_contact(c, tenant, &contact)?;
-        return Ok(Ok((contact.id, LineOutcome::Created)));
+    if claim_keys(c, tenant, &created.keys, &created.id)? {
+        if insert_contact(c, tenant, &created.id, &created.doc)? {
+            return Ok(Ok((created.id.clone(), LineOutcome::Created)));
+        }
+        // Its id is taken: only a chunk applied a second time in one process brings its ids
+        // back. Give the keys up and make the contact under an id of its own.
+        release_keys(c, tenant, &created.keys)?;
+        let fresh = NewContact::of(draft).map_err(StoreError::Corrupt)?;
+        if claim_keys(c, tenant, &fresh.keys, &fresh.id)? && insert_contact(c, tenant, &fresh.id, &fresh.doc)? {
+            return Ok(Ok((fresh.id, LineOutcome::Created)));
+        }
+        return Err(StoreError::Corrupt(format!("contact ids {} and {} are both taken", created.id, fresh.id)));
     }
+    let keys = draft.keys();
     let found = find_by_any_key(c, tenant, &keys)?;
     let (write, outcome) = merge_line(found.clone(), draft, || new_id("ct"));
     let Some(contact) = write else {
@@ -72,39 +81,41 @@ fn import_line(
     }
 }
 
-/// Most lines of a first import are new contacts: their keys are claimed for a new id straight
-/// away, one index probe each rather than a lookup and then an insert. The new id when every key
-/// was free; `None` (and nothing claimed) when one is taken or there are none, for the line to
-/// be looked up and merged instead.
-fn claim_keys(c: &Connection, tenant: &str, keys: &[ContactKey]) -> StoreResult<Option<String>> {
+/// Most lines of a first import are new contacts: their keys are claimed for the new id straight
+/// away, one index probe each rather than a lookup and then an insert. True when every key was
+/// free; false (and nothing claimed) when one is taken or there are none, for the line to be
+/// looked up and merged instead.
+fn claim_keys(c: &Connection, tenant: &str, keys: &[String], id: &str) -> StoreResult<bool> {
     if keys.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
-    let id = new_id("ct");
     let mut claim = c.prepare_cached(
         "INSERT INTO contact_keys (tenant_id, key, contact_id) VALUES (?1, ?2, ?3)
          ON CONFLICT (tenant_id, key) DO NOTHING",
     )?;
     for (i, key) in keys.iter().enumerate() {
-        if claim.execute(params![tenant, key.as_key(), id])? == 0 {
-            let mut release = c.prepare_cached("DELETE FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?;
-            for claimed in &keys[..i] {
-                release.execute(params![tenant, claimed.as_key()])?;
-            }
-            return Ok(None);
+        if claim.execute(params![tenant, key, id])? == 0 {
+            release_keys(c, tenant, &keys[..i])?;
+            return Ok(false);
         }
     }
-    Ok(Some(id))
+    Ok(true)
 }
 
-/// The contact's document alone (its keys are written already).
-fn insert_contact(c: &Connection, tenant: &str, contact: &Contact) -> StoreResult<()> {
-    c.prepare_cached("INSERT INTO contacts (tenant_id, id, data) VALUES (?1, ?2, ?3)")?.execute(params![
-        tenant,
-        contact.id,
-        serde_json::to_string(contact)?
-    ])?;
+fn release_keys(c: &Connection, tenant: &str, keys: &[String]) -> StoreResult<()> {
+    let mut release = c.prepare_cached("DELETE FROM contact_keys WHERE tenant_id = ?1 AND key = ?2")?;
+    for key in keys {
+        release.execute(params![tenant, key])?;
+    }
     Ok(())
+}
+
+/// The contact's document alone (its keys are written already); false when its id is taken.
+fn insert_contact(c: &Connection, tenant: &str, id: &str, doc: &str) -> StoreResult<bool> {
+    let inserted = c
+        .prepare_cached("INSERT INTO contacts (tenant_id, id, data) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+        .execute(params![tenant, id, doc])?;
+    Ok(inserted == 1)
 }
 
 /// The chunk's lines, memberships and counters in one savepoint.
@@ -132,8 +143,15 @@ fn apply(
                 "INSERT OR IGNORE INTO segment_members (tenant_id, segment_id, contact_id) VALUES (?1, ?2, ?3)",
             )
             .map_err(StoreError::from)?;
-        for (line, draft) in &chunk.drafts {
-            match import_line(&tx, tenant, draft)? {
+        for (i, (line, draft)) in chunk.drafts.iter().enumerate() {
+            let created = match chunk.created(i) {
+                Ok(c) => c,
+                Err(reason) => {
+                    refused.push(LineError { line: *line, reason });
+                    continue;
+                }
+            };
+            match import_line(&tx, tenant, draft, &created)? {
                 Ok((contact_id, outcome)) => {
                     outcomes.push(outcome);
                     added += member.execute(params![tenant, stored.segment_id, contact_id]).map_err(StoreError::from)?
@@ -180,9 +198,8 @@ impl Imports for EmbeddedStore {
             .await
     }
 
-    async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError> {
-        // The writer needs the chunk for as long as it runs: one copy, made here.
-        let (import, chunk, at) = (import.clone(), chunk.clone(), crate::domain::now());
+    async fn apply_chunk(&self, import: &Import, chunk: Chunk) -> Result<Option<Import>, MembersError> {
+        let (import, at) = (import.clone(), crate::domain::now());
         self.db.write(move |c| Ok(apply(c, &import, &chunk, at))).await?
     }
 

@@ -120,7 +120,8 @@ impl Imports for DynamoStore {
         Ok(all)
     }
 
-    async fn apply_chunk(&self, import: &Import, chunk: &Chunk) -> Result<Option<Import>, MembersError> {
+    async fn apply_chunk(&self, import: &Import, chunk: Chunk) -> Result<Option<Import>, MembersError> {
+        let chunk = &chunk;
         let tenant = &import.tenant_id;
         let Some(mut stored) = self.get_import(tenant, &import.id).await? else { return Ok(None) };
         if stored.state != ImportState::Running || stored.offset != chunk.from {
