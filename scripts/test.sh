@@ -88,7 +88,7 @@ stop_emulator
 step "README \"The functions on your machine\", run as written (offline)"
 offline .venv/bin/python scripts/test_local_functions.py
 
-# ---------------------------------------------------------------- the background builds
+# ---------------------------------------------------------------- the background build
 finish sam-build
 step "sam build made both arm64 bootstraps"
 for f in target/sam-build/IngestFunction/bootstrap target/sam-build/SendFunction/bootstrap; do
