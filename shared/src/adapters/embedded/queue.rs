@@ -212,6 +212,13 @@ fn insert(tx: &rusqlite::Connection, items: &[(String, String, i64)], t: i64) ->
     Ok(())
 }
 
+/// Removes the job received with `receipt`; nothing once the job was received again (under a
+/// new receipt).
+fn delete_received(c: &rusqlite::Connection, receipt: &str) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM jobs WHERE receipt = ?1")?.execute(params![receipt])?;
+    Ok(())
+}
+
 // Every write below runs inside the engine's own savepoint, rolled back whole if it fails: none
 // opens one of its own (two more statements parsed each time).
 #[async_trait]
@@ -280,12 +287,7 @@ impl JobQueue for EmbeddedQueue {
 
     async fn delete(&self, receipt: &str) -> StoreResult<()> {
         let receipt = receipt.to_string();
-        self.db
-            .write(move |c| {
-                c.prepare_cached("DELETE FROM jobs WHERE receipt = ?1")?.execute(params![receipt])?;
-                Ok(())
-            })
-            .await
+        self.db.write(move |c| delete_received(c, &receipt)).await
     }
 
     async fn replace(&self, received: &ReceivedJob, jobs: &[OutgoingJob]) -> StoreResult<()> {
@@ -295,7 +297,7 @@ impl JobQueue for EmbeddedQueue {
         let items = bodies(jobs, t)?;
         self.db
             .write(move |c| {
-                c.prepare_cached("DELETE FROM jobs WHERE receipt = ?1")?.execute(params![receipt])?;
+                delete_received(c, &receipt)?;
                 Ok(insert(c, &items, t)?)
             })
             .await?;
