@@ -384,6 +384,12 @@ pub trait Imports: Send + Sync {
     /// is refused. `None` when the import no longer stands at `chunk.from` (applied already, or
     /// ended): a chunk applied twice counts once.
     async fn apply_chunk(&self, import: &Import, chunk: Chunk) -> Result<Option<Import>, MembersError>;
+    /// Whether `apply_chunk` uses the drafts' new contacts made ahead ([`Chunk::prepare`]): the
+    /// reader then makes them while the chunk before is applied. A store that makes its own (or
+    /// has no single writer to spare) says no and pays nothing for them.
+    fn takes_new_contacts(&self) -> bool {
+        false
+    }
     /// Bytes of the file one chunk reads: as many lines as `apply_chunk` writes well inside a
     /// job's time.
     fn chunk_bytes(&self) -> usize {

@@ -885,6 +885,7 @@ pub async fn imports_contract<S: Imports + Segments + Contacts>(s: &S) {
     let fourth = herald::domain::import::Import::new(&t, "vip", "imp_4", file.len() as u64, cols.clone(), offset, line);
     s.create_import(&fourth).await.unwrap();
     let mut reused = parse_chunk(&cols, &file.as_bytes()[offset as usize..], offset, line, true).unwrap();
+    reused.prepare();
     reused.created[0].id = ann_before.id.clone();
     let done = s.apply_chunk(&fourth, reused).await.unwrap().expect("applied");
     assert_eq!((done.created, done.rejected), (1, 0));

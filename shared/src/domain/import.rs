@@ -320,8 +320,15 @@ impl Chunk {
         Chunk { drafts: Vec::new(), created: Vec::new(), rejected: refused, ..*self }
     }
 
-    /// The contact the `i`th draft makes if none of its keys is taken: made while parsing,
-    /// or here for a chunk put together without [`parse_chunk`].
+    /// Makes each draft's [`NewContact`] ahead of the store, for a store that takes them
+    /// ([`crate::ports::Imports::takes_new_contacts`]). A draft whose contact cannot be made
+    /// leaves the chunk unprepared, and [`Chunk::created`] says why when the line is applied.
+    pub fn prepare(&mut self) {
+        self.created = self.drafts.iter().map(|(_, d)| NewContact::of(d)).collect::<Result<_, _>>().unwrap_or_default();
+    }
+
+    /// The contact the `i`th draft makes if none of its keys is taken: made by
+    /// [`Chunk::prepare`], or here for a chunk that was not prepared.
     pub fn created(&self, i: usize) -> Result<std::borrow::Cow<'_, NewContact>, String> {
         match self.created.get(i) {
             Some(c) => Ok(std::borrow::Cow::Borrowed(c)),
@@ -332,7 +339,8 @@ impl Chunk {
 
 /// A line's contact as it is created when none of its keys belongs to a contact yet: its new
 /// id, the keys it claims and its document. Made while the chunk is parsed, beside the store's
-/// writer, so that a store with a single writer (the embedded one) only has to write it.
+/// writer, so that a store with a single writer (the embedded one) only has to write it; a store
+/// that does not take them pays nothing for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewContact {
     pub id: String,
@@ -361,7 +369,7 @@ pub struct Chunk {
     pub lines: u64,
     /// The lines' drafts with their line numbers.
     pub drafts: Vec<(u64, ContactDraft)>,
-    /// For each draft, in the same order, the contact it makes if it is new.
+    /// For each draft, in the same order, the contact it makes if it is new (once prepared).
     pub created: Vec<NewContact>,
     pub rejected: Vec<LineError>,
     /// Whether the file ends with this chunk.
@@ -396,11 +404,8 @@ pub fn parse_chunk(columns: &[Column], data: &[u8], from: u64, line: u64, eof: b
     };
     let mut chunk = Chunk { from, to, next_line, lines: records.len() as u64, done: eof, ..Chunk::default() };
     for (_, at, parsed) in records {
-        match parsed.and_then(|d| NewContact::of(&d).map(|c| (d, c))) {
-            Ok((d, created)) => {
-                chunk.drafts.push((at, d));
-                chunk.created.push(created);
-            }
+        match parsed {
+            Ok(d) => chunk.drafts.push((at, d)),
             Err(reason) => chunk.rejected.push(LineError { line: at, reason }),
         }
     }
@@ -489,6 +494,26 @@ mod tests {
         let rest = parse_chunk(&cols, b"c@x.co\n", chunk.to, chunk.next_line, true).unwrap();
         assert_eq!(rest.drafts[0].0, 4);
         assert!(parse_chunk(&cols, b"a-very-long-line", 6, 2, false).unwrap_err().contains("longer than"));
+    }
+
+    #[test]
+    fn a_prepared_chunk_holds_each_drafts_contact_as_created() {
+        let cols = columns("phone,email,name,plan");
+        let data = b"+14155550101,a@x.co,Ann,gold\n+14155550102,,Bo,\n";
+        let mut chunk = parse_chunk(&cols, data, 0, 2, true).unwrap();
+        assert!(chunk.created.is_empty(), "parsing alone prepares nothing");
+        chunk.prepare();
+        assert_eq!(chunk.created.len(), 2);
+        let ann = &chunk.created[0];
+        assert_eq!(ann.keys, chunk.drafts[0].1.keys().iter().map(|k| k.as_key()).collect::<Vec<_>>());
+        assert_eq!(ann.keys.len(), 2);
+        let doc: Contact = serde_json::from_str(&ann.doc).unwrap();
+        assert_eq!((doc.id.as_str(), doc.name.as_deref()), (ann.id.as_str(), Some("Ann")));
+        assert_eq!(doc.fields.get("plan").map(String::as_str), Some("gold"));
+        assert_ne!(chunk.created[1].id, ann.id);
+        assert_eq!(*chunk.created(1).unwrap(), chunk.created[1]);
+        let unprepared = Chunk { created: Vec::new(), ..chunk.clone() };
+        assert_eq!(unprepared.created(1).unwrap().keys, chunk.created[1].keys, "made when asked, unprepared");
     }
 
     #[test]

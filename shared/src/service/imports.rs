@@ -166,7 +166,8 @@ enum Stop {
     Again(StoreError),
 }
 
-/// Reads and parses the chunk at `offset` (off the async runtime: parsing is CPU work).
+/// Reads and parses the chunk at `offset`, and prepares it for a store that takes its new
+/// contacts (off the async runtime: parsing is CPU work).
 async fn read_chunk(h: &ImportRun, import: &Import, offset: u64, line: u64) -> Result<Chunk, Stop> {
     let data = match h.files.read_at(&import.tenant_id, &import.id, offset, h.imports.chunk_bytes()).await {
         Ok(d) => d,
@@ -177,11 +178,17 @@ async fn read_chunk(h: &ImportRun, import: &Import, offset: u64, line: u64) -> R
     if data.is_empty() && !eof {
         return Err(Stop::Fail("the import's file is shorter than when it was stored".into()));
     }
-    let columns = import.columns.clone();
-    tokio::task::spawn_blocking(move || parse_chunk(&columns, &data, offset, line, eof))
-        .await
-        .map_err(|e| Stop::Again(StoreError::Unavailable(format!("parsing a chunk failed: {e}"))))?
-        .map_err(Stop::Fail)
+    let (columns, prepare) = (import.columns.clone(), h.imports.takes_new_contacts());
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = parse_chunk(&columns, &data, offset, line, eof)?;
+        if prepare {
+            chunk.prepare();
+        }
+        Ok(chunk)
+    })
+    .await
+    .map_err(|e| Stop::Again(StoreError::Unavailable(format!("parsing a chunk failed: {e}"))))?
+    .map_err(Stop::Fail)
 }
 
 /// Handles an import job: applies chunks from where the import stands for up to

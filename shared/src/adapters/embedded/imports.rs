@@ -43,7 +43,7 @@ fn write_import(c: &Connection, import: &Import) -> StoreResult<()> {
 }
 
 /// One line: its contact created when none of its keys is taken (as `created`, made while the
-/// chunk was parsed), or else found by the first of its keys any contact holds and merged; `Err`
+/// chunk was read), or else found by the first of its keys any contact holds and merged; `Err`
 /// with the reason when its keys belong to two contacts.
 fn import_line(
     c: &Connection,
@@ -201,6 +201,12 @@ impl Imports for EmbeddedStore {
     async fn apply_chunk(&self, import: &Import, chunk: Chunk) -> Result<Option<Import>, MembersError> {
         let (import, at) = (import.clone(), crate::domain::now());
         self.db.write(move |c| Ok(apply(c, &import, &chunk, at))).await?
+    }
+
+    /// The single writer is the import's bound: each line's id, keys and document are made
+    /// beside it.
+    fn takes_new_contacts(&self) -> bool {
+        true
     }
 
     async fn fail_import(&self, tenant: &TenantId, id: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<bool> {
