@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bounded fuzz run of every target (default 60 s each) with cargo-fuzz on nightly Rust.
 # Inputs that crash are saved under fuzz/artifacts/<target>/; new interesting inputs join
-# fuzz/corpus/<target>/, which tests/tests/fuzz_corpus.rs replays on stable in scripts/test.sh.
+# fuzz/corpus/<target>/, which tests/tests/suites/fuzz_corpus.rs replays on stable in scripts/test.sh.
 #   scripts/fuzz.sh              every target, 60 s each
 #   SECONDS_PER_TARGET=600 scripts/fuzz.sh api
 set -euo pipefail

@@ -5,7 +5,7 @@
 #
 #   scripts/test.sh               everything
 #   SKIP_LINT=1 scripts/test.sh   tests only
-#   scripts/test.sh --tools-only  install the tools and stop (about 2 min the first time)
+#   scripts/test.sh --tools-only  install the tools and stop (under a minute the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
