@@ -94,8 +94,11 @@ pub async fn get(
     let Some(request) = h.requests.get_request(&tenant, &id).await? else {
         return Err(ApiError::NotFound(format!("no send request \"{id}\"")));
     };
-    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
+    // Progress before counts: once fan-out is seen over, every row it made is counted (the other
+    // way round, a fan-out ending between the two reads showed a broadcast completed short of its
+    // last page).
     let progress = h.requests.progress(&tenant, &id).await?;
+    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), &tenant, &id).await?.by_status;
     let (rows, next) = match wanted {
         None => rows_page(&h, &tenant, &request, after, limit).await?,
         Some(wanted) => rows_in_status(&h, &tenant, &request, after, limit, &wanted).await?,
@@ -245,8 +248,9 @@ fn list_query(q: &HashMap<String, String>) -> Result<(u32, Option<RequestCursor>
 
 /// A request as the list shows it: its view without rows.
 async fn summary_json(h: &Herald, tenant: &TenantId, request: &SendRequest) -> Result<Value, ApiError> {
-    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), tenant, &request.id).await?.by_status;
+    // Progress before counts, as in `get`.
     let progress = h.requests.progress(tenant, &request.id).await?;
+    let counts = recount::counts(h.requests.as_ref(), h.queue.as_ref(), tenant, &request.id).await?.by_status;
     let mut view = request_json(request, &counts, &progress, &[], None);
     if let Some(fields) = view.as_object_mut() {
         fields.remove("recipients");

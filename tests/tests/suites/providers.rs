@@ -426,7 +426,10 @@ async fn a_provider_is_paced_to_its_rate_and_throttled_rows_keep_their_attempts(
     at.sort();
     let span = at[5].duration_since(at[0]).as_secs_f64();
     let rate = 5.0 / span;
-    assert!((1.6..=2.2).contains(&rate), "achieved {rate:.2} msg/s against a setting of 2/s");
+    // Never faster than the setting (with the burst's slack); the lower bound only says the rows
+    // were paced rather than stuck: a throttled row's job comes back through the queue, which on
+    // a loaded machine (this binary runs every embedded suite at once) adds its own delay.
+    assert!((1.0..=2.2).contains(&rate), "achieved {rate:.2} msg/s against a setting of 2/s");
 }
 
 #[tokio::test]
